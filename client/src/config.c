@@ -1,0 +1,266 @@
+/*
+ * Settings. Precedence: environment variable, then config file, then
+ * default. Config file: PKCS11PROXY_CONF or /etc/pkcs11proxyd/client.conf
+ * (a missing default file is not an error), lines `key = value`, `#`
+ * comments; keys socket_path, libname, rpc_timeout, session_connections.
+ * Unknown keys and bad values are errors.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "px.h"
+
+static pthread_once_t debug_once = PTHREAD_ONCE_INIT;
+static bool debug_on;
+
+static void debug_init(void) {
+  const char *v = getenv("PKCS11PROXY_DEBUG");
+  debug_on = v != NULL && strcmp(v, "1") == 0;
+}
+
+void px_debug(const char *fmt, ...) {
+  pthread_once(&debug_once, debug_init);
+  if (!debug_on)
+    return;
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "libp11client[%ld]: %s\n", (long)getpid(), line);
+}
+
+static char *trim(char *s) {
+  while (isspace((unsigned char)*s))
+    s++;
+  size_t n = strlen(s);
+  while (n > 0 && isspace((unsigned char)s[n - 1]))
+    s[--n] = '\0';
+  return s;
+}
+
+static void clear_address(struct px_config *cfg) {
+  free(cfg->path);
+  free(cfg->host);
+  free(cfg->port);
+  cfg->path = cfg->host = cfg->port = NULL;
+}
+
+/* host:port, [v6]:port */
+static int parse_host_port(struct px_config *cfg, const char *hp) {
+  const char *colon;
+  const char *host_start = hp;
+  size_t host_len;
+  if (hp[0] == '[') {
+    const char *close = strchr(hp, ']');
+    if (close == NULL || close[1] != ':')
+      return -1;
+    host_start = hp + 1;
+    host_len = (size_t)(close - host_start);
+    colon = close + 1;
+  } else {
+    colon = strrchr(hp, ':');
+    if (colon == NULL)
+      return -1;
+    host_len = (size_t)(colon - hp);
+  }
+  const char *port = colon + 1;
+  if (host_len == 0 || *port == '\0')
+    return -1;
+  for (const char *p = port; *p; p++)
+    if (!isdigit((unsigned char)*p))
+      return -1;
+  long pn = strtol(port, NULL, 10);
+  if (pn <= 0 || pn > 65535)
+    return -1;
+  cfg->host = strndup(host_start, host_len);
+  cfg->port = strdup(port);
+  return (cfg->host && cfg->port) ? 0 : -1;
+}
+
+int px_config_parse_address(struct px_config *cfg, const char *addr) {
+  clear_address(cfg);
+  if (addr == NULL || *addr == '\0')
+    return -1;
+  if (strncmp(addr, "unix:", 5) == 0) {
+    const char *p = addr + 5;
+    if (strncmp(p, "//", 2) == 0)
+      p += 2;
+    if (*p == '\0')
+      return -1;
+    cfg->transport = PX_TRANSPORT_UNIX;
+    cfg->path = strdup(p);
+    return cfg->path ? 0 : -1;
+  }
+  if (strncmp(addr, "tcp://", 6) == 0) {
+    cfg->transport = PX_TRANSPORT_TCP;
+    return parse_host_port(cfg, addr + 6);
+  }
+  if (strncmp(addr, "tls://", 6) == 0) {
+    cfg->transport = PX_TRANSPORT_TLS;
+    return parse_host_port(cfg, addr + 6);
+  }
+  if (addr[0] == '/' || addr[0] == '.') {
+    cfg->transport = PX_TRANSPORT_UNIX;
+    cfg->path = strdup(addr);
+    return cfg->path ? 0 : -1;
+  }
+  cfg->transport = PX_TRANSPORT_TCP;
+  return parse_host_port(cfg, addr);
+}
+
+static int parse_timeout(const char *s, unsigned long *out) {
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v == 0 || v > 86400UL * 365)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_mode(const char *s, bool *shared) {
+  if (strcmp(s, "dedicated") == 0) {
+    *shared = false;
+    return 0;
+  }
+  if (strcmp(s, "shared") == 0) {
+    *shared = true;
+    return 0;
+  }
+  return -1;
+}
+
+/* File values, applied only where no environment variable overrides. */
+struct file_values {
+  char *socket_path;
+  char *libname;
+  char *rpc_timeout;
+  char *mode;
+};
+
+static void file_values_free(struct file_values *fv) {
+  free(fv->socket_path);
+  free(fv->libname);
+  free(fv->rpc_timeout);
+  free(fv->mode);
+}
+
+static int read_file(const char *path, bool must_exist,
+                     struct file_values *fv) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL) {
+    if (!must_exist && errno == ENOENT)
+      return 0;
+    px_debug("config: cannot open %s: %s", path, strerror(errno));
+    return -1;
+  }
+  char buf[1024];
+  int lineno = 0;
+  int rc = 0;
+  while (rc == 0 && fgets(buf, sizeof buf, f) != NULL) {
+    lineno++;
+    char *line = trim(buf);
+    if (*line == '\0' || *line == '#')
+      continue;
+    char *eq = strchr(line, '=');
+    if (eq == NULL) {
+      px_debug("config: %s:%d: expected `key = value`", path, lineno);
+      rc = -1;
+      break;
+    }
+    *eq = '\0';
+    char *key = trim(line);
+    char *val = trim(eq + 1);
+    size_t vl = strlen(val);
+    if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+      val[vl - 1] = '\0';
+      val++;
+    }
+    char **slot = NULL;
+    if (strcmp(key, "socket_path") == 0)
+      slot = &fv->socket_path;
+    else if (strcmp(key, "libname") == 0)
+      slot = &fv->libname;
+    else if (strcmp(key, "rpc_timeout") == 0)
+      slot = &fv->rpc_timeout;
+    else if (strcmp(key, "session_connections") == 0)
+      slot = &fv->mode;
+    if (slot == NULL) {
+      px_debug("config: %s:%d: unknown key '%s'", path, lineno, key);
+      rc = -1;
+      break;
+    }
+    free(*slot);
+    *slot = strdup(val);
+    if (*slot == NULL)
+      rc = -1;
+  }
+  fclose(f);
+  return rc;
+}
+
+static const char *pick(const char *env_name, const char *file_value) {
+  const char *e = getenv(env_name);
+  return (e != NULL && *e != '\0') ? e : file_value;
+}
+
+CK_RV px_config_load(struct px_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  struct file_values fv = {0};
+  const char *conf = getenv("PKCS11PROXY_CONF");
+  bool explicit_conf = conf != NULL && *conf != '\0';
+  if (read_file(explicit_conf ? conf : PX_DEFAULT_CONF, explicit_conf, &fv)) {
+    file_values_free(&fv);
+    return CKR_GENERAL_ERROR;
+  }
+  CK_RV rv = CKR_GENERAL_ERROR;
+  const char *addr = pick("PKCS11PROXY_SOCKET_PATH", fv.socket_path);
+  if (addr == NULL)
+    addr = PX_DEFAULT_SOCKET_PATH;
+  if (px_config_parse_address(cfg, addr)) {
+    px_debug("config: bad socket_path '%s'", addr);
+    goto out;
+  }
+  const char *lib = pick("PKCS11PROXY_LIBNAME", fv.libname);
+  cfg->libname = strdup(lib ? lib : "");
+  if (cfg->libname == NULL)
+    goto out;
+  cfg->rpc_timeout = PX_DEFAULT_RPC_TIMEOUT;
+  const char *to = pick("PKCS11PROXY_RPC_TIMEOUT", fv.rpc_timeout);
+  if (to != NULL && parse_timeout(to, &cfg->rpc_timeout)) {
+    px_debug("config: bad rpc_timeout '%s'", to);
+    goto out;
+  }
+  const char *mode = pick("PKCS11PROXY_SESSION_CONNECTIONS", fv.mode);
+  if (mode != NULL && parse_mode(mode, &cfg->shared_sessions)) {
+    px_debug("config: bad session_connections '%s'", mode);
+    goto out;
+  }
+  rv = CKR_OK;
+  px_debug("config: socket=%s%s%s%s libname='%s' rpc_timeout=%lus "
+           "session_connections=%s",
+           cfg->transport == PX_TRANSPORT_UNIX  ? "unix:"
+           : cfg->transport == PX_TRANSPORT_TCP ? "tcp://"
+                                                : "tls://",
+           cfg->path ? cfg->path : cfg->host, cfg->path ? "" : ":",
+           cfg->path ? "" : cfg->port, cfg->libname, cfg->rpc_timeout,
+           cfg->shared_sessions ? "shared" : "dedicated");
+out:
+  file_values_free(&fv);
+  if (rv != CKR_OK)
+    px_config_free(cfg);
+  return rv;
+}
+
+void px_config_free(struct px_config *cfg) {
+  clear_address(cfg);
+  free(cfg->libname);
+  cfg->libname = NULL;
+}

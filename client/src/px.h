@@ -1,0 +1,144 @@
+/*
+ * Internal declarations of libp11client (pkcs11proxyd client library).
+ * Layers: config.c (settings), transport.c (sockets, RPC handles and the
+ * per-connection handshake), state.c (library state, connections, session
+ * table, login replay), pkcs11.c (the C_* entry points), interface.c
+ * (function lists and C_GetInterface*).
+ */
+#ifndef PX_H
+#define PX_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "pkcs11_rpc.h"
+#include "pkcs11_v3_types.h"
+
+#define PX_EXPORT __attribute__((visibility("default")))
+
+/* ---- debug channel: PKCS11PROXY_DEBUG=1, stderr only, never secrets ---- */
+void px_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- settings (config.c) ---- */
+enum px_transport { PX_TRANSPORT_UNIX, PX_TRANSPORT_TCP, PX_TRANSPORT_TLS };
+
+struct px_config {
+  enum px_transport transport;
+  char *path;          /* unix socket path (PX_TRANSPORT_UNIX) */
+  char *host;          /* TCP/TLS host */
+  char *port;          /* TCP/TLS port */
+  char *libname;       /* C_LoadModule alias; "" when unset */
+  unsigned long rpc_timeout; /* seconds */
+  bool shared_sessions; /* all sessions on the control connection */
+};
+
+#define PX_DEFAULT_SOCKET_PATH "/var/run/pkcs11proxyd.socket"
+#define PX_DEFAULT_CONF "/etc/pkcs11proxyd/client.conf"
+#define PX_DEFAULT_RPC_TIMEOUT 600UL
+
+/* Returns CKR_OK or CKR_GENERAL_ERROR (reason on the debug channel). */
+CK_RV px_config_load(struct px_config *cfg);
+void px_config_free(struct px_config *cfg);
+/* Parses a socket address setting into cfg; 0 on success. */
+int px_config_parse_address(struct px_config *cfg, const char *addr);
+
+/* ---- connections (transport.c / state.c) ---- */
+struct px_conn {
+  CLIENT *clnt;
+  int fd;
+  /* Held for a whole round trip; sessions owned by this connection and
+   * their output caches are only touched while it is held. */
+  pthread_mutex_t lock;
+  /* Set on a transport failure; the connection is never used again. */
+  atomic_bool broken;
+  /* Fields below are guarded by the state lock. */
+  unsigned refs;       /* list membership + owning sessions + calls */
+  unsigned nsessions;  /* live sessions owned by this connection */
+  bool listed;         /* still in the state's connection list */
+  bool control;
+  struct px_conn *next;
+};
+
+/* Connects, does C_SetupArch, C_LoadModule and C_Initialize. */
+CK_RV px_conn_open(const struct px_config *cfg, struct px_conn **out);
+/* Sends C_Finalize when the connection is healthy, then closes it. */
+void px_conn_destroy(struct px_conn *c, bool say_finalize);
+/* Fork child: closes the descriptor copy only, sends nothing. */
+void px_conn_abandon(struct px_conn *c);
+
+/* Round trip bracket: blocks SIGPIPE in the calling thread so a dead
+ * daemon cannot kill the process, and marks the connection broken on any
+ * transport failure. px_rpc_end returns CKR_OK or CKR_DEVICE_ERROR. */
+struct px_rpc {
+  sigset_t old_mask;
+  bool pipe_was_pending;
+};
+void px_rpc_begin(struct px_rpc *r);
+CK_RV px_rpc_end(struct px_rpc *r, struct px_conn *c, enum clnt_stat st,
+                 const char *what);
+
+/* ---- output cache for the size-query protocol (state.c) ---- */
+struct px_out_cache {
+  bool valid;
+  int proc;               /* RPC procedure number that produced it */
+  unsigned char *in;      /* copy of the input the result belongs to */
+  size_t in_len;
+  unsigned char *out;
+  size_t out_len;
+};
+void px_out_cache_clear(struct px_out_cache *oc);
+
+/* ---- sessions (state.c) ---- */
+struct px_session {
+  CK_SESSION_HANDLE handle;  /* handed to the application */
+  CK_SESSION_HANDLE remote;  /* the daemon's handle on conn */
+  CK_SLOT_ID slot;
+  struct px_conn *conn;
+  struct px_out_cache cache; /* guarded by conn->lock */
+  unsigned refs;             /* table membership + calls; state lock */
+  bool listed;
+};
+
+/* A session-scoped call in progress: holds refs and conn->lock. */
+struct px_call {
+  struct px_session *s;
+  struct px_conn *c;
+};
+
+CK_RV px_state_initialize(CK_C_INITIALIZE_ARGS *args);
+CK_RV px_state_finalize(void);
+bool px_state_is_initialized(void);
+
+/* Session call bracket; enter returns CKR_CRYPTOKI_NOT_INITIALIZED,
+ * CKR_SESSION_HANDLE_INVALID or CKR_OK (then conn->lock is held). */
+CK_RV px_session_enter(CK_SESSION_HANDLE h, struct px_call *call);
+void px_session_leave(struct px_call *call);
+
+/* Control connection bracket for slot-level calls (reconnects a broken
+ * control connection). On failure returns the given rv. */
+CK_RV px_control_enter(struct px_call *call, CK_RV unreachable_rv);
+void px_control_leave(struct px_call *call);
+
+/* Session lifecycle helpers used by pkcs11.c. */
+CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
+                      CK_SESSION_HANDLE_PTR out);
+CK_RV px_session_close(CK_SESSION_HANDLE h);
+CK_RV px_session_close_all(CK_SLOT_ID slot);
+CK_RV px_session_login(CK_SESSION_HANDLE h, CK_USER_TYPE user,
+                       const unsigned char *pin, size_t pin_len);
+CK_RV px_session_logout(CK_SESSION_HANDLE h);
+/* After a successful C_SetPIN: keeps the replayed PIN current. */
+void px_login_pin_changed(CK_SESSION_HANDLE h, const unsigned char *old_pin,
+                          size_t old_len, const unsigned char *new_pin,
+                          size_t new_len);
+
+/* Zeroes then frees. */
+void px_secure_free(void *p, size_t len);
+
+#endif

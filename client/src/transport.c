@@ -1,0 +1,243 @@
+/*
+ * Sockets and RPC handles. One px_conn is one socket with its own CLIENT
+ * (tirpc clnt_vc); every new connection starts with C_SetupArch (this
+ * process's CK_ULONG layout), C_LoadModule (alias bytes) and C_Initialize.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "px.h"
+
+void px_rpc_begin(struct px_rpc *r) {
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigemptyset(&pending);
+  sigpending(&pending);
+  r->pipe_was_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &r->old_mask);
+}
+
+CK_RV px_rpc_end(struct px_rpc *r, struct px_conn *c, enum clnt_stat st,
+                 const char *what) {
+  if (!r->pipe_was_pending) {
+    /* Consume a SIGPIPE raised by this call's write, if any. */
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &r->old_mask, NULL);
+  if (st == RPC_SUCCESS)
+    return CKR_OK;
+  atomic_store(&c->broken, true);
+  px_debug("%s: RPC failed: %s", what, clnt_sperrno(st));
+  return CKR_DEVICE_ERROR;
+}
+
+static int connect_unix(const char *path) {
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  if (strlen(path) >= sizeof sa.sun_path) {
+    px_debug("connect: unix socket path too long");
+    return -1;
+  }
+  strcpy(sa.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    px_debug("connect: unix:%s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int connect_tcp(const char *host, const char *port) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int gai = getaddrinfo(host, port, &hints, &res);
+  if (gai != 0) {
+    px_debug("connect: %s:%s: %s", host, port, gai_strerror(gai));
+    return -1;
+  }
+  int fd = -1;
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                ai->ai_protocol);
+    if (fd < 0)
+      continue;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      break;
+    }
+    px_debug("connect: tcp://%s:%s: %s", host, port, strerror(errno));
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  return fd;
+}
+
+/* C_SetupArch code of this process (rpc/pkcs11.x PX_ARCH_*). */
+static int64_t local_arch(void) {
+  const uint16_t probe = 1;
+  bool little = *(const uint8_t *)&probe == 1;
+  if (sizeof(CK_ULONG) == 8)
+    return little ? PX_ARCH_LITTLE_ENDIAN_64 : PX_ARCH_BIG_ENDIAN_64;
+  return little ? PX_ARCH_LITTLE_ENDIAN_32 : PX_ARCH_BIG_ENDIAN_32;
+}
+
+static CK_RV handshake(struct px_conn *c, const char *libname) {
+  struct px_rpc r;
+  px_rv rv = 0;
+  C_SetupArch_args sa = {.arch = local_arch()};
+  px_rpc_begin(&r);
+  CK_RV st = px_rpc_end(&r, c, c_setuparch_3(sa, &rv, c->clnt), "C_SetupArch");
+  if (st != CKR_OK)
+    return st;
+  px_debug("C_SetupArch: client arch %lld, server arch %lld",
+           (long long)sa.arch, (long long)rv);
+  if (rv == PX_ARCH_UNSUPPORTED || rv < PX_ARCH_LITTLE_ENDIAN_64 ||
+      rv > PX_ARCH_BIG_ENDIAN_32) {
+    px_debug("C_SetupArch: server refused this architecture");
+    return CKR_DEVICE_ERROR;
+  }
+
+  C_LoadModule_args lm;
+  lm.alias.px_bytes_len = (u_int)strlen(libname);
+  lm.alias.px_bytes_val = (char *)libname;
+  rv = 0;
+  px_rpc_begin(&r);
+  st = px_rpc_end(&r, c, c_loadmodule_3(lm, &rv, c->clnt), "C_LoadModule");
+  if (st != CKR_OK)
+    return st;
+  if (rv != CKR_OK) {
+    px_debug("C_LoadModule('%s') returned 0x%llx", libname,
+             (unsigned long long)rv);
+    return (CK_RV)rv;
+  }
+
+  rv = 0;
+  px_rpc_begin(&r);
+  st = px_rpc_end(&r, c, c_initialize_3(&rv, c->clnt), "C_Initialize");
+  if (st != CKR_OK)
+    return st;
+  /* A daemon sharing one module between connections may already have
+   * initialized it. */
+  if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+    px_debug("remote C_Initialize returned 0x%llx", (unsigned long long)rv);
+    return (CK_RV)rv;
+  }
+  return CKR_OK;
+}
+
+CK_RV px_conn_open(const struct px_config *cfg, struct px_conn **out) {
+  *out = NULL;
+  int fd;
+  switch (cfg->transport) {
+  case PX_TRANSPORT_UNIX:
+    fd = connect_unix(cfg->path);
+    break;
+  case PX_TRANSPORT_TCP:
+    fd = connect_tcp(cfg->host, cfg->port);
+    break;
+  default:
+    px_debug("connect: tls:// is not supported yet");
+    return CKR_DEVICE_ERROR;
+  }
+  if (fd < 0)
+    return CKR_DEVICE_ERROR;
+
+  struct sockaddr_storage peer;
+  socklen_t peer_len = sizeof peer;
+  memset(&peer, 0, sizeof peer);
+  getpeername(fd, (struct sockaddr *)&peer, &peer_len);
+  struct netbuf nb = {.maxlen = sizeof peer, .len = peer_len, .buf = &peer};
+  CLIENT *clnt = clnt_vc_create(fd, &nb, PKCS11_PROG, PKCS11_V3, 0, 0);
+  if (clnt == NULL) {
+    px_debug("connect: clnt_vc_create failed: %s",
+             clnt_spcreateerror("pkcs11proxyd"));
+    close(fd);
+    return CKR_DEVICE_ERROR;
+  }
+  clnt_control(clnt, CLSET_FD_CLOSE, NULL);
+  struct timeval tv = {.tv_sec = (time_t)cfg->rpc_timeout, .tv_usec = 0};
+  clnt_control(clnt, CLSET_TIMEOUT, (char *)&tv);
+
+  struct px_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    clnt_destroy(clnt);
+    return CKR_HOST_MEMORY;
+  }
+  c->clnt = clnt;
+  c->fd = fd;
+  pthread_mutex_init(&c->lock, NULL);
+  atomic_init(&c->broken, false);
+
+  CK_RV rv = handshake(c, cfg->libname);
+  if (rv != CKR_OK) {
+    px_conn_destroy(c, false);
+    return rv;
+  }
+  px_debug("connected (fd %d)", fd);
+  *out = c;
+  return CKR_OK;
+}
+
+void px_conn_destroy(struct px_conn *c, bool say_finalize) {
+  if (c == NULL)
+    return;
+  if (say_finalize && !atomic_load(&c->broken)) {
+    px_rv rv = 0;
+    struct px_rpc r;
+    pthread_mutex_lock(&c->lock);
+    px_rpc_begin(&r);
+    px_rpc_end(&r, c, c_finalize_3(&rv, c->clnt), "C_Finalize");
+    pthread_mutex_unlock(&c->lock);
+  }
+  clnt_destroy(c->clnt);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+}
+
+/* Orphaned CLIENT handles of a forked child. They are kept reachable but
+ * never used or freed: tirpc's destroy path takes locks a parent thread
+ * may have held at fork time. */
+static CLIENT **orphans;
+static size_t n_orphans, cap_orphans;
+
+void px_conn_abandon(struct px_conn *c) {
+  if (c->fd >= 0)
+    close(c->fd);
+  if (n_orphans == cap_orphans) {
+    size_t ncap = cap_orphans ? cap_orphans * 2 : 8;
+    CLIENT **n = realloc(orphans, ncap * sizeof *n);
+    if (n != NULL) {
+      orphans = n;
+      cap_orphans = ncap;
+    }
+  }
+  if (n_orphans < cap_orphans)
+    orphans[n_orphans++] = c->clnt;
+  free(c);
+}

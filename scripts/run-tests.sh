@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every suite and ends with one line "N passed, N failed" summing them all.
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p .tmp
+passed=0
+failed=0
+status=0
+
+echo "== lint"
+if npx eslint . ; then passed=$((passed+1)); else failed=$((failed+1)); status=1; fi
+echo "== typecheck"
+if npx tsc -p tsconfig.json --noEmit ; then passed=$((passed+1)); else failed=$((failed+1)); status=1; fi
+echo "== import cycles"
+if npx madge --circular --extensions ts src tools; then passed=$((passed+1)); else failed=$((failed+1)); status=1; fi
+
+echo "== jest"
+npx jest --ci --json --outputFile=.tmp/jest.json 2>&1 | tail -n 60
+if [ -f .tmp/jest.json ]; then
+  jp=$(node -e 'const r=require("./.tmp/jest.json");console.log(r.numPassedTests)')
+  jf=$(node -e 'const r=require("./.tmp/jest.json");console.log(r.numFailedTests + (r.numRuntimeErrorTestSuites||0))')
+  passed=$((passed+jp)); failed=$((failed+jf))
+  [ "$jf" -eq 0 ] || status=1
+else
+  echo "jest produced no report"; failed=$((failed+1)); status=1
+fi
+
+if [ -x tests/c/run.sh ]; then
+  echo "== C tests"
+  bash tests/c/run.sh 2>&1 | tee .tmp/c-tests.log
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' .tmp/c-tests.log | tail -n 1)
+  if [ -n "$line" ]; then
+    cp=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/'); cf=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    passed=$((passed+cp)); failed=$((failed+cf)); [ "$cf" -eq 0 ] || status=1
+  else
+    echo "C tests printed no summary"; failed=$((failed+1)); status=1
+  fi
+fi
+
+echo "$passed passed, $failed failed"
+exit $status

@@ -1,0 +1,634 @@
+import * as pkcs11js from 'pkcs11js';
+import type {
+  C_CloseAllSessions_args,
+  C_CloseSession_args,
+  C_CopyObject_args,
+  C_CreateObject_args,
+  C_DeriveKey_args,
+  C_DestroyObject_args,
+  C_DigestKey_args,
+  C_FindObjectsFinal_args,
+  C_FindObjectsInit_args,
+  C_FindObjects_args,
+  C_FindObjects_ret,
+  C_GenerateKeyPair_args,
+  C_GenerateKeyPair_ret,
+  C_GenerateKey_args,
+  C_GenerateRandom_args,
+  C_GetAttributeValue_args,
+  C_GetAttributeValue_ret,
+  C_GetInfo_ret,
+  C_GetMechanismInfo_args,
+  C_GetMechanismInfo_ret,
+  C_GetMechanismList_args,
+  C_GetMechanismList_ret,
+  C_GetObjectSize_args,
+  C_GetObjectSize_ret,
+  C_GetSessionInfo_args,
+  C_GetSessionInfo_ret,
+  C_GetSlotInfo_args,
+  C_GetSlotInfo_ret,
+  C_GetSlotList_args,
+  C_GetSlotList_ret,
+  C_GetTokenInfo_args,
+  C_GetTokenInfo_ret,
+  C_InitPIN_args,
+  C_InitToken_args,
+  C_LoadModule_args,
+  C_Login_args,
+  C_Logout_args,
+  C_OpenSession_args,
+  C_OpenSession_ret,
+  C_SeedRandom_args,
+  C_SetAttributeValue_args,
+  C_SetOperationState_args,
+  C_SetPIN_args,
+  C_SetupArch_args,
+  C_UnwrapKey_args,
+  C_VerifyFinal_args,
+  C_Verify_args,
+  C_WaitForSlotEvent_args,
+  C_WaitForSlotEvent_ret,
+  C_WrapKey_args,
+  Pkcs11Calls,
+  px_attribute,
+  px_bytes_ret,
+  px_mechanism,
+  px_object_ret,
+  px_rv,
+  px_session_args,
+  px_session_data_args,
+  px_session_mechanism_args,
+  px_session_mechanism_key_args,
+  px_version,
+} from '../generated/pkcs11_rpc';
+import {
+  CKR_ARGUMENTS_BAD,
+  CKR_ATTRIBUTE_SENSITIVE,
+  CKR_ATTRIBUTE_TYPE_INVALID,
+  CKR_BUFFER_TOO_SMALL,
+  CKR_FUNCTION_NOT_PARALLEL,
+  CKR_FUNCTION_NOT_SUPPORTED,
+  CKR_GENERAL_ERROR,
+  CKR_OK,
+  CK_UNAVAILABLE_INFORMATION_WIRE,
+  ck,
+} from '../pkcs11/constants';
+import { NATIVE_ARCH } from '../pkcs11/arch';
+import { Pkcs11Error, rvOf } from '../pkcs11/errors';
+import type { ConnectionState } from '../server/connection-state';
+
+/** Largest output the daemon will allocate for one call (matches the default record limit). */
+const MAX_OUTPUT = 16 * 1024 * 1024;
+/** First guess for an operation's output; a too-small guess costs one retry. */
+const MIN_OUTPUT_GUESS = 1024;
+/** Output growth factor after CKR_BUFFER_TOO_SMALL (which never ends an operation). */
+const OUTPUT_GROWTH = 4;
+
+const EMPTY = Buffer.alloc(0);
+
+export class BackendError extends Error {
+  readonly code = 'BACKEND_LOAD';
+}
+
+/** A handle as pkcs11js wants it: a CK_ULONG in native layout. */
+export function toHandle(n: number): Buffer {
+  const b = Buffer.alloc(NATIVE_ARCH.ulongSize);
+  if (NATIVE_ARCH.ulongSize === 8) {
+    const v = n < 0 ? 0xffffffffffffffffn : BigInt(n);
+    if (NATIVE_ARCH.littleEndian) b.writeBigUInt64LE(v);
+    else b.writeBigUInt64BE(v);
+  } else if (NATIVE_ARCH.littleEndian) b.writeUInt32LE(n >>> 0);
+  else b.writeUInt32BE(n >>> 0);
+  return b;
+}
+
+export function fromHandle(b: Buffer): number {
+  if (b.length === 8) {
+    const v = NATIVE_ARCH.littleEndian ? b.readBigUInt64LE() : b.readBigUInt64BE();
+    return v === 0xffffffffffffffffn ? -1 : Number(v);
+  }
+  return NATIVE_ARCH.littleEndian ? b.readUInt32LE() : b.readUInt32BE();
+}
+
+/** Blank-padded fixed-width PKCS#11 string field. */
+function padded(s: string, width: number): Buffer {
+  const b = Buffer.alloc(width, 0x20);
+  Buffer.from(s, 'utf8').copy(b, 0, 0, width);
+  return b;
+}
+
+/**
+ * pkcs11js returns CK_ULONGs as JS numbers, so ~0UL (CK_UNAVAILABLE_INFORMATION,
+ * CK_EFFECTIVELY_INFINITE's neighbour in token info) arrives as 2^64 rounded.
+ * On the wire it is hyper -1.
+ */
+function ul(n: number): number {
+  return Number.isSafeInteger(n) ? n : -1;
+}
+
+function version(v: { major: number; minor: number }): px_version {
+  return { major: Buffer.from([v.major & 0xff]), minor: Buffer.from([v.minor & 0xff]) };
+}
+
+function mechanism(m: px_mechanism): pkcs11js.Mechanism {
+  return m.parameter.length > 0 ? { mechanism: m.mechanism, parameter: m.parameter } : { mechanism: m.mechanism };
+}
+
+function template(t: px_attribute[]): pkcs11js.Template {
+  return t.map((a) => ({ type: a.type, value: a.value }));
+}
+
+/** pkcs11js takes PINs as JS strings; bytes that are not UTF-8 cannot be carried. */
+function pinString(pin: Buffer): string {
+  return pin.toString('utf8');
+}
+
+function bytesRet(data: Buffer): px_bytes_ret {
+  return { rv: CKR_OK, data };
+}
+
+/**
+ * Runs a call that fills an output buffer, growing it while the module answers
+ * CKR_BUFFER_TOO_SMALL. The protocol has no output length (the whole output is
+ * returned), so the daemon sizes the buffer itself.
+ */
+async function withOutput(guess: number, fn: (out: Buffer) => Buffer | Promise<Buffer>): Promise<Buffer> {
+  let size = Math.max(MIN_OUTPUT_GUESS, guess);
+  for (;;) {
+    try {
+      return await fn(Buffer.alloc(size));
+    } catch (e) {
+      if (rvOf(e) !== CKR_BUFFER_TOO_SMALL || size >= MAX_OUTPUT) throw e;
+      size = Math.min(MAX_OUTPUT, size * OUTPUT_GROWTH);
+    }
+  }
+}
+
+/** One PKCS#11 module loaded and initialized once in this process. */
+export class LoadedModule {
+  readonly p11: pkcs11js.PKCS11;
+  constructor(
+    readonly alias: string,
+    readonly path: string,
+  ) {
+    this.p11 = new pkcs11js.PKCS11();
+    try {
+      this.p11.load(path);
+    } catch (e) {
+      throw new BackendError(`cannot load module '${alias}' from ${path}: ${(e as Error).message}`);
+    }
+    try {
+      // The daemon calls the module from its event loop and from libuv threads.
+      this.p11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+    } catch (e) {
+      if (rvOf(e) !== ck.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        throw new BackendError(`C_Initialize of module '${alias}' failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  finalize(): void {
+    try {
+      this.p11.C_Finalize();
+    } catch {
+      // Process is exiting; nothing useful to do with a finalize error.
+    }
+  }
+}
+
+/**
+ * Bottom of the stack: turns calls into pkcs11js calls on the connection's
+ * module. Handles here are the module's own numbers. It keeps no
+ * per-connection state: C_Initialize/C_Finalize/C_LoadModule are answered
+ * by the layers above and never reach a module's process-wide functions.
+ */
+export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
+  constructor(
+    private readonly modules: ReadonlyMap<string, LoadedModule>,
+    private readonly defaultAlias: string,
+  ) {}
+
+  private m(conn: ConnectionState): pkcs11js.PKCS11 {
+    const mod = this.modules.get(conn.moduleAlias ?? this.defaultAlias);
+    if (!mod) throw new Pkcs11Error(CKR_GENERAL_ERROR);
+    return mod.p11;
+  }
+
+  hasModule(alias: string): boolean {
+    return this.modules.has(alias);
+  }
+
+  async C_SetupArch(_c: ConnectionState, _a: C_SetupArch_args): Promise<px_rv> {
+    return NATIVE_ARCH.code;
+  }
+  async C_LoadModule(_c: ConnectionState, a: C_LoadModule_args): Promise<px_rv> {
+    return this.modules.has(a.alias.toString('utf8')) ? CKR_OK : CKR_ARGUMENTS_BAD;
+  }
+  async C_Initialize(_c: ConnectionState): Promise<px_rv> {
+    return CKR_OK;
+  }
+  async C_Finalize(_c: ConnectionState): Promise<px_rv> {
+    return CKR_OK;
+  }
+
+  async C_GetInfo(c: ConnectionState): Promise<C_GetInfo_ret> {
+    const i = this.m(c).C_GetInfo();
+    return {
+      rv: CKR_OK,
+      info: {
+        cryptokiVersion: version(i.cryptokiVersion),
+        manufacturerID: padded(i.manufacturerID, 32),
+        flags: ul(i.flags),
+        libraryDescription: padded(i.libraryDescription, 32),
+        libraryVersion: version(i.libraryVersion),
+      },
+    };
+  }
+
+  async C_GetSlotList(c: ConnectionState, a: C_GetSlotList_args): Promise<C_GetSlotList_ret> {
+    const slots = this.m(c).C_GetSlotList(a.tokenPresent !== 0).map(fromHandle);
+    if (a.count === 0) return { rv: CKR_OK, slotList: [], count: slots.length };
+    if (a.count < slots.length) return { rv: CKR_BUFFER_TOO_SMALL, slotList: [], count: slots.length };
+    return { rv: CKR_OK, slotList: slots, count: slots.length };
+  }
+
+  async C_WaitForSlotEvent(c: ConnectionState, a: C_WaitForSlotEvent_args): Promise<C_WaitForSlotEvent_ret> {
+    // Only the non-blocking form is passed on: a blocking wait would hold the event loop.
+    if ((a.flags & ck.CKF_DONT_BLOCK) === 0) return { rv: CKR_FUNCTION_NOT_SUPPORTED, slotID: 0 };
+    const slot = this.m(c).C_WaitForSlotEvent(a.flags);
+    if (slot === null) return { rv: ck.CKR_NO_EVENT, slotID: 0 };
+    return { rv: CKR_OK, slotID: fromHandle(slot) };
+  }
+
+  async C_GetSlotInfo(c: ConnectionState, a: C_GetSlotInfo_args): Promise<C_GetSlotInfo_ret> {
+    const i = this.m(c).C_GetSlotInfo(toHandle(a.slotID));
+    return {
+      rv: CKR_OK,
+      info: {
+        slotDescription: padded(i.slotDescription, 64),
+        manufacturerID: padded(i.manufacturerID, 32),
+        flags: ul(i.flags),
+        hardwareVersion: version(i.hardwareVersion),
+        firmwareVersion: version(i.firmwareVersion),
+      },
+    };
+  }
+
+  async C_GetTokenInfo(c: ConnectionState, a: C_GetTokenInfo_args): Promise<C_GetTokenInfo_ret> {
+    const i = this.m(c).C_GetTokenInfo(toHandle(a.slotID));
+    return {
+      rv: CKR_OK,
+      info: {
+        label: padded(i.label, 32),
+        manufacturerID: padded(i.manufacturerID, 32),
+        model: padded(i.model, 16),
+        serialNumber: padded(i.serialNumber, 16),
+        flags: ul(i.flags),
+        maxSessionCount: ul(i.maxSessionCount),
+        sessionCount: ul(i.sessionCount),
+        maxRwSessionCount: ul(i.maxRwSessionCount),
+        rwSessionCount: ul(i.rwSessionCount),
+        maxPinLen: ul(i.maxPinLen),
+        minPinLen: ul(i.minPinLen),
+        totalPublicMemory: ul(i.totalPublicMemory),
+        freePublicMemory: ul(i.freePublicMemory),
+        totalPrivateMemory: ul(i.totalPrivateMemory),
+        freePrivateMemory: ul(i.freePrivateMemory),
+        hardwareVersion: version(i.hardwareVersion),
+        firmwareVersion: version(i.firmwareVersion),
+        utcTime: padded(i.utcTime, 16),
+      },
+    };
+  }
+
+  async C_Login(c: ConnectionState, a: C_Login_args): Promise<px_rv> {
+    this.m(c).C_Login(toHandle(a.session), a.userType, pinString(a.pin));
+    return CKR_OK;
+  }
+  async C_Logout(c: ConnectionState, a: C_Logout_args): Promise<px_rv> {
+    this.m(c).C_Logout(toHandle(a.session));
+    return CKR_OK;
+  }
+  async C_OpenSession(c: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
+    const h = this.m(c).C_OpenSession(toHandle(a.slotID), a.flags);
+    return { rv: CKR_OK, session: fromHandle(h) };
+  }
+  async C_CloseSession(c: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
+    this.m(c).C_CloseSession(toHandle(a.session));
+    return CKR_OK;
+  }
+  async C_CloseAllSessions(c: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
+    // Never reached for a client (the handle layer closes only the caller's
+    // sessions); kept for completeness of the interface.
+    this.m(c).C_CloseAllSessions(toHandle(a.slotID));
+    return CKR_OK;
+  }
+
+  async C_GetMechanismList(c: ConnectionState, a: C_GetMechanismList_args): Promise<C_GetMechanismList_ret> {
+    const list = this.m(c).C_GetMechanismList(toHandle(a.slotID));
+    if (a.count === 0) return { rv: CKR_OK, mechanismList: [], count: list.length };
+    if (a.count < list.length) return { rv: CKR_BUFFER_TOO_SMALL, mechanismList: [], count: list.length };
+    return { rv: CKR_OK, mechanismList: list, count: list.length };
+  }
+
+  async C_GetSessionInfo(c: ConnectionState, a: C_GetSessionInfo_args): Promise<C_GetSessionInfo_ret> {
+    const i = this.m(c).C_GetSessionInfo(toHandle(a.session));
+    return {
+      rv: CKR_OK,
+      info: { slotID: fromHandle(i.slotID), state: i.state, flags: ul(i.flags), deviceError: i.deviceError },
+    };
+  }
+
+  async C_GetMechanismInfo(c: ConnectionState, a: C_GetMechanismInfo_args): Promise<C_GetMechanismInfo_ret> {
+    const i = this.m(c).C_GetMechanismInfo(toHandle(a.slotID), a.type);
+    return { rv: CKR_OK, info: { minKeySize: ul(i.minKeySize), maxKeySize: ul(i.maxKeySize), flags: ul(i.flags) } };
+  }
+
+  async C_InitPIN(c: ConnectionState, a: C_InitPIN_args): Promise<px_rv> {
+    this.m(c).C_InitPIN(toHandle(a.session), pinString(a.pin));
+    return CKR_OK;
+  }
+  async C_SetPIN(c: ConnectionState, a: C_SetPIN_args): Promise<px_rv> {
+    this.m(c).C_SetPIN(toHandle(a.session), pinString(a.oldPin), pinString(a.newPin));
+    return CKR_OK;
+  }
+  async C_SeedRandom(c: ConnectionState, a: C_SeedRandom_args): Promise<px_rv> {
+    this.m(c).C_SeedRandom(toHandle(a.session), a.seed);
+    return CKR_OK;
+  }
+  async C_InitToken(c: ConnectionState, a: C_InitToken_args): Promise<px_rv> {
+    // The label is a blank-padded 32-byte field; pkcs11js pads it again.
+    this.m(c).C_InitToken(toHandle(a.slotID), pinString(a.pin), a.label.toString('utf8').replace(/ +$/, ''));
+    return CKR_OK;
+  }
+  async C_GenerateRandom(c: ConnectionState, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
+    if (a.length < 0 || a.length > MAX_OUTPUT) return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
+    return bytesRet(this.m(c).C_GenerateRandom(toHandle(a.session), Buffer.alloc(a.length)));
+  }
+
+  async C_FindObjectsInit(c: ConnectionState, a: C_FindObjectsInit_args): Promise<px_rv> {
+    this.m(c).C_FindObjectsInit(toHandle(a.session), template(a.template));
+    return CKR_OK;
+  }
+  async C_FindObjects(c: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+    if (a.maxObjectCount < 0) return { rv: CKR_ARGUMENTS_BAD, objects: [], count: 0 };
+    if (a.maxObjectCount === 0) return { rv: CKR_OK, objects: [], count: 0 };
+    const found = this.m(c).C_FindObjects(toHandle(a.session), Math.min(a.maxObjectCount, 65536)).map(fromHandle);
+    return { rv: CKR_OK, objects: found, count: found.length };
+  }
+  async C_FindObjectsFinal(c: ConnectionState, a: C_FindObjectsFinal_args): Promise<px_rv> {
+    this.m(c).C_FindObjectsFinal(toHandle(a.session));
+    return CKR_OK;
+  }
+
+  async C_GenerateKey(c: ConnectionState, a: C_GenerateKey_args): Promise<px_object_ret> {
+    const h = await this.m(c).C_GenerateKeyAsync(toHandle(a.session), mechanism(a.mechanism), template(a.template));
+    return { rv: CKR_OK, object: fromHandle(h) };
+  }
+  async C_GenerateKeyPair(c: ConnectionState, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
+    const kp = await this.m(c).C_GenerateKeyPairAsync(
+      toHandle(a.session),
+      mechanism(a.mechanism),
+      template(a.publicKeyTemplate),
+      template(a.privateKeyTemplate),
+    );
+    return { rv: CKR_OK, publicKey: fromHandle(kp.publicKey), privateKey: fromHandle(kp.privateKey) };
+  }
+  async C_CreateObject(c: ConnectionState, a: C_CreateObject_args): Promise<px_object_ret> {
+    return { rv: CKR_OK, object: fromHandle(this.m(c).C_CreateObject(toHandle(a.session), template(a.template))) };
+  }
+  async C_CopyObject(c: ConnectionState, a: C_CopyObject_args): Promise<px_object_ret> {
+    const h = this.m(c).C_CopyObject(toHandle(a.session), toHandle(a.object), template(a.template));
+    return { rv: CKR_OK, object: fromHandle(h) };
+  }
+  async C_DestroyObject(c: ConnectionState, a: C_DestroyObject_args): Promise<px_rv> {
+    this.m(c).C_DestroyObject(toHandle(a.session), toHandle(a.object));
+    return CKR_OK;
+  }
+
+  /**
+   * pkcs11js fetches all attributes at once and throws on the first error, so
+   * per-attribute outcomes (sensitive, invalid, too small) are rebuilt here by
+   * asking again one attribute at a time. A value-less request attribute is a
+   * size query; otherwise `valueLen` is the caller's buffer size.
+   */
+  async C_GetAttributeValue(c: ConnectionState, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
+    const p11 = this.m(c);
+    const session = toHandle(a.session);
+    const object = toHandle(a.object);
+    let values: Array<Buffer | undefined | number>;
+    try {
+      values = p11.C_GetAttributeValue(session, object, a.template.map((t) => ({ type: t.type }))).map(
+        (t) => t.value as Buffer | undefined,
+      );
+    } catch (e) {
+      const rv = rvOf(e);
+      if (rv !== CKR_ATTRIBUTE_SENSITIVE && rv !== CKR_ATTRIBUTE_TYPE_INVALID && !(e instanceof TypeError)) throw e;
+      values = a.template.map((t) => {
+        try {
+          return p11.C_GetAttributeValue(session, object, [{ type: t.type }])[0].value as Buffer | undefined;
+        } catch (e1) {
+          // pkcs11js rejects a CK_DATE whose length is not 8; only the empty date occurs in practice.
+          if (e1 instanceof TypeError) return EMPTY;
+          return rvOf(e1);
+        }
+      });
+    }
+    let rv = CKR_OK;
+    const out: px_attribute[] = a.template.map((req, i) => {
+      const v = values[i];
+      if (typeof v === 'number' || v === undefined) {
+        if (rv === CKR_OK) rv = typeof v === 'number' ? v : CKR_ATTRIBUTE_TYPE_INVALID;
+        return { type: req.type, value: EMPTY, valueLen: CK_UNAVAILABLE_INFORMATION_WIRE };
+      }
+      if (req.value.length === 0 && req.valueLen === 0) return { type: req.type, value: EMPTY, valueLen: v.length };
+      if (req.value.length === 0) return { type: req.type, value: EMPTY, valueLen: v.length };
+      if (v.length > req.valueLen) {
+        if (rv === CKR_OK) rv = CKR_BUFFER_TOO_SMALL;
+        return { type: req.type, value: EMPTY, valueLen: CK_UNAVAILABLE_INFORMATION_WIRE };
+      }
+      return { type: req.type, value: v, valueLen: v.length };
+    });
+    return { rv, template: out };
+  }
+
+  async C_SetAttributeValue(c: ConnectionState, a: C_SetAttributeValue_args): Promise<px_rv> {
+    this.m(c).C_SetAttributeValue(toHandle(a.session), toHandle(a.object), template(a.template));
+    return CKR_OK;
+  }
+  async C_GetObjectSize(c: ConnectionState, a: C_GetObjectSize_args): Promise<C_GetObjectSize_ret> {
+    return { rv: CKR_OK, size: ul(this.m(c).C_GetObjectSize(toHandle(a.session), toHandle(a.object))) };
+  }
+
+  async C_WrapKey(c: ConnectionState, a: C_WrapKey_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    const args = [toHandle(a.session), mechanism(a.mechanism), toHandle(a.wrappingKey), toHandle(a.key)] as const;
+    return bytesRet(await withOutput(4096, (out) => p11.C_WrapKeyAsync(...args, out)));
+  }
+  async C_UnwrapKey(c: ConnectionState, a: C_UnwrapKey_args): Promise<px_object_ret> {
+    const h = await this.m(c).C_UnwrapKeyAsync(
+      toHandle(a.session),
+      mechanism(a.mechanism),
+      toHandle(a.unwrappingKey),
+      a.wrappedKey,
+      template(a.template),
+    );
+    return { rv: CKR_OK, object: fromHandle(h) };
+  }
+  async C_DeriveKey(c: ConnectionState, a: C_DeriveKey_args): Promise<px_object_ret> {
+    const h = await this.m(c).C_DeriveKeyAsync(
+      toHandle(a.session),
+      mechanism(a.mechanism),
+      toHandle(a.baseKey),
+      template(a.template),
+    );
+    return { rv: CKR_OK, object: fromHandle(h) };
+  }
+
+  async C_DigestInit(c: ConnectionState, a: px_session_mechanism_args): Promise<px_rv> {
+    this.m(c).C_DigestInit(toHandle(a.session), mechanism(a.mechanism));
+    return CKR_OK;
+  }
+  async C_Digest(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(128, (out) => p11.C_DigestAsync(toHandle(a.session), a.data, out)));
+  }
+  async C_DigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
+    this.m(c).C_DigestUpdate(toHandle(a.session), a.data);
+    return CKR_OK;
+  }
+  async C_DigestFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(128, (out) => p11.C_DigestFinalAsync(toHandle(a.session), out)));
+  }
+  async C_DigestKey(c: ConnectionState, a: C_DigestKey_args): Promise<px_rv> {
+    this.m(c).C_DigestKey(toHandle(a.session), toHandle(a.key));
+    return CKR_OK;
+  }
+
+  async C_SignInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+    this.m(c).C_SignInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
+    return CKR_OK;
+  }
+  async C_Sign(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(1024, (out) => p11.C_SignAsync(toHandle(a.session), a.data, out)));
+  }
+  async C_SignUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
+    this.m(c).C_SignUpdate(toHandle(a.session), a.data);
+    return CKR_OK;
+  }
+  async C_SignFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(1024, (out) => p11.C_SignFinalAsync(toHandle(a.session), out)));
+  }
+
+  async C_VerifyInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+    this.m(c).C_VerifyInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
+    return CKR_OK;
+  }
+  async C_Verify(c: ConnectionState, a: C_Verify_args): Promise<px_rv> {
+    const ok = await this.m(c).C_VerifyAsync(toHandle(a.session), a.data, a.signature);
+    return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
+  }
+  async C_VerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
+    this.m(c).C_VerifyUpdate(toHandle(a.session), a.data);
+    return CKR_OK;
+  }
+  async C_VerifyFinal(c: ConnectionState, a: C_VerifyFinal_args): Promise<px_rv> {
+    const ok = await this.m(c).C_VerifyFinalAsync(toHandle(a.session), a.signature);
+    return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
+  }
+
+  async C_EncryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+    this.m(c).C_EncryptInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
+    return CKR_OK;
+  }
+  async C_Encrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptAsync(toHandle(a.session), a.data, out)));
+  }
+  async C_EncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(toHandle(a.session), a.data, out)));
+  }
+  async C_EncryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(256, (out) => p11.C_EncryptFinalAsync(toHandle(a.session), out)));
+  }
+
+  async C_DecryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+    this.m(c).C_DecryptInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
+    return CKR_OK;
+  }
+  async C_Decrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptAsync(toHandle(a.session), a.data, out)));
+  }
+  async C_DecryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(toHandle(a.session), a.data, out)));
+  }
+  async C_DecryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(256, (out) => p11.C_DecryptFinalAsync(toHandle(a.session), out)));
+  }
+
+  async C_SignRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+    this.m(c).C_SignRecoverInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
+    return CKR_OK;
+  }
+  async C_SignRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(toHandle(a.session), a.data, out)));
+  }
+  async C_VerifyRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+    this.m(c).C_VerifyRecoverInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
+    return CKR_OK;
+  }
+  async C_VerifyRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(toHandle(a.session), a.data, out)));
+  }
+
+  async C_DigestEncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(
+      await withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(toHandle(a.session), a.data, out)),
+    );
+  }
+  async C_SignEncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(
+      await withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(toHandle(a.session), a.data, out)),
+    );
+  }
+  async C_DecryptDigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(
+      await withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(toHandle(a.session), a.data, out)),
+    );
+  }
+  async C_DecryptVerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    return bytesRet(
+      await withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(toHandle(a.session), a.data, out)),
+    );
+  }
+
+  // pkcs11js does not expose these four. Operation state is not portable
+  // across processes anyway, and the two legacy calls answer as 2.40 requires.
+  async C_GetOperationState(_c: ConnectionState, _a: px_session_args): Promise<px_bytes_ret> {
+    return { rv: CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
+  }
+  async C_SetOperationState(_c: ConnectionState, _a: C_SetOperationState_args): Promise<px_rv> {
+    return CKR_FUNCTION_NOT_SUPPORTED;
+  }
+  async C_GetFunctionStatus(_c: ConnectionState, _a: px_session_args): Promise<px_rv> {
+    return CKR_FUNCTION_NOT_PARALLEL;
+  }
+  async C_CancelFunction(_c: ConnectionState, _a: px_session_args): Promise<px_rv> {
+    return CKR_FUNCTION_NOT_PARALLEL;
+  }
+}

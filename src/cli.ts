@@ -1,0 +1,232 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadFilterConfig, loadServerConfig } from './config';
+import { errorMessage } from './pkcs11/errors';
+import { Daemon } from './server/daemon';
+import { EMBEDDED_SO_PIN, EMBEDDED_TOKEN_LABEL, EMBEDDED_USER_PIN, prepareEmbeddedDefault } from './server/embedded-default';
+import type { EmbeddedDefault } from './server/embedded-default';
+import { createLogger } from './server/log';
+import type { DaemonSettings } from './server/settings';
+
+/** Exit codes (sysexits.h values where one fits). */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 64;
+export const EXIT_CONFIG = 78;
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const VERSION: string = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const CAML_CRUSH_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
+const OUR_CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
+
+const USAGE = `Usage: pkcs11proxyd [options]
+
+Filtering PKCS#11 proxy, wire compatible with Caml Crush.
+
+Options:
+  -conf FILE       server configuration (Caml Crush pkcs11proxyd.conf syntax).
+                   Without it: embedded default (SoftHSM2 token and socket in ${path.join(ROOT, 'var')}).
+  -fg              stay in the foreground (default: detach and write a pid file)
+  -pid FILE        pid file when detaching (default: pid_file from the config,
+                   or var/pkcs11proxyd.pid)
+  -debug-pkcs11    trace every PKCS#11 call (arguments, CK_RV, duration; secrets redacted)
+  -workers N       worker processes (default: config 'workers', else one per core; 0 = single process)
+  -version         print the version and exit
+  -help            print this help and exit
+
+Exit codes: 0 ok, 1 startup or runtime failure, 64 bad command line, 78 invalid configuration.
+`;
+
+interface CliOptions {
+  fg: boolean;
+  conf: string | null;
+  pid: string | null;
+  trace: boolean;
+  workers: number | null;
+  help: boolean;
+  version: boolean;
+}
+
+export class UsageError extends Error {
+  readonly code = 'USAGE';
+}
+
+export function parseArgs(argv: string[]): CliOptions {
+  const o: CliOptions = { fg: false, conf: null, pid: null, trace: false, workers: null, help: false, version: false };
+  for (let i = 0; i < argv.length; i++) {
+    // Both -opt and --opt, as netplex daemons accept.
+    const a = argv[i].replace(/^--/, '-');
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`option ${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '-fg':
+        o.fg = true;
+        break;
+      case '-conf':
+        o.conf = value();
+        break;
+      case '-pid':
+        o.pid = value();
+        break;
+      case '-debug-pkcs11':
+        o.trace = true;
+        break;
+      case '-workers': {
+        const v = value();
+        if (!/^[0-9]+$/.test(v) || Number(v) > 64) throw new UsageError(`-workers takes a number from 0 to 64, not '${v}'`);
+        o.workers = Number(v);
+        break;
+      }
+      case '-help':
+      case '-h':
+        o.help = true;
+        break;
+      case '-version':
+        o.version = true;
+        break;
+      default:
+        throw new UsageError(`unknown option '${argv[i]}'`);
+    }
+  }
+  return o;
+}
+
+function clientHint(e: EmbeddedDefault): string {
+  const lines = [
+    `Embedded default: SoftHSM2 token '${EMBEDDED_TOKEN_LABEL}' (user PIN ${EMBEDDED_USER_PIN}, SO PIN ${EMBEDDED_SO_PIN})${e.createdToken ? ', created now' : ''}.`,
+    `State in ${e.stateDir}; edit ${e.serverConf} and ${e.filterConf} to change it.`,
+    'Point pkcs11-tool at it:',
+  ];
+  if (fs.existsSync(OUR_CLIENT)) {
+    lines.push(`  PKCS11PROXY_SOCKET_PATH=${e.socketPath} pkcs11-tool --module ${OUR_CLIENT} -L`);
+  }
+  lines.push(`  PKCS11PROXY_SOCKET_PATH=${e.socketPath} PKCS11PROXY_LIBNAME=softhsm pkcs11-tool --module ${CAML_CRUSH_CLIENT} -L`);
+  return lines.join('\n');
+}
+
+/** Starts a detached copy of this command with -fg and waits until it serves or fails. */
+function detach(argv: string[], pidFile: string): Promise<number> {
+  const logFile = pidFile.replace(/\.pid$/, '') + '.log';
+  const out = fs.openSync(logFile, 'a');
+  const child = spawn(process.execPath, [process.argv[1], ...argv, '-fg'], {
+    detached: true,
+    stdio: ['ignore', out, out, 'ipc'],
+    env: { ...process.env, PKCS11PROXYD_DETACHED: '1' },
+  });
+  return new Promise((resolve) => {
+    child.once('message', () => {
+      fs.writeFileSync(pidFile, `${child.pid}\n`);
+      process.stdout.write(`pkcs11proxyd running as pid ${child.pid} (pid file ${pidFile}, log ${logFile})\n`);
+      child.disconnect();
+      child.unref();
+      resolve(EXIT_OK);
+    });
+    child.once('exit', (code) => {
+      process.stderr.write(`pkcs11proxyd failed to start (exit ${code}); see ${logFile}\n`);
+      resolve(code && code !== 0 ? code : EXIT_FAILURE);
+    });
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let o: CliOptions;
+  try {
+    o = parseArgs(argv);
+  } catch (e) {
+    process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  if (o.help) {
+    process.stdout.write(USAGE);
+    return EXIT_OK;
+  }
+  if (o.version) {
+    process.stdout.write(`pkcs11proxyd ${VERSION}\n`);
+    return EXIT_OK;
+  }
+  const log = createLogger();
+  let embedded: EmbeddedDefault | null = null;
+  let settings: DaemonSettings;
+  let pidFile: string;
+  try {
+    let confFile = o.conf;
+    if (confFile === null) {
+      embedded = prepareEmbeddedDefault(process.env.PKCS11PROXYD_STATE_DIR ?? path.join(ROOT, 'var'));
+      confFile = embedded.serverConf;
+    }
+    const sc = loadServerConfig(confFile);
+    if (sc.useTls) {
+      process.stderr.write(`pkcs11proxyd: ${confFile}: use_ssl = true is not supported by this version; refusing to serve in clear\n`);
+      return EXIT_CONFIG;
+    }
+    if (sc.filterConfig === null) {
+      process.stderr.write(`pkcs11proxyd: ${confFile}: processor.filter_config is required (it names the modules to serve)\n`);
+      return EXIT_CONFIG;
+    }
+    const fc = loadFilterConfig(sc.filterConfig);
+    settings = {
+      listen: sc.listen,
+      modules: fc.modules,
+      defaultAlias: fc.defaultModule,
+      trace: o.trace,
+      workers: o.workers ?? sc.workers ?? os.availableParallelism(),
+      maxRecordSize: sc.maxRecordSize,
+    };
+    pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
+  } catch (e) {
+    process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n`);
+    return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
+  }
+
+  if (!o.fg) {
+    fs.mkdirSync(path.dirname(pidFile), { recursive: true });
+    return detach(argv, pidFile);
+  }
+
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start(settings, log);
+  } catch (e) {
+    log('error', `cannot start: ${errorMessage(e)}`);
+    return EXIT_FAILURE;
+  }
+  log(
+    'info',
+    `pkcs11proxyd ${VERSION} serving ${daemon.endpoints.map((e) => e.path ?? `tcp ${e.addr.type === 'internet' ? e.addr.host : ''}:${e.port}`).join(', ')}; ` +
+      `modules ${settings.modules.map((m) => `${m.alias}=${m.path}`).join(', ')} (default ${settings.defaultAlias}); ` +
+      `workers ${settings.workers}; trace ${settings.trace ? 'on' : 'off'}`,
+  );
+  if (embedded) process.stdout.write(clientHint(embedded) + '\n');
+  // Machine-readable readiness line for scripts and tests.
+  process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);
+  process.send?.({ t: 'ready' });
+
+  return new Promise((resolve) => {
+    const stop = (sig: string) => {
+      log('info', `${sig}: shutting down`);
+      void daemon.stop().then(() => {
+        if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) fs.unlinkSync(pidFile);
+        resolve(EXIT_OK);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+export function run(): void {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n`);
+      process.exit(EXIT_FAILURE);
+    },
+  );
+}
+
+if (require.main === module) run();

@@ -1,0 +1,245 @@
+/**
+ * pkcs11proxyd.conf loader: netplex syntax -> schema check -> ServerConfig.
+ * See server-schema.ts for every accepted key.
+ */
+import path from 'path';
+import type { SchemaObject } from 'ajv';
+import { readConfigText } from './read';
+import {
+  DEFAULT_MAX_RECORD_SIZE,
+  type LOG_LEVELS,
+  serverSchema,
+} from './server-schema';
+import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
+import { compileSchema, invalidAt, validatePlain } from './validate';
+
+export type ListenAddress =
+  | { type: 'local'; path: string; mode?: number; owner?: string; group?: string }
+  | { type: 'internet'; host: string; port: number };
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** TLS material; paths are resolved against the directory of the server conf. */
+export interface TlsSettings {
+  certFile?: string;
+  keyFile?: string;
+  caFile?: string;
+  /** OpenSSL cipher names from legacy `cipher_suite` ("A:B" -> ["A", "B"]). */
+  cipherSuites?: string[];
+  /** GnuTLS priority string from `tls.algorithms`. */
+  priority?: string;
+  peerAuth?: 'none' | 'optional' | 'required';
+  dhParamsFile?: string;
+  verifyDepth?: number;
+}
+
+export interface ServerConfig {
+  file: string;
+  /** Every address of every protocol of the service, in file order. Never empty. */
+  listen: ListenAddress[];
+  /** processor.filter_config, absolute (relative paths resolved against the conf file's directory). */
+  filterConfig: string | null;
+  /** processor.use_ssl. TLS is not served yet: the daemon refuses to start when true. */
+  useTls: boolean;
+  /** Present when use_ssl is true or any TLS key is set. `tls { }` values win over legacy keys. */
+  tls?: TlsSettings;
+  /** processor.max_record_size (our key). */
+  maxRecordSize: number;
+  /** processor.workers (our key); null = daemon default. */
+  workers: number | null;
+  /** processor.pid_file (our key), absolute. */
+  pidFile: string | null;
+  /** service.user: privilege drop target (not applied yet). */
+  user: string | null;
+  /** service.group. */
+  group: string | null;
+  /** service.name. */
+  serviceName: string;
+  /** controller.max_level, null when absent. */
+  logLevel: LogLevel | null;
+  /** The validated tree (objects have a null prototype), for logging the effective config. */
+  raw: unknown;
+}
+
+// ---- shape of the validated plain data (mirrors server-schema.ts) ----
+
+interface AddressBlock {
+  type: 'local' | 'internet';
+  path?: string;
+  bind?: string;
+}
+interface ProtocolBlock {
+  name: string;
+  local_chmod?: number | string;
+  local_chown?: string;
+  address: AddressBlock[];
+}
+interface TlsBlock {
+  algorithms?: string;
+  peer_auth?: 'none' | 'optional' | 'required';
+  dh_params?: { pkcs3_file?: string };
+  x509?: { key?: { crt_file: string; key_file: string }; trust?: { crt_file: string } };
+}
+interface ProcessorBlock {
+  type: 'rpc_pkcs11';
+  filter_config?: string;
+  use_ssl?: boolean;
+  cafile?: string;
+  certfile?: string;
+  certkey?: string;
+  cipher_suite?: string;
+  dh_params?: string;
+  verify_depth?: number;
+  tls?: TlsBlock;
+  max_record_size?: number;
+  workers?: number;
+  pid_file?: string;
+}
+interface ServiceBlock {
+  name: string;
+  user?: string;
+  group?: string;
+  protocol: ProtocolBlock[];
+  processor: ProcessorBlock;
+}
+interface ServerFile {
+  netplex: {
+    controller?: { max_level?: LogLevel; socket_directory?: string };
+    service: ServiceBlock[];
+  };
+}
+
+/** Dotted paths of blocks the schema declares as lists of blocks (always arrays). */
+function blockListPaths(schema: SchemaObject, prefix: string, out: Set<string>): Set<string> {
+  const props = (schema.properties ?? {}) as Record<string, SchemaObject>;
+  for (const [key, sub] of Object.entries(props)) {
+    const p = prefix ? `${prefix}.${key}` : key;
+    if (sub.type === 'array' && (sub.items as SchemaObject | undefined)?.type === 'object') {
+      out.add(p);
+      blockListPaths(sub.items as SchemaObject, p, out);
+    } else if (sub.type === 'object') {
+      blockListPaths(sub, p, out);
+    }
+  }
+  return out;
+}
+
+let validator: ReturnType<typeof compileSchema> | undefined;
+let listPaths: Set<string> | undefined;
+
+/**
+ * OCamlnet reads string modes with OCaml's int_of_string, so "0777" would be
+ * decimal 777; we refuse that spelling rather than reproduce the surprise.
+ */
+function parseMode(v: number | string): number | string {
+  if (typeof v === 'number') return v;
+  const s = v.trim();
+  let m: RegExpMatchArray | null;
+  if ((m = /^0[oO]([0-7]+)$/.exec(s))) return parseInt(m[1], 8);
+  if ((m = /^0[xX]([0-9a-fA-F]+)$/.exec(s))) return parseInt(m[1], 16);
+  if ((m = /^0[bB]([01]+)$/.exec(s))) return parseInt(m[1], 2);
+  if (/^(0|[1-9][0-9]*)$/.test(s)) return Number(s);
+  if (/^0[0-7]+$/.test(s)) return `ambiguous mode "${s}": write "0o${s.slice(1)}"`;
+  return 'must be a file mode (integer or "0o..." string)';
+}
+
+const MAX_MODE = 0o7777;
+
+/** Parse "HOST:PORT" / "[V6]:PORT" (the shape is already checked by the schema). */
+function parseBind(bind: string): { host: string; port: number } | string {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]+)$/.exec(bind);
+  if (!m) return 'must be "HOST:PORT" or "[IPV6]:PORT"';
+  const port = Number(m[3]);
+  if (port > 65535) return 'port must be 0..65535';
+  return { host: m[1] ?? m[2], port };
+}
+
+export function parseServerConfig(text: string, file: string): ServerConfig {
+  validator ??= compileSchema(serverSchema);
+  listPaths ??= blockListPaths(serverSchema, '', new Set());
+  const tree = parseConfigText(text, file, 'netplex');
+  const { data, map } = toPlain(tree, file, { repeatBlocks: true, listPaths });
+  validatePlain(validator, data, map, file);
+  return build(data as unknown as ServerFile, data, map, file);
+}
+
+export function loadServerConfig(file: string): ServerConfig {
+  return parseServerConfig(readConfigText(file), file);
+}
+
+function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): ServerConfig {
+  const baseDir = path.dirname(path.resolve(file));
+  const fromConf = (p: string): string => path.resolve(baseDir, p);
+  const socketDir = doc.netplex.controller?.socket_directory;
+  const fromSocketDir = (p: string): string => path.resolve(socketDir ? fromConf(socketDir) : baseDir, p);
+  const fail = (pointer: string, rule: string): never => {
+    throw invalidAt(file, data, map, pointer, rule);
+  };
+
+  const service = doc.netplex.service[0];
+  const sp = '/netplex/service/0';
+  const listen: ListenAddress[] = [];
+  service.protocol.forEach((proto, pi) => {
+    const pp = `${sp}/protocol/${pi}`;
+    let mode: number | undefined;
+    if (proto.local_chmod !== undefined) {
+      const r = parseMode(proto.local_chmod);
+      if (typeof r === 'string') fail(`${pp}/local_chmod`, r);
+      else if (!Number.isInteger(r) || r < 0 || r > MAX_MODE) fail(`${pp}/local_chmod`, 'must be 0..0o7777');
+      else mode = r;
+    }
+    const [owner, group] = proto.local_chown ? proto.local_chown.split(':') : [undefined, undefined];
+    proto.address.forEach((addr, ai) => {
+      const ap = `${pp}/address/${ai}`;
+      if (addr.type === 'local') {
+        const a: ListenAddress = { type: 'local', path: fromSocketDir(addr.path as string) };
+        if (mode !== undefined) a.mode = mode;
+        if (owner !== undefined) a.owner = owner;
+        if (group !== undefined) a.group = group;
+        listen.push(a);
+      } else {
+        const r = parseBind(addr.bind as string);
+        if (typeof r === 'string') fail(`${ap}/bind`, r);
+        else listen.push({ type: 'internet', host: r.host, port: r.port });
+      }
+    });
+  });
+
+  const proc = service.processor;
+  const useTls = proc.use_ssl ?? false;
+  const t = proc.tls;
+  let tls: TlsSettings | undefined;
+  const legacyKeys = [proc.cafile, proc.certfile, proc.certkey, proc.cipher_suite, proc.dh_params, proc.verify_depth];
+  if (useTls || t !== undefined || legacyKeys.some((v) => v !== undefined)) {
+    tls = {};
+    const certFile = t?.x509?.key?.crt_file ?? proc.certfile;
+    const keyFile = t?.x509?.key?.key_file ?? proc.certkey;
+    const caFile = t?.x509?.trust?.crt_file ?? proc.cafile;
+    const dhParamsFile = t?.dh_params?.pkcs3_file ?? proc.dh_params;
+    if (certFile !== undefined) tls.certFile = fromConf(certFile);
+    if (keyFile !== undefined) tls.keyFile = fromConf(keyFile);
+    if (caFile !== undefined) tls.caFile = fromConf(caFile);
+    if (dhParamsFile !== undefined) tls.dhParamsFile = fromConf(dhParamsFile);
+    if (proc.cipher_suite !== undefined) tls.cipherSuites = proc.cipher_suite.split(':').filter((s) => s !== '');
+    if (t?.algorithms !== undefined) tls.priority = t.algorithms;
+    if (t?.peer_auth !== undefined) tls.peerAuth = t.peer_auth;
+    if (proc.verify_depth !== undefined) tls.verifyDepth = proc.verify_depth;
+  }
+
+  const cfg: ServerConfig = {
+    file,
+    listen,
+    filterConfig: proc.filter_config !== undefined ? fromConf(proc.filter_config) : null,
+    useTls,
+    maxRecordSize: proc.max_record_size ?? DEFAULT_MAX_RECORD_SIZE,
+    workers: proc.workers ?? null,
+    pidFile: proc.pid_file !== undefined ? fromConf(proc.pid_file) : null,
+    user: service.user ?? null,
+    group: service.group ?? null,
+    serviceName: service.name,
+    logLevel: doc.netplex.controller?.max_level ?? null,
+    raw: data,
+  };
+  if (tls) cfg.tls = tls;
+  return cfg;
+}

@@ -1,0 +1,224 @@
+/**
+ * JSON Schema of pkcs11proxyd.conf (netplex syntax) after parsing to plain
+ * data. Blocks listed with `type: 'array'` of blocks are always arrays, even
+ * when written once; every other block must appear at most once.
+ *
+ * Accepted: every key present in Caml Crush's shipped and integration confs,
+ * the OCamlnet netplex keys around them, and our own keys (marked "pkcs11proxyd
+ * extension"), which live in `processor` because Caml Crush ignores unknown
+ * processor keys there, so one file still serves both daemons. Anything else
+ * is rejected as an unknown key.
+ */
+import type { SchemaObject } from 'ajv';
+
+export const DEFAULT_MAX_RECORD_SIZE = 16 * 1024 * 1024;
+export const MIN_MAX_RECORD_SIZE = 4096;
+export const MAX_MAX_RECORD_SIZE = 1024 * 1024 * 1024;
+export const MAX_WORKERS = 1024;
+
+type S = SchemaObject;
+
+const str = (description: string, extra: S = {}): S => ({ type: 'string', description, ...extra });
+const path = (description: string): S => str(description, { minLength: 1 });
+const int = (description: string, extra: S = {}): S => ({ type: 'integer', description, ...extra });
+const bool = (description: string): S => ({ type: 'boolean', description });
+const oneOf = (description: string, values: readonly string[]): S => ({ type: 'string', description, enum: values });
+const block = (description: string, properties: Record<string, S>, required: string[] = [], extra: S = {}): S => ({
+  type: 'object',
+  description,
+  additionalProperties: false,
+  properties,
+  ...(required.length > 0 ? { required } : {}),
+  ...extra,
+});
+const blocks = (description: string, item: S, extra: S = {}): S => ({
+  type: 'array',
+  description,
+  items: item,
+  ...extra,
+});
+
+export const LOG_LEVELS = ['emerg', 'alert', 'crit', 'err', 'warning', 'notice', 'info', 'debug'] as const;
+
+const logging = block(
+  'netplex log destination. Parsed for compatibility; pkcs11proxyd logs through its own logger.',
+  {
+    type: oneOf('Destination kind.', ['stderr', 'syslog', 'file']),
+    max_level: oneOf('Most verbose level sent to this destination.', LOG_LEVELS),
+    format: str('netplex log line format.'),
+    component: str('netplex component filter.'),
+    subchannel: str('netplex subchannel filter.'),
+    file: path('Log file (type "file").'),
+    identifier: str('syslog identifier (type "syslog").'),
+    facility: str('syslog facility (type "syslog").'),
+  },
+  ['type'],
+);
+
+const controller = block(
+  'netplex controller. Parsed for compatibility; only socket_directory has an effect (base of relative local socket paths).',
+  {
+    max_level: oneOf('Most verbose log level.', LOG_LEVELS),
+    socket_directory: path(
+      'netplex admin socket directory. pkcs11proxyd resolves relative `address.path` values against it.',
+    ),
+    logging: blocks('Log destinations.', logging),
+  },
+);
+
+const address = block(
+  'One listening socket. type "local" needs `path` (Unix socket), type "internet" needs `bind` ("HOST:PORT", "[IPV6]:PORT").',
+  {
+    type: oneOf('Socket kind.', ['local', 'internet']),
+    path: path(
+      'Unix socket path (type "local"). Relative paths are resolved against controller.socket_directory when set, else the directory of this file.',
+    ),
+    bind: str('Listening address (type "internet"): "HOST:PORT" or "[IPV6]:PORT". Port 0 picks a free port.', {
+      pattern: '^(\\[[0-9A-Fa-f.:]+\\]|[^\\s\\[\\]:]+):[0-9]{1,5}$',
+      ruleText: 'must be "HOST:PORT" or "[IPV6]:PORT"',
+    }),
+  },
+  ['type'],
+  {
+    allOf: [
+      {
+        if: { properties: { type: { const: 'local' } }, required: ['type'] },
+        then: {
+          required: ['path'],
+          properties: { path: {}, bind: { not: {}, ruleText: 'only allowed when type is "internet"' } },
+        },
+      },
+      {
+        if: { properties: { type: { const: 'internet' } }, required: ['type'] },
+        then: {
+          required: ['bind'],
+          properties: { bind: {}, path: { not: {}, ruleText: 'only allowed when type is "local"' } },
+        },
+      },
+    ],
+  },
+);
+
+const protocol = block(
+  'Listening sockets of the service.',
+  {
+    name: str('netplex protocol name; Caml Crush uses "rpc_pkcs11".', { minLength: 1 }),
+    lstn_backlog: int('listen(2) backlog.', { minimum: 1 }),
+    lstn_reuseaddr: bool('Set SO_REUSEADDR on listening sockets.'),
+    so_keepalive: bool('Set SO_KEEPALIVE on accepted sockets.'),
+    tcp_nodelay: bool('Set TCP_NODELAY on accepted sockets.'),
+    local_chmod: {
+      type: ['integer', 'string'],
+      description:
+        'Mode of the Unix sockets of this protocol: an integer, or a string "0o777", "0x1ff", "0b...", or decimal. A string with a leading 0 and no radix letter ("0777") is rejected: OCamlnet reads it as decimal.',
+      ruleText: 'must be a file mode (integer or "0o..." string)',
+    },
+    local_chown: str('Owner of the Unix sockets of this protocol, "USER:GROUP".', {
+      pattern: '^[^:\\s]+:[^:\\s]+$',
+      ruleText: 'must be "USER:GROUP"',
+    }),
+    address: blocks('Sockets to listen on.', address, { minItems: 1 }),
+  },
+  ['name', 'address'],
+);
+
+const tls = block('TLS settings (OCamlnet 4 / GnuTLS style). Parsed; TLS serving is not implemented yet.', {
+  algorithms: str('GnuTLS priority string.'),
+  peer_auth: oneOf('Client certificate requirement.', ['none', 'optional', 'required']),
+  dh_params: block('Diffie-Hellman parameters.', {
+    pkcs3_file: path('PEM file with PKCS#3 DH parameters.'),
+    bits: int('Generate DH parameters of this size at startup.', { minimum: 512 }),
+  }),
+  x509: block('Certificates.', {
+    key: block('Server certificate and key.', { crt_file: path('Server certificate (PEM).'), key_file: path('Server private key (PEM, unencrypted).') }, [
+      'crt_file',
+      'key_file',
+    ]),
+    trust: block('Trusted CAs for client certificates.', { crt_file: path('CA certificates (PEM).') }, ['crt_file']),
+    revoke: block('Revocation lists.', { crl_file: path('CRL file (PEM).') }, ['crl_file']),
+  }),
+});
+
+const processor = block(
+  'How connections are served.',
+  {
+    type: oneOf('Processor kind; the only one is the PKCS#11 RPC server.', ['rpc_pkcs11']),
+    filter_config: path('filter.conf path; relative paths are resolved against the directory of this file.'),
+    libnames: str(
+      'Caml Crush without filter: "alias:path;alias:path;". Parsed only; pkcs11proxyd always reads modules from filter_config.',
+    ),
+    use_ssl: bool('Serve TLS. pkcs11proxyd does not implement TLS yet and refuses to start when true.'),
+    cafile: path('Legacy TLS (Caml Crush <= 1.0.6): CA chain file.'),
+    certfile: path('Legacy TLS: server certificate file.'),
+    certkey: path('Legacy TLS: server private key file.'),
+    cipher_suite: str('Legacy TLS: OpenSSL cipher list, colon separated.'),
+    dh_params: path('Legacy TLS: DH parameters file.'),
+    ec_curve_name: str('Legacy TLS: ECDHE curve name.'),
+    verify_depth: int('Legacy TLS: certificate chain verification depth.', { minimum: 0 }),
+    allowed_clients_cert_path: path('Legacy TLS: directory of accepted client certificates.'),
+    tls,
+    max_record_size: int(
+      `pkcs11proxyd extension: largest accepted RPC record in bytes (default ${DEFAULT_MAX_RECORD_SIZE}). Larger records close the connection.`,
+      { minimum: MIN_MAX_RECORD_SIZE, maximum: MAX_MAX_RECORD_SIZE },
+    ),
+    workers: int('pkcs11proxyd extension: number of worker processes (default: chosen by the daemon).', {
+      minimum: 1,
+      maximum: MAX_WORKERS,
+    }),
+    pid_file: path('pkcs11proxyd extension: write the daemon pid to this file.'),
+  },
+  ['type'],
+);
+
+const workloadManager = block(
+  'netplex workload manager. Parsed for compatibility; pkcs11proxyd sizes its pool with processor.workers.',
+  {
+    type: oneOf('Manager kind.', ['dynamic', 'constant']),
+    max_jobs_per_thread: int('Connections per worker.', { minimum: 1 }),
+    min_free_jobs_capacity: int('Spare capacity to keep.', { minimum: 0 }),
+    max_free_jobs_capacity: int('Spare capacity to allow.', { minimum: 0 }),
+    max_threads: int('Most workers.', { minimum: 1 }),
+    recommended_jobs_per_thread: int('Preferred connections per worker.', { minimum: 1 }),
+    inactivity_timeout: int('Seconds before an idle worker exits.', { minimum: 0 }),
+    greedy_accepts: bool('Accept as many connections as possible at once.'),
+    threads: int('Workers (type "constant").', { minimum: 1 }),
+  },
+  ['type'],
+);
+
+const service = block(
+  'The PKCS#11 proxy service.',
+  {
+    name: str('Service name, used in logs.', { minLength: 1 }),
+    user: str('Drop privileges to this user after binding.', { minLength: 1 }),
+    group: str('Drop privileges to this group after binding (needs user).', { minLength: 1 }),
+    conn_limit: int('netplex connections per worker process before it is recycled; Caml Crush requires 1.', {
+      minimum: 1,
+    }),
+    startup_timeout: { type: 'number', description: 'netplex worker startup timeout in seconds.', minimum: 0 },
+    gc_when_idle: bool('netplex: run the GC when idle.'),
+    protocol: blocks('Listening protocols.', protocol, { minItems: 1 }),
+    processor,
+    workload_manager: workloadManager,
+  },
+  ['name', 'protocol', 'processor'],
+  { dependencies: { group: ['user'] } },
+);
+
+export const serverSchema: SchemaObject = block(
+  'pkcs11proxyd.conf: a single netplex { ... } block.',
+  {
+    netplex: block(
+      'netplex root.',
+      {
+        controller,
+        service: blocks('The service; exactly one (one filter configuration per daemon).', service, {
+          minItems: 1,
+          maxItems: 1,
+        }),
+      },
+      ['service'],
+    ),
+  },
+  ['netplex'],
+);

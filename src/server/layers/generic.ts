@@ -1,0 +1,29 @@
+import { CALL_INVOKERS, PROCEDURES } from '../../generated/pkcs11_rpc';
+import type { CallName, Pkcs11Calls } from '../../generated/pkcs11_rpc';
+import type { ConnectionState } from '../connection-state';
+
+export type GenericHandler = (name: CallName, conn: ConnectionState, args: unknown) => Promise<unknown>;
+
+/**
+ * Gives every call that `layer`'s class does not define itself the same
+ * generic implementation. Layers that rewrite by field name (handles,
+ * architecture, tracing) override the few calls with special meaning and let
+ * this cover the rest, so a procedure added to rpc/pkcs11.x is handled
+ * without touching the layer.
+ */
+export function installGeneric(layer: object, proto: object, handler: GenericHandler): void {
+  const names = new Set(PROCEDURES.map((p) => p.name));
+  for (const name of names) {
+    if (Object.prototype.hasOwnProperty.call(proto, name)) continue;
+    Object.defineProperty(layer, name, {
+      value: (conn: ConnectionState, args: unknown) => handler(name, conn, args),
+      enumerable: false,
+      writable: false,
+    });
+  }
+}
+
+/** Calls `name` on the next layer down. */
+export function invoke(next: Pkcs11Calls<ConnectionState>, name: CallName, conn: ConnectionState, args: unknown): Promise<unknown> {
+  return CALL_INVOKERS[name](next, conn, args);
+}

@@ -1,0 +1,297 @@
+/**
+ * One RPC connection: stream -> records -> calls -> handler -> replies, in request order.
+ * Calls may overlap (pipelining). Reading pauses while too many calls are unanswered or the socket's
+ * write buffer is full, so a peer cannot make the daemon buffer without bound.
+ */
+import type net from 'net';
+import { getErrorCode, getErrorMessage } from './errors';
+import { frameRecord, RecordAssembler } from './record-marking';
+import { encodeReply, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
+import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger } from './types';
+
+export const DEFAULT_MAX_PENDING_CALLS = 64;
+
+/** Socket errors that only mean the peer went away. */
+const PEER_GONE_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED']);
+
+export interface RpcConnectionOptions {
+  maxRecordSize: number;
+  maxPendingCalls: number;
+  log: RpcLogger;
+}
+
+/** A call or denial awaiting its turn to be written. `frame` is set iff the reply is ready. */
+interface ReplySlot {
+  frame: Buffer | null;
+}
+
+export class RpcConnection {
+  /** Resolves once the socket has closed and the handler's close() has finished. Never rejects. */
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+
+  private readonly assembler: RecordAssembler;
+  /** Records read from the socket and not yet dispatched (at most the records of a few chunks). */
+  private readonly backlog: Buffer[] = [];
+  /** Dispatched calls whose replies are not yet written, oldest first. */
+  private readonly slots: ReplySlot[] = [];
+  /** Handler promises not yet settled; close() waits for zero. */
+  private running = 0;
+  private readPaused = false;
+  /** Set while pump() runs, so completions inside it do not re-enter. */
+  private pumping = false;
+  /** The peer sent FIN: finish pending replies, then end our side. */
+  private inputEnded = false;
+  /** A protocol error was seen; nothing more is read or dispatched. */
+  private failed = false;
+  private socketClosed = false;
+  private handlerCloseStarted = false;
+  private readonly tag: string;
+
+  constructor(
+    private readonly socket: net.Socket,
+    readonly info: ConnectionInfo,
+    private readonly handler: RpcConnectionHandler,
+    private readonly opts: RpcConnectionOptions,
+  ) {
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.assembler = new RecordAssembler(opts.maxRecordSize);
+    this.tag = `conn ${info.id} (${info.transport} ${info.remote})`;
+    // Replies to calls read before the peer's FIN are still owed, so our side ends only after them.
+    socket.allowHalfOpen = true;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('drain', () => this.pump());
+    socket.on('error', (e: Error) => this.onError(e));
+    socket.on('close', () => this.onClose());
+    if (socket.destroyed) process.nextTick(() => this.onClose());
+  }
+
+  /** Drop the connection now; unsent replies are lost. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.failed || this.socketClosed) return;
+    let records: Buffer[];
+    try {
+      records = this.assembler.push(chunk);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    for (const r of records) this.backlog.push(r);
+    this.pump();
+  }
+
+  /** Dispatch backlog records while within the pending-call and write-buffer limits. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (
+        !this.failed &&
+        !this.socketClosed &&
+        this.backlog.length > 0 &&
+        this.slots.length < this.opts.maxPendingCalls &&
+        !this.socket.writableNeedDrain
+      ) {
+        this.dispatch(this.backlog.shift()!);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    this.updateFlow();
+    this.maybeEnd();
+  }
+
+  private updateFlow(): void {
+    if (this.socketClosed || this.failed) return;
+    const blocked =
+      this.backlog.length > 0 ||
+      this.slots.length >= this.opts.maxPendingCalls ||
+      this.socket.writableNeedDrain;
+    if (blocked && !this.readPaused) {
+      this.readPaused = true;
+      this.socket.pause();
+    } else if (!blocked && this.readPaused) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  private dispatch(record: Buffer): void {
+    let parsed;
+    try {
+      parsed = parseCall(record);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    switch (parsed.kind) {
+      case 'rpc_mismatch':
+        this.opts.log('info', `${this.tag}: xid ${parsed.xid}: rpcvers ${parsed.rpcvers} refused`);
+        this.enqueueReady({ kind: 'rpc_mismatch', xid: parsed.xid, low: RPC_VERSION, high: RPC_VERSION });
+        return;
+      case 'auth_error':
+        this.opts.log('info', `${this.tag}: xid ${parsed.xid}: credential flavor ${parsed.credFlavor} refused`);
+        this.enqueueReady({ kind: 'auth_error', xid: parsed.xid, stat: parsed.stat });
+        return;
+      case 'call':
+        this.invoke(parsed.header, parsed.args);
+        return;
+    }
+  }
+
+  private enqueueReady(reply: RpcReply): void {
+    this.slots.push({ frame: frameRecord(encodeReply(reply)) });
+    this.flush();
+  }
+
+  private invoke(header: RpcCallHeader, args: Buffer): void {
+    const slot: ReplySlot = { frame: null };
+    this.slots.push(slot);
+    let result: Promise<CallOutcome> | CallOutcome;
+    try {
+      result = this.handler.handleCall(header, args);
+    } catch (e) {
+      this.complete(slot, header, this.handlerFailed(header, e));
+      return;
+    }
+    if (!isPromiseLike(result)) {
+      // A synchronous answer is written before the next call is dispatched, so a full write
+      // buffer stops dispatch at once.
+      this.complete(slot, header, result);
+      return;
+    }
+    this.running++;
+    void Promise.resolve(result)
+      .then(
+        (outcome) => this.complete(slot, header, outcome),
+        (e: unknown) => this.complete(slot, header, this.handlerFailed(header, e)),
+      )
+      .finally(() => {
+        this.running--;
+        this.maybeCloseHandler();
+      });
+  }
+
+  private handlerFailed(header: RpcCallHeader, e: unknown): CallOutcome {
+    this.opts.log(
+      'error',
+      `${this.tag}: xid ${header.xid} prog ${header.prog} vers ${header.vers} proc ${header.proc}: ` +
+        `handler failed: ${getErrorMessage(e)}`,
+    );
+    return { kind: 'system_err' };
+  }
+
+  /** Never throws: it runs from promise callbacks. */
+  private complete(slot: ReplySlot, header: RpcCallHeader, outcome: unknown): void {
+    if (this.socketClosed) return;
+    try {
+      const problem = checkOutcome(outcome);
+      const valid: CallOutcome = problem === null ? (outcome as CallOutcome) : { kind: 'system_err' };
+      if (problem !== null) {
+        this.opts.log('error', `${this.tag}: xid ${header.xid} proc ${header.proc}: bad handler outcome: ${problem}`);
+      }
+      slot.frame = frameRecord(encodeReply({ kind: 'accepted', xid: header.xid, outcome: valid }));
+    } catch (e) {
+      this.opts.log('error', `${this.tag}: xid ${header.xid}: cannot encode reply: ${getErrorMessage(e)}`);
+      this.fail(e);
+      return;
+    }
+    this.flush();
+    this.pump();
+  }
+
+  /** Write every ready reply at the head of the queue, one write per record. */
+  private flush(): void {
+    while (this.slots.length > 0 && this.slots[0].frame !== null) {
+      const { frame } = this.slots.shift()!;
+      if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(frame!);
+    }
+  }
+
+  private onEnd(): void {
+    this.inputEnded = true;
+    if (this.assembler.midRecord) this.opts.log('debug', `${this.tag}: peer ended inside a record`);
+    this.maybeEnd();
+  }
+
+  private maybeEnd(): void {
+    if (!this.inputEnded || this.backlog.length > 0 || this.slots.length > 0) return;
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
+  }
+
+  private fail(e: unknown): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.backlog.length = 0;
+    this.opts.log('warn', `${this.tag}: closing: ${getErrorCode(e) ?? 'error'}: ${getErrorMessage(e)}`);
+    this.socket.destroy();
+  }
+
+  private onError(e: Error): void {
+    const code = getErrorCode(e);
+    const level = code !== undefined && PEER_GONE_ERRORS.has(code) ? 'debug' : 'warn';
+    this.opts.log(level, `${this.tag}: socket error: ${code ?? ''} ${e.message}`);
+  }
+
+  private onClose(): void {
+    if (this.socketClosed) return;
+    this.socketClosed = true;
+    this.backlog.length = 0;
+    this.slots.length = 0;
+    this.opts.log('debug', `${this.tag}: closed`);
+    this.maybeCloseHandler();
+  }
+
+  private maybeCloseHandler(): void {
+    if (!this.socketClosed || this.running > 0 || this.handlerCloseStarted) return;
+    this.handlerCloseStarted = true;
+    const done = (e?: unknown): void => {
+      if (e !== undefined) this.opts.log('error', `${this.tag}: handler close failed: ${getErrorMessage(e)}`);
+      this.resolveClosed();
+    };
+    try {
+      void Promise.resolve(this.handler.close()).then(() => done(), (e: unknown) => done(e ?? 'rejected'));
+    } catch (e) {
+      done(e ?? 'threw');
+    }
+  }
+}
+
+function isPromiseLike<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
+}
+
+function isU32(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
+
+/** Why `o` is not a well-formed CallOutcome, or null if it is. */
+function checkOutcome(o: unknown): string | null {
+  if (typeof o !== 'object' || o === null) return 'not an object';
+  const kind = (o as { kind?: unknown }).kind;
+  switch (kind) {
+    case 'success': {
+      const body = (o as { body?: unknown }).body;
+      if (!Buffer.isBuffer(body)) return 'success body is not a Buffer';
+      if (body.length % 4 !== 0) return `success body length ${body.length} is not a multiple of 4`;
+      return null;
+    }
+    case 'prog_mismatch': {
+      const { low, high } = o as { low?: unknown; high?: unknown };
+      if (!isU32(low) || !isU32(high) || low > high) return 'prog_mismatch needs 0 <= low <= high < 2^32';
+      return null;
+    }
+    case 'prog_unavail':
+    case 'proc_unavail':
+    case 'garbage_args':
+    case 'system_err':
+      return null;
+    default:
+      return `unknown kind ${JSON.stringify(kind)}`;
+  }
+}

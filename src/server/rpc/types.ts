@@ -1,0 +1,80 @@
+/**
+ * Contract between the ONC RPC transport (this folder) and a program dispatcher.
+ * The transport knows nothing about the program it carries.
+ */
+/** The fixed part of an RFC 5531 call message, as received. */
+export interface RpcCallHeader {
+  xid: number;
+  rpcvers: number;
+  prog: number;
+  vers: number;
+  proc: number;
+  /** AUTH_NONE (0) or AUTH_SYS (1); other flavors are rejected before the handler sees the call. */
+  credFlavor: number;
+  /** Opaque credential body (at most 400 bytes); for AUTH_SYS it is a well-formed authsys_parms. */
+  cred: Buffer;
+  verfFlavor: number;
+}
+
+/** What a handler answers for one call; the transport turns it into the reply message. */
+export type CallOutcome =
+  | { kind: 'success'; body: Buffer } // encoded result, appended after the accepted-reply header
+  | { kind: 'prog_unavail' }
+  | { kind: 'prog_mismatch'; low: number; high: number }
+  | { kind: 'proc_unavail' }
+  | { kind: 'garbage_args' }
+  | { kind: 'system_err' };
+
+export interface ConnectionInfo {
+  id: number;
+  transport: 'unix' | 'tcp';
+  /** Peer address as `host:port` (`[v6]:port`), or 'unix'. */
+  remote: string;
+}
+
+/** Per-connection program state, created by `RpcServerOptions.createHandler`. */
+export interface RpcConnectionHandler {
+  /**
+   * Handle one call. Calls on one connection may overlap (pipelining); replies are still sent in
+   * request order. A throw or rejection becomes a SYSTEM_ERR reply.
+   * A `success` body must be a whole number of XDR units (length % 4 === 0), else SYSTEM_ERR is sent.
+   */
+  handleCall(header: RpcCallHeader, args: Buffer): Promise<CallOutcome> | CallOutcome;
+  /**
+   * Called once when the socket closes (any reason); must release the connection's state.
+   * Invariant: it runs after every handleCall started on this connection has settled, so state is
+   * never released under a running call.
+   */
+  close(): void | Promise<void>;
+}
+
+export type RpcLogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type RpcLogger = (level: RpcLogLevel, msg: string) => void;
+
+export interface RpcServerOptions {
+  /**
+   * Largest accepted record (sum of its fragments), in bytes; default 16 MiB (DEFAULT_MAX_RECORD_SIZE).
+   * A record announced above it closes the connection (logged at warn).
+   */
+  maxRecordSize?: number;
+  createHandler(info: ConnectionInfo): RpcConnectionHandler;
+  /** Defaults to the `rpc` trace channel (PKCS11PROXYD_TRACE=rpc). Never given call arguments or results. */
+  log?: RpcLogger;
+  /**
+   * Calls read but not yet answered on one connection, above which reading pauses; default 64
+   * (DEFAULT_MAX_PENDING_CALLS).
+   */
+  maxPendingCalls?: number;
+}
+
+export type ListenAddress =
+  | { type: 'local'; path: string; mode?: number; owner?: string | number; group?: string | number }
+  | { type: 'internet'; host: string; port: number };
+
+export interface ListenResult {
+  addr: ListenAddress;
+  /** Bound TCP port (the real one when 0 was asked); set iff addr.type is 'internet'. */
+  port?: number;
+  /** Socket file path; set iff addr.type is 'local'. */
+  path?: string;
+}

@@ -1,0 +1,13 @@
+import type { ListenAddress } from './rpc/types';
+
+/** What one daemon process needs to serve; plain data so it can be handed to workers. */
+export interface DaemonSettings {
+  listen: ListenAddress[];
+  modules: Array<{ alias: string; path: string }>;
+  defaultAlias: string;
+  /** -debug-pkcs11 */
+  trace: boolean;
+  /** Worker processes; 0 serves in the main process. */
+  workers: number;
+  maxRecordSize: number;
+}

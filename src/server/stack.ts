@@ -1,0 +1,36 @@
+import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
+import { FilterLayer } from '../filter/filter-layer';
+import type { ConnectionState } from './connection-state';
+import { ArchLayer } from './layers/arch-layer';
+import { ConnectionLayer } from './layers/connection-layer';
+import { HandleLayer } from './layers/handle-layer';
+import { LoginLayer } from './layers/login-layer';
+import { TraceLayer } from './layers/trace-layer';
+import type { Logger } from './log';
+
+export interface StackOptions {
+  aliases: ReadonlySet<string>;
+  defaultAlias: string;
+  /** -debug-pkcs11 */
+  trace: boolean;
+  log: Logger;
+  workerIndex: number;
+}
+
+/**
+ * The one place the layers are assembled, top (client side) to bottom
+ * (module side):
+ *   trace → connection life cycle → CK_ULONG layout → filter → virtual
+ *   handles → shared login → backend module.
+ * Each layer sees what the layer above produced: the filter sees native
+ * layout and client handles; the login layer sees module handles.
+ */
+export function buildStack(backend: Pkcs11Calls<ConnectionState>, o: StackOptions): Pkcs11Calls<ConnectionState> {
+  let s: Pkcs11Calls<ConnectionState> = new LoginLayer(backend);
+  s = new HandleLayer(s, o.workerIndex, o.log);
+  s = new FilterLayer(s);
+  s = new ArchLayer(s);
+  s = new ConnectionLayer(s, o.aliases, o.defaultAlias);
+  if (o.trace) s = new TraceLayer(s, o.log);
+  return s;
+}

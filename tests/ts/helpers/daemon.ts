@@ -1,0 +1,86 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createSoftHsm, SOFTHSM_MODULE } from './softhsm';
+import type { SoftHsmStore } from './softhsm';
+
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+
+export interface DaemonOptions {
+  workers?: number;
+  trace?: boolean;
+  /** Extra filter.conf text appended after `modules`. */
+  filterExtra?: string;
+  /** Listen on TCP 127.0.0.1 port 0 as well. */
+  tcp?: boolean;
+  tokens?: string[];
+  maxRecordSize?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface RunningDaemon {
+  socketPath: string;
+  tcpPort?: number;
+  hsm: SoftHsmStore;
+  proc: ChildProcess;
+  /** Everything the daemon wrote to stdout and stderr so far. */
+  output(): string;
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts the real daemon (`dist/src/cli.js -fg`) on a temp Unix socket in
+ * front of a fresh SoftHSM2 store, and resolves once it prints READY.
+ */
+export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon> {
+  const hsm = createSoftHsm(o.tokens ?? ['test']);
+  const socketPath = path.join(hsm.dir, 'p11pd.sock');
+  const filterConf = path.join(hsm.dir, 'filter.conf');
+  fs.writeFileSync(filterConf, `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n${o.filterExtra ?? ''}\n`);
+  const tcp = o.tcp ? `address { type = "internet"; bind = "127.0.0.1:0"; };` : '';
+  const serverConf = path.join(hsm.dir, 'pkcs11proxyd.conf');
+  fs.writeFileSync(
+    serverConf,
+    `netplex { service { name = "t"; protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socketPath}"; }; ${tcp} };
+       processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
+  );
+  const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
+  if (o.trace) args.push('-debug-pkcs11');
+  const proc = spawn(process.execPath, args, { env: { ...hsm.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const endpoints = await new Promise<Array<{ path?: string; port?: number }>>((resolve, reject) => {
+    const onData = () => {
+      const m = /^READY (.*)$/m.exec(out);
+      if (m) {
+        proc.stdout!.off('data', onData);
+        resolve(JSON.parse(m[1]));
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`daemon exited with ${code} before READY:\n${out}`)));
+  });
+  const tcpPort = endpoints.find((e) => e.port !== undefined)?.port;
+  return {
+    socketPath,
+    tcpPort,
+    hsm,
+    proc,
+    output: () => out,
+    stop: () =>
+      new Promise((resolve) => {
+        if (proc.exitCode !== null) {
+          hsm.cleanup();
+          return resolve(proc.exitCode);
+        }
+        proc.once('exit', (code) => {
+          hsm.cleanup();
+          resolve(code);
+        });
+        proc.kill('SIGTERM');
+      }),
+  };
+}
