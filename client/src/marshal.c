@@ -110,7 +110,10 @@ CK_RV px_template_out(CK_ATTRIBUTE *t, CK_ULONG n, const px_template *reply,
   for (CK_ULONG i = 0; i < n; i++) {
     const px_attribute *r = &reply->px_template_val[i];
     u_int got = r->value.value_len;
-    if (r->valueLen == -1) {
+    /* Caml Crush sends an unavailable attribute as an empty value with
+     * valueLen 0 (not -1) beside a non-OK rv; an empty attribute in a
+     * failed call is reported unavailable for that reason. */
+    if (r->valueLen == -1 || (server_rv != CKR_OK && got == 0 && r->valueLen == 0)) {
       t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
       continue;
     }

@@ -364,7 +364,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_GenerateRandom(c: ConnectionState, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
     if (a.length < 0 || a.length > MAX_OUTPUT) return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
-    return bytesRet(this.m(c).C_GenerateRandom(toHandle(a.session), Buffer.alloc(a.length)));
+    // pkcs11js refuses an empty buffer; ask for one byte so the module still
+    // judges the session, and return nothing, as a zero-length call would.
+    const out = this.m(c).C_GenerateRandom(toHandle(a.session), Buffer.alloc(Math.max(1, a.length)));
+    return bytesRet(a.length === 0 ? EMPTY : out);
   }
 
   async C_FindObjectsInit(c: ConnectionState, a: C_FindObjectsInit_args): Promise<px_rv> {

@@ -104,7 +104,10 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     const first = seen.get(alias);
     if (first !== undefined) {
       const pos = map.get(`/modules/${first}/0`)?.value;
-      fail(`/modules/${i}/0`, `duplicate module alias ${JSON.stringify(alias)} (first at ${pos?.line}:${pos?.column})`);
+      fail(
+        `/modules/${i}/0`,
+        `duplicate module alias ${JSON.stringify(alias)} (first at ${pos?.line}:${pos?.column})`,
+      );
     }
     seen.set(alias, i);
     return { alias, path: p };
@@ -120,12 +123,22 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
   const aliasPattern = (pointer: string, source: string): StrPattern => {
     const p = pattern(pointer, source);
     if (!modules.some((m) => p.regex.test(m.alias))) {
-      fail(pointer, `pattern matches no module alias (aliases: ${modules.map((m) => JSON.stringify(m.alias)).join(', ')})`);
+      fail(
+        pointer,
+        `pattern matches no module alias (aliases: ${modules.map((m) => JSON.stringify(m.alias)).join(', ')})`,
+      );
     }
     return p;
   };
-  const rules = <B, R>(key: keyof FilterFile, list: Array<Pair<B>> | undefined, f: (b: B, ptr: string) => R) =>
-    (list ?? []).map(([a, b], i) => ({ alias: aliasPattern(`/${key}/${i}/0`, a), value: f(b, `/${key}/${i}/1`) }));
+  const rules = <B, R>(
+    key: keyof FilterFile,
+    list: Array<Pair<B>> | undefined,
+    f: (b: B, ptr: string) => R,
+  ) =>
+    (list ?? []).map(([a, b], i) => ({
+      alias: aliasPattern(`/${key}/${i}/0`, a),
+      value: f(b, `/${key}/${i}/1`),
+    }));
   const bool = (w: string): boolean => w === 'yes' || w === 'true';
 
   const forbiddenMechanisms = rules('forbidden_mechanisms', doc.forbidden_mechanisms, (list, ptr) =>
@@ -135,27 +148,35 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
       return v !== undefined ? v : fail(`${ptr}/${k}`, `unknown mechanism '${m}'`);
     }),
   ).map((r) => ({ alias: r.alias, mechanisms: r.value }));
-  const patterns = (list: string[], ptr: string): StrPattern[] => list.map((s, k) => pattern(`${ptr}/${k}`, s));
+  const patterns = (list: string[], ptr: string): StrPattern[] =>
+    list.map((s, k) => pattern(`${ptr}/${k}`, s));
   const allowedLabels = rules('allowed_labels', doc.allowed_labels, patterns).map((r) => ({
     alias: r.alias,
     labels: r.value,
   }));
-  const allowedIds = rules('allowed_ids', doc.allowed_ids, patterns).map((r) => ({ alias: r.alias, ids: r.value }));
-  const forbiddenFunctions = rules('forbidden_functions', doc.forbidden_functions, (list) => [...list]).map((r) => ({
+  const allowedIds = rules('allowed_ids', doc.allowed_ids, patterns).map((r) => ({
     alias: r.alias,
-    functions: r.value,
+    ids: r.value,
   }));
+  const forbiddenFunctions = rules('forbidden_functions', doc.forbidden_functions, (list) => [...list]).map(
+    (r) => ({
+      alias: r.alias,
+      functions: r.value,
+    }),
+  );
   const enforceRoSessions = rules('enforce_ro_sessions', doc.enforce_ro_sessions, bool).map((r) => ({
     alias: r.alias,
     enforce: r.value,
   }));
-  const forbidAdminOperations = rules('forbid_admin_operations', doc.forbid_admin_operations, bool).map((r) => ({
-    alias: r.alias,
-    forbid: r.value,
-  }));
-  const removePaddingOracles = rules('remove_padding_oracles', doc.remove_padding_oracles, (list) => [...list]).map(
-    (r) => ({ alias: r.alias, operations: r.value }),
+  const forbidAdminOperations = rules('forbid_admin_operations', doc.forbid_admin_operations, bool).map(
+    (r) => ({
+      alias: r.alias,
+      forbid: r.value,
+    }),
   );
+  const removePaddingOracles = rules('remove_padding_oracles', doc.remove_padding_oracles, (list) => [
+    ...list,
+  ]).map((r) => ({ alias: r.alias, operations: r.value }));
   const actions = (key: 'filter_actions_pre' | 'filter_actions_post'): FilterConfig['filterActionsPre'] =>
     rules(key, doc[key], (list) => list.map(([fn, action]) => ({ function: fn, action }))).map((r) => ({
       alias: r.alias,

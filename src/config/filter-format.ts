@@ -49,7 +49,8 @@ export function formatFilterConfig(cfg: FilterConfig): string {
   put('modules', list(cfg.modules.map((m) => pair(quoteConfigString(m.alias), quoteConfigString(m.path)))));
   if (cfg.debug !== 0) put('debug', String(cfg.debug));
   if (cfg.logSubchannel !== null) put('log_subchannel', quoteConfigString(cfg.logSubchannel));
-  if (cfg.wrappingFormatKey !== null) put('wrapping_format_key', quoteConfigString(cfg.wrappingFormatKey.toString('hex')));
+  if (cfg.wrappingFormatKey !== null)
+    put('wrapping_format_key', quoteConfigString(cfg.wrappingFormatKey.toString('hex')));
   rules('forbidden_mechanisms', cfg.forbiddenMechanisms, (r) => list(r.mechanisms.map(mechanismText)));
   rules('allowed_labels', cfg.allowedLabels, (r) => list(r.labels.map(pat)));
   rules('allowed_ids', cfg.allowedIds, (r) => list(r.ids.map(pat)));

@@ -20,7 +20,12 @@
  *  - filter_actions_pre/post: hooks run in declaration order.
  */
 import type { SchemaObject } from 'ajv';
-import { BOOLEAN_WORDS, FILTER_ACTION_NAMES, PADDING_OPERATIONS, PKCS11_FUNCTION_NAMES } from './filter-names';
+import {
+  BOOLEAN_WORDS,
+  FILTER_ACTION_NAMES,
+  PADDING_OPERATIONS,
+  PKCS11_FUNCTION_NAMES,
+} from './filter-names';
 
 type S = SchemaObject;
 
@@ -71,7 +76,11 @@ const boolWord: S = {
   ruleText: 'must be yes, no, true or false',
 };
 const regexList = (what: string): S =>
-  listOf({ type: 'string', description: `${what} pattern (OCaml Str regexp, full match).` }, `${what} patterns.`, 'of regexp strings');
+  listOf(
+    { type: 'string', description: `${what} pattern (OCaml Str regexp, full match).` },
+    `${what} patterns.`,
+    'of regexp strings',
+  );
 
 export const filterSchema: SchemaObject = {
   type: 'object',

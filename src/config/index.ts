@@ -1,4 +1,10 @@
-export { ConfigError, ConfigInvalidError, ConfigIoError, ConfigSyntaxError, type ConfigErrorCode } from './errors';
+export {
+  ConfigError,
+  ConfigInvalidError,
+  ConfigIoError,
+  ConfigSyntaxError,
+  type ConfigErrorCode,
+} from './errors';
 export {
   type ListenAddress,
   type LogLevel,

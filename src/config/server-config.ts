@@ -5,11 +5,7 @@
 import path from 'path';
 import type { SchemaObject } from 'ajv';
 import { readConfigText } from './read';
-import {
-  DEFAULT_MAX_RECORD_SIZE,
-  type LOG_LEVELS,
-  serverSchema,
-} from './server-schema';
+import { DEFAULT_MAX_RECORD_SIZE, type LOG_LEVELS, serverSchema } from './server-schema';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { compileSchema, invalidAt, validatePlain } from './validate';
 
@@ -209,7 +205,14 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
   const useTls = proc.use_ssl ?? false;
   const t = proc.tls;
   let tls: TlsSettings | undefined;
-  const legacyKeys = [proc.cafile, proc.certfile, proc.certkey, proc.cipher_suite, proc.dh_params, proc.verify_depth];
+  const legacyKeys = [
+    proc.cafile,
+    proc.certfile,
+    proc.certkey,
+    proc.cipher_suite,
+    proc.dh_params,
+    proc.verify_depth,
+  ];
   if (useTls || t !== undefined || legacyKeys.some((v) => v !== undefined)) {
     tls = {};
     const certFile = t?.x509?.key?.crt_file ?? proc.certfile;
@@ -220,7 +223,8 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     if (keyFile !== undefined) tls.keyFile = fromConf(keyFile);
     if (caFile !== undefined) tls.caFile = fromConf(caFile);
     if (dhParamsFile !== undefined) tls.dhParamsFile = fromConf(dhParamsFile);
-    if (proc.cipher_suite !== undefined) tls.cipherSuites = proc.cipher_suite.split(':').filter((s) => s !== '');
+    if (proc.cipher_suite !== undefined)
+      tls.cipherSuites = proc.cipher_suite.split(':').filter((s) => s !== '');
     if (t?.algorithms !== undefined) tls.priority = t.algorithms;
     if (t?.peer_auth !== undefined) tls.peerAuth = t.peer_auth;
     if (proc.verify_depth !== undefined) tls.verifyDepth = proc.verify_depth;

@@ -22,8 +22,17 @@ const str = (description: string, extra: S = {}): S => ({ type: 'string', descri
 const path = (description: string): S => str(description, { minLength: 1 });
 const int = (description: string, extra: S = {}): S => ({ type: 'integer', description, ...extra });
 const bool = (description: string): S => ({ type: 'boolean', description });
-const oneOf = (description: string, values: readonly string[]): S => ({ type: 'string', description, enum: values });
-const block = (description: string, properties: Record<string, S>, required: string[] = [], extra: S = {}): S => ({
+const oneOf = (description: string, values: readonly string[]): S => ({
+  type: 'string',
+  description,
+  enum: values,
+});
+const block = (
+  description: string,
+  properties: Record<string, S>,
+  required: string[] = [],
+  extra: S = {},
+): S => ({
   type: 'object',
   description,
   additionalProperties: false,
@@ -73,10 +82,13 @@ const address = block(
     path: path(
       'Unix socket path (type "local"). Relative paths are resolved against controller.socket_directory when set, else the directory of this file.',
     ),
-    bind: str('Listening address (type "internet"): "HOST:PORT" or "[IPV6]:PORT". Port 0 picks a free port.', {
-      pattern: '^(\\[[0-9A-Fa-f.:]+\\]|[^\\s\\[\\]:]+):[0-9]{1,5}$',
-      ruleText: 'must be "HOST:PORT" or "[IPV6]:PORT"',
-    }),
+    bind: str(
+      'Listening address (type "internet"): "HOST:PORT" or "[IPV6]:PORT". Port 0 picks a free port.',
+      {
+        pattern: '^(\\[[0-9A-Fa-f.:]+\\]|[^\\s\\[\\]:]+):[0-9]{1,5}$',
+        ruleText: 'must be "HOST:PORT" or "[IPV6]:PORT"',
+      },
+    ),
   },
   ['type'],
   {
@@ -130,11 +142,17 @@ const tls = block('TLS settings (OCamlnet 4 / GnuTLS style). Parsed; TLS serving
     bits: int('Generate DH parameters of this size at startup.', { minimum: 512 }),
   }),
   x509: block('Certificates.', {
-    key: block('Server certificate and key.', { crt_file: path('Server certificate (PEM).'), key_file: path('Server private key (PEM, unencrypted).') }, [
+    key: block(
+      'Server certificate and key.',
+      {
+        crt_file: path('Server certificate (PEM).'),
+        key_file: path('Server private key (PEM, unencrypted).'),
+      },
+      ['crt_file', 'key_file'],
+    ),
+    trust: block('Trusted CAs for client certificates.', { crt_file: path('CA certificates (PEM).') }, [
       'crt_file',
-      'key_file',
     ]),
-    trust: block('Trusted CAs for client certificates.', { crt_file: path('CA certificates (PEM).') }, ['crt_file']),
     revoke: block('Revocation lists.', { crl_file: path('CRL file (PEM).') }, ['crl_file']),
   }),
 });
@@ -195,7 +213,11 @@ const service = block(
     conn_limit: int('netplex connections per worker process before it is recycled; Caml Crush requires 1.', {
       minimum: 1,
     }),
-    startup_timeout: { type: 'number', description: 'netplex worker startup timeout in seconds.', minimum: 0 },
+    startup_timeout: {
+      type: 'number',
+      description: 'netplex worker startup timeout in seconds.',
+      minimum: 0,
+    },
     gc_when_idle: bool('netplex: run the GC when idle.'),
     protocol: blocks('Listening protocols.', protocol, { minItems: 1 }),
     processor,

@@ -105,7 +105,9 @@ export function compileStrPattern(source: string): StrPattern {
   try {
     regex = new RegExp(`^(?:${body})`);
   } catch (err) {
-    throw new Error(err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : String(err));
+    throw new Error(
+      err instanceof Error ? err.message.replace(/^Invalid regular expression: /, '') : String(err),
+    );
   }
   return { source, regex };
 }

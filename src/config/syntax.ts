@@ -223,7 +223,10 @@ class Lexer {
       if (isDigit(e)) {
         const d = e + this.advance() + this.advance();
         if (!/^[0-9]{3}$/.test(d) || Number(d) > 255) {
-          this.fail({ line: escPos.line, column: escPos.column - 1 }, `bad escape '\\${d}' (want \\000 to \\255)`);
+          this.fail(
+            { line: escPos.line, column: escPos.column - 1 },
+            `bad escape '\\${d}' (want \\000 to \\255)`,
+          );
         }
         s += String.fromCharCode(Number(d));
       } else {
@@ -337,7 +340,8 @@ class Parser {
         sec.entries.push(this.netplexTree(depth + 1));
         if (this.isPunct('}')) break;
         const last = sec.entries[sec.entries.length - 1].key;
-        if (!this.isPunct(';')) this.fail(this.cur, `expected ';' or '}' after '${last}' but found ${describe(this.cur)}`);
+        if (!this.isPunct(';'))
+          this.fail(this.cur, `expected ';' or '}' after '${last}' but found ${describe(this.cur)}`);
         this.next();
         if (this.isPunct('}')) break;
         if (this.cur.t !== 'ident') {
@@ -372,7 +376,8 @@ class Parser {
   filterFile(): SectionNode {
     const root: SectionNode = { kind: 'section', entries: [], pos: this.cur.pos };
     this.filterEntries(root, 1);
-    if (this.cur.t !== 'eof') this.fail(this.cur, `expected a key or end of file but found ${describe(this.cur)}`);
+    if (this.cur.t !== 'eof')
+      this.fail(this.cur, `expected a key or end of file but found ${describe(this.cur)}`);
     return root;
   }
 
@@ -416,7 +421,10 @@ class Parser {
               this.next();
               return list;
             } else if (this.isPunct(']') || this.isPunct(')') || this.isPunct('}') || this.cur.t === 'eof') {
-              this.fail(this.cur, `expected '${close}' to close '${t.v}' at ${t.pos.line}:${t.pos.column} but found ${describe(this.cur)}`);
+              this.fail(
+                this.cur,
+                `expected '${close}' to close '${t.v}' at ${t.pos.line}:${t.pos.column} but found ${describe(this.cur)}`,
+              );
             } else {
               list.items.push(this.filterValue(depth + 1));
             }
@@ -479,7 +487,11 @@ export interface PlainOptions {
  * Convert a parsed tree to plain data. Repeated scalar keys are always an
  * error (netplex rejects them; Caml Crush's filter silently used the first).
  */
-export function toPlain(root: SectionNode, file: string, opts: PlainOptions): { data: Plain; map: SourceMap } {
+export function toPlain(
+  root: SectionNode,
+  file: string,
+  opts: PlainOptions,
+): { data: Plain; map: SourceMap } {
   const map: SourceMap = new Map();
   map.set('', { value: { line: 1, column: 1 } });
 

@@ -10,7 +10,13 @@ import { type Plain, type Position, type SourceMap, pointerEscape, pointerSegmen
  * `ruleText` is our schema annotation: the rule to report when this schema
  * node fails (instead of the generic text derived from the ajv keyword).
  */
-const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, strictTuples: true, allowUnionTypes: true });
+const ajv = new Ajv({
+  allErrors: true,
+  verbose: true,
+  strict: true,
+  strictTuples: true,
+  allowUnionTypes: true,
+});
 ajv.addVocabulary(['ruleText']);
 
 export function compileSchema(schema: SchemaObject): ValidateFunction {
@@ -96,10 +102,20 @@ function mapError(e: ErrorObject, data: Plain, map: SourceMap): Mapped | null {
     case 'additionalProperties': {
       const child = String(p.additionalProperty);
       const childSpot = map.get(`${e.instancePath}/${pointerEscape(child)}`);
-      return { pos: childSpot?.key ?? childSpot?.value ?? here, key: join(child), rule: 'unknown key', rank: 0 };
+      return {
+        pos: childSpot?.key ?? childSpot?.value ?? here,
+        key: join(child),
+        rule: 'unknown key',
+        rank: 0,
+      };
     }
     case 'required':
-      return { pos: spot?.key ?? here, key: join(String(p.missingProperty)), rule: 'missing required key', rank: 1 };
+      return {
+        pos: spot?.key ?? here,
+        key: join(String(p.missingProperty)),
+        rule: 'missing required key',
+        rank: 1,
+      };
     case 'dependencies':
       return {
         pos: spot?.key ?? here,

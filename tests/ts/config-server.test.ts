@@ -1,14 +1,22 @@
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
-import { ConfigError, type ServerConfig, loadServerConfig, parseServerConfig, serverSchema } from '../../src/config';
+import {
+  ConfigError,
+  type ServerConfig,
+  loadServerConfig,
+  parseServerConfig,
+  serverSchema,
+} from '../../src/config';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'config');
 const ROOT = path.resolve(__dirname, '..', '..');
 const DEBIAN_CONF = '/etc/pkcs11proxyd/pkcs11proxyd.conf';
 
 /** A minimal valid file with `processor`/`protocol` bodies replaceable per case. */
-function conf(opts: { protocol?: string; processor?: string; service?: string; controller?: string } = {}): string {
+function conf(
+  opts: { protocol?: string; processor?: string; service?: string; controller?: string } = {},
+): string {
   return [
     'netplex {',
     opts.controller ?? '',
@@ -77,13 +85,16 @@ const goodCases: Case[] = [
   {
     name: 'local_chmod / local_chown apply to the protocol unix sockets',
     input: conf({
-      protocol: '      local_chmod = "0o660"; local_chown = "daemon:adm";\n      address { type = "local"; path = "/run/p.sock"; };',
+      protocol:
+        '      local_chmod = "0o660"; local_chown = "daemon:adm";\n      address { type = "local"; path = "/run/p.sock"; };',
     }),
     output: { listen: [{ type: 'local', path: '/run/p.sock', mode: 0o660, owner: 'daemon', group: 'adm' }] },
   },
   {
     name: 'local_chmod as integer',
-    input: conf({ protocol: '      local_chmod = 511;\n      address { type = "local"; path = "/run/p.sock"; };' }),
+    input: conf({
+      protocol: '      local_chmod = 511;\n      address { type = "local"; path = "/run/p.sock"; };',
+    }),
     output: { listen: [{ type: 'local', path: '/run/p.sock', mode: 0o777 }] },
   },
   {
@@ -111,7 +122,10 @@ const goodCases: Case[] = [
   },
   {
     name: 'user, group, log level',
-    input: conf({ service: '    user = "nobody"; group = "nogroup";', controller: '  controller { max_level = "warning"; };' }),
+    input: conf({
+      service: '    user = "nobody"; group = "nogroup";',
+      controller: '  controller { max_level = "warning"; };',
+    }),
     output: { user: 'nobody', group: 'nogroup', logLevel: 'warning' },
   },
   {
@@ -183,7 +197,8 @@ const badCases: Case[] = [
   {
     name: 'wrong type: use_ssl string',
     input: conf({ processor: '      use_ssl = "false";' }),
-    error: /^x\.conf:12:17: key 'netplex\.service\[0\]\.processor\.use_ssl': must be a boolean \(true or false\)$/,
+    error:
+      /^x\.conf:12:17: key 'netplex\.service\[0\]\.processor\.use_ssl': must be a boolean \(true or false\)$/,
     code: 'CONFIG_INVALID',
   },
   {
@@ -195,31 +210,36 @@ const badCases: Case[] = [
   {
     name: 'bad address type',
     input: conf({ protocol: '      address { type = "unix"; path = "/x"; };' }),
-    error: /^x\.conf:8:24: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.type': must be one of: "local", "internet"$/,
+    error:
+      /^x\.conf:8:24: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.type': must be one of: "local", "internet"$/,
     code: 'CONFIG_INVALID',
   },
   {
     name: 'local address without path',
     input: conf({ protocol: '      address { type = "local"; };' }),
-    error: /^x\.conf:8:7: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.path': missing required key$/,
+    error:
+      /^x\.conf:8:7: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.path': missing required key$/,
     code: 'CONFIG_INVALID',
   },
   {
     name: 'bind on a local address',
     input: conf({ protocol: '      address { type = "local"; path = "/x"; bind = "1.2.3.4:5"; };' }),
-    error: /^x\.conf:8:53: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.bind': only allowed when type is "internet"$/,
+    error:
+      /^x\.conf:8:53: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.bind': only allowed when type is "internet"$/,
     code: 'CONFIG_INVALID',
   },
   {
     name: 'bind without port',
     input: conf({ protocol: '      address { type = "internet"; bind = "localhost"; };' }),
-    error: /^x\.conf:8:43: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.bind': must be "HOST:PORT" or "\[IPV6\]:PORT"$/,
+    error:
+      /^x\.conf:8:43: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.bind': must be "HOST:PORT" or "\[IPV6\]:PORT"$/,
     code: 'CONFIG_INVALID',
   },
   {
     name: 'port out of range',
     input: conf({ protocol: '      address { type = "internet"; bind = "0.0.0.0:70000"; };' }),
-    error: /^x\.conf:8:43: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.bind': port must be 0\.\.65535$/,
+    error:
+      /^x\.conf:8:43: key 'netplex\.service\[0\]\.protocol\[0\]\.address\[0\]\.bind': port must be 0\.\.65535$/,
     code: 'CONFIG_INVALID',
   },
   {
@@ -236,7 +256,10 @@ const badCases: Case[] = [
   },
   {
     name: 'two services',
-    input: conf().replace(/\n}$/, '\n  service { name = "q"; protocol { name = "r"; address { type = "local"; path = "/q" } }; processor { type = "rpc_pkcs11" } }\n}'),
+    input: conf().replace(
+      /\n}$/,
+      '\n  service { name = "q"; protocol { name = "r"; address { type = "local"; path = "/q" } }; processor { type = "rpc_pkcs11" } }\n}',
+    ),
     error: /^x\.conf:3:11: key 'netplex\.service': must have at most 1 items$/,
     code: 'CONFIG_INVALID',
   },
@@ -249,7 +272,8 @@ const badCases: Case[] = [
   {
     name: 'ambiguous octal mode string',
     input: conf({ protocol: '      local_chmod = "0777";\n      address { type = "local"; path = "/x"; };' }),
-    error: /^x\.conf:8:21: key 'netplex\.service\[0\]\.protocol\[0\]\.local_chmod': ambiguous mode "0777": write "0o777"$/,
+    error:
+      /^x\.conf:8:21: key 'netplex\.service\[0\]\.protocol\[0\]\.local_chmod': ambiguous mode "0777": write "0o777"$/,
     code: 'CONFIG_INVALID',
   },
   {
@@ -368,7 +392,8 @@ describe('server config: real files', () => {
           certFile: path.join(FIXTURES, 'server.pem'),
           keyFile: path.join(FIXTURES, 'server-key.pem'),
           caFile: path.join(FIXTURES, 'ca.pem'),
-          priority: 'SECURE256:+SECURE128:-VERS-TLS-ALL:+VERS-TLS1.2:-RSA:-DHE-DSS:-CAMELLIA-128-CBC:-CAMELLIA-256-CBC',
+          priority:
+            'SECURE256:+SECURE128:-VERS-TLS-ALL:+VERS-TLS1.2:-RSA:-DHE-DSS:-CAMELLIA-128-CBC:-CAMELLIA-256-CBC',
           peerAuth: 'required',
         },
       },
@@ -390,7 +415,9 @@ describe('server config: real files', () => {
   });
 
   it('keeps the parsed tree in raw', () => {
-    const raw = parse(conf({ processor: '      workers = 2;' })).raw as { netplex: { service: Array<{ processor: unknown }> } };
+    const raw = parse(conf({ processor: '      workers = 2;' })).raw as {
+      netplex: { service: Array<{ processor: unknown }> };
+    };
     expect(raw.netplex.service[0].processor).toEqual({ type: 'rpc_pkcs11', workers: 2 });
   });
 });
@@ -415,9 +442,14 @@ describe('server schema', () => {
   it('documents every property and closes every block', () => {
     const walk = (s: Record<string, unknown>, where: string): void => {
       if (s.type === 'object') expect({ where, ap: s.additionalProperties }).toEqual({ where, ap: false });
-      for (const [k, sub] of Object.entries((s.properties ?? {}) as Record<string, Record<string, unknown>>)) {
+      for (const [k, sub] of Object.entries(
+        (s.properties ?? {}) as Record<string, Record<string, unknown>>,
+      )) {
         if (where.endsWith('/then') || where.includes('/if')) continue;
-        expect({ where: `${where}.${k}`, d: typeof sub.description }).toEqual({ where: `${where}.${k}`, d: 'string' });
+        expect({ where: `${where}.${k}`, d: typeof sub.description }).toEqual({
+          where: `${where}.${k}`,
+          d: 'string',
+        });
         walk(sub, `${where}.${k}`);
       }
       if (s.items && !Array.isArray(s.items)) walk(s.items as Record<string, unknown>, `${where}[]`);

@@ -265,9 +265,12 @@ describe('emitter on a fixture with every construct', () => {
       expect(codeOf(() => m.xdrEncode(m.nodeCodec, a))).toBe('XDR_ENCODE');
     });
 
-    it('a deep list inside a struct counts from the outermost node', () => {
-      const bytes = cat(sampleBytes.subarray(0, 64), list(40), sampleBytes.subarray(64 + 20));
-      expect(codeOf(() => m.xdrDecode(m.allCodec, bytes))).toBe('XDR_DECODE');
+    it('a deep list inside a struct is limited the same way', () => {
+      // In sampleBytes the optional `list` (flag, then 2 nodes: 20 bytes) starts at offset 80.
+      const withList = (n: number): Buffer => cat(sampleBytes.subarray(0, 80), i32(1), list(n), sampleBytes.subarray(100));
+      expect(m.xdrDecode(m.allCodec, withList(2))).toEqual({ ...sample, list: node(values(2)) });
+      expect((m.xdrDecode(m.allCodec, withList(32)) as { list: unknown }).list).toEqual(node(values(32)));
+      expect(() => m.xdrDecode(m.allCodec, withList(33))).toThrow(/nesting deeper than 32/);
     });
   });
 

@@ -65,6 +65,9 @@ export class RpcConnection {
     socket.on('error', (e: Error) => this.onError(e));
     socket.on('close', () => this.onClose());
     if (socket.destroyed) process.nextTick(() => this.onClose());
+    // A socket accepted with pauseOnConnect (e.g. for handover between processes) has flowing
+    // explicitly off, which a 'data' listener does not undo.
+    else socket.resume();
   }
 
   /** Drop the connection now; unsent replies are lost. */
