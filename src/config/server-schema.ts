@@ -134,28 +134,31 @@ const protocol = block(
   ['name', 'address'],
 );
 
-const tls = block('TLS settings (OCamlnet 4 / GnuTLS style). Parsed; TLS serving is not implemented yet.', {
-  algorithms: str('GnuTLS priority string.'),
-  peer_auth: oneOf('Client certificate requirement.', ['none', 'optional', 'required']),
-  dh_params: block('Diffie-Hellman parameters.', {
-    pkcs3_file: path('PEM file with PKCS#3 DH parameters.'),
-    bits: int('Generate DH parameters of this size at startup.', { minimum: 512 }),
-  }),
-  x509: block('Certificates.', {
-    key: block(
-      'Server certificate and key.',
-      {
-        crt_file: path('Server certificate (PEM).'),
-        key_file: path('Server private key (PEM, unencrypted).'),
-      },
-      ['crt_file', 'key_file'],
-    ),
-    trust: block('Trusted CAs for client certificates.', { crt_file: path('CA certificates (PEM).') }, [
-      'crt_file',
-    ]),
-    revoke: block('Revocation lists.', { crl_file: path('CRL file (PEM).') }, ['crl_file']),
-  }),
-});
+const tls = block(
+  'TLS settings (OCamlnet 4 / GnuTLS style). Parsed; TLS serving is not implemented yet. File paths here and in the legacy keys are resolved against the directory of this file; values here win over the legacy keys.',
+  {
+    algorithms: str('GnuTLS priority string.'),
+    peer_auth: oneOf('Client certificate requirement.', ['none', 'optional', 'required']),
+    dh_params: block('Diffie-Hellman parameters.', {
+      pkcs3_file: path('PEM file with PKCS#3 DH parameters.'),
+      bits: int('Generate DH parameters of this size at startup.', { minimum: 512 }),
+    }),
+    x509: block('Certificates.', {
+      key: block(
+        'Server certificate and key.',
+        {
+          crt_file: path('Server certificate (PEM).'),
+          key_file: path('Server private key (PEM, unencrypted).'),
+        },
+        ['crt_file', 'key_file'],
+      ),
+      trust: block('Trusted CAs for client certificates.', { crt_file: path('CA certificates (PEM).') }, [
+        'crt_file',
+      ]),
+      revoke: block('Revocation lists.', { crl_file: path('CRL file (PEM).') }, ['crl_file']),
+    }),
+  },
+);
 
 const processor = block(
   'How connections are served.',
@@ -183,7 +186,9 @@ const processor = block(
       minimum: 1,
       maximum: MAX_WORKERS,
     }),
-    pid_file: path('pkcs11proxyd extension: write the daemon pid to this file.'),
+    pid_file: path(
+      'pkcs11proxyd extension: write the daemon pid to this file; relative paths are resolved against the directory of this file.',
+    ),
   },
   ['type'],
 );

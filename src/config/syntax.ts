@@ -13,6 +13,9 @@
  *  - floats are `digits.digits*` with an optional exponent.
  *  - identifiers are `[A-Za-z_][A-Za-z0-9_']*`.
  *  - punctuation: `{ } = ; [ ] ( ) ,`.
+ *  - not supported (no Caml Crush file uses them): Genlex character literals
+ *    `'c'` and operator-symbol identifiers (`+`, `/usr`): unquoted paths are
+ *    an error, not a run of identifiers.
  *
  * Netplex grammar (pkcs11proxyd.conf, as OCamlnet's Netplex_config):
  *   file    := tree ';'* EOF

@@ -570,7 +570,8 @@ int main(int argc, char **argv) {
     groups[g].fn();
     printf("group %s: %s\n", groups[g].name, failed == before ? "ok" : "FAILED");
   }
-  dlclose(h);
+  /* No dlclose: valgrind then resolves the library's frames in leak reports. */
+  (void)h;
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

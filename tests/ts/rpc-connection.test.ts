@@ -94,8 +94,18 @@ describe('calls', () => {
   it('echoes arguments, including across several fragments', async () => {
     const f = await start();
     const c = await f.connect();
-    expectSuccess(await rawCall(c, 2, ECHO_PROG, ECHO_VERS, PROC.ECHO, echoArgs('hello')), 2, echoArgs('hello'));
-    const msg = encodeCall({ xid: 3, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.ECHO, args: echoArgs('fragmented') });
+    expectSuccess(
+      await rawCall(c, 2, ECHO_PROG, ECHO_VERS, PROC.ECHO, echoArgs('hello')),
+      2,
+      echoArgs('hello'),
+    );
+    const msg = encodeCall({
+      xid: 3,
+      prog: ECHO_PROG,
+      vers: ECHO_VERS,
+      proc: PROC.ECHO,
+      args: echoArgs('fragmented'),
+    });
     c.write(recordMark(msg, [5, 0, 30, msg.length - 35]));
     expectSuccess(await c.nextReply(), 3, echoArgs('fragmented'));
   });
@@ -105,7 +115,13 @@ describe('calls', () => {
     const c = await f.connect();
     const chunk = Buffer.concat(
       [10, 11, 12, 13, 14].map((xid) =>
-        encodeCallRecord({ xid, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.ECHO, args: echoArgs(`m${xid}`) }),
+        encodeCallRecord({
+          xid,
+          prog: ECHO_PROG,
+          vers: ECHO_VERS,
+          proc: PROC.ECHO,
+          args: echoArgs(`m${xid}`),
+        }),
       ),
     );
     c.write(chunk);
@@ -140,7 +156,13 @@ describe('calls', () => {
     const f = await start();
     const c = await f.connect();
     c.sendCall({ xid: 30, rpcvers: 3, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.NULL });
-    expect(await c.nextReply()).toEqual({ xid: 30, stat: 'denied', rejectStat: REJECT.RPC_MISMATCH, low: 2, high: 2 });
+    expect(await c.nextReply()).toEqual({
+      xid: 30,
+      stat: 'denied',
+      rejectStat: REJECT.RPC_MISMATCH,
+      low: 2,
+      high: 2,
+    });
     expectSuccess(await rawCall(c, 31, ECHO_PROG, ECHO_VERS, PROC.NULL), 31);
     expect(f.program.calls.map((x) => x.header.xid)).toEqual([31]);
   });
@@ -157,15 +179,33 @@ describe('calls', () => {
   it('refuses an unknown credential flavor with AUTH_ERROR and never calls the handler', async () => {
     const f = await start();
     const c = await f.connect();
-    c.sendCall({ xid: 41, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.NULL, credFlavor: 3, cred: Buffer.alloc(12) });
+    c.sendCall({
+      xid: 41,
+      prog: ECHO_PROG,
+      vers: ECHO_VERS,
+      proc: PROC.NULL,
+      credFlavor: 3,
+      cred: Buffer.alloc(12),
+    });
     expect(await c.nextReply()).toEqual({
       xid: 41,
       stat: 'denied',
       rejectStat: REJECT.AUTH_ERROR,
       authStat: AUTH_STAT.AUTH_REJECTEDCRED,
     });
-    c.sendCall({ xid: 42, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.NULL, credFlavor: 1, cred: Buffer.alloc(3) });
-    expect(await c.nextReply()).toMatchObject({ xid: 42, rejectStat: REJECT.AUTH_ERROR, authStat: AUTH_STAT.AUTH_BADCRED });
+    c.sendCall({
+      xid: 42,
+      prog: ECHO_PROG,
+      vers: ECHO_VERS,
+      proc: PROC.NULL,
+      credFlavor: 1,
+      cred: Buffer.alloc(3),
+    });
+    expect(await c.nextReply()).toMatchObject({
+      xid: 42,
+      rejectStat: REJECT.AUTH_ERROR,
+      authStat: AUTH_STAT.AUTH_BADCRED,
+    });
     expect(f.program.calls).toEqual([]);
   });
 
@@ -188,8 +228,20 @@ describe('pipelining and concurrency', () => {
     const c = await f.connect();
     c.write(
       Buffer.concat([
-        encodeCallRecord({ xid: 1, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.SLOW, args: echoArgs('slow') }),
-        encodeCallRecord({ xid: 2, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.ECHO, args: echoArgs('fast') }),
+        encodeCallRecord({
+          xid: 1,
+          prog: ECHO_PROG,
+          vers: ECHO_VERS,
+          proc: PROC.SLOW,
+          args: echoArgs('slow'),
+        }),
+        encodeCallRecord({
+          xid: 2,
+          prog: ECHO_PROG,
+          vers: ECHO_VERS,
+          proc: PROC.ECHO,
+          args: echoArgs('fast'),
+        }),
         encodeCallRecord({ xid: 3, prog: 1, vers: 1, proc: 0 }),
       ]),
     );
@@ -222,7 +274,13 @@ describe('pipelining and concurrency', () => {
     c.write(
       Buffer.concat(
         xids.map((xid) =>
-          encodeCallRecord({ xid, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.SLOW, args: echoArgs(`s${xid}`) }),
+          encodeCallRecord({
+            xid,
+            prog: ECHO_PROG,
+            vers: ECHO_VERS,
+            proc: PROC.SLOW,
+            args: echoArgs(`s${xid}`),
+          }),
         ),
       ),
     );
@@ -245,7 +303,11 @@ describe('pipelining and concurrency', () => {
     const size = 8 * 1024 * 1024; // far above unix socket buffers, so the first reply cannot drain
     const xids = [1, 2, 3, 4, 5];
     c.write(
-      Buffer.concat(xids.map((xid) => encodeCallRecord({ xid, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.BIG, args: u32(size) }))),
+      Buffer.concat(
+        xids.map((xid) =>
+          encodeCallRecord({ xid, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.BIG, args: u32(size) }),
+        ),
+      ),
     );
     expect((await f.program.finished.next()).xid).toBe(1);
     await roundTrip(f);
@@ -301,7 +363,14 @@ describe('framing and protocol errors', () => {
   it('closes on a credential longer than 400 bytes', async () => {
     const f = await start();
     const c = await f.connect();
-    c.sendCall({ xid: 1, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.NULL, credFlavor: 1, cred: Buffer.alloc(404) });
+    c.sendCall({
+      xid: 1,
+      prog: ECHO_PROG,
+      vers: ECHO_VERS,
+      proc: PROC.NULL,
+      credFlavor: 1,
+      cred: Buffer.alloc(404),
+    });
     await c.closed;
     expect(c.records).toEqual([]);
   });
@@ -309,7 +378,13 @@ describe('framing and protocol errors', () => {
   describe('maxRecordSize 1024', () => {
     // Echo call record: 40-byte header (AUTH_NONE cred and verf) + 4-byte length + data.
     const callWithData = (xid: number, n: number): Buffer =>
-      encodeCall({ xid, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.ECHO, args: xdrOpaque(Buffer.alloc(n, 0x61)) });
+      encodeCall({
+        xid,
+        prog: ECHO_PROG,
+        vers: ECHO_VERS,
+        proc: PROC.ECHO,
+        args: xdrOpaque(Buffer.alloc(n, 0x61)),
+      });
 
     it('accepts records of exactly and just below the limit', async () => {
       const f = await start({ maxRecordSize: 1024 });

@@ -22,7 +22,16 @@ describe('parseCall', () => {
     const parsed = parseCall(record);
     expect(parsed).toEqual<ParsedCall>({
       kind: 'call',
-      header: { xid: 0x01020304, rpcvers: 2, prog: PROG, vers: 1, proc: 9, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 },
+      header: {
+        xid: 0x01020304,
+        rpcvers: 2,
+        prog: PROG,
+        vers: 1,
+        proc: 9,
+        credFlavor: 0,
+        cred: Buffer.alloc(0),
+        verfFlavor: 0,
+      },
       args,
     });
   });
@@ -61,7 +70,14 @@ describe('parseCall', () => {
     [6, 'RPCSEC_GSS'],
     [0x12345, 'unknown'],
   ])('refuses credential flavor %d (%s) with AUTH_REJECTEDCRED', (flavor) => {
-    const record = encodeCall({ xid: 9, prog: PROG, vers: 1, proc: 0, credFlavor: flavor, cred: Buffer.alloc(8) });
+    const record = encodeCall({
+      xid: 9,
+      prog: PROG,
+      vers: 1,
+      proc: 0,
+      credFlavor: flavor,
+      cred: Buffer.alloc(8),
+    });
     expect(parseCall(record)).toEqual({ kind: 'auth_error', xid: 9, stat: 2, credFlavor: flavor });
   });
 
@@ -81,10 +97,20 @@ describe('parseCall', () => {
   });
 
   it('throws RPC_ERR_TRUNCATED for a header cut at every position', () => {
-    const full = encodeCall({ xid: 1, prog: PROG, vers: 1, proc: 0, cred: Buffer.alloc(0), verf: Buffer.from([1, 2, 3, 4, 5]) });
+    const full = encodeCall({
+      xid: 1,
+      prog: PROG,
+      vers: 1,
+      proc: 0,
+      cred: Buffer.alloc(0),
+      verf: Buffer.from([1, 2, 3, 4, 5]),
+    });
     // The header ends where the (empty) args begin: the whole message.
     for (let cut = 0; cut < full.length; cut++) {
-      expect({ cut, code: codeOf(() => parseCall(full.subarray(0, cut))) }).toEqual({ cut, code: 'RPC_ERR_TRUNCATED' });
+      expect({ cut, code: codeOf(() => parseCall(full.subarray(0, cut))) }).toEqual({
+        cut,
+        code: 'RPC_ERR_TRUNCATED',
+      });
     }
     expect(parseCall(full).kind).toBe('call');
   });
@@ -125,7 +151,9 @@ describe('encodeReply', () => {
 
   it('encodes MSG_DENIED / RPC_MISMATCH with the supported range', () => {
     // xid, REPLY, MSG_DENIED(1), RPC_MISMATCH(0), low, high
-    expect(encode({ kind: 'rpc_mismatch', xid: 0xffffffff, low: 2, high: 2 })).toEqual(u32(0xffffffff, 1, 1, 0, 2, 2));
+    expect(encode({ kind: 'rpc_mismatch', xid: 0xffffffff, low: 2, high: 2 })).toEqual(
+      u32(0xffffffff, 1, 1, 0, 2, 2),
+    );
   });
 
   it('encodes MSG_DENIED / AUTH_ERROR with its auth_stat', () => {

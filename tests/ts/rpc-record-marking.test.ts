@@ -93,20 +93,22 @@ describe('RecordAssembler', () => {
   it('reassembles a record made of many 1-byte fragments', () => {
     const data = bytes(10000, 11);
     const frags: Buffer[] = [];
-    for (let i = 0; i < data.length; i++) frags.push(fragment(data.subarray(i, i + 1), i === data.length - 1));
+    for (let i = 0; i < data.length; i++)
+      frags.push(fragment(data.subarray(i, i + 1), i === data.length - 1));
     const stream = Buffer.concat(frags);
     const a = new RecordAssembler(10000);
     const records: Buffer[] = [];
-    for (let off = 0; off < stream.length; off += 777) records.push(...a.push(stream.subarray(off, off + 777)));
+    for (let off = 0; off < stream.length; off += 777)
+      records.push(...a.push(stream.subarray(off, off + 777)));
     expect(records).toEqual([data]);
   });
 
   it('accepts a record of exactly maxRecordSize', () => {
     const data = bytes(100, 1);
     const a = new RecordAssembler(100);
-    expect(a.push(Buffer.concat([fragment(data.subarray(0, 40), false), fragment(data.subarray(40), true)]))).toEqual([
-      data,
-    ]);
+    expect(
+      a.push(Buffer.concat([fragment(data.subarray(0, 40), false), fragment(data.subarray(40), true)])),
+    ).toEqual([data]);
   });
 
   it('throws RPC_ERR_RECORD_TOO_LARGE from the mark alone, before buffering the fragment', () => {
@@ -132,7 +134,9 @@ describe('RecordAssembler', () => {
 
   it('throws for the largest fragment length 0x7fffffff', () => {
     const a = new RecordAssembler(16 * 1024 * 1024);
-    expect(errorCode(() => a.push(Buffer.from([0x7f, 0xff, 0xff, 0xff, 1, 2, 3])))).toBe('RPC_ERR_RECORD_TOO_LARGE');
+    expect(errorCode(() => a.push(Buffer.from([0x7f, 0xff, 0xff, 0xff, 1, 2, 3])))).toBe(
+      'RPC_ERR_RECORD_TOO_LARGE',
+    );
     const b = new RecordAssembler(16 * 1024 * 1024);
     expect(errorCode(() => b.push(Buffer.from([0xff, 0xff, 0xff, 0xff])))).toBe('RPC_ERR_RECORD_TOO_LARGE');
   });

@@ -41,7 +41,14 @@ async function connect(target: { path: string } | { host: string; port: number }
 }
 
 function expectEcho(reply: ParsedReply, xid: number, data: string): void {
-  expect(reply).toEqual({ xid, stat: 'accepted', verfFlavor: 0, verf: Buffer.alloc(0), acceptStat: 0, body: xdrOpaque(data) });
+  expect(reply).toEqual({
+    xid,
+    stat: 'accepted',
+    verfFlavor: 0,
+    verf: Buffer.alloc(0),
+    acceptStat: 0,
+    body: xdrOpaque(data),
+  });
 }
 
 function codeOf(e: unknown): unknown {
@@ -52,7 +59,9 @@ describe('unix sockets', () => {
   it('listens on a path and serves calls', async () => {
     const { server, program } = makeServer();
     const p = path.join(dir, 'a.sock');
-    expect(await server.listen([{ type: 'local', path: p }])).toEqual([{ addr: { type: 'local', path: p }, path: p }]);
+    expect(await server.listen([{ type: 'local', path: p }])).toEqual([
+      { addr: { type: 'local', path: p }, path: p },
+    ]);
     const c = await connect({ path: p });
     expectEcho(await rawCall(c, 1, ECHO_PROG, ECHO_VERS, PROC.ECHO, xdrOpaque('u')), 1, 'u');
     expect(program.opened).toEqual([{ id: 1, transport: 'unix', remote: 'unix' }]);
@@ -224,7 +233,9 @@ describe('close', () => {
       code: 'ECONNREFUSED',
     });
     await server.close(); // idempotent
-    const err = await server.listen([{ type: 'internet', host: '127.0.0.1', port: 0 }]).catch((e: unknown) => e);
+    const err = await server
+      .listen([{ type: 'internet', host: '127.0.0.1', port: 0 }])
+      .catch((e: unknown) => e);
     expect(codeOf(err)).toBe('RPC_ERR_SERVER_CLOSED');
   });
 
@@ -247,7 +258,12 @@ describe('close', () => {
 
   it('rejects bad options with RPC_ERR_BAD_OPTION', () => {
     const createHandler = new EchoProgram().createHandler;
-    for (const opts of [{ maxRecordSize: 0 }, { maxRecordSize: 1.5 }, { maxRecordSize: 2 ** 31 }, { maxPendingCalls: 0 }]) {
+    for (const opts of [
+      { maxRecordSize: 0 },
+      { maxRecordSize: 1.5 },
+      { maxRecordSize: 2 ** 31 },
+      { maxPendingCalls: 0 },
+    ]) {
       let err: unknown;
       try {
         new RpcServer({ createHandler, ...opts });

@@ -127,7 +127,8 @@ describe('encoding matches hand-built bytes', () => {
   });
 
   it('accepts a plain Uint8Array for opaque fields', () => {
-    expect(xdrEncode(px_attributeCodec, { ...attr, value: new Uint8Array([1, 2, 3]) })).toEqual(attrBytes);
+    const value = new Uint8Array([1, 2, 3]) as Buffer;
+    expect(xdrEncode(px_attributeCodec, { ...attr, value })).toEqual(attrBytes);
   });
 
   it('void is zero bytes', () => {

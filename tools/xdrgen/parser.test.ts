@@ -246,6 +246,13 @@ describe('parser: errors carry line:column', () => {
   });
 
   it('errors are XdrgenError with a stable code', () => {
-    expect(() => parse('struct', 'x.x')).toThrow(XdrgenError);
+    let caught: unknown;
+    try {
+      parse('struct', 'x.x');
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(XdrgenError);
+    expect((caught as XdrgenError).code).toBe('XDRGEN_SYNTAX');
   });
 });

@@ -2,7 +2,13 @@
 import { execFile } from 'child_process';
 import { promises as fs } from 'fs';
 import net from 'net';
-import { getErrorCode, RpcAddressInUseError, RpcListenError, RpcSocketPathError, RpcUnknownPrincipalError } from './errors';
+import {
+  getErrorCode,
+  RpcAddressInUseError,
+  RpcListenError,
+  RpcSocketPathError,
+  RpcUnknownPrincipalError,
+} from './errors';
 
 /**
  * Make `path` free for bind(): absent is fine; a socket nobody answers on (ECONNREFUSED) is a

@@ -96,7 +96,8 @@ export class RecordAssembler {
   }
 
   private take(): Buffer {
-    const record = this.single ?? (this.accumulator ? this.accumulator.subarray(0, this.size) : Buffer.alloc(0));
+    const record =
+      this.single ?? (this.accumulator ? this.accumulator.subarray(0, this.size) : Buffer.alloc(0));
     this.single = null;
     this.accumulator = null;
     this.size = 0;

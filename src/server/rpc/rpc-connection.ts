@@ -138,7 +138,10 @@ export class RpcConnection {
         this.enqueueReady({ kind: 'rpc_mismatch', xid: parsed.xid, low: RPC_VERSION, high: RPC_VERSION });
         return;
       case 'auth_error':
-        this.opts.log('info', `${this.tag}: xid ${parsed.xid}: credential flavor ${parsed.credFlavor} refused`);
+        this.opts.log(
+          'info',
+          `${this.tag}: xid ${parsed.xid}: credential flavor ${parsed.credFlavor} refused`,
+        );
         this.enqueueReady({ kind: 'auth_error', xid: parsed.xid, stat: parsed.stat });
         return;
       case 'call':
@@ -196,7 +199,10 @@ export class RpcConnection {
       const problem = checkOutcome(outcome);
       const valid: CallOutcome = problem === null ? (outcome as CallOutcome) : { kind: 'system_err' };
       if (problem !== null) {
-        this.opts.log('error', `${this.tag}: xid ${header.xid} proc ${header.proc}: bad handler outcome: ${problem}`);
+        this.opts.log(
+          'error',
+          `${this.tag}: xid ${header.xid} proc ${header.proc}: bad handler outcome: ${problem}`,
+        );
       }
       slot.frame = frameRecord(encodeReply({ kind: 'accepted', xid: header.xid, outcome: valid }));
     } catch (e) {
@@ -258,7 +264,10 @@ export class RpcConnection {
       this.resolveClosed();
     };
     try {
-      void Promise.resolve(this.handler.close()).then(() => done(), (e: unknown) => done(e ?? 'rejected'));
+      void Promise.resolve(this.handler.close()).then(
+        () => done(),
+        (e: unknown) => done(e ?? 'rejected'),
+      );
     } catch (e) {
       done(e ?? 'threw');
     }

@@ -167,7 +167,10 @@ function encodeAccepted(xid: number, outcome: CallOutcome): Buffer[] {
       return [acceptedHeader(xid, AcceptStat.PROG_UNAVAIL, 0).finish()];
     case 'prog_mismatch':
       return [
-        acceptedHeader(xid, AcceptStat.PROG_MISMATCH, MISMATCH_INFO_SIZE).u32(outcome.low).u32(outcome.high).finish(),
+        acceptedHeader(xid, AcceptStat.PROG_MISMATCH, MISMATCH_INFO_SIZE)
+          .u32(outcome.low)
+          .u32(outcome.high)
+          .finish(),
       ];
     case 'proc_unavail':
       return [acceptedHeader(xid, AcceptStat.PROC_UNAVAIL, 0).finish()];

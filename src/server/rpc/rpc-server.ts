@@ -36,13 +36,18 @@ export class RpcServer {
     this.log = opts.log ?? createTraceLogger();
     this.maxRecordSize = opts.maxRecordSize ?? DEFAULT_MAX_RECORD_SIZE;
     this.maxPendingCalls = opts.maxPendingCalls ?? DEFAULT_MAX_PENDING_CALLS;
-    if (!Number.isInteger(this.maxRecordSize) || this.maxRecordSize < 1 || this.maxRecordSize > MAX_RECORD_SIZE_LIMIT) {
+    if (
+      !Number.isInteger(this.maxRecordSize) ||
+      this.maxRecordSize < 1 ||
+      this.maxRecordSize > MAX_RECORD_SIZE_LIMIT
+    ) {
       throw new RpcOptionError(`maxRecordSize must be an integer in [1, ${MAX_RECORD_SIZE_LIMIT}]`);
     }
     if (!Number.isInteger(this.maxPendingCalls) || this.maxPendingCalls < 1) {
       throw new RpcOptionError('maxPendingCalls must be a positive integer');
     }
-    if (typeof opts.createHandler !== 'function') throw new RpcOptionError('createHandler must be a function');
+    if (typeof opts.createHandler !== 'function')
+      throw new RpcOptionError('createHandler must be a function');
   }
 
   get connectionCount(): number {
@@ -70,7 +75,11 @@ export class RpcServer {
       throw e;
     }
     this.listeners.push(...bound);
-    for (const r of results) this.log('info', `listening on ${r.path ?? `${describe(r.addr)} port ${r.port}`}`);
+    for (const r of results) {
+      const where =
+        r.addr.type === 'local' ? r.addr.path : describe({ ...r.addr, port: r.port ?? r.addr.port });
+      this.log('info', `listening on ${where}`);
+    }
     return results;
   }
 
@@ -166,7 +175,9 @@ function bind(server: net.Server, options: net.ListenOptions, label: string): Pr
   return new Promise((resolve, reject) => {
     const onError = (e: Error): void => {
       server.off('listening', onListening);
-      reject(getErrorCode(e) === 'EADDRINUSE' ? new RpcAddressInUseError(label) : new RpcListenError(label, e));
+      reject(
+        getErrorCode(e) === 'EADDRINUSE' ? new RpcAddressInUseError(label) : new RpcListenError(label, e),
+      );
     };
     const onListening = (): void => {
       server.off('error', onError);

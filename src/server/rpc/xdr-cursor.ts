@@ -62,7 +62,8 @@ export class XdrWriter {
 
   /** The written bytes; throws if fewer than the declared size were written. */
   finish(): Buffer {
-    if (this.pos !== this.buf.length) throw new RpcError('RPC_ERR_INTERNAL', `XdrWriter wrote ${this.pos} of ${this.buf.length}`);
+    if (this.pos !== this.buf.length)
+      throw new RpcError('RPC_ERR_INTERNAL', `XdrWriter wrote ${this.pos} of ${this.buf.length}`);
     return this.buf;
   }
 }

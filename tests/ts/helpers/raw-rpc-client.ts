@@ -12,9 +12,22 @@ export const LAST_FRAGMENT = 0x80000000;
 
 export const MSG_ACCEPTED = 0;
 export const MSG_DENIED = 1;
-export const ACCEPT = { SUCCESS: 0, PROG_UNAVAIL: 1, PROG_MISMATCH: 2, PROC_UNAVAIL: 3, GARBAGE_ARGS: 4, SYSTEM_ERR: 5 };
+export const ACCEPT = {
+  SUCCESS: 0,
+  PROG_UNAVAIL: 1,
+  PROG_MISMATCH: 2,
+  PROC_UNAVAIL: 3,
+  GARBAGE_ARGS: 4,
+  SYSTEM_ERR: 5,
+};
 export const REJECT = { RPC_MISMATCH: 0, AUTH_ERROR: 1 };
-export const AUTH_STAT = { AUTH_OK: 0, AUTH_BADCRED: 1, AUTH_REJECTEDCRED: 2, AUTH_BADVERF: 3, AUTH_TOOWEAK: 5 };
+export const AUTH_STAT = {
+  AUTH_OK: 0,
+  AUTH_BADCRED: 1,
+  AUTH_REJECTEDCRED: 2,
+  AUTH_BADVERF: 3,
+  AUTH_TOOWEAK: 5,
+};
 
 export function u32(...values: number[]): Buffer {
   const b = Buffer.alloc(4 * values.length);
@@ -29,9 +42,20 @@ export function xdrOpaque(data: Buffer | string): Buffer {
 }
 
 /** authsys_parms: stamp, machinename<255>, uid, gid, gids<16>. */
-export function authSysBody(p: { stamp?: number; machine?: string; uid: number; gid: number; gids?: number[] }): Buffer {
+export function authSysBody(p: {
+  stamp?: number;
+  machine?: string;
+  uid: number;
+  gid: number;
+  gids?: number[];
+}): Buffer {
   const gids = p.gids ?? [];
-  return Buffer.concat([u32(p.stamp ?? 0), xdrOpaque(p.machine ?? 'host'), u32(p.uid, p.gid, gids.length), u32(...gids)]);
+  return Buffer.concat([
+    u32(p.stamp ?? 0),
+    xdrOpaque(p.machine ?? 'host'),
+    u32(p.uid, p.gid, gids.length),
+    u32(...gids),
+  ]);
 }
 
 export interface CallSpec {
@@ -82,8 +106,23 @@ export function encodeCallRecord(spec: CallSpec, fragmentSizes?: number[]): Buff
 }
 
 export type ParsedReply =
-  | { xid: number; stat: 'accepted'; verfFlavor: number; verf: Buffer; acceptStat: 0 | 1 | 3 | 4 | 5; body: Buffer }
-  | { xid: number; stat: 'accepted'; verfFlavor: number; verf: Buffer; acceptStat: 2; low: number; high: number }
+  | {
+      xid: number;
+      stat: 'accepted';
+      verfFlavor: number;
+      verf: Buffer;
+      acceptStat: 0 | 1 | 3 | 4 | 5;
+      body: Buffer;
+    }
+  | {
+      xid: number;
+      stat: 'accepted';
+      verfFlavor: number;
+      verf: Buffer;
+      acceptStat: 2;
+      low: number;
+      high: number;
+    }
   | { xid: number; stat: 'denied'; rejectStat: 0; low: number; high: number }
   | { xid: number; stat: 'denied'; rejectStat: 1; authStat: number };
 

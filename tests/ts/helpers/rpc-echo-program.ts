@@ -96,10 +96,16 @@ export class EchoProgram {
     if (header.vers !== ECHO_VERS) return { kind: 'prog_mismatch', low: ECHO_VERS, high: ECHO_VERS };
     switch (header.proc) {
       case PROC.NULL:
-        return this.done(header, args.length === 0 ? { kind: 'success', body: Buffer.alloc(0) } : { kind: 'garbage_args' });
+        return this.done(
+          header,
+          args.length === 0 ? { kind: 'success', body: Buffer.alloc(0) } : { kind: 'garbage_args' },
+        );
       case PROC.ECHO: {
         const data = decodeOpaque(args);
-        return this.done(header, data ? { kind: 'success', body: xdrOpaque(data) } : { kind: 'garbage_args' });
+        return this.done(
+          header,
+          data ? { kind: 'success', body: xdrOpaque(data) } : { kind: 'garbage_args' },
+        );
       }
       case PROC.SLOW:
         return this.slow(connId, header, args);

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Starts, stops or restarts the daemon under test for the C client tests.
+#   daemon.sh start|stop|restart WORKDIR
+# DAEMON=camlcrush (default): Debian's Caml Crush pkcs11proxyd.
+# DAEMON=ours: our daemon, started with OURS_CMD, a shell command in which
+#   {socket}, {workdir}, {alias} and {module} are replaced
+#   (the daemon must serve alias {alias} on unix socket {socket}).
+# The daemon runs in its own process group (setsid) so stop reaches its
+# worker processes; WORKDIR holds its pid, socket, logs and configs.
+set -euo pipefail
+
+action=${1:?start|stop|restart}
+work=${2:?workdir}
+DAEMON=${DAEMON:-camlcrush}
+SOFTHSM_LIB=${SOFTHSM_LIB:-/usr/lib/softhsm/libsofthsm2.so}
+ALIAS=${P11TEST_ALIAS:-softhsm}
+sock="$work/pkcs11proxyd.sock"
+pidfile="$work/daemon.pid"
+
+write_camlcrush_conf() {
+  cat > "$work/filter.conf" <<CONF
+modules = [("$ALIAS", "$SOFTHSM_LIB")]
+CONF
+  cat > "$work/pkcs11proxyd.conf" <<CONF
+netplex {
+  controller {
+    max_level = "info";
+    socket_directory = "$work/netplex";
+    logging { type = "stderr"; };
+  };
+  service {
+    name = "PKCS#11 Filtering Proxy";
+    conn_limit = 1;
+    protocol {
+      name = "rpc_pkcs11";
+      address { type = "local"; path = "$sock"; };
+    };
+    processor {
+      type = "rpc_pkcs11";
+      filter_config = "$work/filter.conf";
+      use_ssl = false;
+    };
+    workload_manager {
+      type = "dynamic";
+      max_jobs_per_thread = 1;
+      min_free_jobs_capacity = 1;
+      max_free_jobs_capacity = 1;
+      max_threads = 100;
+    };
+  }
+}
+CONF
+}
+
+start() {
+  rm -f "$sock"
+  case "$DAEMON" in
+  camlcrush)
+    write_camlcrush_conf
+    setsid pkcs11proxyd -fg -conf "$work/pkcs11proxyd.conf" \
+      >>"$work/daemon.log" 2>&1 < /dev/null &
+    ;;
+  ours)
+    : "${OURS_CMD:?set OURS_CMD to start our daemon (see daemon.sh)}"
+    cmd=${OURS_CMD//\{socket\}/$sock}
+    cmd=${cmd//\{workdir\}/$work}
+    cmd=${cmd//\{alias\}/$ALIAS}
+    cmd=${cmd//\{module\}/$SOFTHSM_LIB}
+    setsid bash -c "exec $cmd" >>"$work/daemon.log" 2>&1 < /dev/null &
+    ;;
+  *)
+    echo "unknown DAEMON=$DAEMON" >&2
+    exit 2
+    ;;
+  esac
+  echo $! > "$pidfile"
+  # Ready when the socket exists.
+  for _ in $(seq 1 200); do
+    [ -S "$sock" ] && return 0
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "daemon did not create $sock; log:" >&2
+  cat "$work/daemon.log" >&2
+  exit 1
+}
+
+stop() {
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    pgrep -g "$pid" >/dev/null 2>&1 || break
+    sleep 0.05
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$pidfile" "$sock"
+}
+
+case "$action" in
+start) start ;;
+stop) stop ;;
+restart) stop; start ;;
+*) echo "usage: daemon.sh start|stop|restart WORKDIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# C client tests: builds client/ and the test program, starts the daemon
+# under test in front of a fresh SoftHSM2 token, runs the C tests under
+# valgrind and pkcs11-tool through the library.
+#   tests/c/run.sh [camlcrush|ours]     (or DAEMON=...; default camlcrush)
+#   VALGRIND=0 disables valgrind. KEEP_WORKDIR=1 keeps the temp dir.
+# Last line: "N passed, M failed"; exit status non-zero on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export DAEMON=${1:-${DAEMON:-camlcrush}}
+VALGRIND=${VALGRIND:-1}
+lib="$root/client/build/libp11client.so"
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "PASS $*"; }
+ko() { failed=$((failed + 1)); echo "FAIL $*"; }
+
+make -C "$root/client" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+make -C "$here" build/test_client >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/p11client-tests.XXXXXX")
+cleanup() {
+  "$here/daemon.sh" stop "$work" || true
+  if [ "${KEEP_WORKDIR:-0}" = 1 ]; then echo "workdir: $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+mkdir -p "$work/tokens"
+cat > "$work/softhsm2.conf" <<CONF
+directories.tokendir = $work/tokens
+objectstore.backend = file
+log.level = ERROR
+CONF
+export SOFTHSM2_CONF="$work/softhsm2.conf"
+softhsm2-util --init-token --free --label test --pin 1234 --so-pin 123456 >/dev/null
+
+"$here/daemon.sh" start "$work" || { echo "0 passed, 1 failed"; exit 1; }
+
+export P11CLIENT_LIB="$lib"
+export PKCS11PROXY_SOCKET_PATH="$work/pkcs11proxyd.sock"
+export PKCS11PROXY_LIBNAME=${P11TEST_ALIAS:-softhsm}
+export PKCS11PROXY_CONF="$work/client.conf" # empty: settings come from env
+: > "$PKCS11PROXY_CONF"
+export P11TEST_RESTART_CMD="$here/daemon.sh restart $work"
+
+# ---- C tests ----
+vg=()
+if [ "$VALGRIND" = 1 ]; then
+  vg=(valgrind --quiet --error-exitcode=97 --leak-check=full
+      --errors-for-leak-kinds=definite,possible
+      --suppressions="$here/valgrind.supp")
+fi
+for group in args sizes threads fork restart; do
+  out="$work/test-$group.log"
+  "${vg[@]}" "$here/build/test_client" "$group" >"$out" 2>&1
+  rc=$?
+  summary=$(tail -n 1 "$out")
+  if [ $rc -eq 0 ]; then
+    ok "C tests [$group]: $summary"
+  else
+    ko "C tests [$group] (exit $rc${vg:+, valgrind}): $summary"
+    sed 's/^/    /' "$out" | tail -n 40
+  fi
+done
+
+# ---- pkcs11-tool through the library ----
+p11() { timeout 300 pkcs11-tool --module "$lib" "$@"; }
+check() { # name, command...
+  local name=$1; shift
+  if "$@" >"$work/cmd.log" 2>&1; then ok "$name"; else
+    ko "$name"; sed 's/^/    /' "$work/cmd.log" | tail -n 20; fi
+}
+check "pkcs11-tool -L" bash -c "$(declare -f p11); lib='$lib'; p11 -L | grep -q 'token label *: test'"
+check "pkcs11-tool --keypairgen EC:prime256v1" \
+  p11 --login --pin 1234 --keypairgen --key-type EC:prime256v1 --label tool-ec --id 11
+check "pkcs11-tool --keypairgen rsa:2048" \
+  p11 --login --pin 1234 --keypairgen --key-type rsa:2048 --label tool-rsa --id 12
+check "pkcs11-tool -O --login lists both private keys" bash -c \
+  "$(declare -f p11); lib='$lib'; out=\$(p11 -O --login --pin 1234) && \
+   grep -q 'label: *tool-ec' <<<\"\$out\" && grep -q 'label: *tool-rsa' <<<\"\$out\" && \
+   [ \$(grep -c 'Private Key Object' <<<\"\$out\") -ge 2 ]"
+printf 'pkcs11proxyd client test data\n' > "$work/data"
+check "pkcs11-tool --sign SHA256-RSA-PKCS, openssl verifies" bash -c "
+  $(declare -f p11); lib='$lib'; cd '$work' &&
+  p11 --login --pin 1234 --sign --mechanism SHA256-RSA-PKCS --id 12 -i data -o rsa.sig &&
+  p11 --read-object --type pubkey --id 12 -o rsa.der &&
+  openssl pkey -pubin -inform DER -in rsa.der -out rsa.pem &&
+  openssl dgst -sha256 -verify rsa.pem -signature rsa.sig data"
+check "pkcs11-tool --sign ECDSA, openssl verifies" bash -c "
+  $(declare -f p11); lib='$lib'; cd '$work' &&
+  openssl dgst -sha256 -binary data > data.sha256 &&
+  p11 --login --pin 1234 --sign --mechanism ECDSA --signature-format openssl \
+      --id 11 -i data.sha256 -o ec.sig &&
+  p11 --read-object --type pubkey --id 11 -o ec.der &&
+  openssl pkey -pubin -inform DER -in ec.der -out ec.pem &&
+  openssl pkeyutl -verify -pubin -inkey ec.pem -in data.sha256 -sigfile ec.sig"
+check "pkcs11-tool --test-fork" p11 --test-fork
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,100 @@
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { CLI, ROOT } from './helpers/daemon';
+import { pkcs11Tool } from './helpers/pkcs11-tool';
+
+const CC_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
+
+function run(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 60_000 });
+}
+
+let tmp: string;
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-cli-'));
+});
+afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test('-version and -help exit 0', () => {
+  const v = run(['-version']);
+  expect(v.status).toBe(0);
+  expect(v.stdout).toMatch(/^pkcs11proxyd \d+\.\d+\.\d+/);
+  const h = run(['-help']);
+  expect(h.status).toBe(0);
+  expect(h.stdout).toMatch(/-debug-pkcs11/);
+  expect(JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).bin.pkcs11proxyd).toBe('bin/pkcs11proxyd');
+});
+
+test('an unknown option exits 64 with the usage', () => {
+  const r = run(['-frobnicate']);
+  expect(r.status).toBe(64);
+  expect(r.stderr).toMatch(/unknown option '-frobnicate'/);
+});
+
+test('an invalid configuration refuses to start with file:line:column (exit 78)', () => {
+  const conf = path.join(tmp, 'bad.conf');
+  fs.writeFileSync(
+    conf,
+    `netplex {\n  service {\n    colour = "blue";\n    name = "x";\n    protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${tmp}/s"; }; };\n    processor { type = "rpc_pkcs11"; filter_config = "${tmp}/f"; };\n  };\n};\n`,
+  );
+  const r = run(['-fg', '-conf', conf]);
+  expect(r.status).toBe(78);
+  expect(r.stderr).toContain(`${conf}:3:5`);
+});
+
+test('an invalid filter.conf refuses to start (fail closed)', () => {
+  const filter = path.join(tmp, 'filter.conf');
+  fs.writeFileSync(filter, 'modules = [("softhsm", "/usr/lib/softhsm/libsofthsm2.so")]\nforbidden_mechanisms = [("sof.*", [CKM_NOT_A_MECHANISM])]\n');
+  const conf = path.join(tmp, 'p.conf');
+  fs.writeFileSync(
+    conf,
+    `netplex { service { name = "x"; protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${tmp}/s"; }; }; processor { type = "rpc_pkcs11"; filter_config = "${filter}"; }; }; };`,
+  );
+  const r = run(['-fg', '-conf', conf]);
+  expect(r.status).toBe(78);
+  expect(r.stderr).toMatch(new RegExp(`${filter}:2:\\d+`));
+});
+
+test('embedded default: creates a token once, serves it, and detaches with a pid file', async () => {
+  const env = { ...process.env, PKCS11PROXYD_STATE_DIR: tmp };
+  // Without -fg: the command returns once the daemon serves.
+  const pidFile = path.join(tmp, 'd.pid');
+  const r = run(['-pid', pidFile, '-workers', '1'], env);
+  expect({ status: r.status, err: r.stderr }).toEqual({ status: 0, err: '' });
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+  expect(pid).toBeGreaterThan(0);
+  try {
+    const sock = path.join(tmp, 'pkcs11proxyd.sock');
+    const l = pkcs11Tool(CC_CLIENT, ['-L'], { ...process.env, PKCS11PROXY_SOCKET_PATH: sock, PKCS11PROXY_LIBNAME: 'softhsm' });
+    expect(l.status).toBe(0);
+    expect(l.out).toMatch(/token label\s+:\s+pkcs11proxyd/);
+  } finally {
+    process.kill(pid, 'SIGTERM');
+  }
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      try {
+        process.kill(pid, 0);
+        setTimeout(check, 20);
+      } catch {
+        resolve();
+      }
+    };
+    check();
+  });
+  // Second start in the foreground reuses the token and prints the client hint.
+  const fg = spawn(process.execPath, [CLI, '-fg', '-workers', '0'], { env });
+  let out = '';
+  fg.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  await new Promise<void>((resolve, reject) => {
+    fg.stdout.on('data', () => /READY/.test(out) && resolve());
+    fg.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+  expect(out).toMatch(/pkcs11-tool --module/);
+  expect(out).not.toMatch(/created now/);
+  const exited = new Promise((resolve) => fg.once('exit', resolve));
+  fg.kill('SIGTERM');
+  expect(await exited).toBe(0);
+});
