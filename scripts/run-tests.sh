@@ -25,17 +25,18 @@ else
   echo "jest produced no report"; failed=$((failed+1)); status=1
 fi
 
-if [ -x tests/c/run.sh ]; then
-  echo "== C tests"
-  bash tests/c/run.sh 2>&1 | tee .tmp/c-tests.log
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' .tmp/c-tests.log | tail -n 1)
+# C client suite against our daemon, then against Debian's Caml Crush daemon (interop).
+for daemon in ours camlcrush; do
+  echo "== C tests (daemon: $daemon)"
+  bash tests/c/run.sh "$daemon" 2>&1 | tee ".tmp/c-tests-$daemon.log"
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' ".tmp/c-tests-$daemon.log" | tail -n 1)
   if [ -n "$line" ]; then
     cp=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/'); cf=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
     passed=$((passed+cp)); failed=$((failed+cf)); [ "$cf" -eq 0 ] || status=1
   else
     echo "C tests printed no summary"; failed=$((failed+1)); status=1
   fi
-fi
+done
 
 echo "$passed passed, $failed failed"
 exit $status

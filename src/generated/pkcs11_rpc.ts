@@ -255,12 +255,16 @@ function readLength(r: Reader, max: number, path: string): number {
   return n;
 }
 
+/** V8 keeps typed arrays up to this size on its heap; taking their `.buffer` moves them off it, which costs
+ * more than copying them into a pooled Buffer. */
+const ON_HEAP_MAX = 64;
+
 /** Reads `n` bytes plus padding, checking the input holds them before anything is allocated. */
 function readOpaqueBody(r: Reader, n: number, path: string): Buffer {
   if (n > r.remaining) throw truncated(r, n, path);
   const bytes = r.readBytes(n, path);
   skipPadding(r, n, path);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return n <= ON_HEAP_MAX ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, n);
 }
 
 function readVarOpaque(r: Reader, max: number, path: string): Buffer {
@@ -334,13 +338,9 @@ function checkStruct(v: unknown, path: string): void {
 }
 
 export const PX_ARCH_LITTLE_ENDIAN_64 = 1;
-
 export const PX_ARCH_LITTLE_ENDIAN_32 = 2;
-
 export const PX_ARCH_BIG_ENDIAN_64 = 3;
-
 export const PX_ARCH_BIG_ENDIAN_32 = 4;
-
 export const PX_ARCH_UNSUPPORTED = 5;
 
 export type px_ulong = number;

@@ -61,7 +61,10 @@ start() {
       >>"$work/daemon.log" 2>&1 < /dev/null &
     ;;
   ours)
-    : "${OURS_CMD:?set OURS_CMD to start our daemon (see daemon.sh)}"
+    # Our daemon reads the same Caml Crush configuration files.
+    write_camlcrush_conf
+    root=$(cd "$(dirname "$0")/../.." && pwd)
+    OURS_CMD=${OURS_CMD:-"node $root/dist/src/cli.js -fg -conf {workdir}/pkcs11proxyd.conf"}
     cmd=${OURS_CMD//\{socket\}/$sock}
     cmd=${cmd//\{workdir\}/$work}
     cmd=${cmd//\{alias\}/$ALIAS}

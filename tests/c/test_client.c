@@ -2,7 +2,8 @@
  * Integration tests of libp11client against a running daemon.
  * Environment: P11CLIENT_LIB (library path), PKCS11PROXY_* (client
  * settings), P11TEST_RESTART_CMD (restarts the daemon; restart test only).
- * Usage: test_client [group...]; groups: args sizes threads fork restart.
+ * Usage: test_client [group...]; groups: args sizes threads fork restart
+ * config.
  * Prints "N passed, M failed" last; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -534,6 +535,63 @@ static void test_restart(void) {
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
 }
 
+/* ---- group: config ---- */
+static void test_config(void) {
+  char *sock = strdup(getenv("PKCS11PROXY_SOCKET_PATH"));
+  char *alias = strdup(getenv("PKCS11PROXY_LIBNAME"));
+  CK_ULONG n;
+  setenv("PKCS11PROXY_SOCKET_PATH", "tls://127.0.0.1:9", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_DEVICE_ERROR);
+  CHECK_RV(f->C_GetSlotList(CK_TRUE, NULL, &n), CKR_CRYPTOKI_NOT_INITIALIZED);
+  setenv("PKCS11PROXY_SOCKET_PATH", "unix:/nonexistent/p11.sock", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_DEVICE_ERROR);
+  setenv("PKCS11PROXY_SOCKET_PATH", "no-port-here", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_GENERAL_ERROR);
+  setenv("PKCS11PROXY_SOCKET_PATH", sock, 1);
+  setenv("PKCS11PROXY_RPC_TIMEOUT", "soon", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_GENERAL_ERROR);
+  unsetenv("PKCS11PROXY_RPC_TIMEOUT");
+  setenv("PKCS11PROXY_LIBNAME", "no-such-alias", 1);
+  CK_RV rv = f->C_Initialize(NULL);
+  CHECK(rv != CKR_OK, "unknown alias refused (0x%lx)", (unsigned long)rv);
+  if (rv == CKR_OK)
+    f->C_Finalize(NULL);
+
+  /* Settings from the config file. */
+  const char *conf = getenv("PKCS11PROXY_CONF");
+  FILE *cf = conf ? fopen(conf, "w") : NULL;
+  CHECK(cf != NULL, "config file writable");
+  if (cf != NULL) {
+    fprintf(cf, "# test\nsocket_path = unix:%s\nlibname = \"%s\"\n"
+                "rpc_timeout = 30\nsession_connections = shared\n",
+            sock, alias);
+    fclose(cf);
+  }
+  unsetenv("PKCS11PROXY_SOCKET_PATH");
+  unsetenv("PKCS11PROXY_LIBNAME");
+  CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+  CK_SLOT_ID slot = token_slot();
+  CK_SESSION_HANDLE s1 = open_rw(slot), s2 = open_rw(slot);
+  CHECK(s1 != s2, "distinct session handles");
+  CHECK_RV(f->C_Login(s1, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+  ensure_rsa_key(s1);
+  CHECK(sign_verify(s1, "shared 1") && sign_verify(s2, "shared 2"),
+        "shared mode: both sessions sign");
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+  cf = conf ? fopen(conf, "w") : NULL;
+  if (cf != NULL) {
+    fprintf(cf, "socket_path = %s\nbogus = 1\n", sock);
+    fclose(cf);
+  }
+  CHECK_RV(f->C_Initialize(NULL), CKR_GENERAL_ERROR);
+  if (conf != NULL)
+    truncate(conf, 0);
+  setenv("PKCS11PROXY_SOCKET_PATH", sock, 1);
+  setenv("PKCS11PROXY_LIBNAME", alias, 1);
+  free(sock);
+  free(alias);
+}
+
 int main(int argc, char **argv) {
   const char *lib = getenv("P11CLIENT_LIB");
   if (lib == NULL) {
@@ -558,7 +616,8 @@ int main(int argc, char **argv) {
     void (*fn)(void);
   } groups[] = {{"args", test_args},       {"sizes", test_sizes},
                 {"threads", test_threads}, {"fork", test_fork},
-                {"restart", test_restart}};
+                {"restart", test_restart},
+                {"config", test_config}};
   for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
     bool run = argc < 2;
     for (int i = 1; i < argc; i++)

@@ -67,7 +67,11 @@ describe('unix sockets', () => {
     expect(program.opened).toEqual([{ id: 1, transport: 'unix', remote: 'unix' }]);
   });
 
-  it.each([0o600, 0o660, 0o666])('applies mode %o to the socket file', async (mode) => {
+  it.each([
+    ['0600', 0o600],
+    ['0660', 0o660],
+    ['0666', 0o666],
+  ])('applies mode %s to the socket file', async (_name, mode) => {
     const { server } = makeServer();
     const p = path.join(dir, 'm.sock');
     await server.listen([{ type: 'local', path: p, mode }]);

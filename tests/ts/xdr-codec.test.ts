@@ -18,6 +18,7 @@ import {
   px_infoCodec,
   px_rvCodec,
   px_session_data_args,
+  px_session_data_argsCodec,
   px_templateCodec,
   px_ulongCodec,
   px_versionCodec,
@@ -149,6 +150,17 @@ describe('decoding hand-built bytes', () => {
     const v = xdrDecode(px_attributeCodec, input);
     input.fill(0xee);
     expect(v.value).toEqual(Buffer.from([1, 2, 3]));
+  });
+
+  it('px_session_data_args with small and large data, not aliasing the input', () => {
+    for (const size of [0, 1, 64, 65, 1024]) {
+      const data = Buffer.alloc(size, 0x5a);
+      const input = cat(i64(9), varOpaque(data));
+      const v = xdrDecode(px_session_data_argsCodec, input);
+      input.fill(0);
+      expect(v).toEqual({ session: 9, data });
+      expect(Buffer.isBuffer(v.data)).toBe(true);
+    }
   });
 
   it('hyper -1 and the safe integer limits', () => {

@@ -319,8 +319,13 @@ describe('emitter naming', () => {
 
   it('only includes the runtime helpers a file uses', () => {
     const code = gen('struct s { hyper a; };');
-    expect(code).not.toMatch(/function readString|function readOptional|enterDecode|isUtf8/);
+    expect(code).not.toMatch(/function readString|function readOptional|enterDecode|isUtf8|noArm/);
     expect(typeCheck(code)).toEqual([]);
+    const unions = gen(`
+      union a switch (int d) { case 1: int x; default: void; };
+      union b switch (bool d) { case TRUE: int x; default: void; };`);
+    expect(unions).not.toMatch(/noArmDecode/);
+    expect(typeCheck(unions)).toEqual([]);
   }, 30000);
 });
 

@@ -127,12 +127,15 @@ class Emitter {
       }
     }
     const body: string[] = [];
-    for (const def of this.model.definitions) {
+    this.model.definitions.forEach((def, i) => {
       switch (def.kind) {
-        case 'const':
+        case 'const': {
           this.claim(def.name, 'constant', def.pos);
-          body.push(`export const ${def.name} = ${this.literal(def.value, def.hex)};`, '');
+          body.push(`export const ${def.name} = ${this.literal(def.value, def.hex)};`);
+          // Consecutive constants stay together.
+          if (this.model.definitions[i + 1]?.kind !== 'const') body.push('');
           break;
+        }
         case 'typedef':
           body.push(...this.emitTypedef(def));
           break;
@@ -148,7 +151,7 @@ class Emitter {
         case 'program':
           break;
       }
-    }
+    });
     if (programs.length === 1) body.push(...this.emitProgram(programs[0]));
 
     const snippets = this.closure();
@@ -528,7 +531,7 @@ class Emitter {
 
   private emitUnion(def: RTypeDef & { kind: 'union' }): string[] {
     this.claimType(def.name, 'union', def.pos);
-    this.use('checkStruct', 'unionNoArm');
+    this.use('checkStruct');
     const disc = def.discriminant;
     const discPath = q(`${def.name}.${disc.name}`);
     let readTag: string;
@@ -572,11 +575,13 @@ class Emitter {
     decode.push('  default:');
     if (def.defaultArm) {
       if (def.discKind === 'bool') {
+        this.use('noArmEncode');
         encode.push(`    if (v.tag !== 0 && v.tag !== 1) throw noArmEncode(v.tag, ${q(def.name)});`);
       }
       encode.push(`    ${writeTag}`, ...encodeArm(def.defaultArm).map((s) => `    ${s}`), '    return;');
       decode.push(`    ${decodeArm(def.defaultArm)}`);
     } else {
+      this.use('noArmEncode', 'noArmDecode');
       encode.push(`    throw noArmEncode((v as { tag: unknown }).tag, ${q(def.name)});`);
       decode.push(`    throw noArmDecode(tag, at, ${q(def.name)});`);
     }

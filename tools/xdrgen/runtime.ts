@@ -280,12 +280,16 @@ function readLength(r: Reader, max: number, path: string): number {
     'readOpaqueBody',
     ['skipPadding'],
     `
+/** V8 keeps typed arrays up to this size on its heap; taking their \`.buffer\` moves them off it, which costs
+ * more than copying them into a pooled Buffer. */
+const ON_HEAP_MAX = 64;
+
 /** Reads \`n\` bytes plus padding, checking the input holds them before anything is allocated. */
 function readOpaqueBody(r: Reader, n: number, path: string): Buffer {
   if (n > r.remaining) throw truncated(r, n, path);
   const bytes = r.readBytes(n, path);
   skipPadding(r, n, path);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return n <= ON_HEAP_MAX ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, n);
 }
 `,
   ),
@@ -526,13 +530,18 @@ function checkStruct(v: unknown, path: string): void {
 `,
   ),
   S(
-    'unionNoArm',
+    'noArmDecode',
     [],
     `
 function noArmDecode(tag: number, at: number, path: string): XdrDecodeError {
   return new XdrDecodeError(path + ': discriminant ' + tag + ' at offset ' + at + ' selects no arm', at);
 }
-
+`,
+  ),
+  S(
+    'noArmEncode',
+    [],
+    `
 function noArmEncode(tag: unknown, path: string): XdrEncodeError {
   return new XdrEncodeError(path + ': tag ' + String(tag) + ' selects no arm');
 }

@@ -55,8 +55,6 @@ export const MAX_AUTH_BYTES = 400;
 export const MAX_MACHINE_NAME = 255;
 export const MAX_AUTH_SYS_GIDS = 16;
 
-/** xid, msg_type, rpcvers, prog, vers, proc, cred flavor + length, verf flavor + length. */
-export const MIN_CALL_HEADER_SIZE = 10 * XDR_UNIT;
 /** xid, msg_type, reply_stat, verf flavor + length (AUTH_NONE, empty), accept_stat. */
 export const ACCEPTED_REPLY_HEADER_SIZE = 6 * XDR_UNIT;
 /** PROG_MISMATCH adds mismatch_info (low, high). */

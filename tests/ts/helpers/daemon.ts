@@ -5,7 +5,12 @@ import path from 'node:path';
 import { createSoftHsm, SOFTHSM_MODULE } from './softhsm';
 import type { SoftHsmStore } from './softhsm';
 
-export const ROOT = path.resolve(__dirname, '..', '..', '..');
+/** The checkout: the nearest folder up with package.json (this file also runs compiled, from dist/). */
+export const ROOT = ((): string => {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json')) || path.basename(path.dirname(dir)) === 'dist') dir = path.dirname(dir);
+  return dir;
+})();
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
 
 export interface DaemonOptions {
