@@ -1,6 +1,6 @@
 import * as p from 'pkcs11js';
 import { P11Client } from '../tests/ts/helpers/p11-client';
-import { bytes, mech } from '../tests/ts/helpers/attrs';
+import { bool, bytes, mech } from '../tests/ts/helpers/attrs';
 import { USER_PIN } from '../tests/ts/helpers/softhsm';
 
 /**
@@ -14,7 +14,7 @@ async function proxyOps(socket: string, workload: string): Promise<{ op: Op; clo
   const slot = (await c.call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList[0];
   const s = (await c.call('C_OpenSession', { slotID: slot, flags: p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION })).session;
   await c.call('C_Login', { session: s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) });
-  await c.call('C_FindObjectsInit', { session: s, template: [bytes(p.CKA_LABEL, 'bench-ec')] });
+  await c.call('C_FindObjectsInit', { session: s, template: [bytes(p.CKA_LABEL, 'bench-ec'), bool(p.CKA_SIGN, true)] });
   const keys = (await c.call('C_FindObjects', { session: s, maxObjectCount: 4 })).objects;
   await c.call('C_FindObjectsFinal', { session: s });
   const priv = keys[0];

@@ -11,6 +11,18 @@ function run(args: string[], env: NodeJS.ProcessEnv = process.env) {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 60_000 });
 }
 
+/** Like run() but without blocking this process (the detached daemon's startup is observable meanwhile). */
+function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    c.once('exit', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 let tmp: string;
 beforeEach(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-cli-'));
@@ -61,8 +73,9 @@ test('embedded default: creates a token once, serves it, and detaches with a pid
   const env = { ...process.env, PKCS11PROXYD_STATE_DIR: tmp };
   // Without -fg: the command returns once the daemon serves.
   const pidFile = path.join(tmp, 'd.pid');
-  const r = run(['-pid', pidFile, '-workers', '1'], env);
-  expect({ status: r.status, err: r.stderr }).toEqual({ status: 0, err: '' });
+  const r = await runAsync(['-pid', pidFile, '-workers', '1'], env);
+  const log = fs.existsSync(path.join(tmp, 'd.log')) ? fs.readFileSync(path.join(tmp, 'd.log'), 'utf8') : '';
+  expect({ status: r.status, err: r.stderr, log: r.status === 0 ? '' : log }).toEqual({ status: 0, err: '', log: '' });
   const pid = Number(fs.readFileSync(pidFile, 'utf8'));
   expect(pid).toBeGreaterThan(0);
   try {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as p from 'pkcs11js';
 import { startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
@@ -195,7 +196,7 @@ describe('sessions, login and crypto', () => {
   });
 
   test('C_Digest single and multi-part, C_DigestKey', async () => {
-    const want = require('node:crypto').createHash('sha256').update('abc').digest();
+    const want = createHash('sha256').update('abc').digest();
     expect(await c.call('C_DigestInit', { session, mechanism: mech(p.CKM_SHA256) })).toBe(p.CKR_OK);
     expect((await c.call('C_Digest', { session, data: Buffer.from('abc') })).data).toEqual(want);
     expect(await c.call('C_DigestInit', { session, mechanism: mech(p.CKM_SHA256) })).toBe(p.CKR_OK);
