@@ -18,7 +18,7 @@ let env: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   expect(fs.existsSync(UNIX_CLIENT)).toBe(true);
-  d = await startDaemon({ tcp: true, workers: 2, tokens: ['test', 'second'] });
+  d = await startDaemon({ tcp: true, workers: 2 });
   env = { ...process.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' };
 });
 afterAll(async () => {
@@ -70,17 +70,23 @@ test('--keypairgen EC P-256 and RSA 2048, -O --login, --sign', () => {
   }
 });
 
-test('--test gives the same report as SoftHSM2 used directly on the same token', () => {
-  // One key on its own token: SoftHSM2 returns objects in a per-process order,
-  // and pkcs11-tool's report depends on which key comes first.
-  const tok = ['--token-label', 'second', '--login', '--pin', USER_PIN];
-  const gen = pkcs11Tool(UNIX_CLIENT, [...tok, '--keypairgen', '--key-type', 'rsa:2048', '--id', '03', '--label', 'rsa-t'], env);
-  expect(gen.status).toBe(0);
-  const viaProxy = pkcs11Tool(UNIX_CLIENT, [...tok, '--test'], env, 300_000);
-  const viaDirect = pkcs11Tool(SOFTHSM_MODULE, [...tok, '--test'], d.hsm.env, 300_000);
-  expect(viaDirect.out).toMatch(/RSA-PKCS-OAEP/);
-  // SoftHSM2 itself fails one step (RSA-OAEP with a label), so both exit non-zero alike.
-  expect(viaProxy.status).toBe(viaDirect.status);
-  const norm = (s: string) => s.replace(/Using slot .*\n/g, '').trim();
-  expect(norm(viaProxy.out)).toBe(norm(viaDirect.out));
+test('--test gives the same report as SoftHSM2 used directly on the same token', async () => {
+  // A store with a single key: SoftHSM2 returns objects in a per-process
+  // order, and pkcs11-tool's report depends on which key comes first.
+  const d2 = await startDaemon({ workers: 1 });
+  try {
+    const e2 = { ...env, PKCS11PROXY_SOCKET_PATH: d2.socketPath };
+    const login = ['--login', '--pin', USER_PIN];
+    const gen = pkcs11Tool(UNIX_CLIENT, [...login, '--keypairgen', '--key-type', 'rsa:2048', '--id', '03', '--label', 'rsa-t'], e2);
+    expect(gen.status).toBe(0);
+    const viaProxy = pkcs11Tool(UNIX_CLIENT, [...login, '--test'], e2, 300_000);
+    const viaDirect = pkcs11Tool(SOFTHSM_MODULE, [...login, '--test'], d2.hsm.env, 300_000);
+    expect(viaDirect.out).toMatch(/RSA-PKCS-OAEP/);
+    // SoftHSM2 itself fails one step (RSA-OAEP with a label), so both exit non-zero alike.
+    expect(viaProxy.status).toBe(viaDirect.status);
+    const norm = (s: string) => s.replace(/Using slot .*\n/g, '').trim();
+    expect(norm(viaProxy.out)).toBe(norm(viaDirect.out));
+  } finally {
+    await d2.stop();
+  }
 });
