@@ -51,6 +51,8 @@ import type {
   C_WaitForSlotEvent_ret,
   C_WrapKey_args,
   Pkcs11Calls,
+  px_GetAppToken_ret,
+  px_JoinApp_args,
   px_attribute,
   px_bytes_ret,
   px_mechanism,
@@ -230,6 +232,14 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_Finalize(_c: ConnectionState): Promise<px_rv> {
     return CKR_OK;
+  }
+
+  // Application joining is the connection layer's business; a module never sees it.
+  async px_GetAppToken(_c: ConnectionState): Promise<px_GetAppToken_ret> {
+    return { rv: CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
+  }
+  async px_JoinApp(_c: ConnectionState, _a: px_JoinApp_args): Promise<px_rv> {
+    return CKR_FUNCTION_NOT_SUPPORTED;
   }
 
   async C_GetInfo(c: ConnectionState): Promise<C_GetInfo_ret> {

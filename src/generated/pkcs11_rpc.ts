@@ -1808,6 +1808,43 @@ export const px_bytes_retCodec: Codec<px_bytes_ret> = {
   },
 };
 
+export const PX_APP_TOKEN_SIZE = 17;
+
+export interface px_GetAppToken_ret {
+  rv: px_rv;
+  token: Buffer;
+}
+
+export const px_GetAppToken_retCodec: Codec<px_GetAppToken_ret> = {
+  encode(w: Writer, v: px_GetAppToken_ret): void {
+    checkStruct(v, 'px_GetAppToken_ret');
+    writeHyper(w, v.rv, 'px_GetAppToken_ret.rv');
+    writeVarOpaque(w, v.token, 17, 'px_GetAppToken_ret.token');
+  },
+  decode(r: Reader): px_GetAppToken_ret {
+    return {
+      rv: readHyper(r, 'px_GetAppToken_ret.rv'),
+      token: readVarOpaque(r, 17, 'px_GetAppToken_ret.token'),
+    };
+  },
+};
+
+export interface px_JoinApp_args {
+  token: Buffer;
+}
+
+export const px_JoinApp_argsCodec: Codec<px_JoinApp_args> = {
+  encode(w: Writer, v: px_JoinApp_args): void {
+    checkStruct(v, 'px_JoinApp_args');
+    writeVarOpaque(w, v.token, 17, 'px_JoinApp_args.token');
+  },
+  decode(r: Reader): px_JoinApp_args {
+    return {
+      token: readVarOpaque(r, 17, 'px_JoinApp_args.token'),
+    };
+  },
+};
+
 export const PKCS11_PROG = 4;
 export const PKCS11_V3 = 3;
 
@@ -1881,7 +1918,9 @@ export type CallName =
   | 'C_SetOperationState'
   | 'C_GetFunctionStatus'
   | 'C_CancelFunction'
-  | 'C_LoadModule';
+  | 'C_LoadModule'
+  | 'px_GetAppToken'
+  | 'px_JoinApp';
 
 /** Argument and result type of each call; `void` arguments are absent. */
 export interface CallSignatures {
@@ -1954,6 +1993,8 @@ export interface CallSignatures {
   C_GetFunctionStatus: { args: px_session_args; ret: px_rv };
   C_CancelFunction: { args: px_session_args; ret: px_rv };
   C_LoadModule: { args: C_LoadModule_args; ret: px_rv };
+  px_GetAppToken: { args: void; ret: px_GetAppToken_ret };
+  px_JoinApp: { args: px_JoinApp_args; ret: px_rv };
 }
 
 /** One procedure of one version: its numbers, names and codecs. */
@@ -2667,6 +2708,26 @@ export const PROCEDURES: readonly ProcedureDef[] = Object.freeze([
     ret: px_rvCodec,
     errorRet: (rv: number): px_rv => rv,
   }),
+  defineProcedure<void, px_GetAppToken_ret>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 71,
+    rpcName: 'px_GetAppToken',
+    name: 'px_GetAppToken',
+    args: voidCodec,
+    ret: px_GetAppToken_retCodec,
+    errorRet: (rv: number): px_GetAppToken_ret => ({ rv: rv, token: Buffer.alloc(0) }),
+  }),
+  defineProcedure<px_JoinApp_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 72,
+    rpcName: 'px_JoinApp',
+    name: 'px_JoinApp',
+    args: px_JoinApp_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
 ]);
 
 function indexProcedures(procs: readonly ProcedureDef[]): ReadonlyMap<number, ReadonlyMap<number, ProcedureDef>> {
@@ -2756,6 +2817,8 @@ export interface Pkcs11Calls<Ctx> {
   C_GetFunctionStatus(ctx: Ctx, args: px_session_args): Promise<px_rv>;
   C_CancelFunction(ctx: Ctx, args: px_session_args): Promise<px_rv>;
   C_LoadModule(ctx: Ctx, args: C_LoadModule_args): Promise<px_rv>;
+  px_GetAppToken(ctx: Ctx): Promise<px_GetAppToken_ret>;
+  px_JoinApp(ctx: Ctx, args: px_JoinApp_args): Promise<px_rv>;
 }
 
 /** A layer that forwards every call to `next`; subclasses override the calls they change. */
@@ -3037,6 +3100,14 @@ export class Pkcs11Passthrough<Ctx> implements Pkcs11Calls<Ctx> {
   C_LoadModule(ctx: Ctx, args: C_LoadModule_args): Promise<px_rv> {
     return this.next.C_LoadModule(ctx, args);
   }
+
+  px_GetAppToken(ctx: Ctx): Promise<px_GetAppToken_ret> {
+    return this.next.px_GetAppToken(ctx);
+  }
+
+  px_JoinApp(ctx: Ctx, args: px_JoinApp_args): Promise<px_rv> {
+    return this.next.px_JoinApp(ctx, args);
+  }
 }
 
 /** Calls a method of an implementation by call name; `args` is ignored for calls without arguments. */
@@ -3110,4 +3181,6 @@ export const CALL_INVOKERS: Record<CallName, (impl: Pkcs11Calls<any>, ctx: any, 
   C_GetFunctionStatus: (impl, ctx, args) => impl.C_GetFunctionStatus(ctx, args),
   C_CancelFunction: (impl, ctx, args) => impl.C_CancelFunction(ctx, args),
   C_LoadModule: (impl, ctx, args) => impl.C_LoadModule(ctx, args),
+  px_GetAppToken: (impl, ctx) => impl.px_GetAppToken(ctx),
+  px_JoinApp: (impl, ctx, args) => impl.px_JoinApp(ctx, args),
 });
