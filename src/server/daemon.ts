@@ -13,6 +13,43 @@ import type { DaemonSettings } from './settings';
 const RESPAWN_BASE_MS = 200;
 const RESPAWN_MAX_MS = 10_000;
 
+/** The primary reads at most this much of a new connection before routing it. */
+const FIRST_RECORD_PEEK_MAX = 4096;
+/** ...and waits at most this long for the first record. */
+const FIRST_RECORD_WAIT_MS = 2000;
+/** ONC RPC wire facts used to peek at a call: record mark, then the call header. */
+const LAST_FRAGMENT = 0x80000000;
+const PROC_PX_JOIN_APP = 72;
+const PKCS11_PROG = 4;
+
+function firstRecordComplete(b: Buffer): boolean {
+  if (b.length < 4) return false;
+  return b.length >= 4 + (b.readUInt32BE(0) & ~LAST_FRAGMENT);
+}
+
+/**
+ * Worker index named by a px_JoinApp token in the first record, or null.
+ * Any malformed input is null: the worker will judge it properly.
+ */
+export function joinTarget(b: Buffer): number | null {
+  // mark, xid, msg_type, rpcvers, prog, vers, proc
+  if (b.length < 28) return null;
+  if (b.readUInt32BE(16) !== PKCS11_PROG || b.readUInt32BE(24) !== PROC_PX_JOIN_APP) return null;
+  let off = 28;
+  for (let i = 0; i < 2; i++) {
+    // cred, then verf: flavor, length, body padded to 4
+    if (off > b.length - 8) return null;
+    const len = b.readUInt32BE(off + 4);
+    if (len > 400) return null;
+    off += 8 + ((len + 3) & ~3);
+  }
+  // px_JoinApp_args: opaque token<17>
+  if (off > b.length - 5) return null;
+  const tokenLen = b.readUInt32BE(off);
+  if (tokenLen < 1 || tokenLen > 17) return null;
+  return b[off + 4];
+}
+
 export class DaemonStartError extends Error {
   readonly code = 'DAEMON_START';
 }
@@ -126,16 +163,52 @@ export class Daemon {
     return { addr, port: (server.address() as net.AddressInfo).port };
   }
 
+  /**
+   * Reads the connection's first record (bounded) to route it: a px_JoinApp
+   * call goes to the worker its token names, anything else round-robin.
+   * The bytes read travel with the socket to the worker.
+   */
   private dispatch(sock: net.Socket, addr: ListenAddress): void {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    let routed = false;
+    const route = () => {
+      if (routed) return;
+      routed = true;
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.pause();
+      const initial = Buffer.concat(chunks, length);
+      this.handOff(sock, addr, initial, joinTarget(initial));
+    };
+    const onData = (c: Buffer) => {
+      chunks.push(c);
+      length += c.length;
+      if (length >= FIRST_RECORD_PEEK_MAX || firstRecordComplete(Buffer.concat(chunks, length))) route();
+    };
+    // A silent client is handed over as is; the worker applies the protocol's rules.
+    const timer = setTimeout(route, FIRST_RECORD_WAIT_MS);
+    sock.on('data', onData);
+    sock.once('error', () => {
+      routed = true;
+      clearTimeout(timer);
+      sock.destroy();
+    });
+    sock.once('end', route);
+    sock.resume();
+  }
+
+  private handOff(sock: net.Socket, addr: ListenAddress, initial: Buffer, target: number | null): void {
     const ready = this.slots.filter((w) => w.ready && w.child);
     if (ready.length === 0) {
       this.log('warn', 'no worker ready; connection refused');
       sock.destroy();
       return;
     }
-    const w = ready[this.rr++ % ready.length];
+    const w = (target !== null && ready.find((x) => x.index === target)) || ready[this.rr++ % ready.length];
     const remote = addr.type === 'local' ? 'unix' : `${sock.remoteAddress}:${sock.remotePort}`;
-    w.child!.send({ t: 'conn', transport: addr.type === 'local' ? 'unix' : 'tcp', remote }, sock, (err) => {
+    const msg = { t: 'conn', transport: addr.type === 'local' ? 'unix' : 'tcp', remote, initial: initial.toString('base64') };
+    w.child!.send(msg, sock, (err) => {
       if (err) {
         this.log('warn', `handing a connection to worker ${w.index} failed: ${errorMessage(err)}`);
         sock.destroy();

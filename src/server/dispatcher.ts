@@ -3,6 +3,7 @@ import type { Pkcs11Calls, ProcedureDef } from '../generated/pkcs11_rpc';
 import { CKR_GENERAL_ERROR } from '../pkcs11/constants';
 import { errorMessage, pkcs11RvOf } from '../pkcs11/errors';
 import { ConnectionState } from './connection-state';
+import type { AppRegistry } from './connection-state';
 import type { Logger } from './log';
 import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler } from './rpc/types';
 
@@ -29,6 +30,7 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     info: ConnectionInfo,
     private readonly stack: Pkcs11Calls<ConnectionState>,
     private readonly log: Logger,
+    private readonly apps: AppRegistry,
   ) {
     this.conn = new ConnectionState(info.id, info.remote);
   }
@@ -73,10 +75,17 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     }
   }
 
-  /** Disconnect: the client's implicit C_Finalize (closes its sessions, drops its login share). */
+  /**
+   * Disconnect. When it was the application's last connection, this is the
+   * client's implicit C_Finalize (closes its sessions, drops its login share).
+   */
   async close(): Promise<void> {
     await this.queue;
-    if (!this.conn.initialized) return;
+    const app = this.conn.app;
+    app.connections -= 1;
+    if (app.connections > 0) return;
+    this.apps.forget(app);
+    if (!app.initialized) return;
     try {
       await this.stack.C_Finalize(this.conn);
     } catch (e) {

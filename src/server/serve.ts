@@ -1,4 +1,5 @@
 import { LoadedModule, Pkcs11jsBackend } from '../bindings/pkcs11js-backend';
+import { AppRegistry } from './connection-state';
 import { Pkcs11Dispatcher } from './dispatcher';
 import type { Logger } from './log';
 import { RpcServer } from './rpc';
@@ -18,16 +19,18 @@ export function createPkcs11Server(s: DaemonSettings, log: Logger, workerIndex: 
     throw e;
   }
   const backend = new Pkcs11jsBackend(modules, s.defaultAlias);
+  const apps = new AppRegistry(workerIndex);
   const stack = buildStack(backend, {
     aliases: new Set(modules.keys()),
     defaultAlias: s.defaultAlias,
     trace: s.trace,
     log,
     workerIndex,
+    apps,
   });
   const server = new RpcServer({
     maxRecordSize: s.maxRecordSize,
-    createHandler: (info) => new Pkcs11Dispatcher(info, stack, log),
+    createHandler: (info) => new Pkcs11Dispatcher(info, stack, log, apps),
     log: (level, msg) => log(level, msg),
   });
   return {

@@ -1,6 +1,6 @@
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
 import { FilterLayer } from '../filter/filter-layer';
-import type { ConnectionState } from './connection-state';
+import type { AppRegistry, ConnectionState } from './connection-state';
 import { ArchLayer } from './layers/arch-layer';
 import { ConnectionLayer } from './layers/connection-layer';
 import { HandleLayer } from './layers/handle-layer';
@@ -15,6 +15,7 @@ export interface StackOptions {
   trace: boolean;
   log: Logger;
   workerIndex: number;
+  apps: AppRegistry;
 }
 
 /**
@@ -30,7 +31,7 @@ export function buildStack(backend: Pkcs11Calls<ConnectionState>, o: StackOption
   s = new HandleLayer(s, o.workerIndex, o.log);
   s = new FilterLayer(s);
   s = new ArchLayer(s);
-  s = new ConnectionLayer(s, o.aliases, o.defaultAlias);
+  s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps);
   if (o.trace) s = new TraceLayer(s, o.log);
   return s;
 }

@@ -8,7 +8,8 @@ import type { DaemonSettings } from './settings';
  * Entry point of a worker process. The primary owns the listening sockets and
  * hands each accepted connection to one worker; a worker owns the module
  * instances, sessions and login state of its connections.
- * Messages from the primary: {t:'conn', transport, remote} with the socket,
+ * Messages from the primary: {t:'conn', transport, remote, initial} with the
+ * socket (initial: base64 of the bytes the primary read to route it),
  * {t:'stop'}. To the primary: {t:'ready'} once the modules are initialized.
  */
 function main(): void {
@@ -29,11 +30,11 @@ function main(): void {
     stopping = true;
     void served.shutdown().finally(() => process.exit(0));
   };
-  process.on('message', (msg: { t: string; transport?: 'unix' | 'tcp'; remote?: string }, handle?: net.Socket) => {
+  process.on('message', (msg: { t: string; transport?: 'unix' | 'tcp'; remote?: string; initial?: string }, handle?: net.Socket) => {
     if (msg.t === 'conn' && handle) {
       nextId += 1;
-      served.server.attachSocket(handle, { id: nextId, transport: msg.transport ?? 'unix', remote: msg.remote ?? 'unix' });
-      handle.resume();
+      const initial = msg.initial ? Buffer.from(msg.initial, 'base64') : undefined;
+      served.server.attachSocket(handle, { id: nextId, transport: msg.transport ?? 'unix', remote: msg.remote ?? 'unix' }, initial);
     } else if (msg.t === 'stop') stop();
   });
   process.on('SIGTERM', stop);

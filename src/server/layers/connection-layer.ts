@@ -1,12 +1,12 @@
 import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
-import type { C_LoadModule_args, CallName, Pkcs11Calls, px_rv } from '../../generated/pkcs11_rpc';
+import type { C_LoadModule_args, CallName, Pkcs11Calls, px_GetAppToken_ret, px_JoinApp_args, px_rv } from '../../generated/pkcs11_rpc';
 import { CKR_ARGUMENTS_BAD, CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_OK } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
-import type { ConnectionState } from '../connection-state';
+import type { AppRegistry, ConnectionState } from '../connection-state';
 import { installGeneric, invoke } from './generic';
 
 /** Calls allowed before C_Initialize: the connection preamble. */
-const PREAMBLE: ReadonlySet<CallName> = new Set<CallName>(['C_SetupArch', 'C_LoadModule', 'C_Initialize']);
+const PREAMBLE: ReadonlySet<CallName> = new Set<CallName>(['C_SetupArch', 'C_LoadModule', 'C_Initialize', 'px_JoinApp', 'px_GetAppToken']);
 
 /**
  * Per-connection Cryptoki life cycle: C_LoadModule picks the backend,
@@ -19,6 +19,7 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
     /** Aliases of the configured modules; '' selects the default. */
     private readonly aliases: ReadonlySet<string>,
     private readonly defaultAlias: string,
+    private readonly apps: AppRegistry,
   ) {
     super(next);
     installGeneric(this, ConnectionLayer.prototype, (name, conn, args) => {
@@ -40,6 +41,26 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
     if (conn.initialized) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     if (conn.moduleAlias === null) conn.moduleAlias = this.defaultAlias;
     conn.initialized = true;
+    return CKR_OK;
+  }
+
+  /** Publishes the caller's application so its other connections can join it. */
+  async px_GetAppToken(conn: ConnectionState): Promise<px_GetAppToken_ret> {
+    return { rv: CKR_OK, token: this.apps.publish(conn.app) };
+  }
+
+  /**
+   * Binds this connection to a published application. Only a fresh
+   * connection may join: its own (empty) application is dropped.
+   */
+  async px_JoinApp(conn: ConnectionState, a: px_JoinApp_args): Promise<px_rv> {
+    const own = conn.app;
+    if (own.initialized || own.layerState.size > 0 || own.token !== null) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+    const app = this.apps.find(a.token);
+    if (!app) return CKR_CRYPTOKI_NOT_INITIALIZED;
+    own.connections -= 1;
+    conn.app = app;
+    app.connections += 1;
     return CKR_OK;
   }
 

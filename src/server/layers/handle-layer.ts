@@ -14,7 +14,7 @@ import { ck, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
 
 const CKA_TOKEN = ck.CKA_TOKEN;
 import { Pkcs11Error, rvOf } from '../../pkcs11/errors';
-import type { ConnectionState } from '../connection-state';
+import type { Application, ConnectionState } from '../connection-state';
 import type { Logger } from '../log';
 import { installGeneric, invoke } from './generic';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
@@ -47,7 +47,7 @@ const CREATING_CALLS: ReadonlySet<string> = new Set([
 
 /** A session object's creator: the module shows session objects to every session of this process. */
 interface SessionObjectOwner {
-  conn: ConnectionState;
+  app: Application;
   /** Module session that created it; the module destroys the object with that session. */
   session: number;
 }
@@ -135,12 +135,12 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
       template: [{ type: CKA_TOKEN, value: Buffer.alloc(1), valueLen: 1 }],
     });
     const v = r.template[0]?.value;
-    if (r.rv === CKR_OK && v !== undefined && v.length === 1 && v[0] === 0) this.sessionObjects.set(object, { conn, session });
+    if (r.rv === CKR_OK && v !== undefined && v.length === 1 && v[0] === 0) this.sessionObjects.set(object, { app: conn.app, session });
   }
 
   private visible(conn: ConnectionState, object: number): boolean {
     const owner = this.sessionObjects.get(object);
-    return owner === undefined || owner.conn === conn;
+    return owner === undefined || owner.app === conn.app;
   }
 
   /**
@@ -179,7 +179,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const rv = await this.next.C_CloseSession(conn, { session: backend });
     // The session is gone for the client whatever the module said.
     t.sessions.delete(a.session);
-    this.forgetSessionObjects((o) => o.conn === conn && o.session === backend);
+    this.forgetSessionObjects((o) => o.app === conn.app && o.session === backend);
     return rv;
   }
 
@@ -190,7 +190,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
       if (s.slotID !== a.slotID) continue;
       t.sessions.delete(v);
       await this.next.C_CloseSession(conn, { session: s.backend }).catch(() => undefined);
-      this.forgetSessionObjects((o) => o.conn === conn && o.session === s.backend);
+      this.forgetSessionObjects((o) => o.app === conn.app && o.session === s.backend);
     }
     return CKR_OK;
   }
@@ -216,7 +216,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     }
     this.log?.('debug', `[conn ${conn.id}] released: closed ${closed} of ${t.sessions.size} module sessions`);
     t.sessions.clear();
-    this.forgetSessionObjects((o) => o.conn === conn);
+    this.forgetSessionObjects((o) => o.app === conn.app);
     t.objects.clear();
     t.objectsByBackend.clear();
     return this.next.C_Finalize(conn);

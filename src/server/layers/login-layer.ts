@@ -35,7 +35,7 @@ import {
   CKU_SO,
 } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
-import type { ConnectionState } from '../connection-state';
+import type { Application, ConnectionState } from '../connection-state';
 import { installGeneric, invoke } from './generic';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
 
@@ -46,7 +46,7 @@ import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
  */
 interface TokenLogin {
   userType: number | null;
-  holders: Set<ConnectionState>;
+  holders: Set<Application>;
   /** HMAC of the PIN that logged the module in; set iff userType !== null. */
   pinTag: Buffer | null;
   /** Every open module session on the token, all connections. */
@@ -114,11 +114,11 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
 
   /** True when the module is logged in by others but not for this connection. */
   private isOutsider(conn: ConnectionState, t: TokenLogin): boolean {
-    return t.userType !== null && !t.holders.has(conn);
+    return t.userType !== null && !t.holders.has(conn.app);
   }
 
   private async release(conn: ConnectionState, t: TokenLogin): Promise<void> {
-    if (!t.holders.delete(conn) || t.holders.size > 0) return;
+    if (!t.holders.delete(conn.app) || t.holders.size > 0) return;
     const any = t.sessions.values().next();
     t.userType = null;
     t.pinTag = null;
@@ -158,7 +158,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
   async C_Login(conn: ConnectionState, a: C_Login_args): Promise<px_rv> {
     const t = this.tokenOfSession(conn, a.session);
     if (a.userType === CKU_CONTEXT_SPECIFIC) return this.next.C_Login(conn, a);
-    if (t.holders.has(conn)) {
+    if (t.holders.has(conn.app)) {
       return t.userType === a.userType ? CKR_USER_ALREADY_LOGGED_IN : CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
     }
     if (t.userType === null) {
@@ -166,19 +166,19 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
       if (rv === CKR_OK) {
         t.userType = a.userType;
         t.pinTag = this.tag(a.pin);
-        t.holders.add(conn);
+        t.holders.add(conn.app);
       }
       return rv;
     }
     if (t.userType !== a.userType) return CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
     if (!t.pinTag || !timingSafeEqual(t.pinTag, this.tag(a.pin))) return CKR_PIN_INCORRECT;
-    t.holders.add(conn);
+    t.holders.add(conn.app);
     return CKR_OK;
   }
 
   async C_Logout(conn: ConnectionState, a: C_Logout_args): Promise<px_rv> {
     const t = this.tokenOfSession(conn, a.session);
-    if (!t.holders.has(conn)) return CKR_USER_NOT_LOGGED_IN;
+    if (!t.holders.has(conn.app)) return CKR_USER_NOT_LOGGED_IN;
     await this.release(conn, t);
     return CKR_OK;
   }
@@ -186,7 +186,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
   async C_SetPIN(conn: ConnectionState, a: C_SetPIN_args): Promise<px_rv> {
     const t = this.tokenOfSession(conn, a.session);
     const rv = await this.next.C_SetPIN(conn, a);
-    if (rv === CKR_OK && t.holders.has(conn)) t.pinTag = this.tag(a.newPin);
+    if (rv === CKR_OK && t.holders.has(conn.app)) t.pinTag = this.tag(a.newPin);
     return rv;
   }
 
@@ -196,7 +196,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     if (r.rv !== CKR_OK) return r;
     const rw = (r.info.flags & CKF_RW_SESSION) !== 0;
     let state: number;
-    if (!t.holders.has(conn)) state = rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
+    if (!t.holders.has(conn.app)) state = rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
     else if (t.userType === CKU_SO) state = CKS_RW_SO_FUNCTIONS;
     else state = rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
     return { rv: r.rv, info: { ...r.info, state } };
@@ -229,7 +229,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
 
   async C_Finalize(conn: ConnectionState): Promise<px_rv> {
     for (const t of this.tokens.values()) {
-      if (t.holders.has(conn)) await this.release(conn, t);
+      if (t.holders.has(conn.app)) await this.release(conn, t);
     }
     const c = this.conn(conn);
     for (const [s, key] of c.sessions) this.token(key).sessions.delete(s);

@@ -18,6 +18,8 @@ export interface RpcConnectionOptions {
   maxRecordSize: number;
   maxPendingCalls: number;
   log: RpcLogger;
+  /** Bytes already read from the socket by its previous owner; processed first. */
+  initial?: Buffer;
 }
 
 /** A call or denial awaiting its turn to be written. `frame` is set iff the reply is ready. */
@@ -68,6 +70,7 @@ export class RpcConnection {
     // A socket accepted with pauseOnConnect (e.g. for handover between processes) has flowing
     // explicitly off, which a 'data' listener does not undo.
     else socket.resume();
+    if (opts.initial && opts.initial.length > 0) this.onData(opts.initial);
   }
 
   /** Drop the connection now; unsent replies are lost. */

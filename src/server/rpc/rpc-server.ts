@@ -83,8 +83,12 @@ export class RpcServer {
     return results;
   }
 
-  /** Serve an already accepted socket (e.g. one handed over by a cluster primary). */
-  attachSocket(sock: net.Socket, info: ConnectionInfo): void {
+  /**
+   * Serve an already accepted socket (e.g. one handed over by a cluster
+   * primary). `initial` holds bytes the previous owner already read from it;
+   * they are processed before anything the socket delivers.
+   */
+  attachSocket(sock: net.Socket, info: ConnectionInfo, initial?: Buffer): void {
     if (this.closing) {
       sock.on('error', () => {});
       sock.destroy();
@@ -103,6 +107,7 @@ export class RpcServer {
       maxRecordSize: this.maxRecordSize,
       maxPendingCalls: this.maxPendingCalls,
       log: this.log,
+      initial,
     });
     this.connections.add(conn);
     void conn.closed.then(() => this.connections.delete(conn));
