@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # C client tests: builds client/ and the test program, starts the daemon
 # under test in front of a fresh SoftHSM2 token, runs the C tests under
-# valgrind and pkcs11-tool through the library.
+# valgrind, and pkcs11-tool, p11tool and OpenSSL's pkcs11 engine through
+# the library.
 #   tests/c/run.sh [camlcrush|ours]     (or DAEMON=...; default camlcrush)
 #   VALGRIND=0 disables valgrind. KEEP_WORKDIR=1 keeps the temp dir.
 # Last line: "N passed, M failed"; exit status non-zero on any failure.
@@ -98,6 +99,9 @@ check "pkcs11-tool --sign ECDSA, openssl verifies" bash -c "
   openssl pkey -pubin -inform DER -in ec.der -out ec.pem &&
   openssl pkeyutl -verify -pubin -inkey ec.pem -in data.sha256 -sigfile ec.sig"
 check "pkcs11-tool --test-fork" p11 --test-fork
+
+# ---- p11tool and OpenSSL's pkcs11 engine through the library ----
+. "$here/real_clients.sh"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -23,6 +23,8 @@ export interface DaemonOptions {
   tokens?: string[];
   maxRecordSize?: number;
   env?: NodeJS.ProcessEnv;
+  /** Extra keys for the netplex protocol block (e.g. local_chmod). */
+  protocolExtra?: string;
 }
 
 export interface RunningDaemon {
@@ -48,7 +50,7 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
   const serverConf = path.join(hsm.dir, 'pkcs11proxyd.conf');
   fs.writeFileSync(
     serverConf,
-    `netplex { service { name = "t"; protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socketPath}"; }; ${tcp} };
+    `netplex { service { name = "t"; protocol { name = "rpc_pkcs11"; ${o.protocolExtra ?? ''} address { type = "local"; path = "${socketPath}"; }; ${tcp} };
        processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
   );
   const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
