@@ -1,0 +1,55 @@
+import { execFileSync } from 'node:child_process';
+import * as p from 'pkcs11js';
+import { startDaemon } from './helpers/daemon';
+import type { RunningDaemon } from './helpers/daemon';
+import { P11Client } from './helpers/p11-client';
+
+/** A worker process that dies (module crash, OOM kill) is replaced; the daemon keeps serving. */
+let d: RunningDaemon;
+beforeAll(async () => {
+  d = await startDaemon({ workers: 2 });
+});
+afterAll(async () => {
+  await d?.stop();
+});
+
+function workerPids(): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(d.proc.pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('condition not reached');
+}
+
+test('a killed worker is restarted and new connections keep working', async () => {
+  const before = workerPids();
+  expect(before).toHaveLength(2);
+  const victim = before[0];
+  process.kill(victim, 'SIGKILL');
+  // Every connection made meanwhile is served by a live worker.
+  for (let i = 0; i < 10; i++) {
+    const c = await P11Client.open({ path: d.socketPath });
+    expect((await c.call('C_GetInfo', undefined)).rv).toBe(p.CKR_OK);
+    await c.close();
+  }
+  await until(() => {
+    const now = workerPids();
+    return now.length === 2 && !now.includes(victim);
+  });
+  expect(d.output()).toMatch(/worker \d exited \(SIGKILL\)/);
+  const c = await P11Client.open({ path: d.socketPath });
+  expect((await c.call('C_GetSlotList', { tokenPresent: 1, count: 0 })).count).toBeGreaterThan(0);
+  await c.close();
+});
