@@ -1,0 +1,46 @@
+import { CallCostModel, INLINE_LIMIT_US, INLINE_MAX_INPUT } from './call-cost';
+
+describe('CallCostModel', () => {
+  test('an unknown kind goes to the pool; a cheap one then runs inline', () => {
+    const m = new CallCostModel();
+    const k = CallCostModel.key('C_Sign', 0x1041, 32);
+    expect(m.runInline(k, 32)).toBe(false);
+    m.record(k, 160);
+    expect(m.runInline(k, 32)).toBe(true);
+  });
+
+  test('an expensive kind stays on the pool', () => {
+    const m = new CallCostModel();
+    const k = CallCostModel.key('C_Sign', 1, 32);
+    m.record(k, 1500);
+    expect(m.runInline(k, 32)).toBe(false);
+  });
+
+  test('one slow inline run sends the kind back to the pool', () => {
+    const m = new CallCostModel();
+    const k = CallCostModel.key('C_Encrypt', 0x1082, 4096);
+    m.record(k, 100);
+    expect(m.runInline(k, 4096)).toBe(true);
+    m.record(k, INLINE_LIMIT_US * 4);
+    expect(m.runInline(k, 4096)).toBe(false);
+  });
+
+  test('large inputs never run inline and sizes are separate kinds', () => {
+    const m = new CallCostModel();
+    const small = CallCostModel.key('C_Digest', 0x250, 100);
+    const big = CallCostModel.key('C_Digest', 0x250, 1 << 20);
+    expect(small).not.toBe(big);
+    m.record(big, 10);
+    expect(m.runInline(big, INLINE_MAX_INPUT + 1)).toBe(false);
+  });
+
+  test('run() uses the chosen path and records its time', async () => {
+    const m = new CallCostModel();
+    const k = 'x';
+    let which = '';
+    await m.run(k, 0, () => (which = 'sync'), async () => (which = 'async'));
+    expect(which).toBe('async');
+    await m.run(k, 0, () => (which = 'sync'), async () => (which = 'async'));
+    expect(which).toBe('sync');
+  });
+});
