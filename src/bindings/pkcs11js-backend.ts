@@ -51,17 +51,23 @@ import type {
   C_WaitForSlotEvent_ret,
   C_WrapKey_args,
   Pkcs11Calls,
+  px_DeriveKeyTyped_args,
+  px_GenerateKeyPairTyped_args,
+  px_GenerateKeyTyped_args,
   px_GetAppToken_ret,
   px_JoinApp_args,
+  px_UnwrapKeyTyped_args,
+  px_WrapKeyTyped_args,
   px_attribute,
   px_bytes_ret,
-  px_mechanism,
   px_object_ret,
   px_rv,
   px_session_args,
   px_session_data_args,
   px_session_mechanism_args,
   px_session_mechanism_key_args,
+  px_session_mechanism_typed_args,
+  px_session_mechanism_typed_key_args,
   px_version,
 } from '../generated/pkcs11_rpc';
 import {
@@ -79,6 +85,7 @@ import {
 import { NATIVE_ARCH } from '../pkcs11/arch';
 import { Pkcs11Error, rvOf } from '../pkcs11/errors';
 import type { ConnectionState } from '../server/connection-state';
+import { rawMechanism as mechanism, typedMechanism } from './mech-params';
 
 /** Largest output the daemon will allocate for one call (matches the default record limit). */
 const MAX_OUTPUT = 16 * 1024 * 1024;
@@ -133,10 +140,6 @@ function version(v: { major: number; minor: number }): px_version {
   return { major: Buffer.from([v.major & 0xff]), minor: Buffer.from([v.minor & 0xff]) };
 }
 
-function mechanism(m: px_mechanism): pkcs11js.Mechanism {
-  return m.parameter.length > 0 ? { mechanism: m.mechanism, parameter: m.parameter } : { mechanism: m.mechanism };
-}
-
 function template(t: px_attribute[]): pkcs11js.Template {
   return t.map((a) => ({ type: a.type, value: a.value }));
 }
@@ -166,6 +169,8 @@ async function withOutput(guess: number, fn: (out: Buffer) => Buffer | Promise<B
     }
   }
 }
+
+type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
 /** One PKCS#11 module loaded and initialized once in this process. */
 export class LoadedModule {
@@ -206,6 +211,8 @@ export class LoadedModule {
  * by the layers above and never reach a module's process-wide functions.
  */
 export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
+  private readonly inflight = new Set<pkcs11js.Mechanism>();
+
   constructor(
     private readonly modules: ReadonlyMap<string, LoadedModule>,
     private readonly defaultAlias: string,
@@ -219,6 +226,27 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
 
   hasModule(alias: string): boolean {
     return this.modules.has(alias);
+  }
+
+  /**
+   * Runs an asynchronous pkcs11js call whose mechanism may be a typed
+   * parameter: pkcs11js points the C struct into that object's Buffers and
+   * the module reads them on a libuv thread, so they are kept referenced
+   * until the call settles.
+   */
+  private async pinned<T>(m: pkcs11js.Mechanism, fn: () => Promise<T>): Promise<T> {
+    this.inflight.add(m);
+    try {
+      return await fn();
+    } finally {
+      this.inflight.delete(m);
+    }
+  }
+
+  /** The *Init calls that take a mechanism and a key. */
+  private async keyInit(c: ConnectionState, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): Promise<px_rv> {
+    this.m(c)[op](toHandle(session), m, toHandle(key));
+    return CKR_OK;
   }
 
   async C_SetupArch(_c: ConnectionState, _a: C_SetupArch_args): Promise<px_rv> {
@@ -396,16 +424,31 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_GenerateKey(c: ConnectionState, a: C_GenerateKey_args): Promise<px_object_ret> {
-    const h = await this.m(c).C_GenerateKeyAsync(toHandle(a.session), mechanism(a.mechanism), template(a.template));
+    return this.generateKey(c, a.session, mechanism(a.mechanism), a.template);
+  }
+  async px_GenerateKeyTyped(c: ConnectionState, a: px_GenerateKeyTyped_args): Promise<px_object_ret> {
+    return this.generateKey(c, a.session, typedMechanism(a.mechanism), a.template);
+  }
+  private async generateKey(c: ConnectionState, session: number, m: pkcs11js.Mechanism, t: px_attribute[]): Promise<px_object_ret> {
+    const h = await this.pinned(m, () => this.m(c).C_GenerateKeyAsync(toHandle(session), m, template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
+
   async C_GenerateKeyPair(c: ConnectionState, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
-    const kp = await this.m(c).C_GenerateKeyPairAsync(
-      toHandle(a.session),
-      mechanism(a.mechanism),
-      template(a.publicKeyTemplate),
-      template(a.privateKeyTemplate),
-    );
+    return this.generateKeyPair(c, a.session, mechanism(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
+  }
+  async px_GenerateKeyPairTyped(c: ConnectionState, a: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
+    return this.generateKeyPair(c, a.session, typedMechanism(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
+  }
+  private async generateKeyPair(
+    c: ConnectionState,
+    session: number,
+    m: pkcs11js.Mechanism,
+    pub: px_attribute[],
+    priv: px_attribute[],
+  ): Promise<C_GenerateKeyPair_ret> {
+    const p11 = this.m(c);
+    const kp = await this.pinned(m, () => p11.C_GenerateKeyPairAsync(toHandle(session), m, template(pub), template(priv)));
     return { rv: CKR_OK, publicKey: fromHandle(kp.publicKey), privateKey: fromHandle(kp.privateKey) };
   }
   async C_CreateObject(c: ConnectionState, a: C_CreateObject_args): Promise<px_object_ret> {
@@ -475,32 +518,66 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_WrapKey(c: ConnectionState, a: C_WrapKey_args): Promise<px_bytes_ret> {
-    const p11 = this.m(c);
-    const args = [toHandle(a.session), mechanism(a.mechanism), toHandle(a.wrappingKey), toHandle(a.key)] as const;
-    return bytesRet(await withOutput(4096, (out) => p11.C_WrapKeyAsync(...args, out)));
+    return this.wrapKey(c, a.session, mechanism(a.mechanism), a.wrappingKey, a.key);
   }
+  async px_WrapKeyTyped(c: ConnectionState, a: px_WrapKeyTyped_args): Promise<px_bytes_ret> {
+    return this.wrapKey(c, a.session, typedMechanism(a.mechanism), a.wrappingKey, a.key);
+  }
+  private async wrapKey(
+    c: ConnectionState,
+    session: number,
+    m: pkcs11js.Mechanism,
+    wrappingKey: number,
+    key: number,
+  ): Promise<px_bytes_ret> {
+    const p11 = this.m(c);
+    const args = [toHandle(session), m, toHandle(wrappingKey), toHandle(key)] as const;
+    return bytesRet(await this.pinned(m, () => withOutput(4096, (out) => p11.C_WrapKeyAsync(...args, out))));
+  }
+
   async C_UnwrapKey(c: ConnectionState, a: C_UnwrapKey_args): Promise<px_object_ret> {
-    const h = await this.m(c).C_UnwrapKeyAsync(
-      toHandle(a.session),
-      mechanism(a.mechanism),
-      toHandle(a.unwrappingKey),
-      a.wrappedKey,
-      template(a.template),
-    );
+    return this.unwrapKey(c, a.session, mechanism(a.mechanism), a.unwrappingKey, a.wrappedKey, a.template);
+  }
+  async px_UnwrapKeyTyped(c: ConnectionState, a: px_UnwrapKeyTyped_args): Promise<px_object_ret> {
+    return this.unwrapKey(c, a.session, typedMechanism(a.mechanism), a.unwrappingKey, a.wrappedKey, a.template);
+  }
+  private async unwrapKey(
+    c: ConnectionState,
+    session: number,
+    m: pkcs11js.Mechanism,
+    unwrappingKey: number,
+    wrapped: Buffer,
+    t: px_attribute[],
+  ): Promise<px_object_ret> {
+    const p11 = this.m(c);
+    const h = await this.pinned(m, () => p11.C_UnwrapKeyAsync(toHandle(session), m, toHandle(unwrappingKey), wrapped, template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
+
   async C_DeriveKey(c: ConnectionState, a: C_DeriveKey_args): Promise<px_object_ret> {
-    const h = await this.m(c).C_DeriveKeyAsync(
-      toHandle(a.session),
-      mechanism(a.mechanism),
-      toHandle(a.baseKey),
-      template(a.template),
-    );
+    return this.deriveKey(c, a.session, mechanism(a.mechanism), a.baseKey, a.template);
+  }
+  async px_DeriveKeyTyped(c: ConnectionState, a: px_DeriveKeyTyped_args): Promise<px_object_ret> {
+    return this.deriveKey(c, a.session, typedMechanism(a.mechanism), a.baseKey, a.template);
+  }
+  private async deriveKey(
+    c: ConnectionState,
+    session: number,
+    m: pkcs11js.Mechanism,
+    baseKey: number,
+    t: px_attribute[],
+  ): Promise<px_object_ret> {
+    const p11 = this.m(c);
+    const h = await this.pinned(m, () => p11.C_DeriveKeyAsync(toHandle(session), m, toHandle(baseKey), template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
   async C_DigestInit(c: ConnectionState, a: px_session_mechanism_args): Promise<px_rv> {
     this.m(c).C_DigestInit(toHandle(a.session), mechanism(a.mechanism));
+    return CKR_OK;
+  }
+  async px_DigestInitTyped(c: ConnectionState, a: px_session_mechanism_typed_args): Promise<px_rv> {
+    this.m(c).C_DigestInit(toHandle(a.session), typedMechanism(a.mechanism));
     return CKR_OK;
   }
   async C_Digest(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
@@ -521,8 +598,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_SignInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
-    this.m(c).C_SignInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
-    return CKR_OK;
+    return this.keyInit(c, 'C_SignInit', a.session, mechanism(a.mechanism), a.key);
+  }
+  async px_SignInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_Sign(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -538,8 +617,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_VerifyInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
-    this.m(c).C_VerifyInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
-    return CKR_OK;
+    return this.keyInit(c, 'C_VerifyInit', a.session, mechanism(a.mechanism), a.key);
+  }
+  async px_VerifyInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_Verify(c: ConnectionState, a: C_Verify_args): Promise<px_rv> {
     const ok = await this.m(c).C_VerifyAsync(toHandle(a.session), a.data, a.signature);
@@ -555,8 +636,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_EncryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
-    this.m(c).C_EncryptInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
-    return CKR_OK;
+    return this.keyInit(c, 'C_EncryptInit', a.session, mechanism(a.mechanism), a.key);
+  }
+  async px_EncryptInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_Encrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -572,8 +655,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_DecryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
-    this.m(c).C_DecryptInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
-    return CKR_OK;
+    return this.keyInit(c, 'C_DecryptInit', a.session, mechanism(a.mechanism), a.key);
+  }
+  async px_DecryptInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_Decrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -589,16 +674,20 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   async C_SignRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
-    this.m(c).C_SignRecoverInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
-    return CKR_OK;
+    return this.keyInit(c, 'C_SignRecoverInit', a.session, mechanism(a.mechanism), a.key);
+  }
+  async px_SignRecoverInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.keyInit(c, 'C_SignRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_SignRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(toHandle(a.session), a.data, out)));
   }
   async C_VerifyRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
-    this.m(c).C_VerifyRecoverInit(toHandle(a.session), mechanism(a.mechanism), toHandle(a.key));
-    return CKR_OK;
+    return this.keyInit(c, 'C_VerifyRecoverInit', a.session, mechanism(a.mechanism), a.key);
+  }
+  async px_VerifyRecoverInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.keyInit(c, 'C_VerifyRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_VerifyRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);

@@ -267,12 +267,23 @@ function readOpaqueBody(r: Reader, n: number, path: string): Buffer {
   return n <= ON_HEAP_MAX ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, n);
 }
 
+function readFixedOpaque(r: Reader, size: number, path: string): Buffer {
+  return readOpaqueBody(r, size, path);
+}
+
 function readVarOpaque(r: Reader, max: number, path: string): Buffer {
   return readOpaqueBody(r, readLength(r, max, path), path);
 }
 
 function checkBytes(v: Uint8Array, path: string): void {
   if (!(v instanceof Uint8Array)) throw new XdrEncodeError(path + ': expected a Buffer, got ' + typeName(v));
+}
+
+function writeFixedOpaque(w: Writer, v: Uint8Array, size: number, path: string): void {
+  checkBytes(v, path);
+  if (v.length !== size) throw new XdrEncodeError(path + ': expected exactly ' + size + ' byte(s), got ' + v.length);
+  w.writeBytes(v);
+  w.writePadding(size);
 }
 
 function writeVarOpaque(w: Writer, v: Uint8Array, max: number, path: string): void {
@@ -331,10 +342,30 @@ function writeVarArray<T>(w: Writer, v: readonly T[], max: number, encode: (w: W
   writeElements(w, v, encode, path);
 }
 
+function readEnum(r: Reader, values: ReadonlySet<number>, path: string): number {
+  const at = r.offset;
+  const v = readInt(r, path);
+  if (!values.has(v)) throw new XdrDecodeError(path + ': ' + v + ' at offset ' + at + ' is not a declared enum value', at);
+  return v;
+}
+
+function writeEnum(w: Writer, v: number, values: ReadonlySet<number>, path: string): void {
+  if (!values.has(v)) throw new XdrEncodeError(path + ': ' + String(v) + ' is not a declared enum value');
+  w.writeInt32(v);
+}
+
 function checkStruct(v: unknown, path: string): void {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) {
     throw new XdrEncodeError(path + ': expected an object, got ' + typeName(v));
   }
+}
+
+function noArmDecode(tag: number, at: number, path: string): XdrDecodeError {
+  return new XdrDecodeError(path + ': discriminant ' + tag + ' at offset ' + at + ' selects no arm', at);
+}
+
+function noArmEncode(tag: unknown, path: string): XdrEncodeError {
+  return new XdrEncodeError(path + ': tag ' + String(tag) + ' selects no arm');
 }
 
 export const PX_ARCH_LITTLE_ENDIAN_64 = 1;
@@ -1845,6 +1876,555 @@ export const px_JoinApp_argsCodec: Codec<px_JoinApp_args> = {
   },
 };
 
+export const PX_MP_RAW = 0;
+export const PX_MP_NONE = 1;
+export const PX_MP_ULONG = 2;
+export const PX_MP_RSA_PKCS_OAEP = 3;
+export const PX_MP_RSA_PKCS_PSS = 4;
+export const PX_MP_GCM = 5;
+export const PX_MP_CCM = 6;
+export const PX_MP_AES_CTR = 7;
+export const PX_MP_ECDH1_DERIVE = 8;
+export const PX_MP_X9_42_DH1_DERIVE = 9;
+export const PX_MP_KEY_DERIVATION_STRING_DATA = 10;
+export const PX_MP_AES_CBC_ENCRYPT_DATA = 11;
+export const PX_MP_DES_CBC_ENCRYPT_DATA = 12;
+export const PX_MP_EDDSA = 13;
+
+/** enum px_mech_param_kind: one of PX_MP_RAW, PX_MP_NONE, PX_MP_ULONG, PX_MP_RSA_PKCS_OAEP, PX_MP_RSA_PKCS_PSS, PX_MP_GCM, PX_MP_CCM, PX_MP_AES_CTR, PX_MP_ECDH1_DERIVE, PX_MP_X9_42_DH1_DERIVE, PX_MP_KEY_DERIVATION_STRING_DATA, PX_MP_AES_CBC_ENCRYPT_DATA, PX_MP_DES_CBC_ENCRYPT_DATA, PX_MP_EDDSA. */
+export type px_mech_param_kind = number;
+
+const px_mech_param_kindValues: ReadonlySet<number> = new Set([PX_MP_RAW, PX_MP_NONE, PX_MP_ULONG, PX_MP_RSA_PKCS_OAEP, PX_MP_RSA_PKCS_PSS, PX_MP_GCM, PX_MP_CCM, PX_MP_AES_CTR, PX_MP_ECDH1_DERIVE, PX_MP_X9_42_DH1_DERIVE, PX_MP_KEY_DERIVATION_STRING_DATA, PX_MP_AES_CBC_ENCRYPT_DATA, PX_MP_DES_CBC_ENCRYPT_DATA, PX_MP_EDDSA]);
+
+export const px_mech_param_kindCodec: Codec<px_mech_param_kind> = {
+  encode(w: Writer, v: px_mech_param_kind): void {
+    writeEnum(w, v, px_mech_param_kindValues, 'px_mech_param_kind');
+  },
+  decode(r: Reader): px_mech_param_kind {
+    return readEnum(r, px_mech_param_kindValues, 'px_mech_param_kind');
+  },
+};
+
+export interface px_mp_rsa_pkcs_oaep {
+  hashAlg: px_mechanism_type;
+  mgf: px_ulong;
+  source: px_ulong;
+  sourceData: Buffer;
+}
+
+export const px_mp_rsa_pkcs_oaepCodec: Codec<px_mp_rsa_pkcs_oaep> = {
+  encode(w: Writer, v: px_mp_rsa_pkcs_oaep): void {
+    checkStruct(v, 'px_mp_rsa_pkcs_oaep');
+    writeHyper(w, v.hashAlg, 'px_mp_rsa_pkcs_oaep.hashAlg');
+    writeHyper(w, v.mgf, 'px_mp_rsa_pkcs_oaep.mgf');
+    writeHyper(w, v.source, 'px_mp_rsa_pkcs_oaep.source');
+    writeVarOpaque(w, v.sourceData, XDR_UNBOUNDED, 'px_mp_rsa_pkcs_oaep.sourceData');
+  },
+  decode(r: Reader): px_mp_rsa_pkcs_oaep {
+    return {
+      hashAlg: readHyper(r, 'px_mp_rsa_pkcs_oaep.hashAlg'),
+      mgf: readHyper(r, 'px_mp_rsa_pkcs_oaep.mgf'),
+      source: readHyper(r, 'px_mp_rsa_pkcs_oaep.source'),
+      sourceData: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_rsa_pkcs_oaep.sourceData'),
+    };
+  },
+};
+
+export interface px_mp_rsa_pkcs_pss {
+  hashAlg: px_mechanism_type;
+  mgf: px_ulong;
+  sLen: px_ulong;
+}
+
+export const px_mp_rsa_pkcs_pssCodec: Codec<px_mp_rsa_pkcs_pss> = {
+  encode(w: Writer, v: px_mp_rsa_pkcs_pss): void {
+    checkStruct(v, 'px_mp_rsa_pkcs_pss');
+    writeHyper(w, v.hashAlg, 'px_mp_rsa_pkcs_pss.hashAlg');
+    writeHyper(w, v.mgf, 'px_mp_rsa_pkcs_pss.mgf');
+    writeHyper(w, v.sLen, 'px_mp_rsa_pkcs_pss.sLen');
+  },
+  decode(r: Reader): px_mp_rsa_pkcs_pss {
+    return {
+      hashAlg: readHyper(r, 'px_mp_rsa_pkcs_pss.hashAlg'),
+      mgf: readHyper(r, 'px_mp_rsa_pkcs_pss.mgf'),
+      sLen: readHyper(r, 'px_mp_rsa_pkcs_pss.sLen'),
+    };
+  },
+};
+
+export interface px_mp_gcm {
+  iv: Buffer;
+  ivBits: px_ulong;
+  aad: Buffer;
+  tagBits: px_ulong;
+}
+
+export const px_mp_gcmCodec: Codec<px_mp_gcm> = {
+  encode(w: Writer, v: px_mp_gcm): void {
+    checkStruct(v, 'px_mp_gcm');
+    writeVarOpaque(w, v.iv, XDR_UNBOUNDED, 'px_mp_gcm.iv');
+    writeHyper(w, v.ivBits, 'px_mp_gcm.ivBits');
+    writeVarOpaque(w, v.aad, XDR_UNBOUNDED, 'px_mp_gcm.aad');
+    writeHyper(w, v.tagBits, 'px_mp_gcm.tagBits');
+  },
+  decode(r: Reader): px_mp_gcm {
+    return {
+      iv: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_gcm.iv'),
+      ivBits: readHyper(r, 'px_mp_gcm.ivBits'),
+      aad: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_gcm.aad'),
+      tagBits: readHyper(r, 'px_mp_gcm.tagBits'),
+    };
+  },
+};
+
+export interface px_mp_ccm {
+  dataLen: px_ulong;
+  nonce: Buffer;
+  aad: Buffer;
+  macLen: px_ulong;
+}
+
+export const px_mp_ccmCodec: Codec<px_mp_ccm> = {
+  encode(w: Writer, v: px_mp_ccm): void {
+    checkStruct(v, 'px_mp_ccm');
+    writeHyper(w, v.dataLen, 'px_mp_ccm.dataLen');
+    writeVarOpaque(w, v.nonce, XDR_UNBOUNDED, 'px_mp_ccm.nonce');
+    writeVarOpaque(w, v.aad, XDR_UNBOUNDED, 'px_mp_ccm.aad');
+    writeHyper(w, v.macLen, 'px_mp_ccm.macLen');
+  },
+  decode(r: Reader): px_mp_ccm {
+    return {
+      dataLen: readHyper(r, 'px_mp_ccm.dataLen'),
+      nonce: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_ccm.nonce'),
+      aad: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_ccm.aad'),
+      macLen: readHyper(r, 'px_mp_ccm.macLen'),
+    };
+  },
+};
+
+export interface px_mp_aes_ctr {
+  counterBits: px_ulong;
+  cb: Buffer;
+}
+
+export const px_mp_aes_ctrCodec: Codec<px_mp_aes_ctr> = {
+  encode(w: Writer, v: px_mp_aes_ctr): void {
+    checkStruct(v, 'px_mp_aes_ctr');
+    writeHyper(w, v.counterBits, 'px_mp_aes_ctr.counterBits');
+    writeFixedOpaque(w, v.cb, 16, 'px_mp_aes_ctr.cb');
+  },
+  decode(r: Reader): px_mp_aes_ctr {
+    return {
+      counterBits: readHyper(r, 'px_mp_aes_ctr.counterBits'),
+      cb: readFixedOpaque(r, 16, 'px_mp_aes_ctr.cb'),
+    };
+  },
+};
+
+export interface px_mp_ecdh1_derive {
+  kdf: px_ulong;
+  sharedData: Buffer;
+  publicData: Buffer;
+}
+
+export const px_mp_ecdh1_deriveCodec: Codec<px_mp_ecdh1_derive> = {
+  encode(w: Writer, v: px_mp_ecdh1_derive): void {
+    checkStruct(v, 'px_mp_ecdh1_derive');
+    writeHyper(w, v.kdf, 'px_mp_ecdh1_derive.kdf');
+    writeVarOpaque(w, v.sharedData, XDR_UNBOUNDED, 'px_mp_ecdh1_derive.sharedData');
+    writeVarOpaque(w, v.publicData, XDR_UNBOUNDED, 'px_mp_ecdh1_derive.publicData');
+  },
+  decode(r: Reader): px_mp_ecdh1_derive {
+    return {
+      kdf: readHyper(r, 'px_mp_ecdh1_derive.kdf'),
+      sharedData: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_ecdh1_derive.sharedData'),
+      publicData: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_ecdh1_derive.publicData'),
+    };
+  },
+};
+
+export interface px_mp_x9_42_dh1_derive {
+  kdf: px_ulong;
+  otherInfo: Buffer;
+  publicData: Buffer;
+}
+
+export const px_mp_x9_42_dh1_deriveCodec: Codec<px_mp_x9_42_dh1_derive> = {
+  encode(w: Writer, v: px_mp_x9_42_dh1_derive): void {
+    checkStruct(v, 'px_mp_x9_42_dh1_derive');
+    writeHyper(w, v.kdf, 'px_mp_x9_42_dh1_derive.kdf');
+    writeVarOpaque(w, v.otherInfo, XDR_UNBOUNDED, 'px_mp_x9_42_dh1_derive.otherInfo');
+    writeVarOpaque(w, v.publicData, XDR_UNBOUNDED, 'px_mp_x9_42_dh1_derive.publicData');
+  },
+  decode(r: Reader): px_mp_x9_42_dh1_derive {
+    return {
+      kdf: readHyper(r, 'px_mp_x9_42_dh1_derive.kdf'),
+      otherInfo: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_x9_42_dh1_derive.otherInfo'),
+      publicData: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_x9_42_dh1_derive.publicData'),
+    };
+  },
+};
+
+export interface px_mp_aes_cbc_encrypt_data {
+  iv: Buffer;
+  data: Buffer;
+}
+
+export const px_mp_aes_cbc_encrypt_dataCodec: Codec<px_mp_aes_cbc_encrypt_data> = {
+  encode(w: Writer, v: px_mp_aes_cbc_encrypt_data): void {
+    checkStruct(v, 'px_mp_aes_cbc_encrypt_data');
+    writeFixedOpaque(w, v.iv, 16, 'px_mp_aes_cbc_encrypt_data.iv');
+    writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'px_mp_aes_cbc_encrypt_data.data');
+  },
+  decode(r: Reader): px_mp_aes_cbc_encrypt_data {
+    return {
+      iv: readFixedOpaque(r, 16, 'px_mp_aes_cbc_encrypt_data.iv'),
+      data: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_aes_cbc_encrypt_data.data'),
+    };
+  },
+};
+
+export interface px_mp_des_cbc_encrypt_data {
+  iv: Buffer;
+  data: Buffer;
+}
+
+export const px_mp_des_cbc_encrypt_dataCodec: Codec<px_mp_des_cbc_encrypt_data> = {
+  encode(w: Writer, v: px_mp_des_cbc_encrypt_data): void {
+    checkStruct(v, 'px_mp_des_cbc_encrypt_data');
+    writeFixedOpaque(w, v.iv, 8, 'px_mp_des_cbc_encrypt_data.iv');
+    writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'px_mp_des_cbc_encrypt_data.data');
+  },
+  decode(r: Reader): px_mp_des_cbc_encrypt_data {
+    return {
+      iv: readFixedOpaque(r, 8, 'px_mp_des_cbc_encrypt_data.iv'),
+      data: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_des_cbc_encrypt_data.data'),
+    };
+  },
+};
+
+export interface px_mp_eddsa {
+  phFlag: boolean;
+  contextData: Buffer;
+}
+
+export const px_mp_eddsaCodec: Codec<px_mp_eddsa> = {
+  encode(w: Writer, v: px_mp_eddsa): void {
+    checkStruct(v, 'px_mp_eddsa');
+    writeBool(w, v.phFlag, 'px_mp_eddsa.phFlag');
+    writeVarOpaque(w, v.contextData, XDR_UNBOUNDED, 'px_mp_eddsa.contextData');
+  },
+  decode(r: Reader): px_mp_eddsa {
+    return {
+      phFlag: readBool(r, 'px_mp_eddsa.phFlag'),
+      contextData: readVarOpaque(r, XDR_UNBOUNDED, 'px_mp_eddsa.contextData'),
+    };
+  },
+};
+
+/** union px_mech_param, switched on kind. */
+export type px_mech_param =
+  | { tag: 0; value: Buffer }
+  | { tag: 1; value?: undefined }
+  | { tag: 2; value: px_ulong }
+  | { tag: 3; value: px_mp_rsa_pkcs_oaep }
+  | { tag: 4; value: px_mp_rsa_pkcs_pss }
+  | { tag: 5; value: px_mp_gcm }
+  | { tag: 6; value: px_mp_ccm }
+  | { tag: 7; value: px_mp_aes_ctr }
+  | { tag: 8; value: px_mp_ecdh1_derive }
+  | { tag: 9; value: px_mp_x9_42_dh1_derive }
+  | { tag: 10; value: Buffer }
+  | { tag: 11; value: px_mp_aes_cbc_encrypt_data }
+  | { tag: 12; value: px_mp_des_cbc_encrypt_data }
+  | { tag: 13; value: px_mp_eddsa };
+
+export const px_mech_paramCodec: Codec<px_mech_param> = {
+  encode(w: Writer, v: px_mech_param): void {
+    checkStruct(v, 'px_mech_param');
+    switch (v.tag) {
+      case 0:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        writeVarOpaque(w, v.value as Buffer, XDR_UNBOUNDED, 'px_mech_param.raw');
+        return;
+      case 1:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        return;
+      case 2:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        writeHyper(w, v.value as px_ulong, 'px_mech_param.ulongValue');
+        return;
+      case 3:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_rsa_pkcs_oaepCodec.encode(w, v.value as px_mp_rsa_pkcs_oaep);
+        return;
+      case 4:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_rsa_pkcs_pssCodec.encode(w, v.value as px_mp_rsa_pkcs_pss);
+        return;
+      case 5:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_gcmCodec.encode(w, v.value as px_mp_gcm);
+        return;
+      case 6:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_ccmCodec.encode(w, v.value as px_mp_ccm);
+        return;
+      case 7:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_aes_ctrCodec.encode(w, v.value as px_mp_aes_ctr);
+        return;
+      case 8:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_ecdh1_deriveCodec.encode(w, v.value as px_mp_ecdh1_derive);
+        return;
+      case 9:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_x9_42_dh1_deriveCodec.encode(w, v.value as px_mp_x9_42_dh1_derive);
+        return;
+      case 10:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        writeVarOpaque(w, v.value as Buffer, XDR_UNBOUNDED, 'px_mech_param.stringData');
+        return;
+      case 11:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_aes_cbc_encrypt_dataCodec.encode(w, v.value as px_mp_aes_cbc_encrypt_data);
+        return;
+      case 12:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_des_cbc_encrypt_dataCodec.encode(w, v.value as px_mp_des_cbc_encrypt_data);
+        return;
+      case 13:
+        writeEnum(w, v.tag, px_mech_param_kindValues, 'px_mech_param.kind');
+        px_mp_eddsaCodec.encode(w, v.value as px_mp_eddsa);
+        return;
+      default:
+        throw noArmEncode((v as { tag: unknown }).tag, 'px_mech_param');
+    }
+  },
+  decode(r: Reader): px_mech_param {
+    const at = r.offset;
+    const tag = readEnum(r, px_mech_param_kindValues, 'px_mech_param.kind');
+    switch (tag) {
+      case 0:
+        return { tag, value: readVarOpaque(r, XDR_UNBOUNDED, 'px_mech_param.raw') } as px_mech_param;
+      case 1:
+        return { tag, value: undefined } as px_mech_param;
+      case 2:
+        return { tag, value: readHyper(r, 'px_mech_param.ulongValue') } as px_mech_param;
+      case 3:
+        return { tag, value: px_mp_rsa_pkcs_oaepCodec.decode(r) } as px_mech_param;
+      case 4:
+        return { tag, value: px_mp_rsa_pkcs_pssCodec.decode(r) } as px_mech_param;
+      case 5:
+        return { tag, value: px_mp_gcmCodec.decode(r) } as px_mech_param;
+      case 6:
+        return { tag, value: px_mp_ccmCodec.decode(r) } as px_mech_param;
+      case 7:
+        return { tag, value: px_mp_aes_ctrCodec.decode(r) } as px_mech_param;
+      case 8:
+        return { tag, value: px_mp_ecdh1_deriveCodec.decode(r) } as px_mech_param;
+      case 9:
+        return { tag, value: px_mp_x9_42_dh1_deriveCodec.decode(r) } as px_mech_param;
+      case 10:
+        return { tag, value: readVarOpaque(r, XDR_UNBOUNDED, 'px_mech_param.stringData') } as px_mech_param;
+      case 11:
+        return { tag, value: px_mp_aes_cbc_encrypt_dataCodec.decode(r) } as px_mech_param;
+      case 12:
+        return { tag, value: px_mp_des_cbc_encrypt_dataCodec.decode(r) } as px_mech_param;
+      case 13:
+        return { tag, value: px_mp_eddsaCodec.decode(r) } as px_mech_param;
+      default:
+        throw noArmDecode(tag, at, 'px_mech_param');
+    }
+  },
+};
+
+export interface px_mechanism_typed {
+  mechanism: px_mechanism_type;
+  param: px_mech_param;
+}
+
+export const px_mechanism_typedCodec: Codec<px_mechanism_typed> = {
+  encode(w: Writer, v: px_mechanism_typed): void {
+    checkStruct(v, 'px_mechanism_typed');
+    writeHyper(w, v.mechanism, 'px_mechanism_typed.mechanism');
+    px_mech_paramCodec.encode(w, v.param);
+  },
+  decode(r: Reader): px_mechanism_typed {
+    return {
+      mechanism: readHyper(r, 'px_mechanism_typed.mechanism'),
+      param: px_mech_paramCodec.decode(r),
+    };
+  },
+};
+
+export interface px_session_mechanism_typed_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+}
+
+export const px_session_mechanism_typed_argsCodec: Codec<px_session_mechanism_typed_args> = {
+  encode(w: Writer, v: px_session_mechanism_typed_args): void {
+    checkStruct(v, 'px_session_mechanism_typed_args');
+    writeHyper(w, v.session, 'px_session_mechanism_typed_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+  },
+  decode(r: Reader): px_session_mechanism_typed_args {
+    return {
+      session: readHyper(r, 'px_session_mechanism_typed_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+    };
+  },
+};
+
+export interface px_session_mechanism_typed_key_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+  key: px_object_handle;
+}
+
+export const px_session_mechanism_typed_key_argsCodec: Codec<px_session_mechanism_typed_key_args> = {
+  encode(w: Writer, v: px_session_mechanism_typed_key_args): void {
+    checkStruct(v, 'px_session_mechanism_typed_key_args');
+    writeHyper(w, v.session, 'px_session_mechanism_typed_key_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+    writeHyper(w, v.key, 'px_session_mechanism_typed_key_args.key');
+  },
+  decode(r: Reader): px_session_mechanism_typed_key_args {
+    return {
+      session: readHyper(r, 'px_session_mechanism_typed_key_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+      key: readHyper(r, 'px_session_mechanism_typed_key_args.key'),
+    };
+  },
+};
+
+export interface px_GenerateKeyTyped_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+  template: px_template;
+}
+
+export const px_GenerateKeyTyped_argsCodec: Codec<px_GenerateKeyTyped_args> = {
+  encode(w: Writer, v: px_GenerateKeyTyped_args): void {
+    checkStruct(v, 'px_GenerateKeyTyped_args');
+    writeHyper(w, v.session, 'px_GenerateKeyTyped_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+    writeVarArray(w, v.template, XDR_UNBOUNDED, px_attributeCodec.encode, 'px_GenerateKeyTyped_args.template');
+  },
+  decode(r: Reader): px_GenerateKeyTyped_args {
+    return {
+      session: readHyper(r, 'px_GenerateKeyTyped_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+      template: readVarArray(r, XDR_UNBOUNDED, 20, px_attributeCodec.decode, 'px_GenerateKeyTyped_args.template'),
+    };
+  },
+};
+
+export interface px_GenerateKeyPairTyped_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+  publicKeyTemplate: px_template;
+  privateKeyTemplate: px_template;
+}
+
+export const px_GenerateKeyPairTyped_argsCodec: Codec<px_GenerateKeyPairTyped_args> = {
+  encode(w: Writer, v: px_GenerateKeyPairTyped_args): void {
+    checkStruct(v, 'px_GenerateKeyPairTyped_args');
+    writeHyper(w, v.session, 'px_GenerateKeyPairTyped_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+    writeVarArray(w, v.publicKeyTemplate, XDR_UNBOUNDED, px_attributeCodec.encode, 'px_GenerateKeyPairTyped_args.publicKeyTemplate');
+    writeVarArray(w, v.privateKeyTemplate, XDR_UNBOUNDED, px_attributeCodec.encode, 'px_GenerateKeyPairTyped_args.privateKeyTemplate');
+  },
+  decode(r: Reader): px_GenerateKeyPairTyped_args {
+    return {
+      session: readHyper(r, 'px_GenerateKeyPairTyped_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+      publicKeyTemplate: readVarArray(r, XDR_UNBOUNDED, 20, px_attributeCodec.decode, 'px_GenerateKeyPairTyped_args.publicKeyTemplate'),
+      privateKeyTemplate: readVarArray(r, XDR_UNBOUNDED, 20, px_attributeCodec.decode, 'px_GenerateKeyPairTyped_args.privateKeyTemplate'),
+    };
+  },
+};
+
+export interface px_WrapKeyTyped_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+  wrappingKey: px_object_handle;
+  key: px_object_handle;
+}
+
+export const px_WrapKeyTyped_argsCodec: Codec<px_WrapKeyTyped_args> = {
+  encode(w: Writer, v: px_WrapKeyTyped_args): void {
+    checkStruct(v, 'px_WrapKeyTyped_args');
+    writeHyper(w, v.session, 'px_WrapKeyTyped_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+    writeHyper(w, v.wrappingKey, 'px_WrapKeyTyped_args.wrappingKey');
+    writeHyper(w, v.key, 'px_WrapKeyTyped_args.key');
+  },
+  decode(r: Reader): px_WrapKeyTyped_args {
+    return {
+      session: readHyper(r, 'px_WrapKeyTyped_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+      wrappingKey: readHyper(r, 'px_WrapKeyTyped_args.wrappingKey'),
+      key: readHyper(r, 'px_WrapKeyTyped_args.key'),
+    };
+  },
+};
+
+export interface px_UnwrapKeyTyped_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+  unwrappingKey: px_object_handle;
+  wrappedKey: px_bytes;
+  template: px_template;
+}
+
+export const px_UnwrapKeyTyped_argsCodec: Codec<px_UnwrapKeyTyped_args> = {
+  encode(w: Writer, v: px_UnwrapKeyTyped_args): void {
+    checkStruct(v, 'px_UnwrapKeyTyped_args');
+    writeHyper(w, v.session, 'px_UnwrapKeyTyped_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+    writeHyper(w, v.unwrappingKey, 'px_UnwrapKeyTyped_args.unwrappingKey');
+    writeVarOpaque(w, v.wrappedKey, XDR_UNBOUNDED, 'px_UnwrapKeyTyped_args.wrappedKey');
+    writeVarArray(w, v.template, XDR_UNBOUNDED, px_attributeCodec.encode, 'px_UnwrapKeyTyped_args.template');
+  },
+  decode(r: Reader): px_UnwrapKeyTyped_args {
+    return {
+      session: readHyper(r, 'px_UnwrapKeyTyped_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+      unwrappingKey: readHyper(r, 'px_UnwrapKeyTyped_args.unwrappingKey'),
+      wrappedKey: readVarOpaque(r, XDR_UNBOUNDED, 'px_UnwrapKeyTyped_args.wrappedKey'),
+      template: readVarArray(r, XDR_UNBOUNDED, 20, px_attributeCodec.decode, 'px_UnwrapKeyTyped_args.template'),
+    };
+  },
+};
+
+export interface px_DeriveKeyTyped_args {
+  session: px_session_handle;
+  mechanism: px_mechanism_typed;
+  baseKey: px_object_handle;
+  template: px_template;
+}
+
+export const px_DeriveKeyTyped_argsCodec: Codec<px_DeriveKeyTyped_args> = {
+  encode(w: Writer, v: px_DeriveKeyTyped_args): void {
+    checkStruct(v, 'px_DeriveKeyTyped_args');
+    writeHyper(w, v.session, 'px_DeriveKeyTyped_args.session');
+    px_mechanism_typedCodec.encode(w, v.mechanism);
+    writeHyper(w, v.baseKey, 'px_DeriveKeyTyped_args.baseKey');
+    writeVarArray(w, v.template, XDR_UNBOUNDED, px_attributeCodec.encode, 'px_DeriveKeyTyped_args.template');
+  },
+  decode(r: Reader): px_DeriveKeyTyped_args {
+    return {
+      session: readHyper(r, 'px_DeriveKeyTyped_args.session'),
+      mechanism: px_mechanism_typedCodec.decode(r),
+      baseKey: readHyper(r, 'px_DeriveKeyTyped_args.baseKey'),
+      template: readVarArray(r, XDR_UNBOUNDED, 20, px_attributeCodec.decode, 'px_DeriveKeyTyped_args.template'),
+    };
+  },
+};
+
 export const PKCS11_PROG = 4;
 export const PKCS11_V3 = 3;
 
@@ -1920,7 +2500,19 @@ export type CallName =
   | 'C_CancelFunction'
   | 'C_LoadModule'
   | 'px_GetAppToken'
-  | 'px_JoinApp';
+  | 'px_JoinApp'
+  | 'px_DigestInitTyped'
+  | 'px_SignInitTyped'
+  | 'px_VerifyInitTyped'
+  | 'px_EncryptInitTyped'
+  | 'px_DecryptInitTyped'
+  | 'px_SignRecoverInitTyped'
+  | 'px_VerifyRecoverInitTyped'
+  | 'px_GenerateKeyTyped'
+  | 'px_GenerateKeyPairTyped'
+  | 'px_WrapKeyTyped'
+  | 'px_UnwrapKeyTyped'
+  | 'px_DeriveKeyTyped';
 
 /** Argument and result type of each call; `void` arguments are absent. */
 export interface CallSignatures {
@@ -1995,6 +2587,18 @@ export interface CallSignatures {
   C_LoadModule: { args: C_LoadModule_args; ret: px_rv };
   px_GetAppToken: { args: void; ret: px_GetAppToken_ret };
   px_JoinApp: { args: px_JoinApp_args; ret: px_rv };
+  px_DigestInitTyped: { args: px_session_mechanism_typed_args; ret: px_rv };
+  px_SignInitTyped: { args: px_session_mechanism_typed_key_args; ret: px_rv };
+  px_VerifyInitTyped: { args: px_session_mechanism_typed_key_args; ret: px_rv };
+  px_EncryptInitTyped: { args: px_session_mechanism_typed_key_args; ret: px_rv };
+  px_DecryptInitTyped: { args: px_session_mechanism_typed_key_args; ret: px_rv };
+  px_SignRecoverInitTyped: { args: px_session_mechanism_typed_key_args; ret: px_rv };
+  px_VerifyRecoverInitTyped: { args: px_session_mechanism_typed_key_args; ret: px_rv };
+  px_GenerateKeyTyped: { args: px_GenerateKeyTyped_args; ret: px_object_ret };
+  px_GenerateKeyPairTyped: { args: px_GenerateKeyPairTyped_args; ret: C_GenerateKeyPair_ret };
+  px_WrapKeyTyped: { args: px_WrapKeyTyped_args; ret: px_bytes_ret };
+  px_UnwrapKeyTyped: { args: px_UnwrapKeyTyped_args; ret: px_object_ret };
+  px_DeriveKeyTyped: { args: px_DeriveKeyTyped_args; ret: px_object_ret };
 }
 
 /** One procedure of one version: its numbers, names and codecs. */
@@ -2728,6 +3332,126 @@ export const PROCEDURES: readonly ProcedureDef[] = Object.freeze([
     ret: px_rvCodec,
     errorRet: (rv: number): px_rv => rv,
   }),
+  defineProcedure<px_session_mechanism_typed_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 73,
+    rpcName: 'px_DigestInitTyped',
+    name: 'px_DigestInitTyped',
+    args: px_session_mechanism_typed_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_session_mechanism_typed_key_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 74,
+    rpcName: 'px_SignInitTyped',
+    name: 'px_SignInitTyped',
+    args: px_session_mechanism_typed_key_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_session_mechanism_typed_key_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 75,
+    rpcName: 'px_VerifyInitTyped',
+    name: 'px_VerifyInitTyped',
+    args: px_session_mechanism_typed_key_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_session_mechanism_typed_key_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 76,
+    rpcName: 'px_EncryptInitTyped',
+    name: 'px_EncryptInitTyped',
+    args: px_session_mechanism_typed_key_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_session_mechanism_typed_key_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 77,
+    rpcName: 'px_DecryptInitTyped',
+    name: 'px_DecryptInitTyped',
+    args: px_session_mechanism_typed_key_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_session_mechanism_typed_key_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 78,
+    rpcName: 'px_SignRecoverInitTyped',
+    name: 'px_SignRecoverInitTyped',
+    args: px_session_mechanism_typed_key_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_session_mechanism_typed_key_args, px_rv>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 79,
+    rpcName: 'px_VerifyRecoverInitTyped',
+    name: 'px_VerifyRecoverInitTyped',
+    args: px_session_mechanism_typed_key_argsCodec,
+    ret: px_rvCodec,
+    errorRet: (rv: number): px_rv => rv,
+  }),
+  defineProcedure<px_GenerateKeyTyped_args, px_object_ret>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 80,
+    rpcName: 'px_GenerateKeyTyped',
+    name: 'px_GenerateKeyTyped',
+    args: px_GenerateKeyTyped_argsCodec,
+    ret: px_object_retCodec,
+    errorRet: (rv: number): px_object_ret => ({ rv: rv, object: 0 }),
+  }),
+  defineProcedure<px_GenerateKeyPairTyped_args, C_GenerateKeyPair_ret>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 81,
+    rpcName: 'px_GenerateKeyPairTyped',
+    name: 'px_GenerateKeyPairTyped',
+    args: px_GenerateKeyPairTyped_argsCodec,
+    ret: C_GenerateKeyPair_retCodec,
+    errorRet: (rv: number): C_GenerateKeyPair_ret => ({ rv: rv, publicKey: 0, privateKey: 0 }),
+  }),
+  defineProcedure<px_WrapKeyTyped_args, px_bytes_ret>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 82,
+    rpcName: 'px_WrapKeyTyped',
+    name: 'px_WrapKeyTyped',
+    args: px_WrapKeyTyped_argsCodec,
+    ret: px_bytes_retCodec,
+    errorRet: (rv: number): px_bytes_ret => ({ rv: rv, data: Buffer.alloc(0) }),
+  }),
+  defineProcedure<px_UnwrapKeyTyped_args, px_object_ret>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 83,
+    rpcName: 'px_UnwrapKeyTyped',
+    name: 'px_UnwrapKeyTyped',
+    args: px_UnwrapKeyTyped_argsCodec,
+    ret: px_object_retCodec,
+    errorRet: (rv: number): px_object_ret => ({ rv: rv, object: 0 }),
+  }),
+  defineProcedure<px_DeriveKeyTyped_args, px_object_ret>({
+    prog: PKCS11_PROG,
+    vers: PKCS11_V3,
+    proc: 84,
+    rpcName: 'px_DeriveKeyTyped',
+    name: 'px_DeriveKeyTyped',
+    args: px_DeriveKeyTyped_argsCodec,
+    ret: px_object_retCodec,
+    errorRet: (rv: number): px_object_ret => ({ rv: rv, object: 0 }),
+  }),
 ]);
 
 function indexProcedures(procs: readonly ProcedureDef[]): ReadonlyMap<number, ReadonlyMap<number, ProcedureDef>> {
@@ -2819,6 +3543,18 @@ export interface Pkcs11Calls<Ctx> {
   C_LoadModule(ctx: Ctx, args: C_LoadModule_args): Promise<px_rv>;
   px_GetAppToken(ctx: Ctx): Promise<px_GetAppToken_ret>;
   px_JoinApp(ctx: Ctx, args: px_JoinApp_args): Promise<px_rv>;
+  px_DigestInitTyped(ctx: Ctx, args: px_session_mechanism_typed_args): Promise<px_rv>;
+  px_SignInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv>;
+  px_VerifyInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv>;
+  px_EncryptInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv>;
+  px_DecryptInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv>;
+  px_SignRecoverInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv>;
+  px_VerifyRecoverInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv>;
+  px_GenerateKeyTyped(ctx: Ctx, args: px_GenerateKeyTyped_args): Promise<px_object_ret>;
+  px_GenerateKeyPairTyped(ctx: Ctx, args: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret>;
+  px_WrapKeyTyped(ctx: Ctx, args: px_WrapKeyTyped_args): Promise<px_bytes_ret>;
+  px_UnwrapKeyTyped(ctx: Ctx, args: px_UnwrapKeyTyped_args): Promise<px_object_ret>;
+  px_DeriveKeyTyped(ctx: Ctx, args: px_DeriveKeyTyped_args): Promise<px_object_ret>;
 }
 
 /** A layer that forwards every call to `next`; subclasses override the calls they change. */
@@ -3108,6 +3844,54 @@ export class Pkcs11Passthrough<Ctx> implements Pkcs11Calls<Ctx> {
   px_JoinApp(ctx: Ctx, args: px_JoinApp_args): Promise<px_rv> {
     return this.next.px_JoinApp(ctx, args);
   }
+
+  px_DigestInitTyped(ctx: Ctx, args: px_session_mechanism_typed_args): Promise<px_rv> {
+    return this.next.px_DigestInitTyped(ctx, args);
+  }
+
+  px_SignInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.next.px_SignInitTyped(ctx, args);
+  }
+
+  px_VerifyInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.next.px_VerifyInitTyped(ctx, args);
+  }
+
+  px_EncryptInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.next.px_EncryptInitTyped(ctx, args);
+  }
+
+  px_DecryptInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.next.px_DecryptInitTyped(ctx, args);
+  }
+
+  px_SignRecoverInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.next.px_SignRecoverInitTyped(ctx, args);
+  }
+
+  px_VerifyRecoverInitTyped(ctx: Ctx, args: px_session_mechanism_typed_key_args): Promise<px_rv> {
+    return this.next.px_VerifyRecoverInitTyped(ctx, args);
+  }
+
+  px_GenerateKeyTyped(ctx: Ctx, args: px_GenerateKeyTyped_args): Promise<px_object_ret> {
+    return this.next.px_GenerateKeyTyped(ctx, args);
+  }
+
+  px_GenerateKeyPairTyped(ctx: Ctx, args: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
+    return this.next.px_GenerateKeyPairTyped(ctx, args);
+  }
+
+  px_WrapKeyTyped(ctx: Ctx, args: px_WrapKeyTyped_args): Promise<px_bytes_ret> {
+    return this.next.px_WrapKeyTyped(ctx, args);
+  }
+
+  px_UnwrapKeyTyped(ctx: Ctx, args: px_UnwrapKeyTyped_args): Promise<px_object_ret> {
+    return this.next.px_UnwrapKeyTyped(ctx, args);
+  }
+
+  px_DeriveKeyTyped(ctx: Ctx, args: px_DeriveKeyTyped_args): Promise<px_object_ret> {
+    return this.next.px_DeriveKeyTyped(ctx, args);
+  }
 }
 
 /** Calls a method of an implementation by call name; `args` is ignored for calls without arguments. */
@@ -3183,4 +3967,16 @@ export const CALL_INVOKERS: Record<CallName, (impl: Pkcs11Calls<any>, ctx: any, 
   C_LoadModule: (impl, ctx, args) => impl.C_LoadModule(ctx, args),
   px_GetAppToken: (impl, ctx) => impl.px_GetAppToken(ctx),
   px_JoinApp: (impl, ctx, args) => impl.px_JoinApp(ctx, args),
+  px_DigestInitTyped: (impl, ctx, args) => impl.px_DigestInitTyped(ctx, args),
+  px_SignInitTyped: (impl, ctx, args) => impl.px_SignInitTyped(ctx, args),
+  px_VerifyInitTyped: (impl, ctx, args) => impl.px_VerifyInitTyped(ctx, args),
+  px_EncryptInitTyped: (impl, ctx, args) => impl.px_EncryptInitTyped(ctx, args),
+  px_DecryptInitTyped: (impl, ctx, args) => impl.px_DecryptInitTyped(ctx, args),
+  px_SignRecoverInitTyped: (impl, ctx, args) => impl.px_SignRecoverInitTyped(ctx, args),
+  px_VerifyRecoverInitTyped: (impl, ctx, args) => impl.px_VerifyRecoverInitTyped(ctx, args),
+  px_GenerateKeyTyped: (impl, ctx, args) => impl.px_GenerateKeyTyped(ctx, args),
+  px_GenerateKeyPairTyped: (impl, ctx, args) => impl.px_GenerateKeyPairTyped(ctx, args),
+  px_WrapKeyTyped: (impl, ctx, args) => impl.px_WrapKeyTyped(ctx, args),
+  px_UnwrapKeyTyped: (impl, ctx, args) => impl.px_UnwrapKeyTyped(ctx, args),
+  px_DeriveKeyTyped: (impl, ctx, args) => impl.px_DeriveKeyTyped(ctx, args),
 });

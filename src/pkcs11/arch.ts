@@ -77,7 +77,8 @@ function readULong(buf: Buffer, off: number, a: ArchLayout): number {
   return v === 0xffffffff ? -1 : v;
 }
 
-function writeULong(buf: Buffer, off: number, v: number, a: ArchLayout): void {
+/** Writes one CK_ULONG in layout `a`; -1 is ~0. */
+export function writeULong(buf: Buffer, off: number, v: number, a: ArchLayout): void {
   if (a.ulongSize === 8) {
     const b = v < 0 ? 0xffffffffffffffffn : BigInt(v);
     if (a.littleEndian) buf.writeBigUInt64LE(b, off);

@@ -38,6 +38,13 @@ async function waitFor(cond: () => Promise<boolean>): Promise<void> {
   throw new Error('condition not reached');
 }
 
+async function findLabel(c: P11Client, session: number, label: string): Promise<number[]> {
+  expect(await c.call('C_FindObjectsInit', { session, template: [bytes(p.CKA_LABEL, label)] })).toBe(p.CKR_OK);
+  const r = await c.call('C_FindObjects', { session, maxObjectCount: 100 });
+  expect(await c.call('C_FindObjectsFinal', { session })).toBe(p.CKR_OK);
+  return r.objects;
+}
+
 test('a connection cannot use another connection\'s session or object handles', async () => {
   const a = await openLoggedIn();
   const b = await openLoggedIn();
@@ -54,18 +61,21 @@ test('a connection cannot use another connection\'s session or object handles', 
   // The module shows session objects to every session of the process; the daemon does not.
   expect(await findLabel(b.c, b.s, 'a-data')).toHaveLength(0);
   expect(await findLabel(a.c, a.s, 'a-data')).toEqual([obj.object]);
+  // Same for objects made through the typed-parameter extension.
+  const k = await a.c.call('px_GenerateKeyTyped', {
+    session: a.s,
+    mechanism: { mechanism: p.CKM_AES_KEY_GEN, param: { tag: 1 } },
+    template: [ulong(p.CKA_VALUE_LEN, 16), bool(p.CKA_TOKEN, false), bool(p.CKA_PRIVATE, false), bytes(p.CKA_LABEL, 'a-key')],
+  });
+  expect(k.rv).toBe(p.CKR_OK);
+  expect(await findLabel(b.c, b.s, 'a-key')).toHaveLength(0);
+  expect(await findLabel(a.c, a.s, 'a-key')).toEqual([k.object]);
   // Still intact for its owner.
   expect((await a.c.call('C_GetAttributeValue', { session: a.s, object: obj.object, template: [query(p.CKA_LABEL)] })).rv).toBe(p.CKR_OK);
   await a.c.close();
   await b.c.close();
 });
 
-async function findLabel(c: P11Client, session: number, label: string): Promise<number[]> {
-  expect(await c.call('C_FindObjectsInit', { session, template: [bytes(p.CKA_LABEL, label)] })).toBe(p.CKR_OK);
-  const r = await c.call('C_FindObjects', { session, maxObjectCount: 100 });
-  expect(await c.call('C_FindObjectsFinal', { session })).toBe(p.CKR_OK);
-  return r.objects;
-}
 
 test('disconnect closes the connection\'s sessions on the module', async () => {
   const a = await openLoggedIn();

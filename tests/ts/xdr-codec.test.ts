@@ -286,8 +286,11 @@ describe('encode errors', () => {
 });
 
 describe('procedure table', () => {
-  it('lists procedures 2..70 of version 3 with their names', () => {
-    expect(PROCEDURES.map((p) => p.proc)).toEqual(Array.from({ length: 69 }, (_, i) => i + 2));
+  it('lists procedures 2..70 of version 3 with their names, then the extensions from 71 on', () => {
+    const procs = PROCEDURES.map((p) => p.proc);
+    expect(procs.slice(0, 69)).toEqual(Array.from({ length: 69 }, (_, i) => i + 2));
+    expect(procs.slice(69)).toEqual(Array.from({ length: procs.length - 69 }, (_, i) => i + 71));
+    expect(PROCEDURES.slice(69).every((p) => p.name.startsWith('px_'))).toBe(true);
     for (const p of PROCEDURES) {
       expect(p.prog).toBe(4);
       expect(p.vers).toBe(3);
@@ -295,7 +298,7 @@ describe('procedure table', () => {
       expect(Object.isFrozen(p)).toBe(true);
     }
     const v3 = PROCEDURES_BY_VERSION.get(3)!;
-    expect(v3.size).toBe(69);
+    expect(v3.size).toBe(PROCEDURES.length);
     expect(v3.get(43)!.name).toBe('C_Sign');
     expect(v3.get(43)!.rpcName).toBe('c_Sign');
     expect(v3.get(3)!.args).toBe(voidCodec);

@@ -1,5 +1,14 @@
-import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
-import type { C_GetAttributeValue_args, C_GetAttributeValue_ret, C_SetupArch_args, Pkcs11Calls, px_attribute, px_mechanism, px_rv } from '../../generated/pkcs11_rpc';
+import { Pkcs11Passthrough, PX_MP_RAW } from '../../generated/pkcs11_rpc';
+import type {
+  C_GetAttributeValue_args,
+  C_GetAttributeValue_ret,
+  C_SetupArch_args,
+  Pkcs11Calls,
+  px_attribute,
+  px_mechanism,
+  px_mechanism_typed,
+  px_rv,
+} from '../../generated/pkcs11_rpc';
 import {
   ARCH_UNSUPPORTED,
   archLayout,
@@ -22,6 +31,18 @@ function convertTemplate(t: px_attribute[], from: ArchLayout, to: ArchLayout): p
 }
 
 /**
+ * A version 3 mechanism's parameter bytes are in the client's layout; a
+ * typed parameter (procedures 73..84) carries numbers, except its RAW kind,
+ * which is the version 3 bytes.
+ */
+function convertMechanism(m: px_mechanism | px_mechanism_typed, from: ArchLayout): px_mechanism | px_mechanism_typed {
+  const convert = (b: Buffer): Buffer => convertMechanismParameter(m.mechanism, b, from, NATIVE_ARCH);
+  if ('parameter' in m) return { mechanism: m.mechanism, parameter: convert(m.parameter) };
+  if (m.param.tag !== PX_MP_RAW) return m;
+  return { mechanism: m.mechanism, param: { tag: PX_MP_RAW, value: convert(m.param.value) } };
+}
+
+/**
  * Converts CK_ULONG-valued attribute values and mechanism parameters between
  * the client's layout (declared by C_SetupArch) and the daemon's. A client
  * with the daemon's layout costs nothing here.
@@ -35,8 +56,7 @@ export class ArchLayer extends Pkcs11Passthrough<ConnectionState> {
       for (const f of TEMPLATE_ARG_FIELDS) {
         if (Array.isArray(a[f])) a[f] = convertTemplate(a[f] as px_attribute[], conn.arch, NATIVE_ARCH);
       }
-      const m = a.mechanism as px_mechanism | undefined;
-      if (m) a.mechanism = { mechanism: m.mechanism, parameter: convertMechanismParameter(m.mechanism, m.parameter, conn.arch, NATIVE_ARCH) };
+      if (a.mechanism) a.mechanism = convertMechanism(a.mechanism as px_mechanism | px_mechanism_typed, conn.arch);
       return invoke(this.next, name, conn, a);
     });
   }

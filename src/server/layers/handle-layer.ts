@@ -17,7 +17,7 @@ import { Pkcs11Error, rvOf } from '../../pkcs11/errors';
 import type { Application, ConnectionState } from '../connection-state';
 import type { Logger } from '../log';
 import { installGeneric, invoke } from './generic';
-import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
+import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS, V3_CALL_OF_TYPED } from './object-fields';
 
 /** Handles are CK_ULONGs; keep them below 2^32 so 32-bit clients can hold them. */
 const MAX_HANDLE = 0xffffffff;
@@ -122,7 +122,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const session = (a as { session?: number } | undefined)?.session;
     for (const f of OBJECT_RESULT_FIELDS) {
       if (typeof out[f] !== 'number') continue;
-      if (CREATING_CALLS.has(name) && session !== undefined) await this.claimIfSessionObject(conn, session, out[f] as number);
+      if (CREATING_CALLS.has(V3_CALL_OF_TYPED.get(name) ?? name) && session !== undefined) await this.claimIfSessionObject(conn, session, out[f] as number);
       out[f] = this.virtualObject(t, out[f] as number);
     }
     return out;

@@ -1,5 +1,6 @@
+import * as rpc from '../../generated/pkcs11_rpc';
 import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
-import type { CallName, Pkcs11Calls, px_attribute } from '../../generated/pkcs11_rpc';
+import type { CallName, Pkcs11Calls, px_attribute, px_mechanism, px_mechanism_typed } from '../../generated/pkcs11_rpc';
 import { constantName, ck, rvName } from '../../pkcs11/constants';
 import { rvOf } from '../../pkcs11/errors';
 import type { ConnectionState } from '../connection-state';
@@ -30,6 +31,30 @@ function fmtAttr(a: px_attribute): string {
   return `${name}=${a.value.toString('hex')}`;
 }
 
+/** px_mech_param_kind number → name without the PX_MP_ prefix. */
+const PARAM_KINDS: ReadonlyMap<number, string> = new Map(
+  Object.entries(rpc as Record<string, unknown>).flatMap(([k, n]) =>
+    k.startsWith('PX_MP_') && typeof n === 'number' ? [[n, k.slice('PX_MP_'.length)] as const] : [],
+  ),
+);
+
+/**
+ * A mechanism with its parameter: byte fields (IVs, AAD, public data,
+ * labels, derivation data...) as lengths only, numbers as they are.
+ */
+function fmtMechanism(m: px_mechanism | px_mechanism_typed): string {
+  const name = constantName('CKM_', m.mechanism);
+  if ('parameter' in m) return `${name}(param <${m.parameter.length} bytes>)`;
+  const p = m.param;
+  const kind = PARAM_KINDS.get(p.tag) ?? String(p.tag);
+  const v: unknown = p.value;
+  if (v === undefined) return `${name}(${kind})`;
+  if (Buffer.isBuffer(v)) return `${name}(${kind} <${v.length} bytes>)`;
+  if (typeof v !== 'object' || v === null) return `${name}(${kind} ${String(v)})`;
+  const fields = Object.entries(v).map(([k, x]) => `${k}=${Buffer.isBuffer(x) ? `<${x.length} bytes>` : String(x)}`);
+  return `${name}(${kind} ${fields.join(', ')})`;
+}
+
 function fmt(key: string, v: unknown): string {
   if (SECRET_FIELDS.has(key)) return '<redacted>';
   if (Buffer.isBuffer(v)) return `<${v.length} bytes>`;
@@ -37,10 +62,7 @@ function fmt(key: string, v: unknown): string {
     if (v.length > 0 && typeof v[0] === 'object' && v[0] !== null && 'type' in v[0]) return `[${(v as px_attribute[]).map(fmtAttr).join(', ')}]`;
     return `[${v.length > 16 ? `${v.length} items` : v.join(', ')}]`;
   }
-  if (key === 'mechanism' && typeof v === 'object' && v !== null) {
-    const m = v as { mechanism: number; parameter: Buffer };
-    return `${constantName('CKM_', m.mechanism)}(param <${m.parameter.length} bytes>)`;
-  }
+  if (key === 'mechanism' && typeof v === 'object' && v !== null) return fmtMechanism(v as px_mechanism | px_mechanism_typed);
   if (typeof v === 'object' && v !== null) return `{${Object.entries(v).map(([k, x]) => `${k}=${fmt(k, x)}`).join(', ')}}`;
   return String(v);
 }
