@@ -84,6 +84,7 @@ import {
 } from '../pkcs11/constants';
 import { NATIVE_ARCH } from '../pkcs11/arch';
 import { Pkcs11Error, rvOf } from '../pkcs11/errors';
+import { CallCostModel } from './call-cost';
 import type { ConnectionState } from '../server/connection-state';
 import { rawMechanism as mechanism, typedMechanism } from './mech-params';
 
@@ -172,6 +173,12 @@ async function withOutput(guess: number, fn: (out: Buffer) => Buffer | Promise<B
 
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
+const OP_INITS = ['C_DigestInit', 'C_SignInit', 'C_VerifyInit', 'C_EncryptInit', 'C_DecryptInit', 'C_SignRecoverInit', 'C_VerifyRecoverInit'];
+
+function opKey(c: ConnectionState, session: number, init: string): string {
+  return `${c.moduleAlias ?? ''}\u0000${session}\u0000${init}`;
+}
+
 /** One PKCS#11 module loaded and initialized once in this process. */
 export class LoadedModule {
   readonly p11: pkcs11js.PKCS11;
@@ -224,6 +231,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return mod.p11;
   }
 
+  /** Mechanism of each session's active operation, by opKey(); feeds the cost model's kinds. */
+  private readonly opMechanisms = new Map<string, number>();
+  private readonly cost = new CallCostModel();
+
   hasModule(alias: string): boolean {
     return this.modules.has(alias);
   }
@@ -246,7 +257,17 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   /** The *Init calls that take a mechanism and a key. */
   private async keyInit(c: ConnectionState, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): Promise<px_rv> {
     this.m(c)[op](toHandle(session), m, toHandle(key));
+    this.opMechanisms.set(opKey(c, session, op), m.mechanism);
     return CKR_OK;
+  }
+
+  /**
+   * Runs a data call of the operation `init` started on `session`, inline or
+   * on the libuv pool as its measured cost says (see call-cost.ts).
+   */
+  private timed<T>(c: ConnectionState, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): Promise<T> {
+    const mech = this.opMechanisms.get(opKey(c, session, init));
+    return this.cost.run(CallCostModel.key(call, mech, input), input, sync, async);
   }
 
   async C_SetupArch(_c: ConnectionState, _a: C_SetupArch_args): Promise<px_rv> {
@@ -354,6 +375,7 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_CloseSession(c: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
     this.m(c).C_CloseSession(toHandle(a.session));
+    for (const init of OP_INITS) this.opMechanisms.delete(opKey(c, a.session, init));
     return CKR_OK;
   }
   async C_CloseAllSessions(c: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
@@ -572,17 +594,25 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  async C_DigestInit(c: ConnectionState, a: px_session_mechanism_args): Promise<px_rv> {
-    this.m(c).C_DigestInit(toHandle(a.session), mechanism(a.mechanism));
+  private digestInit(c: ConnectionState, session: number, m: pkcs11js.Mechanism): px_rv {
+    this.m(c).C_DigestInit(toHandle(session), m);
+    this.opMechanisms.set(opKey(c, session, 'C_DigestInit'), m.mechanism);
     return CKR_OK;
   }
+  async C_DigestInit(c: ConnectionState, a: px_session_mechanism_args): Promise<px_rv> {
+    return this.digestInit(c, a.session, mechanism(a.mechanism));
+  }
   async px_DigestInitTyped(c: ConnectionState, a: px_session_mechanism_typed_args): Promise<px_rv> {
-    this.m(c).C_DigestInit(toHandle(a.session), typedMechanism(a.mechanism));
-    return CKR_OK;
+    return this.digestInit(c, a.session, typedMechanism(a.mechanism));
   }
   async C_Digest(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(128, (out) => p11.C_DigestAsync(toHandle(a.session), a.data, out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(128, (out) =>
+        this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => p11.C_Digest(h, a.data, out), () => p11.C_DigestAsync(h, a.data, out)),
+      ),
+    );
   }
   async C_DigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
     this.m(c).C_DigestUpdate(toHandle(a.session), a.data);
@@ -590,7 +620,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_DigestFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(128, (out) => p11.C_DigestFinalAsync(toHandle(a.session), out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(128, (out) => this.timed(c, 'C_DigestFinal', 'C_DigestInit', a.session, 0, () => p11.C_DigestFinal(h, out), () => p11.C_DigestFinalAsync(h, out))),
+    );
   }
   async C_DigestKey(c: ConnectionState, a: C_DigestKey_args): Promise<px_rv> {
     this.m(c).C_DigestKey(toHandle(a.session), toHandle(a.key));
@@ -605,7 +638,12 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_Sign(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(1024, (out) => p11.C_SignAsync(toHandle(a.session), a.data, out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(1024, (out) =>
+        this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => p11.C_Sign(h, a.data, out), () => p11.C_SignAsync(h, a.data, out)),
+      ),
+    );
   }
   async C_SignUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
     this.m(c).C_SignUpdate(toHandle(a.session), a.data);
@@ -613,7 +651,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_SignFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(1024, (out) => p11.C_SignFinalAsync(toHandle(a.session), out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(1024, (out) => this.timed(c, 'C_SignFinal', 'C_SignInit', a.session, 0, () => p11.C_SignFinal(h, out), () => p11.C_SignFinalAsync(h, out))),
+    );
   }
 
   async C_VerifyInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
@@ -623,7 +664,9 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   async C_Verify(c: ConnectionState, a: C_Verify_args): Promise<px_rv> {
-    const ok = await this.m(c).C_VerifyAsync(toHandle(a.session), a.data, a.signature);
+    const p11 = this.m(c);
+    const h = toHandle(a.session);
+    const ok = await this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, a.data, a.signature), () => p11.C_VerifyAsync(h, a.data, a.signature));
     return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
   }
   async C_VerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
@@ -631,7 +674,9 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return CKR_OK;
   }
   async C_VerifyFinal(c: ConnectionState, a: C_VerifyFinal_args): Promise<px_rv> {
-    const ok = await this.m(c).C_VerifyFinalAsync(toHandle(a.session), a.signature);
+    const p11 = this.m(c);
+    const h = toHandle(a.session);
+    const ok = await this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, a.signature), () => p11.C_VerifyFinalAsync(h, a.signature));
     return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
   }
 
@@ -643,7 +688,12 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_Encrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptAsync(toHandle(a.session), a.data, out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(a.data.length + 256, (out) =>
+        this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => p11.C_Encrypt(h, a.data, out), () => p11.C_EncryptAsync(h, a.data, out)),
+      ),
+    );
   }
   async C_EncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -651,7 +701,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_EncryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(256, (out) => p11.C_EncryptFinalAsync(toHandle(a.session), out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(256, (out) => this.timed(c, 'C_EncryptFinal', 'C_EncryptInit', a.session, 0, () => p11.C_EncryptFinal(h, out), () => p11.C_EncryptFinalAsync(h, out))),
+    );
   }
 
   async C_DecryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
@@ -662,7 +715,12 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_Decrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptAsync(toHandle(a.session), a.data, out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(a.data.length + 256, (out) =>
+        this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => p11.C_Decrypt(h, a.data, out), () => p11.C_DecryptAsync(h, a.data, out)),
+      ),
+    );
   }
   async C_DecryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -670,7 +728,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_DecryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(256, (out) => p11.C_DecryptFinalAsync(toHandle(a.session), out)));
+    const h = toHandle(a.session);
+    return bytesRet(
+      await withOutput(256, (out) => this.timed(c, 'C_DecryptFinal', 'C_DecryptInit', a.session, 0, () => p11.C_DecryptFinal(h, out), () => p11.C_DecryptFinalAsync(h, out))),
+    );
   }
 
   async C_SignRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
