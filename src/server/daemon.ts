@@ -178,6 +178,16 @@ export class Daemon {
       clearTimeout(timer);
       sock.off('data', onData);
       sock.pause();
+      // pause() only stops 'data' events: libuv keeps reading into the stream
+      // until the handle is closed after the hand-over, and a client that
+      // already got its first reply from the worker would lose its next call
+      // to this process. Stop the read at the source, then take whatever the
+      // stream buffered.
+      (sock as unknown as { _handle?: { readStop?: () => number } })._handle?.readStop?.();
+      for (let extra = sock.read() as Buffer | null; extra !== null; extra = sock.read() as Buffer | null) {
+        chunks.push(extra);
+        length += extra.length;
+      }
       const initial = Buffer.concat(chunks, length);
       this.handOff(sock, addr, initial, joinTarget(initial));
     };

@@ -4,7 +4,7 @@
 # libp11client.so. Uses $work, $lib and check() from run.sh.
 #
 # SoftHSM2 is registered with p11-kit system-wide, so a client that ignored
-# --provider/MODULE_PATH could reach the token store directly through
+# --provider/PKCS11_MODULE_PATH could reach the token store directly through
 # p11-kit-proxy. The clients therefore get a SOFTHSM2_CONF whose token
 # directory is empty, and each step requires libp11client's debug lines on
 # stderr as proof that the library was the module used.
@@ -34,7 +34,7 @@ openssl dgst -sha256 -binary "$rc_dir/data" > "$rc_dir/data.sha256"
 # passes through, stderr minus the library's debug lines goes to stderr.
 rc_run() {
   SOFTHSM2_CONF="$rc_dir/softhsm2.conf" PKCS11PROXY_DEBUG=1 \
-    timeout 60 "$@" </dev/null 2>"$rc_dir/stderr"
+    timeout -k 5 60 "$@" </dev/null 2>"$rc_dir/stderr"
   local rc=$?
   grep -v '^libp11client\[' "$rc_dir/stderr" >&2
   if [ $rc -ne 0 ]; then echo "exit $rc: $*" >&2; return $rc; fi
@@ -76,7 +76,7 @@ rc_p11tool_test_sign() {
 rc_openssl_ec() {
   cd "$rc_dir" || return 1
   rm -f ec-engine.sig ec-tool.der ec-tool.pem
-  rc_run env MODULE_PATH="$lib" openssl pkeyutl -engine pkcs11 -keyform engine \
+  rc_run env PKCS11_MODULE_PATH="$lib" openssl pkeyutl -engine pkcs11 -keyform engine \
     -inkey 'pkcs11:token=test;object=tool-ec;type=private?pin-value=1234' \
     -sign -in data.sha256 -out ec-engine.sig || return 1
   rc_run pkcs11-tool --module "$lib" --read-object --type pubkey \
@@ -102,5 +102,5 @@ check "p11tool --list-tokens shows token test" rc_p11tool_tokens
 check "p11tool --list-all without login: public keys only" rc_p11tool_public
 check "p11tool --login (GNUTLS_PIN) --list-all: private keys too" rc_p11tool_login
 check "p11tool --login --set-pin --test-sign EC and RSA" rc_p11tool_test_sign
-check "openssl pkcs11 engine (MODULE_PATH) ECDSA P-256 sign, openssl verifies" rc_openssl_ec
+check "openssl pkcs11 engine (PKCS11_MODULE_PATH) ECDSA P-256 sign, openssl verifies" rc_openssl_ec
 check "openssl pkcs11 engine (openssl.cnf) RSA-2048 SHA-256 sign, openssl verifies" rc_openssl_rsa

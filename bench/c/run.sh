@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# PKCS#11 benchmark through five paths to SoftHSM2, in one interleaved run:
+#   direct     SoftHSM2 loaded in the benchmark process
+#   ours-unix  libp11client.so -> our pkcs11proxyd, Unix socket
+#   ours-tcp   libp11client.so -> our pkcs11proxyd, TCP 127.0.0.1
+#   camlcrush  Debian's libp11clientunix.so -> Debian's pkcs11proxyd, Unix socket
+#   p11kit     p11-kit-client.so -> p11-kit server, Unix socket
+# Each system has its own copy of one SoftHSM2 store (same token, same keys).
+# Cells run one after another, row by row (workload x client processes), the
+# system order rotating per row, so machine noise lands on all columns alike.
+#
+#   bench/c/run.sh            (npm run bench:c builds dist/ first)
+# Env: BENCH_SECONDS per cell (default 2), BENCH_CLIENTS (default "1 4"),
+#   BENCH_WORKLOADS (default "sessioninfo getattr find ecdsa rsa aescbc"),
+#   BENCH_SYSTEMS (default all five), BENCH_OURS_WORKERS (our daemon's
+#   -workers; default: its own, one per core), KEEP_WORKDIR=1,
+#   BENCH_RESULTS=FILE (also write the raw RESULT lines there).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+SECONDS_PER_CELL=${BENCH_SECONDS:-2}
+CLIENTS=${BENCH_CLIENTS:-"1 4"}
+WORKLOADS=${BENCH_WORKLOADS:-"sessioninfo getattr find ecdsa rsa aescbc"}
+SYSTEMS=${BENCH_SYSTEMS:-"direct ours-unix ours-tcp camlcrush p11kit"}
+SOFTHSM_LIB=/usr/lib/softhsm/libsofthsm2.so
+OURS_LIB="$root/client/build/libp11client.so"
+CAML_LIB=/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so
+P11KIT_LIB=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+PIN=1234
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+make -C "$root/client" >/dev/null || die "client build failed"
+make -C "$here" >/dev/null || die "bench build failed"
+[ -f "$root/dist/src/cli.js" ] || die "dist/src/cli.js missing: run npm run build"
+for f in "$SOFTHSM_LIB" "$CAML_LIB" "$P11KIT_LIB" /usr/bin/pkcs11proxyd; do
+  [ -e "$f" ] || die "$f missing"
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/p11bench.XXXXXX")
+declare -A PID MODULE ENVS SID
+cleanup() {
+  local s p
+  for s in "${!PID[@]}"; do
+    p=${PID[$s]}
+    kill -TERM -- "-$p" 2>/dev/null || true
+  done
+  for s in "${!PID[@]}"; do
+    p=${PID[$s]}
+    for _ in $(seq 1 100); do pgrep -s "$p" >/dev/null 2>&1 || break; sleep 0.05; done
+    kill -KILL -- "-$p" 2>/dev/null || true
+  done
+  if [ "${KEEP_WORKDIR:-0}" = 1 ]; then echo "workdir: $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+softhsm_conf() { # dir
+  mkdir -p "$1/tokens"
+  cat > "$1/softhsm2.conf" <<CONF
+directories.tokendir = $1/tokens
+objectstore.backend = file
+log.level = ERROR
+CONF
+}
+
+# ---- one store with the keys, copied for every system ----
+softhsm_conf "$work/template"
+export SOFTHSM2_CONF="$work/template/softhsm2.conf"
+tool() { timeout -k 5 120 pkcs11-tool --module "$SOFTHSM_LIB" --login --pin "$PIN" "$@" >/dev/null 2>&1; }
+softhsm2-util --init-token --free --label bench --pin "$PIN" --so-pin 12345678 >/dev/null ||
+  die "softhsm2-util --init-token failed"
+tool --keypairgen --key-type EC:prime256v1 --label bench-ec --id 21 || die "EC key generation failed"
+tool --keypairgen --key-type rsa:2048 --label bench-rsa --id 22 || die "RSA key generation failed"
+tool --keygen --key-type AES:32 --label bench-aes --id 23 || die "AES key generation failed"
+# Clients of a proxy get a SoftHSM2 configuration with no token, so a module
+# that reached SoftHSM2 directly (p11-kit registers it system-wide) finds nothing.
+softhsm_conf "$work/no-token"
+
+store() { # system: private copy of the template store
+  softhsm_conf "$work/$1"
+  cp -a "$work/template/tokens/." "$work/$1/tokens/"
+}
+
+netplex_conf() { # system, address block
+  cat > "$work/$1/filter.conf" <<CONF
+modules = [("softhsm", "$SOFTHSM_LIB")]
+CONF
+  cat > "$work/$1/pkcs11proxyd.conf" <<CONF
+netplex {
+  controller {
+    max_level = "info";
+    socket_directory = "$work/$1/netplex";
+    logging { type = "stderr"; };
+  };
+  service {
+    name = "PKCS#11 Filtering Proxy";
+    conn_limit = 1;
+    protocol {
+      name = "rpc_pkcs11";
+      $2
+    };
+    processor {
+      type = "rpc_pkcs11";
+      filter_config = "$work/$1/filter.conf";
+      use_ssl = false;
+    };
+    workload_manager {
+      type = "dynamic";
+      max_jobs_per_thread = 1;
+      min_free_jobs_capacity = 1;
+      max_free_jobs_capacity = 1;
+      max_threads = 100;
+    };
+  }
+}
+CONF
+}
+
+wait_for() { # description, test command...
+  local what=$1; shift
+  for _ in $(seq 1 400); do
+    "$@" && return 0
+    sleep 0.05
+  done
+  die "$what"
+}
+
+# Starts a server in its own session: its pid is the session id the bench
+# program sums CPU time over (workers and per-connection children included).
+spawn() { # system, command...
+  local sys=$1; shift
+  SOFTHSM2_CONF="$work/$sys/softhsm2.conf" setsid "$@" \
+    >"$work/$sys/stdout" 2>"$work/$sys/stderr" </dev/null &
+  PID[$sys]=$!
+  SID[$sys]=$!
+}
+
+ours_args=()
+[ -n "${BENCH_OURS_WORKERS:-}" ] && ours_args=(-workers "$BENCH_OURS_WORKERS")
+# A call that gets no reply fails after 30 s instead of the default 600 s.
+client_env="SOFTHSM2_CONF=$work/no-token/softhsm2.conf PKCS11PROXY_CONF=$work/no-token/client.conf PKCS11PROXY_RPC_TIMEOUT=30"
+: > "$work/no-token/client.conf"
+
+for sys in $SYSTEMS; do
+  store "$sys"
+  case $sys in
+  direct)
+    MODULE[$sys]=$SOFTHSM_LIB
+    ENVS[$sys]="SOFTHSM2_CONF=$work/$sys/softhsm2.conf"
+    ;;
+  ours-unix)
+    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    wait_for "our daemon (unix) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    MODULE[$sys]=$OURS_LIB
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  ours-tcp)
+    netplex_conf "$sys" 'address { type = "internet"; bind = "127.0.0.1:0"; };'
+    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    wait_for "our daemon (tcp) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    # READY [{"addr":{...,"port":0},"port":N}]: N is the bound port.
+    port=$(node -e '
+      const l = require("fs").readFileSync(process.argv[1], "utf8").split("\n").find((x) => x.startsWith("READY "));
+      const e = JSON.parse(l.slice(6)).find((x) => x.addr.type === "internet");
+      process.stdout.write(String(e.port));' "$work/$sys/stdout")
+    [ -n "$port" ] || die "no port in READY line: $(cat "$work/$sys/stdout")"
+    MODULE[$sys]=$OURS_LIB
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=127.0.0.1:$port PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  camlcrush)
+    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    spawn "$sys" /usr/bin/pkcs11proxyd -fg -conf "$work/$sys/pkcs11proxyd.conf"
+    wait_for "Caml Crush did not create its socket: $(cat "$work/$sys/stderr")" test -S "$work/$sys/sock"
+    MODULE[$sys]=$CAML_LIB
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  p11kit)
+    spawn "$sys" p11-kit server -f -n "$work/$sys/sock" --provider "$SOFTHSM_LIB" "pkcs11:token=bench"
+    wait_for "p11-kit server did not create its socket: $(cat "$work/$sys/stderr")" test -S "$work/$sys/sock"
+    MODULE[$sys]=$P11KIT_LIB
+    ENVS[$sys]="$client_env P11_KIT_SERVER_ADDRESS=unix:path=$work/$sys/sock"
+    ;;
+  *) die "unknown system $sys" ;;
+  esac
+done
+
+# ---- cells ----
+results="$work/results"
+: > "$results"
+read -ra systems <<<"$SYSTEMS"
+nsys=${#systems[@]}
+cells=0
+for _ in $WORKLOADS; do for _ in $CLIENTS; do cells=$((cells + nsys)); done; done
+echo "bench: $cells cells of ${SECONDS_PER_CELL}s; systems: $SYSTEMS" >&2
+row=0
+for wl in $WORKLOADS; do
+  for k in $CLIENTS; do
+    for ((j = 0; j < nsys; j++)); do
+      sys=${systems[$(((row + j) % nsys))]}
+      sid_arg=()
+      [ -n "${SID[$sys]:-}" ] && sid_arg=(-s "${SID[$sys]}")
+      # shellcheck disable=SC2086 # ENVS holds VAR=value words
+      line=$(env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) \
+        "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" \
+        -t "$SECONDS_PER_CELL" "${sid_arg[@]}" 2>"$work/cell.err" | grep '^RESULT ' | tail -n 1)
+      [ -n "$line" ] || line="RESULT status=error reason=no result (exit or timeout); $(tr '\n' ' ' <"$work/cell.err" | cut -c1-200)"
+      echo "$wl $k $sys ${line#RESULT }" >> "$results"
+      printf '  %-11s %d  %-9s %s\n' "$wl" "$k" "$sys" "${line#RESULT }" >&2
+    done
+    row=$((row + 1))
+  done
+done
+[ -n "${BENCH_RESULTS:-}" ] && cp "$results" "$BENCH_RESULTS"
+
+# ---- tables ----
+awk -v systems="$SYSTEMS" -v secs="$SECONDS_PER_CELL" '
+function field(line, key,    m) {
+  if (match(line, "(^| )" key "=[^ ]*")) { m = substr(line, RSTART, RLENGTH); sub(/^ /, "", m); return substr(m, length(key) + 2) }
+  return ""
+}
+function fmt_us(v) { return v < 10 ? sprintf("%.1f", v) : sprintf("%.0f", v) }
+function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf(a / b < 0.1 ? "%.3f" : "%.2f", a / b) }
+{
+  key = $1 " " $2; sys = $3
+  if (!(key in seen)) { seen[key] = 1; rows[++nrows] = key }
+  line = $0
+  st[key, sys] = field(line, "status")
+  if (st[key, sys] == "ok") {
+    ops[key, sys] = field(line, "ops_s"); p50[key, sys] = field(line, "p50_us"); p99[key, sys] = field(line, "p99_us")
+    ccpu[key, sys] = field(line, "client_cpu_us_op"); scpu[key, sys] = field(line, "server_cpu_us_op")
+    spct[key, sys] = field(line, "server_cpu_pct")
+    csys[key, sys] = field(line, "client_sys_pct"); ssys[key, sys] = field(line, "server_sys_pct")
+  } else {
+    r = line; sub(/^.*reason=/, "", r); reason[key, sys] = r
+  }
+}
+END {
+  n = split(systems, S, " ")
+  printf "Throughput (ops/s) and latency (p50/p99 us), %ss per cell, interleaved\n\n", secs
+  printf "%-16s", "workload x procs"
+  for (i = 1; i <= n; i++) printf " | %-22s", S[i]
+  printf " | %-9s %-9s %-9s\n", "ours/p11k", "ours/caml", "ours/dir"
+  for (r = 1; r <= nrows; r++) {
+    key = rows[r]; split(key, kk, " ")
+    printf "%-16s", kk[1] " x" kk[2]
+    for (i = 1; i <= n; i++) {
+      s = S[i]
+      if (st[key, s] == "ok") cell = sprintf("%7d %6s/%-7s", ops[key, s], fmt_us(p50[key, s]), fmt_us(p99[key, s]))
+      else cell = (st[key, s] == "na" ? "n/a" : st[key, s] == "" ? "-" : "ERROR")
+      printf " | %-22s", cell
+    }
+    o = ops[key, "ours-unix"]
+    printf " | %-9s %-9s %-9s\n", ratio(o, ops[key, "p11kit"]), ratio(o, ops[key, "camlcrush"]), ratio(o, ops[key, "direct"])
+  }
+  printf "\nRatios: ops/s of ours-unix divided by the other system (> 1: ours faster).\n"
+  printf "\nCPU time per operation (us): client processes / server processes,\n"
+  printf "[server CPU in %% of one core], (kernel share of client / server CPU)\n\n"
+  printf "%-16s", "workload x procs"
+  for (i = 1; i <= n; i++) printf " | %-28s", S[i]
+  printf "\n"
+  for (r = 1; r <= nrows; r++) {
+    key = rows[r]; split(key, kk, " ")
+    printf "%-16s", kk[1] " x" kk[2]
+    for (i = 1; i <= n; i++) {
+      s = S[i]
+      if (st[key, s] != "ok") cell = (st[key, s] == "na" ? "n/a" : st[key, s] == "" ? "-" : "ERROR")
+      else if (scpu[key, s] == "") cell = sprintf("%s / - (%s%%)", fmt_us(ccpu[key, s]), csys[key, s])
+      else cell = sprintf("%s / %s [%s%%] (%s%%/%s%%)", fmt_us(ccpu[key, s]), fmt_us(scpu[key, s]), spct[key, s], csys[key, s], ssys[key, s])
+      printf " | %-28s", cell
+    }
+    printf "\n"
+  }
+  nnotes = 0
+  for (r = 1; r <= nrows; r++) for (i = 1; i <= n; i++) {
+    key = rows[r]; s = S[i]
+    if (st[key, s] != "ok" && st[key, s] != "") {
+      if (!nnotes++) printf "\nNot measured:\n"
+      printf "  %s, %s: %s: %s\n", key, s, st[key, s] == "na" ? "n/a" : "ERROR", reason[key, s]
+    }
+  }
+}' "$results"
