@@ -207,15 +207,19 @@ export async function main(argv: string[]): Promise<number> {
   process.send?.({ t: 'ready' });
 
   return new Promise((resolve) => {
+    let stopping = false;
     const stop = (sig: string) => {
+      // A second signal during shutdown must not fall through to the default action.
+      if (stopping) return;
+      stopping = true;
       log('info', `${sig}: shutting down`);
       void daemon.stop().then(() => {
         if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) fs.unlinkSync(pidFile);
         resolve(EXIT_OK);
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
   });
 }
 

@@ -124,6 +124,10 @@ export class Daemon {
           resolve();
         }
       });
+      // The IPC channel closes as the process dies: stop handing it connections at once.
+      child.on('disconnect', () => {
+        slot.ready = false;
+      });
       child.on('exit', (code, signal) => {
         slot.ready = false;
         slot.child = null;
@@ -219,6 +223,11 @@ export class Daemon {
     const remote = addr.type === 'local' ? 'unix' : `${sock.remoteAddress}:${sock.remotePort}`;
     const msg = { t: 'conn', transport: addr.type === 'local' ? 'unix' : 'tcp', remote, initial: initial.toString('base64') };
     w.child!.send(msg, sock, (err) => {
+      if (err && !sock.destroyed && w.child === null && this.slots.some((x) => x.ready && x !== w)) {
+        // The worker died between the pick and the send: give the socket to another one.
+        this.handOff(sock, addr, initial, null);
+        return;
+      }
       if (err) {
         this.log('warn', `handing a connection to worker ${w.index} failed: ${errorMessage(err)}`);
         sock.destroy();

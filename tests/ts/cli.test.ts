@@ -23,6 +23,8 @@ function runAsync(args: string[], env: NodeJS.ProcessEnv): Promise<{ status: num
   });
 }
 
+const exitOk = (e: unknown) => JSON.stringify(e) === JSON.stringify({ code: 0, signal: null });
+
 let tmp: string;
 beforeEach(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-cli-'));
@@ -107,7 +109,12 @@ test('embedded default: creates a token once, serves it, and detaches with a pid
   });
   expect(out).toMatch(/pkcs11-tool --module/);
   expect(out).not.toMatch(/created now/);
-  const exited = new Promise((resolve) => fg.once('exit', resolve));
+  // Served a call: the daemon is past startup.
+  const probe = pkcs11Tool(CC_CLIENT, ['-I'], { ...process.env, PKCS11PROXY_SOCKET_PATH: path.join(tmp, 'pkcs11proxyd.sock'), PKCS11PROXY_LIBNAME: 'softhsm' });
+  expect(probe.status).toBe(0);
+  let err = '';
+  fg.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const exited = new Promise((resolve) => fg.once('exit', (code, signal) => resolve({ code, signal })));
   fg.kill('SIGTERM');
-  expect(await exited).toBe(0);
+  expect({ exit: await exited, err: exitOk(await exited) ? '' : err }).toEqual({ exit: { code: 0, signal: null }, err: '' });
 });
