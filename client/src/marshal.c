@@ -143,7 +143,7 @@ CK_RV px_template_out(CK_ATTRIBUTE *t, CK_ULONG n, const px_template *reply,
 
 /* Mechanisms whose parameter structures contain pointers. Their
  * parameters cannot travel as raw bytes in protocol version 3. */
-static bool mech_param_has_pointers(CK_MECHANISM_TYPE m) {
+bool px_mech_param_has_pointers(CK_MECHANISM_TYPE m) {
   switch (m) {
   case CKM_RSA_PKCS_OAEP:
   case CKM_RSA_AES_KEY_WRAP:
@@ -197,7 +197,7 @@ CK_RV px_mechanism_in(const CK_MECHANISM *m, px_mechanism *out) {
     return CKR_ARGUMENTS_BAD;
   if (m->ulParameterLen > UINT32_MAX)
     return CKR_MECHANISM_PARAM_INVALID;
-  if (m->ulParameterLen != 0 && mech_param_has_pointers(m->mechanism)) {
+  if (m->ulParameterLen != 0 && px_mech_param_has_pointers(m->mechanism)) {
     px_debug("mechanism 0x%lx: parameters with pointers are not supported "
              "by protocol version 3",
              (unsigned long)m->mechanism);
@@ -207,6 +207,289 @@ CK_RV px_mechanism_in(const CK_MECHANISM *m, px_mechanism *out) {
   out->parameter.parameter_len = (u_int)m->ulParameterLen;
   out->parameter.parameter_val = m->pParameter;
   return CKR_OK;
+}
+
+/* ---- typed mechanism parameters (procedures 73..84) ---- */
+
+/* OASIS layouts of parameter structs p11-kit's header lacks. */
+struct px_ccm_params {
+  CK_ULONG ulDataLen;
+  CK_BYTE_PTR pNonce;
+  CK_ULONG ulNonceLen;
+  CK_BYTE_PTR pAAD;
+  CK_ULONG ulAADLen;
+  CK_ULONG ulMACLen;
+};
+struct px_eddsa_params {
+  CK_BBOOL phFlag;
+  CK_ULONG ulContextDataLen;
+  CK_BYTE_PTR pContextData;
+};
+struct px_x9_42_dh1_derive_params {
+  CK_ULONG kdf;
+  CK_ULONG ulOtherInfoLen;
+  CK_BYTE_PTR pOtherInfo;
+  CK_ULONG ulPublicDataLen;
+  CK_BYTE_PTR pPublicData;
+};
+/* CK_GCM_PARAMS of PKCS#11 2.30 drafts (no ulIvBits), still passed by some
+ * applications; told apart from the 2.40 struct by its size. */
+struct px_gcm_params_v230 {
+  CK_BYTE_PTR pIv;
+  CK_ULONG ulIvLen;
+  CK_BYTE_PTR pAAD;
+  CK_ULONG ulAADLen;
+  CK_ULONG ulTagBits;
+};
+
+/* A pointer/length pair as an XDR opaque; NULL with a length, or a length
+ * XDR cannot carry, is CKR_MECHANISM_PARAM_INVALID. */
+static CK_RV opaque_in(const void *ptr, CK_ULONG len, u_int *out_len,
+                       char **out_val) {
+  if ((ptr == NULL && len != 0) || len > UINT32_MAX)
+    return CKR_MECHANISM_PARAM_INVALID;
+  *out_len = (u_int)len;
+  *out_val = len != 0 ? (char *)ptr : NULL;
+  return CKR_OK;
+}
+#define OPAQUE_IN(ptr, len, field)                                             \
+  opaque_in((ptr), (len), &(field##_len), &(field##_val))
+
+static bool ulong_param_mech(CK_MECHANISM_TYPE m) {
+  switch (m) {
+  case CKM_MD5_HMAC_GENERAL:
+  case CKM_SHA_1_HMAC_GENERAL:
+  case CKM_SHA224_HMAC_GENERAL:
+  case CKM_SHA256_HMAC_GENERAL:
+  case CKM_SHA384_HMAC_GENERAL:
+  case CKM_SHA512_HMAC_GENERAL:
+  case CKM_SHA512_224_HMAC_GENERAL:
+  case CKM_SHA512_256_HMAC_GENERAL:
+  case CKM_AES_MAC_GENERAL:
+  case CKM_AES_CMAC_GENERAL:
+  case CKM_DES3_MAC_GENERAL:
+  case CKM_DES3_CMAC_GENERAL:
+  case CKM_EXTRACT_KEY_FROM_KEY:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* The typed form of a mechanism whose parameter struct this library
+ * knows. Returns CKR_OK with kind PX_MP_RAW for the others. */
+static CK_RV typed_in(const CK_MECHANISM *m, px_mech_param *p) {
+  const void *pp = m->pParameter;
+  CK_ULONG len = m->ulParameterLen;
+  p->kind = PX_MP_RAW;
+  p->px_mech_param_u.raw.raw_len = (u_int)len;
+  p->px_mech_param_u.raw.raw_val = (char *)pp;
+  if (pp == NULL && len == 0) {
+    p->kind = PX_MP_NONE;
+    return CKR_OK;
+  }
+  switch (m->mechanism) {
+  case CKM_RSA_PKCS_OAEP: {
+    if (len != sizeof(CK_RSA_PKCS_OAEP_PARAMS))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const CK_RSA_PKCS_OAEP_PARAMS *o = pp;
+    px_mp_rsa_pkcs_oaep *t = &p->px_mech_param_u.oaep;
+    p->kind = PX_MP_RSA_PKCS_OAEP;
+    t->hashAlg = (px_mechanism_type)o->hash_alg;
+    t->mgf = (px_ulong)o->mgf;
+    t->source = (px_ulong)o->source;
+    return OPAQUE_IN(o->source_data, o->source_data_len,
+                     t->sourceData.sourceData);
+  }
+  case CKM_RSA_PKCS_PSS:
+  case CKM_SHA1_RSA_PKCS_PSS:
+  case CKM_SHA224_RSA_PKCS_PSS:
+  case CKM_SHA256_RSA_PKCS_PSS:
+  case CKM_SHA384_RSA_PKCS_PSS:
+  case CKM_SHA512_RSA_PKCS_PSS: {
+    if (len != sizeof(CK_RSA_PKCS_PSS_PARAMS))
+      return CKR_OK; /* pointer free: the module judges the raw bytes */
+    const CK_RSA_PKCS_PSS_PARAMS *o = pp;
+    p->kind = PX_MP_RSA_PKCS_PSS;
+    p->px_mech_param_u.pss.hashAlg = (px_mechanism_type)o->hash_alg;
+    p->px_mech_param_u.pss.mgf = (px_ulong)o->mgf;
+    p->px_mech_param_u.pss.sLen = (px_ulong)o->s_len;
+    return CKR_OK;
+  }
+  case CKM_AES_GCM: {
+    px_mp_gcm *t = &p->px_mech_param_u.gcm;
+    CK_RV rv;
+    p->kind = PX_MP_GCM;
+    if (len == sizeof(CK_GCM_PARAMS)) {
+      const CK_GCM_PARAMS *o = pp;
+      t->ivBits = (px_ulong)o->iv_bits;
+      t->tagBits = (px_ulong)o->tag_bits;
+      rv = OPAQUE_IN(o->iv_ptr, o->iv_len, t->iv.iv);
+      if (rv == CKR_OK)
+        rv = OPAQUE_IN(o->aad_ptr, o->aad_len, t->aad.aad);
+      return rv;
+    }
+    if (len == sizeof(struct px_gcm_params_v230)) {
+      const struct px_gcm_params_v230 *o = pp;
+      t->ivBits = (px_ulong)o->ulIvLen * 8;
+      t->tagBits = (px_ulong)o->ulTagBits;
+      rv = OPAQUE_IN(o->pIv, o->ulIvLen, t->iv.iv);
+      if (rv == CKR_OK)
+        rv = OPAQUE_IN(o->pAAD, o->ulAADLen, t->aad.aad);
+      return rv;
+    }
+    return CKR_MECHANISM_PARAM_INVALID;
+  }
+  case CKM_AES_CCM: {
+    if (len != sizeof(struct px_ccm_params))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const struct px_ccm_params *o = pp;
+    px_mp_ccm *t = &p->px_mech_param_u.ccm;
+    p->kind = PX_MP_CCM;
+    t->dataLen = (px_ulong)o->ulDataLen;
+    t->macLen = (px_ulong)o->ulMACLen;
+    CK_RV rv = OPAQUE_IN(o->pNonce, o->ulNonceLen, t->nonce.nonce);
+    if (rv == CKR_OK)
+      rv = OPAQUE_IN(o->pAAD, o->ulAADLen, t->aad.aad);
+    return rv;
+  }
+  case CKM_AES_CTR: {
+    if (len != sizeof(CK_AES_CTR_PARAMS))
+      return CKR_OK;
+    const CK_AES_CTR_PARAMS *o = pp;
+    p->kind = PX_MP_AES_CTR;
+    p->px_mech_param_u.aesCtr.counterBits = (px_ulong)o->counter_bits;
+    memcpy(p->px_mech_param_u.aesCtr.cb, o->cb, sizeof o->cb);
+    return CKR_OK;
+  }
+  case CKM_ECDH1_DERIVE:
+  case CKM_ECDH1_COFACTOR_DERIVE: {
+    if (len != sizeof(CK_ECDH1_DERIVE_PARAMS))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const CK_ECDH1_DERIVE_PARAMS *o = pp;
+    px_mp_ecdh1_derive *t = &p->px_mech_param_u.ecdh1;
+    p->kind = PX_MP_ECDH1_DERIVE;
+    t->kdf = (px_ulong)o->kdf;
+    CK_RV rv = OPAQUE_IN(o->shared_data, o->shared_data_len,
+                         t->sharedData.sharedData);
+    if (rv == CKR_OK)
+      rv = OPAQUE_IN(o->public_data, o->public_data_len,
+                     t->publicData.publicData);
+    return rv;
+  }
+  case CKM_X9_42_DH_DERIVE: {
+    if (len != sizeof(struct px_x9_42_dh1_derive_params))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const struct px_x9_42_dh1_derive_params *o = pp;
+    px_mp_x9_42_dh1_derive *t = &p->px_mech_param_u.x942dh1;
+    p->kind = PX_MP_X9_42_DH1_DERIVE;
+    t->kdf = (px_ulong)o->kdf;
+    CK_RV rv = OPAQUE_IN(o->pOtherInfo, o->ulOtherInfoLen,
+                         t->otherInfo.otherInfo);
+    if (rv == CKR_OK)
+      rv = OPAQUE_IN(o->pPublicData, o->ulPublicDataLen,
+                     t->publicData.publicData);
+    return rv;
+  }
+  case CKM_DES_ECB_ENCRYPT_DATA:
+  case CKM_DES3_ECB_ENCRYPT_DATA:
+  case CKM_AES_ECB_ENCRYPT_DATA:
+  case CKM_CAMELLIA_ECB_ENCRYPT_DATA:
+  case CKM_ARIA_ECB_ENCRYPT_DATA:
+  case CKM_CONCATENATE_BASE_AND_DATA:
+  case CKM_CONCATENATE_DATA_AND_BASE:
+  case CKM_XOR_BASE_AND_DATA: {
+    if (len != sizeof(CK_KEY_DERIVATION_STRING_DATA))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const CK_KEY_DERIVATION_STRING_DATA *o = pp;
+    p->kind = PX_MP_KEY_DERIVATION_STRING_DATA;
+    return OPAQUE_IN(o->string_data, o->string_data_len,
+                     p->px_mech_param_u.stringData.stringData);
+  }
+  case CKM_AES_CBC_ENCRYPT_DATA:
+  case CKM_CAMELLIA_CBC_ENCRYPT_DATA:
+  case CKM_ARIA_CBC_ENCRYPT_DATA: {
+    if (len != sizeof(CK_AES_CBC_ENCRYPT_DATA_PARAMS))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const CK_AES_CBC_ENCRYPT_DATA_PARAMS *o = pp;
+    px_mp_aes_cbc_encrypt_data *t = &p->px_mech_param_u.aesCbcData;
+    p->kind = PX_MP_AES_CBC_ENCRYPT_DATA;
+    memcpy(t->iv, o->iv, sizeof o->iv);
+    return OPAQUE_IN(o->data_params, o->length, t->data.data);
+  }
+  case CKM_DES_CBC_ENCRYPT_DATA:
+  case CKM_DES3_CBC_ENCRYPT_DATA: {
+    if (len != sizeof(CK_DES_CBC_ENCRYPT_DATA_PARAMS))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const CK_DES_CBC_ENCRYPT_DATA_PARAMS *o = pp;
+    px_mp_des_cbc_encrypt_data *t = &p->px_mech_param_u.desCbcData;
+    p->kind = PX_MP_DES_CBC_ENCRYPT_DATA;
+    memcpy(t->iv, o->iv, sizeof o->iv);
+    return OPAQUE_IN(o->data_params, o->length, t->data.data);
+  }
+  case CKM_EDDSA: {
+    if (len != sizeof(struct px_eddsa_params))
+      return CKR_MECHANISM_PARAM_INVALID;
+    const struct px_eddsa_params *o = pp;
+    p->kind = PX_MP_EDDSA;
+    p->px_mech_param_u.eddsa.phFlag = o->phFlag ? TRUE : FALSE;
+    return OPAQUE_IN(o->pContextData, o->ulContextDataLen,
+                     p->px_mech_param_u.eddsa.contextData.contextData);
+  }
+  default:
+    if (ulong_param_mech(m->mechanism) && len == sizeof(CK_ULONG)) {
+      CK_ULONG v;
+      memcpy(&v, pp, sizeof v);
+      p->kind = PX_MP_ULONG;
+      p->px_mech_param_u.ulongValue = (px_ulong)v;
+    }
+    return CKR_OK;
+  }
+}
+
+CK_RV px_mech_arg_in(const CK_MECHANISM *m, struct px_mech_arg *out) {
+  memset(out, 0, sizeof *out);
+  if (m == NULL || (m->pParameter == NULL && m->ulParameterLen != 0))
+    return CKR_ARGUMENTS_BAD;
+  if (m->ulParameterLen > UINT32_MAX)
+    return CKR_MECHANISM_PARAM_INVALID;
+  out->typed.mechanism = (px_mechanism_type)m->mechanism;
+  CK_RV rv = typed_in(m, &out->typed.param);
+  if (rv != CKR_OK) {
+    px_debug("mechanism 0x%lx: malformed parameter structure",
+             (unsigned long)m->mechanism);
+    return rv;
+  }
+  /* Raw bytes of a struct holding pointers would carry this process's
+   * addresses: such a mechanism has no RAW form. */
+  if (out->typed.param.kind == PX_MP_RAW &&
+      px_mech_param_has_pointers(m->mechanism)) {
+    px_debug("mechanism 0x%lx: parameter structure not supported",
+             (unsigned long)m->mechanism);
+    return CKR_MECHANISM_PARAM_INVALID;
+  }
+  out->raw_rv = px_mechanism_in(m, &out->raw);
+  return CKR_OK;
+}
+
+bool px_mech_arg_key(const struct px_mech_arg *ma, unsigned char **key,
+                     size_t *key_len) {
+  px_mechanism_typed copy = ma->typed;
+  unsigned long n = xdr_sizeof((xdrproc_t)xdr_px_mechanism_typed, &copy);
+  unsigned char *buf = malloc(n > 0 ? n : 1);
+  if (buf == NULL)
+    return false;
+  XDR x;
+  xdrmem_create(&x, (char *)buf, (u_int)n, XDR_ENCODE);
+  bool ok = xdr_px_mechanism_typed(&x, &copy);
+  xdr_destroy(&x);
+  if (!ok) {
+    free(buf);
+    return false;
+  }
+  *key = buf;
+  *key_len = n;
+  return true;
 }
 
 void px_pad_copy(unsigned char *dst, size_t dst_len, const char *src,

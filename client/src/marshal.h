@@ -19,7 +19,31 @@ void px_template_free(px_template *t);
 CK_RV px_template_out(CK_ATTRIBUTE *t, CK_ULONG n, const px_template *reply,
                       CK_RV server_rv);
 
+/* Version 3 form: raw parameter bytes; CKR_MECHANISM_PARAM_INVALID for a
+ * parameter struct that holds pointers. */
 CK_RV px_mechanism_in(const CK_MECHANISM *m, px_mechanism *out);
+/* True when a mechanism's parameter struct holds pointers. */
+bool px_mech_param_has_pointers(CK_MECHANISM_TYPE m);
+
+/* A mechanism in both wire forms: the typed px_mechanism_typed of
+ * procedures 73..84 (pointer/length pairs as opaques, numbers as hypers;
+ * PX_MP_RAW for mechanisms without a known struct) and the version 3
+ * px_mechanism, usable only when raw_rv is CKR_OK. Both point into caller
+ * memory (fixed arrays are copied) and need no release. */
+struct px_mech_arg {
+  px_mechanism_typed typed;
+  px_mechanism raw;
+  CK_RV raw_rv;
+};
+/* CKR_ARGUMENTS_BAD for a NULL mechanism or parameter with a length;
+ * CKR_MECHANISM_PARAM_INVALID for a known struct of the wrong size, a NULL
+ * pointer with a length inside it, or a pointer-holding struct this
+ * library cannot encode. */
+CK_RV px_mech_arg_in(const CK_MECHANISM *m, struct px_mech_arg *out);
+/* XDR encoding of the typed form (a cache key that compares parameter
+ * contents, not addresses); malloc'd. False on allocation failure. */
+bool px_mech_arg_key(const struct px_mech_arg *ma, unsigned char **key,
+                     size_t *key_len);
 
 /* Blank-padded copy of a wire string into a fixed PKCS#11 field. */
 void px_pad_copy(unsigned char *dst, size_t dst_len, const char *src,

@@ -435,9 +435,10 @@ PX_EXPORT CK_RV C_SetPIN(CK_SESSION_HANDLE hSession, CK_UTF8CHAR_PTR pOldPin,
 
 /* ---- output cache ---- */
 
-/* Sends the request of an output-producing call and fills res. */
-typedef enum clnt_stat (*px_out_rpc)(struct px_call *call, const void *ctx,
-                                     px_bytes_ret *res);
+/* Does the round trip of an output-producing call and fills res; returns
+ * CKR_OK or the transport failure. */
+typedef CK_RV (*px_out_rpc)(struct px_call *call, const char *what,
+                            const void *ctx, px_bytes_ret *res);
 
 static CK_RV out_call(CK_SESSION_HANDLE h, int proc, const char *what,
                       const void *in, size_t in_len, px_out_rpc rpc,
@@ -453,7 +454,7 @@ static CK_RV out_call(CK_SESSION_HANDLE h, int proc, const char *what,
     px_out_cache_clear(oc);
     px_bytes_ret res;
     memset(&res, 0, sizeof res);
-    rv = PX_RPC(call.c, what, rpc(&call, ctx, &res));
+    rv = rpc(&call, what, ctx, &res);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;
     if (rv != CKR_OK) {
@@ -507,19 +508,19 @@ struct data_ctx {
   CK_ULONG len;
 };
 
-static enum clnt_stat data_rpc(struct px_call *call, const void *ctx,
-                               px_bytes_ret *res) {
+static CK_RV data_rpc(struct px_call *call, const char *what, const void *ctx,
+                      px_bytes_ret *res) {
   const struct data_ctx *d = ctx;
   px_session_data_args a = {.session = (px_session_handle)call->s->remote};
   BYTES(a.data, d->data, d->len);
-  return d->stub(a, res, call->c->clnt);
+  return PX_RPC(call->c, what, d->stub(a, res, call->c->clnt));
 }
 
-static enum clnt_stat final_rpc(struct px_call *call, const void *ctx,
-                                px_bytes_ret *res) {
+static CK_RV final_rpc(struct px_call *call, const char *what, const void *ctx,
+                       px_bytes_ret *res) {
   px_final_stub stub = *(const px_final_stub *)ctx;
   px_session_args a = {.session = (px_session_handle)call->s->remote};
-  return stub(a, res, call->c->clnt);
+  return PX_RPC(call->c, what, stub(a, res, call->c->clnt));
 }
 
 static CK_RV data_out(CK_SESSION_HANDLE h, int proc, const char *what,
@@ -541,15 +542,79 @@ static CK_RV final_out(CK_SESSION_HANDLE h, int proc, const char *what,
   return out_call(h, proc, what, NULL, 0, final_rpc, &stub, out, out_len);
 }
 
+/* ---- calls that take a mechanism ---- */
+
+/* Sends one request in the typed form (procedures 73..84) or the version 3
+ * form of the same call. */
+typedef enum clnt_stat (*px_mech_send)(struct px_call *call, const void *ctx,
+                                       const struct px_mech_arg *ma,
+                                       bool typed, void *res);
+
+/* One round trip of a call that takes a mechanism. The typed procedure is
+ * used unless this connection's daemon answered PROC_UNAVAIL to one before
+ * (Caml Crush); then the version 3 procedure is used, which cannot carry a
+ * parameter struct holding pointers (CKR_MECHANISM_PARAM_INVALID, no round
+ * trip). */
+static CK_RV mech_round_trip(struct px_call *call, const char *what,
+                             const struct px_mech_arg *ma, px_mech_send send,
+                             const void *ctx, void *res) {
+  if (call->c->typed_mech >= 0) {
+    struct px_rpc r;
+    px_rpc_begin(&r);
+    enum clnt_stat st = send(call, ctx, ma, true, res);
+    if (st != RPC_PROCUNAVAIL) {
+      CK_RV rv = px_rpc_end(&r, call->c, st, what);
+      if (rv == CKR_OK)
+        call->c->typed_mech = 1;
+      return rv;
+    }
+    /* An accepted reply without results: the stream stays in step. */
+    px_rpc_end(&r, call->c, RPC_SUCCESS, what);
+    call->c->typed_mech = -1;
+    px_debug("%s: daemon has no typed mechanism procedures; using version 3",
+             what);
+  }
+  if (ma->raw_rv != CKR_OK)
+    return ma->raw_rv;
+  return PX_RPC(call->c, what, send(call, ctx, ma, false, res));
+}
+
 /* *Init calls: start an operation, dropping any cached output. */
 typedef enum clnt_stat (*px_mech_key_stub)(px_session_mechanism_key_args,
                                            px_rv *, CLIENT *);
+typedef enum clnt_stat (*px_mech_key_typed_stub)(
+    px_session_mechanism_typed_key_args, px_rv *, CLIENT *);
+
+struct key_init_ctx {
+  px_mech_key_stub v3;
+  px_mech_key_typed_stub typed;
+  CK_OBJECT_HANDLE key;
+};
+
+static enum clnt_stat key_init_send(struct px_call *call, const void *ctx,
+                                    const struct px_mech_arg *ma, bool typed,
+                                    void *res) {
+  const struct key_init_ctx *k = ctx;
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_session_mechanism_typed_key_args a = {
+        .session = session,
+        .mechanism = ma->typed,
+        .key = (px_object_handle)k->key};
+    return k->typed(a, res, call->c->clnt);
+  }
+  px_session_mechanism_key_args a = {
+      .session = session,
+      .mechanism = ma->raw,
+      .key = (px_object_handle)k->key};
+  return k->v3(a, res, call->c->clnt);
+}
 
 static CK_RV mech_key_init(CK_SESSION_HANDLE h, const char *what,
-                           px_mech_key_stub stub, CK_MECHANISM_PTR m,
-                           CK_OBJECT_HANDLE key) {
-  px_mechanism pm;
-  CK_RV rv = px_mechanism_in(m, &pm);
+                           px_mech_key_stub v3, px_mech_key_typed_stub typed,
+                           CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
+  struct px_mech_arg ma;
+  CK_RV rv = px_mech_arg_in(m, &ma);
   if (rv != CKR_OK)
     return px_state_is_initialized() ? rv : CKR_CRYPTOKI_NOT_INITIALIZED;
   struct px_call call;
@@ -557,12 +622,9 @@ static CK_RV mech_key_init(CK_SESSION_HANDLE h, const char *what,
   if (rv != CKR_OK)
     return rv;
   px_out_cache_clear(&call.s->cache);
-  px_session_mechanism_key_args a = {
-      .session = (px_session_handle)call.s->remote,
-      .mechanism = pm,
-      .key = (px_object_handle)key};
+  struct key_init_ctx k = {v3, typed, key};
   px_rv res = 0;
-  rv = PX_RPC(call.c, what, stub(a, &res, call.c->clnt));
+  rv = mech_round_trip(&call, what, &ma, key_init_send, &k, &res);
   px_session_leave(&call);
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
@@ -840,7 +902,8 @@ PX_EXPORT CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE hSession) {
 PX_EXPORT CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession,
                               CK_MECHANISM_PTR pMechanism,
                               CK_OBJECT_HANDLE hKey) {
-  return mech_key_init(hSession, "C_EncryptInit", c_encryptinit_3, pMechanism,
+  return mech_key_init(hSession, "C_EncryptInit", c_encryptinit_3,
+                       px_encryptinittyped_3, pMechanism,
                        hKey);
 }
 
@@ -870,7 +933,8 @@ PX_EXPORT CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession,
 PX_EXPORT CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession,
                               CK_MECHANISM_PTR pMechanism,
                               CK_OBJECT_HANDLE hKey) {
-  return mech_key_init(hSession, "C_DecryptInit", c_decryptinit_3, pMechanism,
+  return mech_key_init(hSession, "C_DecryptInit", c_decryptinit_3,
+                       px_decryptinittyped_3, pMechanism,
                        hKey);
 }
 
@@ -900,10 +964,24 @@ PX_EXPORT CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession,
 
 /* ---- digests ---- */
 
+static enum clnt_stat digest_init_send(struct px_call *call, const void *ctx,
+                                       const struct px_mech_arg *ma,
+                                       bool typed, void *res) {
+  (void)ctx;
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_session_mechanism_typed_args a = {.session = session,
+                                         .mechanism = ma->typed};
+    return px_digestinittyped_3(a, res, call->c->clnt);
+  }
+  px_session_mechanism_args a = {.session = session, .mechanism = ma->raw};
+  return c_digestinit_3(a, res, call->c->clnt);
+}
+
 PX_EXPORT CK_RV C_DigestInit(CK_SESSION_HANDLE hSession,
                              CK_MECHANISM_PTR pMechanism) {
-  px_mechanism pm;
-  CK_RV rv = px_mechanism_in(pMechanism, &pm);
+  struct px_mech_arg ma;
+  CK_RV rv = px_mech_arg_in(pMechanism, &ma);
   if (rv != CKR_OK)
     return px_state_is_initialized() ? rv : CKR_CRYPTOKI_NOT_INITIALIZED;
   struct px_call call;
@@ -911,10 +989,9 @@ PX_EXPORT CK_RV C_DigestInit(CK_SESSION_HANDLE hSession,
   if (rv != CKR_OK)
     return rv;
   px_out_cache_clear(&call.s->cache);
-  px_session_mechanism_args a = {.session = (px_session_handle)call.s->remote,
-                                 .mechanism = pm};
   px_rv res = 0;
-  rv = PX_RPC(call.c, "C_DigestInit", c_digestinit_3(a, &res, call.c->clnt));
+  rv = mech_round_trip(&call, "C_DigestInit", &ma, digest_init_send, NULL,
+                       &res);
   px_session_leave(&call);
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
@@ -947,7 +1024,8 @@ PX_EXPORT CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest,
 
 PX_EXPORT CK_RV C_SignInit(CK_SESSION_HANDLE hSession,
                            CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
-  return mech_key_init(hSession, "C_SignInit", c_signinit_3, pMechanism, hKey);
+  return mech_key_init(hSession, "C_SignInit", c_signinit_3,
+                       px_signinittyped_3, pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
@@ -972,6 +1050,7 @@ PX_EXPORT CK_RV C_SignRecoverInit(CK_SESSION_HANDLE hSession,
                                   CK_MECHANISM_PTR pMechanism,
                                   CK_OBJECT_HANDLE hKey) {
   return mech_key_init(hSession, "C_SignRecoverInit", c_signrecoverinit_3,
+                       px_signrecoverinittyped_3,
                        pMechanism, hKey);
 }
 
@@ -985,7 +1064,8 @@ PX_EXPORT CK_RV C_SignRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
 PX_EXPORT CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession,
                              CK_MECHANISM_PTR pMechanism,
                              CK_OBJECT_HANDLE hKey) {
-  return mech_key_init(hSession, "C_VerifyInit", c_verifyinit_3, pMechanism,
+  return mech_key_init(hSession, "C_VerifyInit", c_verifyinit_3,
+                       px_verifyinittyped_3, pMechanism,
                        hKey);
 }
 
@@ -1020,6 +1100,7 @@ PX_EXPORT CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE hSession,
                                     CK_MECHANISM_PTR pMechanism,
                                     CK_OBJECT_HANDLE hKey) {
   return mech_key_init(hSession, "C_VerifyRecoverInit", c_verifyrecoverinit_3,
+                       px_verifyrecoverinittyped_3,
                        pMechanism, hKey);
 }
 
@@ -1074,6 +1155,21 @@ PX_EXPORT CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession,
 
 /* ---- keys ---- */
 
+static enum clnt_stat generate_key_send(struct px_call *call, const void *ctx,
+                                        const struct px_mech_arg *ma,
+                                        bool typed, void *res) {
+  const px_template *t = ctx;
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_GenerateKeyTyped_args a = {
+        .session = session, .mechanism = ma->typed, .template = *t};
+    return px_generatekeytyped_3(a, res, call->c->clnt);
+  }
+  C_GenerateKey_args a = {
+      .session = session, .mechanism = ma->raw, .template = *t};
+  return c_generatekey_3(a, res, call->c->clnt);
+}
+
 PX_EXPORT CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession,
                               CK_MECHANISM_PTR pMechanism,
                               CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
@@ -1082,8 +1178,8 @@ PX_EXPORT CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (phKey == NULL)
     return CKR_ARGUMENTS_BAD;
-  px_mechanism pm;
-  CK_RV rv = px_mechanism_in(pMechanism, &pm);
+  struct px_mech_arg ma;
+  CK_RV rv = px_mech_arg_in(pMechanism, &ma);
   if (rv != CKR_OK)
     return rv;
   px_template t;
@@ -1093,12 +1189,9 @@ PX_EXPORT CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession,
   struct px_call call;
   rv = px_session_enter(hSession, &call);
   if (rv == CKR_OK) {
-    C_GenerateKey_args a = {.session = (px_session_handle)call.s->remote,
-                            .mechanism = pm,
-                            .template = t};
     px_object_ret res = {0, 0};
-    rv = PX_RPC(call.c, "C_GenerateKey",
-                c_generatekey_3(a, &res, call.c->clnt));
+    rv = mech_round_trip(&call, "C_GenerateKey", &ma, generate_key_send, &t,
+                         &res);
     px_session_leave(&call);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;
@@ -1107,6 +1200,26 @@ PX_EXPORT CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession,
   }
   px_template_free(&t);
   return rv;
+}
+
+static enum clnt_stat generate_key_pair_send(struct px_call *call,
+                                             const void *ctx,
+                                             const struct px_mech_arg *ma,
+                                             bool typed, void *res) {
+  const px_template *t = ctx; /* public, private */
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_GenerateKeyPairTyped_args a = {.session = session,
+                                      .mechanism = ma->typed,
+                                      .publicKeyTemplate = t[0],
+                                      .privateKeyTemplate = t[1]};
+    return px_generatekeypairtyped_3(a, res, call->c->clnt);
+  }
+  C_GenerateKeyPair_args a = {.session = session,
+                              .mechanism = ma->raw,
+                              .publicKeyTemplate = t[0],
+                              .privateKeyTemplate = t[1]};
+  return c_generatekeypair_3(a, res, call->c->clnt);
 }
 
 PX_EXPORT CK_RV C_GenerateKeyPair(
@@ -1118,8 +1231,8 @@ PX_EXPORT CK_RV C_GenerateKeyPair(
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (phPublicKey == NULL || phPrivateKey == NULL)
     return CKR_ARGUMENTS_BAD;
-  px_mechanism pm;
-  CK_RV rv = px_mechanism_in(pMechanism, &pm);
+  struct px_mech_arg ma;
+  CK_RV rv = px_mech_arg_in(pMechanism, &ma);
   if (rv != CKR_OK)
     return rv;
   px_template pub, priv;
@@ -1134,13 +1247,10 @@ PX_EXPORT CK_RV C_GenerateKeyPair(
   struct px_call call;
   rv = px_session_enter(hSession, &call);
   if (rv == CKR_OK) {
-    C_GenerateKeyPair_args a = {.session = (px_session_handle)call.s->remote,
-                                .mechanism = pm,
-                                .publicKeyTemplate = pub,
-                                .privateKeyTemplate = priv};
+    const px_template both[2] = {pub, priv};
     C_GenerateKeyPair_ret res = {0, 0, 0};
-    rv = PX_RPC(call.c, "C_GenerateKeyPair",
-                c_generatekeypair_3(a, &res, call.c->clnt));
+    rv = mech_round_trip(&call, "C_GenerateKeyPair", &ma,
+                         generate_key_pair_send, both, &res);
     px_session_leave(&call);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;
@@ -1155,19 +1265,34 @@ PX_EXPORT CK_RV C_GenerateKeyPair(
 }
 
 struct wrap_ctx {
-  px_mechanism mech;
+  struct px_mech_arg mech;
   CK_OBJECT_HANDLE wrapping;
   CK_OBJECT_HANDLE key;
 };
 
-static enum clnt_stat wrap_rpc(struct px_call *call, const void *ctx,
-                               px_bytes_ret *res) {
+static enum clnt_stat wrap_send(struct px_call *call, const void *ctx,
+                                const struct px_mech_arg *ma, bool typed,
+                                void *res) {
   const struct wrap_ctx *w = ctx;
-  C_WrapKey_args a = {.session = (px_session_handle)call->s->remote,
-                      .mechanism = w->mech,
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_WrapKeyTyped_args a = {.session = session,
+                              .mechanism = ma->typed,
+                              .wrappingKey = (px_object_handle)w->wrapping,
+                              .key = (px_object_handle)w->key};
+    return px_wrapkeytyped_3(a, res, call->c->clnt);
+  }
+  C_WrapKey_args a = {.session = session,
+                      .mechanism = ma->raw,
                       .wrappingKey = (px_object_handle)w->wrapping,
                       .key = (px_object_handle)w->key};
   return c_wrapkey_3(a, res, call->c->clnt);
+}
+
+static CK_RV wrap_rpc(struct px_call *call, const char *what, const void *ctx,
+                      px_bytes_ret *res) {
+  const struct wrap_ctx *w = ctx;
+  return mech_round_trip(call, what, &w->mech, wrap_send, w, res);
 }
 
 PX_EXPORT CK_RV C_WrapKey(CK_SESSION_HANDLE hSession,
@@ -1180,23 +1305,57 @@ PX_EXPORT CK_RV C_WrapKey(CK_SESSION_HANDLE hSession,
   if (pulWrappedKeyLen == NULL)
     return CKR_ARGUMENTS_BAD;
   struct wrap_ctx w = {.wrapping = hWrappingKey, .key = hKey};
-  CK_RV rv = px_mechanism_in(pMechanism, &w.mech);
+  CK_RV rv = px_mech_arg_in(pMechanism, &w.mech);
   if (rv != CKR_OK)
     return rv;
-  /* Cache key: mechanism, parameter bytes and both handles. */
-  size_t plen = w.mech.parameter.parameter_len;
-  size_t klen = 3 * sizeof(CK_ULONG) + plen;
-  unsigned char *key = malloc(klen);
-  if (key == NULL)
+  /* Cache key: both handles and the mechanism with its parameter contents. */
+  unsigned char *mkey;
+  size_t mlen;
+  if (!px_mech_arg_key(&w.mech, &mkey, &mlen))
     return CKR_HOST_MEMORY;
-  CK_ULONG hdr[3] = {pMechanism->mechanism, hWrappingKey, hKey};
+  CK_ULONG hdr[2] = {hWrappingKey, hKey};
+  size_t klen = sizeof hdr + mlen;
+  unsigned char *key = malloc(klen);
+  if (key == NULL) {
+    px_secure_free(mkey, mlen);
+    return CKR_HOST_MEMORY;
+  }
   memcpy(key, hdr, sizeof hdr);
-  if (plen > 0)
-    memcpy(key + sizeof hdr, pMechanism->pParameter, plen);
+  memcpy(key + sizeof hdr, mkey, mlen);
+  px_secure_free(mkey, mlen);
   rv = out_call(hSession, c_WrapKey, "C_WrapKey", key, klen, wrap_rpc, &w,
                 pWrappedKey, pulWrappedKeyLen);
   px_secure_free(key, klen);
   return rv;
+}
+
+struct unwrap_ctx {
+  CK_OBJECT_HANDLE unwrapping;
+  const void *wrapped;
+  CK_ULONG wrapped_len;
+  px_template template;
+};
+
+static enum clnt_stat unwrap_send(struct px_call *call, const void *ctx,
+                                  const struct px_mech_arg *ma, bool typed,
+                                  void *res) {
+  const struct unwrap_ctx *u = ctx;
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_UnwrapKeyTyped_args a = {
+        .session = session,
+        .mechanism = ma->typed,
+        .unwrappingKey = (px_object_handle)u->unwrapping,
+        .template = u->template};
+    BYTES(a.wrappedKey, u->wrapped, u->wrapped_len);
+    return px_unwrapkeytyped_3(a, res, call->c->clnt);
+  }
+  C_UnwrapKey_args a = {.session = session,
+                        .mechanism = ma->raw,
+                        .unwrappingKey = (px_object_handle)u->unwrapping,
+                        .template = u->template};
+  BYTES(a.wrappedKey, u->wrapped, u->wrapped_len);
+  return c_unwrapkey_3(a, res, call->c->clnt);
 }
 
 PX_EXPORT CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession,
@@ -1210,8 +1369,8 @@ PX_EXPORT CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (phKey == NULL || bad_buf(pWrappedKey, ulWrappedKeyLen))
     return CKR_ARGUMENTS_BAD;
-  px_mechanism pm;
-  CK_RV rv = px_mechanism_in(pMechanism, &pm);
+  struct px_mech_arg ma;
+  CK_RV rv = px_mech_arg_in(pMechanism, &ma);
   if (rv != CKR_OK)
     return rv;
   px_template t;
@@ -1221,13 +1380,9 @@ PX_EXPORT CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession,
   struct px_call call;
   rv = px_session_enter(hSession, &call);
   if (rv == CKR_OK) {
-    C_UnwrapKey_args a = {.session = (px_session_handle)call.s->remote,
-                          .mechanism = pm,
-                          .unwrappingKey = (px_object_handle)hUnwrappingKey,
-                          .template = t};
-    BYTES(a.wrappedKey, pWrappedKey, ulWrappedKeyLen);
+    struct unwrap_ctx u = {hUnwrappingKey, pWrappedKey, ulWrappedKeyLen, t};
     px_object_ret res = {0, 0};
-    rv = PX_RPC(call.c, "C_UnwrapKey", c_unwrapkey_3(a, &res, call.c->clnt));
+    rv = mech_round_trip(&call, "C_UnwrapKey", &ma, unwrap_send, &u, &res);
     px_session_leave(&call);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;
@@ -1236,6 +1391,30 @@ PX_EXPORT CK_RV C_UnwrapKey(CK_SESSION_HANDLE hSession,
   }
   px_template_free(&t);
   return rv;
+}
+
+struct derive_ctx {
+  CK_OBJECT_HANDLE base;
+  px_template template;
+};
+
+static enum clnt_stat derive_send(struct px_call *call, const void *ctx,
+                                  const struct px_mech_arg *ma, bool typed,
+                                  void *res) {
+  const struct derive_ctx *dc = ctx;
+  px_session_handle session = (px_session_handle)call->s->remote;
+  if (typed) {
+    px_DeriveKeyTyped_args a = {.session = session,
+                                .mechanism = ma->typed,
+                                .baseKey = (px_object_handle)dc->base,
+                                .template = dc->template};
+    return px_derivekeytyped_3(a, res, call->c->clnt);
+  }
+  C_DeriveKey_args a = {.session = session,
+                        .mechanism = ma->raw,
+                        .baseKey = (px_object_handle)dc->base,
+                        .template = dc->template};
+  return c_derivekey_3(a, res, call->c->clnt);
 }
 
 PX_EXPORT CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession,
@@ -1248,8 +1427,8 @@ PX_EXPORT CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (phKey == NULL)
     return CKR_ARGUMENTS_BAD;
-  px_mechanism pm;
-  CK_RV rv = px_mechanism_in(pMechanism, &pm);
+  struct px_mech_arg ma;
+  CK_RV rv = px_mech_arg_in(pMechanism, &ma);
   if (rv != CKR_OK)
     return rv;
   px_template t;
@@ -1259,12 +1438,9 @@ PX_EXPORT CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession,
   struct px_call call;
   rv = px_session_enter(hSession, &call);
   if (rv == CKR_OK) {
-    C_DeriveKey_args a = {.session = (px_session_handle)call.s->remote,
-                          .mechanism = pm,
-                          .baseKey = (px_object_handle)hBaseKey,
-                          .template = t};
+    struct derive_ctx dc = {hBaseKey, t};
     px_object_ret res = {0, 0};
-    rv = PX_RPC(call.c, "C_DeriveKey", c_derivekey_3(a, &res, call.c->clnt));
+    rv = mech_round_trip(&call, "C_DeriveKey", &ma, derive_send, &dc, &res);
     px_session_leave(&call);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;

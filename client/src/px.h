@@ -1,9 +1,9 @@
 /*
  * Internal declarations of libp11client (pkcs11proxyd client library).
  * Layers: config.c (settings), transport.c (sockets, RPC handles and the
- * per-connection handshake), state.c (library state, connections, session
- * table, login replay), pkcs11.c (the C_* entry points), interface.c
- * (function lists and C_GetInterface*).
+ * per-connection handshake), state.c (library state, the daemon-side
+ * application, connections, session table, login replay), pkcs11.c (the
+ * C_* entry points), interface.c (function lists and C_GetInterface*).
  */
 #ifndef PX_H
 #define PX_H
@@ -57,16 +57,32 @@ struct px_conn {
   pthread_mutex_t lock;
   /* Set on a transport failure; the connection is never used again. */
   atomic_bool broken;
+  /* Typed mechanism procedures (73..84) on this connection's daemon:
+   * 0 not known yet, 1 answered, -1 PROC_UNAVAIL (use version 3). Guarded
+   * by lock. */
+  int typed_mech;
   /* Fields below are guarded by the state lock. */
   unsigned refs;       /* list membership + owning sessions + calls */
   unsigned nsessions;  /* live sessions owned by this connection */
   bool listed;         /* still in the state's connection list */
   bool control;
+  /* Application (px_GetAppToken) this connection belongs to, 0 for none
+   * (a daemon without the extension). Set before listing, then fixed. */
+  unsigned app_epoch;
   struct px_conn *next;
 };
 
-/* Connects, does C_SetupArch, C_LoadModule and C_Initialize. */
-CK_RV px_conn_open(const struct px_config *cfg, struct px_conn **out);
+/* Connects. Without a token: C_SetupArch, C_LoadModule and C_Initialize.
+ * With one: px_JoinApp(token), then C_SetupArch. Returns CKR_DEVICE_ERROR
+ * when the daemon cannot be reached or talked to, and another rv when it
+ * refuses the join (the application is gone) or the module. */
+CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
+                   struct px_conn **out);
+/* px_GetAppToken on an idle connection (takes its lock). CKR_OK fills
+ * token; CKR_FUNCTION_NOT_SUPPORTED when the daemon lacks the procedure
+ * (the connection stays usable); otherwise another failure. */
+CK_RV px_conn_app_token(struct px_conn *c,
+                        unsigned char token[PX_APP_TOKEN_SIZE]);
 /* Sends C_Finalize when the connection is healthy, then closes it. */
 void px_conn_destroy(struct px_conn *c, bool say_finalize);
 /* Fork child: closes the descriptor copy only, sends nothing. */
@@ -96,7 +112,8 @@ void px_out_cache_clear(struct px_out_cache *oc);
 
 /* ---- sessions (state.c) ---- */
 struct px_session {
-  CK_SESSION_HANDLE handle;  /* handed to the application */
+  CK_SESSION_HANDLE handle;  /* handed to the application: remote in
+                                application mode, else this library's */
   CK_SESSION_HANDLE remote;  /* the daemon's handle on conn */
   CK_SLOT_ID slot;
   struct px_conn *conn;

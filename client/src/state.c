@@ -1,22 +1,31 @@
 /*
- * Library state: initialization epochs, connections, the session table and
- * login replay.
+ * Library state: initialization epochs, the daemon-side application,
+ * connections, the session table and login replay.
  *
  * Connection model (see client/README.md): one control connection for
- * slot-level calls, and by default one dedicated connection per session,
- * because the daemon scopes a session to the connection that opened it.
+ * slot-level calls, and by default one dedicated connection per session.
  * Each connection has its own lock held across one round trip, so calls on
  * different sessions run concurrently; the state lock below is never held
  * across a round trip.
  *
- * The daemon keeps login state per connection while PKCS#11 makes it
- * per application and token, so after a successful C_Login the PIN is kept
- * (zeroed on logout, on closing the slot's last session, on C_Finalize and
- * in a forked child) and replayed on the other connections that have
- * sessions on the slot and on connections opened for new sessions.
+ * Application mode (our daemon): C_Initialize asks the control connection
+ * for an application token (px_GetAppToken) and every later connection
+ * joins it (px_JoinApp). The daemon then shares sessions, object handles,
+ * session objects and login between all connections, so session handles
+ * are the daemon's own, C_Login/C_Logout/C_CloseAllSessions are sent once
+ * and C_Finalize is sent once, on the control connection. The application
+ * lives as long as one of its connections: a join the daemon refuses means
+ * it is gone (daemon restart), and the next control reconnect starts a new
+ * one; connections of the old one are then retired.
  *
- * Session handles given to the application are this library's own: two
- * connections can receive the same handle from the daemon.
+ * Per-connection mode (a daemon without the extension answers
+ * PROC_UNAVAIL, e.g. Caml Crush): the daemon scopes a session and the login
+ * to the connection that opened it. Session handles are this library's own
+ * (two connections can receive the same handle), and after a successful
+ * C_Login the PIN is kept (zeroed on logout, on closing the slot's last
+ * session, on C_Finalize and in a forked child) and replayed on the other
+ * connections that have sessions on the slot and on connections opened for
+ * new sessions.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -52,7 +61,22 @@ static struct {
   size_t n_sessions, cap_sessions;
   CK_SESSION_HANDLE next_handle;
   struct px_login *logins;
+  /* Application mode: the token every new connection joins with, and the
+   * epoch stamped on the application's connections. app_epoch is 0 in
+   * per-connection mode. */
+  bool app;
+  unsigned char token[PX_APP_TOKEN_SIZE];
+  unsigned app_epoch;
+  /* Remote sessions of the current application whose connection broke:
+   * still open in the daemon, closed through the control connection by
+   * get_control. */
+  CK_SESSION_HANDLE *stale;
+  size_t n_stale, cap_stale;
 } st;
+
+/* Source of application epochs; never reset, so a connection of an older
+ * initialization or application never matches the current one. */
+static unsigned epoch_counter;
 
 void px_secure_free(void *p, size_t len) {
   if (p == NULL)
@@ -68,6 +92,46 @@ void px_out_cache_clear(struct px_out_cache *oc) {
 }
 
 /* ---- helpers, all with st_lock held ---- */
+
+static bool in_app_locked(const struct px_conn *c) {
+  return st.app && c->app_epoch == st.app_epoch;
+}
+
+/* A session of the current application lost its connection but not its
+ * daemon-side existence. If this fails, the daemon closes it with the
+ * application. */
+static void stale_add_locked(const struct px_conn *c,
+                             CK_SESSION_HANDLE remote) {
+  if (!in_app_locked(c))
+    return;
+  if (st.n_stale == st.cap_stale) {
+    size_t ncap = st.cap_stale ? st.cap_stale * 2 : 8;
+    CK_SESSION_HANDLE *n = realloc(st.stale, ncap * sizeof *n);
+    if (n == NULL)
+      return;
+    st.stale = n;
+    st.cap_stale = ncap;
+  }
+  st.stale[st.n_stale++] = remote;
+}
+
+/* Starts application mode with a new token. */
+static void app_start_locked(const unsigned char *token) {
+  st.app = true;
+  memcpy(st.token, token, sizeof st.token);
+  st.app_epoch = ++epoch_counter;
+  if (st.app_epoch == 0)
+    st.app_epoch = ++epoch_counter;
+}
+
+static void app_forget_locked(void) {
+  st.app = false;
+  st.app_epoch = 0;
+  explicit_bzero(st.token, sizeof st.token);
+  free(st.stale);
+  st.stale = NULL;
+  st.n_stale = st.cap_stale = 0;
+}
 
 static void login_free(struct px_login *l) {
   px_secure_free(l->pin, l->pin_len);
@@ -124,10 +188,12 @@ static void conn_list_locked(struct px_conn *c) {
   st.conns = c;
 }
 
+/* C_Finalize on a connection of an application would finalize all its
+ * connections: only px_state_finalize sends it there. */
 static void destroy_dead(struct px_conn *dead, bool say_finalize) {
   while (dead != NULL) {
     struct px_conn *next = dead->next;
-    px_conn_destroy(dead, say_finalize);
+    px_conn_destroy(dead, say_finalize && dead->app_epoch == 0);
     dead = next;
   }
 }
@@ -189,12 +255,15 @@ static void session_unlist_locked(struct px_session *s,
   session_unref_locked(s, dead);
 }
 
-/* A broken connection takes its sessions with it. */
+/* A broken connection takes its sessions with it (in application mode
+ * only locally: they are closed in the daemon later). */
 static void conn_drop_locked(struct px_conn *c, struct px_conn **dead) {
   for (size_t i = st.n_sessions; i > 0; i--) {
     struct px_session *s = st.sessions[i - 1];
-    if (s->conn == c)
+    if (s->conn == c) {
+      stale_add_locked(c, s->remote);
       session_unlist_locked(s, dead);
+    }
   }
   conn_unlist_locked(c, dead);
 }
@@ -208,13 +277,21 @@ static CK_RV session_add_locked(struct px_session *s) {
     st.sessions = n;
     st.cap_sessions = ncap;
   }
-  /* Handles are never 0 (CK_INVALID_HANDLE) and not reused within an
-   * epoch unless the counter wraps. */
-  do {
-    st.next_handle++;
-  } while (st.next_handle == CK_INVALID_HANDLE ||
-           session_find_locked(st.next_handle) != NULL);
-  s->handle = st.next_handle;
+  /* An application's session handles are unique in the daemon: they are
+   * handed out unchanged. Otherwise (and on a clash with a handle of an
+   * older application) handles are this library's own, never 0
+   * (CK_INVALID_HANDLE) and not reused within an epoch unless the counter
+   * wraps. */
+  if (in_app_locked(s->conn) && s->remote != CK_INVALID_HANDLE &&
+      session_find_locked(s->remote) == NULL) {
+    s->handle = s->remote;
+  } else {
+    do {
+      st.next_handle++;
+    } while (st.next_handle == CK_INVALID_HANDLE ||
+             session_find_locked(st.next_handle) != NULL);
+    s->handle = st.next_handle;
+  }
   s->listed = true;
   s->refs = 1;
   st.sessions[st.n_sessions++] = s;
@@ -248,6 +325,9 @@ static void atfork_child(void) {
     st.logins = l->next;
     login_free(l);
   }
+  /* The parent's application is not the child's: C_Initialize in the
+   * child starts a new one. */
+  app_forget_locked();
   st.initialized = false;
   st.initializing = false;
   pthread_mutex_unlock(&st_lock);
@@ -299,7 +379,18 @@ CK_RV px_state_initialize(CK_C_INITIALIZE_ARGS *args) {
   CK_RV rv = px_config_load(&cfg);
   struct px_conn *control = NULL;
   if (rv == CKR_OK)
-    rv = px_conn_open(&cfg, &control);
+    rv = px_conn_open(&cfg, NULL, &control);
+  unsigned char token[PX_APP_TOKEN_SIZE];
+  bool app = false;
+  if (rv == CKR_OK) {
+    /* Any failure keeps per-connection mode; a transport failure also
+     * leaves the control connection broken, to be reopened later. */
+    CK_RV trv = px_conn_app_token(control, token);
+    app = trv == CKR_OK;
+    px_debug("C_Initialize: %s (0x%lx)",
+             app ? "application mode" : "per-connection mode",
+             (unsigned long)trv);
+  }
 
   pthread_mutex_lock(&st_lock);
   st.initializing = false;
@@ -312,12 +403,36 @@ CK_RV px_state_initialize(CK_C_INITIALIZE_ARGS *args) {
   }
   st.cfg = cfg;
   st.have_cfg = true;
+  if (app)
+    app_start_locked(token);
+  explicit_bzero(token, sizeof token);
+  control->app_epoch = st.app_epoch;
   control->control = true;
   conn_list_locked(control);
   st.control = control;
   st.initialized = true;
   pthread_mutex_unlock(&st_lock);
   return CKR_OK;
+}
+
+/* Application mode: one C_Finalize ends the application for all its
+ * connections. It goes to ctl when that is among dead and healthy, else to
+ * another healthy connection of the application; the rest just close. */
+static void destroy_dead_app(struct px_conn *dead, const struct px_conn *ctl,
+                             unsigned epoch) {
+  struct px_conn **fin = NULL;
+  for (struct px_conn **pp = &dead; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->app_epoch != epoch || atomic_load(&(*pp)->broken))
+      continue;
+    if (fin == NULL || *pp == ctl)
+      fin = pp;
+  }
+  if (fin != NULL) {
+    struct px_conn *c = *fin;
+    *fin = c->next;
+    px_conn_destroy(c, true);
+  }
+  destroy_dead(dead, false);
 }
 
 CK_RV px_state_finalize(void) {
@@ -328,6 +443,9 @@ CK_RV px_state_finalize(void) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   }
   st.initialized = false;
+  const struct px_conn *ctl = st.control; /* compared, never dereferenced */
+  bool app = st.app;
+  unsigned epoch = st.app_epoch;
   while (st.n_sessions > 0)
     session_unlist_locked(st.sessions[st.n_sessions - 1], &dead);
   free(st.sessions);
@@ -340,8 +458,12 @@ CK_RV px_state_finalize(void) {
     st.logins = l->next;
     login_free(l);
   }
+  app_forget_locked();
   pthread_mutex_unlock(&st_lock);
-  destroy_dead(dead, true);
+  if (app)
+    destroy_dead_app(dead, ctl, epoch);
+  else
+    destroy_dead(dead, true);
   return CKR_OK;
 }
 
@@ -403,8 +525,42 @@ void px_session_leave(struct px_call *call) {
   call->c = NULL;
 }
 
+static CK_RV rpc_close_session(struct px_conn *c, CK_SESSION_HANDLE remote);
+
+/* Drops a reference taken by get_control without holding c->lock. */
+static void conn_release(struct px_conn *c) {
+  struct px_conn *dead = NULL;
+  pthread_mutex_lock(&st_lock);
+  if (atomic_load(&c->broken))
+    conn_drop_locked(c, &dead);
+  conn_unref_locked(c, &dead);
+  pthread_mutex_unlock(&st_lock);
+  destroy_dead(dead, false);
+}
+
+/* Opens a control connection: in application mode it joins the
+ * application; if the daemon refuses (the application is gone), it starts
+ * a new one, reported through *renewed, *new_app and new_token. */
+static CK_RV open_control(bool app, const unsigned char *token,
+                          struct px_conn **out, bool *renewed, bool *new_app,
+                          unsigned char *new_token) {
+  *renewed = false;
+  *new_app = false;
+  CK_RV rv = px_conn_open(&st.cfg, app ? token : NULL, out);
+  if (!app || rv == CKR_OK || rv == CKR_DEVICE_ERROR)
+    return rv;
+  px_debug("control connection: application gone (0x%lx), starting a new one",
+           (unsigned long)rv);
+  rv = px_conn_open(&st.cfg, NULL, out);
+  if (rv != CKR_OK)
+    return rv;
+  *renewed = true;
+  *new_app = px_conn_app_token(*out, new_token) == CKR_OK;
+  return CKR_OK;
+}
+
 /* Returns a referenced, healthy control connection, reconnecting if the
- * previous one broke. */
+ * previous one broke, and closes stale sessions of the application on it. */
 static CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
   struct px_conn *dead = NULL;
   pthread_mutex_lock(&st_lock);
@@ -418,38 +574,92 @@ static CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
     c = NULL;
   }
   if (c == NULL) {
+    bool app = st.app;
+    unsigned epoch = st.app_epoch;
+    unsigned char token[PX_APP_TOKEN_SIZE], new_token[PX_APP_TOKEN_SIZE];
+    memcpy(token, st.token, sizeof token);
     pthread_mutex_unlock(&st_lock);
     destroy_dead(dead, false);
     dead = NULL;
     struct px_conn *nc = NULL;
-    CK_RV rv = px_conn_open(&st.cfg, &nc);
+    bool renewed, new_app;
+    CK_RV rv = open_control(app, token, &nc, &renewed, &new_app, new_token);
+    explicit_bzero(token, sizeof token);
     if (rv != CKR_OK) {
       px_debug("control connection: reconnect failed (0x%lx)",
                (unsigned long)rv);
       return unreachable_rv;
     }
+    nc->app_epoch = renewed ? 0 : epoch;
     pthread_mutex_lock(&st_lock);
     if (!st.initialized) {
       pthread_mutex_unlock(&st_lock);
-      px_conn_destroy(nc, true);
+      px_conn_destroy(nc, nc->app_epoch == 0);
+      explicit_bzero(new_token, sizeof new_token);
       return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
-    if (st.control != NULL && !atomic_load(&st.control->broken)) {
+    if ((st.control != NULL && !atomic_load(&st.control->broken)) ||
+        st.app != app || st.app_epoch != epoch) {
+      /* Another thread reconnected first. destroy_dead finalizes nc only
+       * if it is an application of its own (renewed, or no extension). */
       nc->next = dead;
-      dead = nc; /* another thread reconnected first */
+      dead = nc;
     } else {
       if (st.control != NULL)
         conn_drop_locked(st.control, &dead);
+      if (renewed) {
+        /* The old application's connections cannot reach it any more:
+         * idle ones close now, the others with their sessions' next use. */
+        for (struct px_conn **pp = &st.conns; *pp != NULL;) {
+          struct px_conn *i = *pp;
+          if (i->app_epoch == epoch) {
+            atomic_store(&i->broken, true);
+            if (!i->control && i->nsessions == 0) {
+              conn_unlist_locked(i, &dead); /* *pp is now the next one */
+              continue;
+            }
+          }
+          pp = &i->next;
+        }
+        app_forget_locked();
+        if (new_app)
+          app_start_locked(new_token);
+        nc->app_epoch = st.app_epoch;
+      }
       nc->control = true;
       conn_list_locked(nc);
       st.control = nc;
-      px_debug("control connection: reconnected");
+      px_debug("control connection: reconnected%s",
+               renewed ? " (new application)" : "");
     }
+    explicit_bzero(new_token, sizeof new_token);
     c = st.control;
+    if (c == NULL || atomic_load(&c->broken)) {
+      /* The application changed meanwhile and its control broke again. */
+      pthread_mutex_unlock(&st_lock);
+      destroy_dead(dead, true);
+      return unreachable_rv;
+    }
+  }
+  CK_SESSION_HANDLE *stale = NULL;
+  size_t n_stale = 0;
+  if (st.n_stale > 0 && in_app_locked(c)) {
+    stale = st.stale;
+    n_stale = st.n_stale;
+    st.stale = NULL;
+    st.n_stale = st.cap_stale = 0;
   }
   c->refs++;
   pthread_mutex_unlock(&st_lock);
   destroy_dead(dead, true);
+  if (n_stale > 0) {
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n_stale && !atomic_load(&c->broken); i++)
+      rpc_close_session(c, stale[i]);
+    pthread_mutex_unlock(&c->lock);
+    px_debug("control connection: closed %zu stale sessions", n_stale);
+  }
+  free(stale);
   *out = c;
   return CKR_OK;
 }
@@ -506,6 +716,48 @@ static CK_RV rpc_close_session(struct px_conn *c, CK_SESSION_HANDLE remote) {
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
 
+/* A dedicated connection for a new session; in application mode it joins
+ * the application. A refused join means the application may be gone: the
+ * control connection is asked for its token (a dead one fails, and its
+ * reconnect starts a new application) and the join is tried once more. */
+static CK_RV open_session_conn(struct px_conn **out) {
+  for (int attempt = 0;; attempt++) {
+    pthread_mutex_lock(&st_lock);
+    bool app = st.app;
+    unsigned epoch = st.app_epoch;
+    unsigned char token[PX_APP_TOKEN_SIZE], check[PX_APP_TOKEN_SIZE];
+    memcpy(token, st.token, sizeof token);
+    pthread_mutex_unlock(&st_lock);
+    CK_RV rv = px_conn_open(&st.cfg, app ? token : NULL, out);
+    if (rv == CKR_OK)
+      (*out)->app_epoch = epoch;
+    if (rv == CKR_OK || !app || rv == CKR_DEVICE_ERROR || attempt > 0) {
+      explicit_bzero(token, sizeof token);
+      return rv;
+    }
+    struct px_conn *ctl;
+    rv = get_control(&ctl, CKR_DEVICE_ERROR);
+    if (rv != CKR_OK) {
+      explicit_bzero(token, sizeof token);
+      return rv;
+    }
+    bool alive = px_conn_app_token(ctl, check) == CKR_OK &&
+                 memcmp(check, token, sizeof check) == 0;
+    conn_release(ctl);
+    explicit_bzero(token, sizeof token);
+    explicit_bzero(check, sizeof check);
+    if (alive) {
+      px_debug("C_OpenSession: px_JoinApp refused for a live application");
+      return CKR_DEVICE_ERROR;
+    }
+    /* Reopens a control connection found dead (new application). */
+    rv = get_control(&ctl, CKR_DEVICE_ERROR);
+    if (rv != CKR_OK)
+      return rv;
+    conn_release(ctl);
+  }
+}
+
 CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
                       CK_SESSION_HANDLE_PTR out) {
   struct px_conn *dead = NULL;
@@ -520,6 +772,19 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
   if (st.n_sessions >= PX_MAX_SESSIONS) {
     pthread_mutex_unlock(&st_lock);
     return CKR_SESSION_COUNT;
+  }
+  if (st.n_stale > 0) {
+    /* get_control closes the application's stale sessions first, so their
+     * share of the login does not outlive them. */
+    pthread_mutex_unlock(&st_lock);
+    if (get_control(&c, CKR_DEVICE_ERROR) == CKR_OK)
+      conn_release(c);
+    c = NULL;
+    pthread_mutex_lock(&st_lock);
+    if (!st.initialized) {
+      pthread_mutex_unlock(&st_lock);
+      return CKR_CRYPTOKI_NOT_INITIALIZED;
+    }
   }
   bool shared = st.cfg.shared_sessions;
   if (!shared) {
@@ -544,14 +809,16 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
     c->nsessions++;
     pthread_mutex_unlock(&st_lock);
   } else if (c == NULL) {
-    rv = px_conn_open(&st.cfg, &c);
+    rv = open_session_conn(&c);
     if (rv != CKR_OK)
       return CKR_DEVICE_ERROR;
     pthread_mutex_lock(&st_lock);
-    if (!st.initialized) {
+    if (!st.initialized || c->app_epoch != st.app_epoch) {
+      /* Finalized, or the application was replaced meanwhile. */
+      rv = st.initialized ? CKR_DEVICE_ERROR : CKR_CRYPTOKI_NOT_INITIALIZED;
       pthread_mutex_unlock(&st_lock);
-      px_conn_destroy(c, true);
-      return CKR_CRYPTOKI_NOT_INITIALIZED;
+      px_conn_destroy(c, c->app_epoch == 0);
+      return rv;
     }
     conn_list_locked(c);
     c->refs++;
@@ -572,15 +839,19 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
     rv = (CK_RV)res.rv;
 
   struct px_session *s = NULL;
+  bool opened = rv == CKR_OK;
   if (rv == CKR_OK) {
     s = calloc(1, sizeof *s);
     if (s == NULL)
-      rv = CKR_HOST_MEMORY; /* the remote session dies with the connection */
+      rv = CKR_HOST_MEMORY; /* the remote session dies with the connection,
+                               or as a stale session of the application */
   }
   pthread_mutex_lock(&st_lock);
   if (rv != CKR_OK || !st.initialized) {
     if (rv == CKR_OK)
       rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+    if (opened)
+      stale_add_locked(c, (CK_SESSION_HANDLE)res.session);
     free(s);
     c->nsessions--;
     if (atomic_load(&c->broken))
@@ -601,6 +872,7 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
   s->conn = c; /* takes over this call's reference */
   rv = session_add_locked(s);
   if (rv != CKR_OK) {
+    stale_add_locked(c, s->remote);
     free(s);
     c->nsessions--;
     conn_unref_locked(c, &dead);
@@ -665,6 +937,8 @@ CK_RV px_session_close(CK_SESSION_HANDLE h) {
   if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID ||
       rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_ERROR) {
     pthread_mutex_lock(&st_lock);
+    if (atomic_load(&call.c->broken))
+      stale_add_locked(call.c, call.s->remote);
     session_unlist_locked(call.s, &dead);
     pthread_mutex_unlock(&st_lock);
     /* A closed or unreachable remote session is closed for the caller. */
@@ -730,8 +1004,10 @@ CK_RV px_session_close_all(CK_SLOT_ID slot) {
     pthread_mutex_unlock(&st_lock);
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   }
-  struct target *t;
-  size_t n = collect_targets_locked(slot, NULL, &t);
+  /* In application mode one C_CloseAllSessions, on the control
+   * connection, closes the application's sessions on every connection. */
+  struct target *t = NULL;
+  size_t n = st.app ? 0 : collect_targets_locked(slot, NULL, &t);
   for (size_t i = st.n_sessions; i > 0; i--)
     if (st.sessions[i - 1]->slot == slot)
       session_unlist_locked(st.sessions[i - 1], &dead);
@@ -778,6 +1054,13 @@ CK_RV px_session_login(CK_SESSION_HANDLE h, CK_USER_TYPE user,
   CK_RV rv = px_session_enter(h, &call);
   if (rv != CKR_OK)
     return rv;
+  if (call.c->app_epoch != 0) {
+    /* The daemon shares the login with every connection of the
+     * application: nothing is kept or replayed. */
+    rv = rpc_login(call.c, call.s->remote, user, pin, pin_len);
+    px_session_leave(&call);
+    return rv;
+  }
   CK_SLOT_ID slot = call.s->slot;
   if (user != CKU_CONTEXT_SPECIFIC) {
     pthread_mutex_lock(&st_lock);
@@ -837,6 +1120,11 @@ CK_RV px_session_logout(CK_SESSION_HANDLE h) {
   CK_RV rv = px_session_enter(h, &call);
   if (rv != CKR_OK)
     return rv;
+  if (call.c->app_epoch != 0) {
+    rv = rpc_logout(call.c, call.s->remote);
+    px_session_leave(&call);
+    return rv;
+  }
   CK_SLOT_ID slot = call.s->slot;
   rv = rpc_logout(call.c, call.s->remote);
   struct px_conn *origin = call.c;

@@ -1,7 +1,10 @@
 /*
  * Sockets and RPC handles. One px_conn is one socket with its own CLIENT
- * (tirpc clnt_vc); every new connection starts with C_SetupArch (this
- * process's CK_ULONG layout), C_LoadModule (alias bytes) and C_Initialize.
+ * (tirpc clnt_vc). A connection that starts an application sends
+ * C_SetupArch (this process's CK_ULONG layout), C_LoadModule (alias bytes)
+ * and C_Initialize; a connection joining an existing application sends
+ * px_JoinApp(token) as its first record (the daemon routes the connection
+ * by it), then C_SetupArch only.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -107,7 +110,26 @@ static int64_t local_arch(void) {
   return little ? PX_ARCH_LITTLE_ENDIAN_32 : PX_ARCH_BIG_ENDIAN_32;
 }
 
-static CK_RV handshake(struct px_conn *c, const char *libname) {
+/* px_JoinApp: a refusal (the application is gone) is returned as the
+ * daemon's rv, a transport failure as CKR_DEVICE_ERROR. */
+static CK_RV join_app(struct px_conn *c, const unsigned char *token) {
+  struct px_rpc r;
+  px_rv rv = 0;
+  px_JoinApp_args ja;
+  ja.token.token_len = PX_APP_TOKEN_SIZE;
+  ja.token.token_val = (char *)token;
+  px_rpc_begin(&r);
+  CK_RV st = px_rpc_end(&r, c, px_joinapp_3(ja, &rv, c->clnt), "px_JoinApp");
+  if (st != CKR_OK)
+    return st;
+  if (rv != CKR_OK) {
+    px_debug("px_JoinApp returned 0x%llx", (unsigned long long)rv);
+    return rv == CKR_DEVICE_ERROR ? CKR_GENERAL_ERROR : (CK_RV)rv;
+  }
+  return CKR_OK;
+}
+
+static CK_RV setup_arch(struct px_conn *c) {
   struct px_rpc r;
   px_rv rv = 0;
   C_SetupArch_args sa = {.arch = local_arch()};
@@ -122,7 +144,13 @@ static CK_RV handshake(struct px_conn *c, const char *libname) {
     px_debug("C_SetupArch: server refused this architecture");
     return CKR_DEVICE_ERROR;
   }
+  return CKR_OK;
+}
 
+static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
+  struct px_rpc r;
+  px_rv rv = 0;
+  CK_RV st;
   C_LoadModule_args lm;
   lm.alias.px_bytes_len = (u_int)strlen(libname);
   lm.alias.px_bytes_val = (char *)libname;
@@ -151,7 +179,8 @@ static CK_RV handshake(struct px_conn *c, const char *libname) {
   return CKR_OK;
 }
 
-CK_RV px_conn_open(const struct px_config *cfg, struct px_conn **out) {
+CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
+                   struct px_conn **out) {
   *out = NULL;
   int fd;
   switch (cfg->transport) {
@@ -194,14 +223,48 @@ CK_RV px_conn_open(const struct px_config *cfg, struct px_conn **out) {
   pthread_mutex_init(&c->lock, NULL);
   atomic_init(&c->broken, false);
 
-  CK_RV rv = handshake(c, cfg->libname);
+  CK_RV rv = token != NULL ? join_app(c, token) : CKR_OK;
+  if (rv == CKR_OK)
+    rv = setup_arch(c);
+  if (rv == CKR_OK && token == NULL)
+    rv = load_and_initialize(c, cfg->libname);
   if (rv != CKR_OK) {
     px_conn_destroy(c, false);
     return rv;
   }
-  px_debug("connected (fd %d)", fd);
+  px_debug("connected (fd %d%s)", fd, token != NULL ? ", joined" : "");
   *out = c;
   return CKR_OK;
+}
+
+CK_RV px_conn_app_token(struct px_conn *c,
+                        unsigned char token[PX_APP_TOKEN_SIZE]) {
+  px_GetAppToken_ret res;
+  memset(&res, 0, sizeof res);
+  struct px_rpc r;
+  pthread_mutex_lock(&c->lock);
+  px_rpc_begin(&r);
+  enum clnt_stat cs = px_getapptoken_3(&res, c->clnt);
+  /* A daemon without the extension (Caml Crush) sends a complete
+   * PROC_UNAVAIL reply: the connection stays usable. */
+  bool refused = cs == RPC_PROCUNAVAIL || cs == RPC_PROGVERSMISMATCH ||
+                 cs == RPC_PROGUNAVAIL;
+  CK_RV rv = px_rpc_end(&r, c, refused ? RPC_SUCCESS : cs, "px_GetAppToken");
+  pthread_mutex_unlock(&c->lock);
+  if (refused) {
+    px_debug("px_GetAppToken: %s", clnt_sperrno(cs));
+    rv = CKR_FUNCTION_NOT_SUPPORTED;
+  } else if (rv == CKR_OK && res.rv != CKR_OK) {
+    px_debug("px_GetAppToken returned 0x%llx", (unsigned long long)res.rv);
+    rv = CKR_FUNCTION_FAILED;
+  } else if (rv == CKR_OK && res.token.token_len != PX_APP_TOKEN_SIZE) {
+    px_debug("px_GetAppToken: token of %u bytes", res.token.token_len);
+    rv = CKR_FUNCTION_FAILED;
+  }
+  if (rv == CKR_OK)
+    memcpy(token, res.token.token_val, PX_APP_TOKEN_SIZE);
+  xdr_free((xdrproc_t)xdr_px_GetAppToken_ret, (char *)&res);
+  return rv;
 }
 
 void px_conn_destroy(struct px_conn *c, bool say_finalize) {

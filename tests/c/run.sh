@@ -54,7 +54,7 @@ if [ "$VALGRIND" = 1 ]; then
       --errors-for-leak-kinds=definite,possible
       --suppressions="$here/valgrind.supp")
 fi
-for group in args sizes threads fork restart config; do
+for group in args sizes threads fork restart config mechanisms app; do
   out="$work/test-$group.log"
   "${vg[@]}" "$here/build/test_client" "$group" >"$out" 2>&1
   rc=$?

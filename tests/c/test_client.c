@@ -1,18 +1,22 @@
 /*
  * Integration tests of libp11client against a running daemon.
  * Environment: P11CLIENT_LIB (library path), PKCS11PROXY_* (client
- * settings), P11TEST_RESTART_CMD (restarts the daemon; restart test only).
+ * settings), P11TEST_RESTART_CMD (restarts the daemon; restart and app
+ * groups), DAEMON (ours or camlcrush).
  * Usage: test_client [group...]; groups: args sizes threads fork restart
- * config.
+ * config mechanisms app (DAEMON=ours expects the typed mechanism
+ * procedures and connections joined into one application).
  * Prints "N passed, M failed" last; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +49,13 @@ static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char PIN[] = "1234";
 static CK_UTF8CHAR RSA_LABEL[] = "ctest-rsa";
+
+/* Whether the daemon under test has the typed mechanism procedures:
+ * ours has, Caml Crush answers PROC_UNAVAIL and the library falls back. */
+static bool typed_daemon(void) {
+  const char *d = getenv("DAEMON");
+  return d != NULL && strcmp(d, "ours") == 0;
+}
 
 static CK_SLOT_ID token_slot(void) {
   CK_SLOT_ID slots[16];
@@ -211,7 +222,8 @@ static void test_args(void) {
   CHECK_RV(f->C_GenerateRandom(s, NULL, 8), CKR_ARGUMENTS_BAD);
   CK_BYTE rnd[32];
   CHECK_RV(f->C_GenerateRandom(s, rnd, sizeof rnd), CKR_OK);
-  /* GCM parameters hold pointers: refused before anything is sent. */
+  /* GCM parameters hold pointers: without the typed procedures (Caml
+   * Crush) they are refused before anything is sent. */
   CK_BYTE iv[12] = {0}, key_bytes[16] = {0};
   CK_GCM_PARAMS gcm = {iv, sizeof iv, 96, NULL, 0, 128};
   CK_MECHANISM mgcm = {CKM_AES_GCM, &gcm, sizeof gcm};
@@ -225,7 +237,13 @@ static void test_args(void) {
                         {CKA_VALUE, key_bytes, sizeof key_bytes}};
   CK_OBJECT_HANDLE haes = CK_INVALID_HANDLE;
   CHECK_RV(f->C_CreateObject(s, aes, 5, &haes), CKR_OK);
-  CHECK_RV(f->C_EncryptInit(s, &mgcm, haes), CKR_MECHANISM_PARAM_INVALID);
+  if (typed_daemon()) {
+    CK_GCM_PARAMS nul = {NULL, sizeof iv, 96, NULL, 0, 128};
+    CK_MECHANISM mnul = {CKM_AES_GCM, &nul, sizeof nul};
+    CHECK_RV(f->C_EncryptInit(s, &mnul, haes), CKR_MECHANISM_PARAM_INVALID);
+  } else {
+    CHECK_RV(f->C_EncryptInit(s, &mgcm, haes), CKR_MECHANISM_PARAM_INVALID);
+  }
   CHECK_RV(f->C_DestroyObject(s, haes), CKR_OK);
   CK_ULONG ifcount = 0;
   CK_FUNCTION_LIST_PTR fl;
@@ -592,6 +610,585 @@ static void test_config(void) {
   free(alias);
 }
 
+/* ---- group: mechanisms ---- */
+
+/* Parameter struct p11-kit's header lacks (OASIS layout). */
+struct t_eddsa_params {
+  CK_BBOOL phFlag;
+  CK_ULONG ulContextDataLen;
+  CK_BYTE_PTR pContextData;
+};
+
+static CK_OBJECT_HANDLE gen_aes(CK_SESSION_HANDLE s, CK_ULONG len) {
+  CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+  CK_KEY_TYPE kt = CKK_AES;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE t[] = {{CKA_CLASS, &sk, sizeof sk},
+                      {CKA_KEY_TYPE, &kt, sizeof kt},
+                      {CKA_VALUE_LEN, &len, sizeof len},
+                      {CKA_TOKEN, &no, sizeof no},
+                      {CKA_SENSITIVE, &no, sizeof no},
+                      {CKA_EXTRACTABLE, &yes, sizeof yes},
+                      {CKA_ENCRYPT, &yes, sizeof yes},
+                      {CKA_DECRYPT, &yes, sizeof yes},
+                      {CKA_WRAP, &yes, sizeof yes},
+                      {CKA_UNWRAP, &yes, sizeof yes},
+                      {CKA_DERIVE, &yes, sizeof yes}};
+  CK_MECHANISM kg = {CKM_AES_KEY_GEN, NULL, 0};
+  CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+  CHECK_RV(f->C_GenerateKey(s, &kg, t, sizeof t / sizeof t[0], &h), CKR_OK);
+  return h;
+}
+
+/* AES-ECB encryption of one fixed block: compares keys without reading them. */
+static bool ecb_block(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k,
+                      CK_BYTE out[16]) {
+  CK_MECHANISM m = {CKM_AES_ECB, NULL, 0};
+  CK_BYTE in[16] = "fixed block 0123";
+  CK_ULONG n = 16;
+  return f->C_EncryptInit(s, &m, k) == CKR_OK &&
+         f->C_Encrypt(s, in, 16, out, &n) == CKR_OK && n == 16;
+}
+
+static CK_ULONG read_value(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                           CK_BYTE *buf, CK_ULONG cap) {
+  CK_ATTRIBUTE a = {CKA_VALUE, buf, cap};
+  return f->C_GetAttributeValue(s, o, &a, 1) == CKR_OK ? a.ulValueLen : 0;
+}
+
+static void mech_gcm(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE aes, bool typed) {
+  CK_BYTE iv[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  CK_BYTE aad[] = "header";
+  CK_GCM_PARAMS gp = {iv, sizeof iv, 96, aad, sizeof aad - 1, 128};
+  CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof gp};
+  CK_BYTE pt[] = "GCM through the proxy";
+  CK_BYTE ct[64], back[64];
+  CK_ULONG ctl = 0, bl = sizeof back;
+  /* Malformed parameters never leave the process. */
+  CK_GCM_PARAMS nul = {NULL, 12, 96, NULL, 0, 128};
+  CK_MECHANISM mn = {CKM_AES_GCM, &nul, sizeof nul};
+  CHECK_RV(f->C_EncryptInit(s, &mn, aes), CKR_MECHANISM_PARAM_INVALID);
+  CK_MECHANISM ms = {CKM_AES_GCM, &gp, sizeof gp - 1};
+  CHECK_RV(f->C_EncryptInit(s, &ms, aes), CKR_MECHANISM_PARAM_INVALID);
+  CK_MECHANISM mp = {CKM_AES_GCM, NULL, sizeof gp};
+  CHECK_RV(f->C_EncryptInit(s, &mp, aes), CKR_ARGUMENTS_BAD);
+  if (!typed) {
+    CHECK_RV(f->C_EncryptInit(s, &m, aes), CKR_MECHANISM_PARAM_INVALID);
+    return;
+  }
+  CHECK_RV(f->C_EncryptInit(s, &m, aes), CKR_OK);
+  CHECK_RV(f->C_Encrypt(s, pt, sizeof pt, NULL, &ctl), CKR_OK);
+  CHECK(ctl == sizeof pt + 16, "GCM output length %lu", ctl);
+  CHECK_RV(f->C_Encrypt(s, pt, sizeof pt, ct, &ctl), CKR_OK);
+  CHECK_RV(f->C_DecryptInit(s, &m, aes), CKR_OK);
+  CHECK_RV(f->C_Decrypt(s, ct, ctl, back, &bl), CKR_OK);
+  CHECK(bl == sizeof pt && memcmp(back, pt, bl) == 0, "GCM round trip");
+  /* The AAD is authenticated: another one fails the tag check. */
+  CK_BYTE other[] = "HEADER";
+  CK_GCM_PARAMS gp2 = {iv, sizeof iv, 96, other, sizeof other - 1, 128};
+  CK_MECHANISM m2 = {CKM_AES_GCM, &gp2, sizeof gp2};
+  bl = sizeof back;
+  CHECK_RV(f->C_DecryptInit(s, &m2, aes), CKR_OK);
+  CHECK(f->C_Decrypt(s, ct, ctl, back, &bl) != CKR_OK,
+        "GCM with another AAD fails");
+}
+
+static void mech_rsa(CK_SESSION_HANDLE s, bool typed) {
+  CK_MECHANISM kg = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+  CK_ULONG bits = 1024;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &no, sizeof no},
+                        {CKA_MODULUS_BITS, &bits, sizeof bits},
+                        {CKA_ENCRYPT, &yes, sizeof yes},
+                        {CKA_VERIFY, &yes, sizeof yes}};
+  CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &no, sizeof no},
+                         {CKA_DECRYPT, &yes, sizeof yes},
+                         {CKA_SIGN, &yes, sizeof yes}};
+  CK_OBJECT_HANDLE hpub = 0, hpriv = 0;
+  CHECK_RV(f->C_GenerateKeyPair(s, &kg, pub, 4, priv, 3, &hpub, &hpriv),
+           CKR_OK);
+
+  CK_RSA_PKCS_OAEP_PARAMS op = {CKM_SHA_1, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED,
+                                NULL, 0};
+  CK_MECHANISM oaep = {CKM_RSA_PKCS_OAEP, &op, sizeof op};
+  CK_BYTE pt[] = "OAEP secret";
+  CK_BYTE ct[256], back[256];
+  CK_ULONG ctl = sizeof ct, bl = sizeof back;
+  if (typed) {
+    CHECK_RV(f->C_EncryptInit(s, &oaep, hpub), CKR_OK);
+    CHECK_RV(f->C_Encrypt(s, pt, sizeof pt, ct, &ctl), CKR_OK);
+    CHECK(ctl == 128, "OAEP ciphertext length %lu", ctl);
+    CHECK_RV(f->C_DecryptInit(s, &oaep, hpriv), CKR_OK);
+    CHECK_RV(f->C_Decrypt(s, ct, ctl, back, &bl), CKR_OK);
+    CHECK(bl == sizeof pt && memcmp(back, pt, bl) == 0, "OAEP round trip");
+    /* SoftHSM2 refuses labels: the label reached it. */
+    CK_BYTE label[] = "label";
+    CK_RSA_PKCS_OAEP_PARAMS lp = {CKM_SHA_1, CKG_MGF1_SHA1,
+                                  CKZ_DATA_SPECIFIED, label, 5};
+    CK_MECHANISM lm = {CKM_RSA_PKCS_OAEP, &lp, sizeof lp};
+    CHECK_RV(f->C_EncryptInit(s, &lm, hpub), CKR_ARGUMENTS_BAD);
+  } else {
+    CHECK_RV(f->C_EncryptInit(s, &oaep, hpub), CKR_MECHANISM_PARAM_INVALID);
+  }
+  CK_RSA_PKCS_OAEP_PARAMS bad = {CKM_SHA_1, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED,
+                                 NULL, 5};
+  CK_MECHANISM bm = {CKM_RSA_PKCS_OAEP, &bad, sizeof bad};
+  CHECK_RV(f->C_EncryptInit(s, &bm, hpub), CKR_MECHANISM_PARAM_INVALID);
+
+  /* PSS parameters hold no pointers: both protocol forms carry them. */
+  CK_RSA_PKCS_PSS_PARAMS pp = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+  CK_MECHANISM pss = {CKM_SHA256_RSA_PKCS_PSS, &pp, sizeof pp};
+  CK_BYTE sig[128];
+  CK_ULONG sl = sizeof sig;
+  CHECK_RV(f->C_SignInit(s, &pss, hpriv), CKR_OK);
+  CHECK_RV(f->C_Sign(s, pt, sizeof pt, sig, &sl), CKR_OK);
+  CHECK_RV(f->C_VerifyInit(s, &pss, hpub), CKR_OK);
+  CHECK_RV(f->C_Verify(s, pt, sizeof pt, sig, sl), CKR_OK);
+}
+
+static void mech_ecdh(CK_SESSION_HANDLE s, bool typed) {
+  static CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                           0xce, 0x3d, 0x03, 0x01, 0x07};
+  CK_MECHANISM kg = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &no, sizeof no},
+                        {CKA_EC_PARAMS, p256, sizeof p256}};
+  CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &no, sizeof no},
+                         {CKA_DERIVE, &yes, sizeof yes}};
+  CK_OBJECT_HANDLE pa = 0, ka = 0, pb = 0, kb = 0;
+  CHECK_RV(f->C_GenerateKeyPair(s, &kg, pub, 2, priv, 2, &pa, &ka), CKR_OK);
+  CHECK_RV(f->C_GenerateKeyPair(s, &kg, pub, 2, priv, 2, &pb, &kb), CKR_OK);
+  CK_BYTE pta[80], ptb[80]; /* DER OCTET STRING around the point */
+  CK_ATTRIBUTE qa = {CKA_EC_POINT, pta, sizeof pta};
+  CK_ATTRIBUTE qb = {CKA_EC_POINT, ptb, sizeof ptb};
+  CHECK_RV(f->C_GetAttributeValue(s, pa, &qa, 1), CKR_OK);
+  CHECK_RV(f->C_GetAttributeValue(s, pb, &qb, 1), CKR_OK);
+  CHECK(qa.ulValueLen == 67 && qb.ulValueLen == 67, "P-256 points");
+
+  CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+  CK_KEY_TYPE kt = CKK_AES;
+  CK_ULONG len = 32;
+  CK_ATTRIBUTE out[] = {{CKA_CLASS, &sk, sizeof sk},
+                        {CKA_KEY_TYPE, &kt, sizeof kt},
+                        {CKA_VALUE_LEN, &len, sizeof len},
+                        {CKA_TOKEN, &no, sizeof no},
+                        {CKA_ENCRYPT, &yes, sizeof yes}};
+  CK_ECDH1_DERIVE_PARAMS da = {CKD_NULL, 0, NULL, 65, ptb + 2};
+  CK_ECDH1_DERIVE_PARAMS db = {CKD_NULL, 0, NULL, 65, pta + 2};
+  CK_MECHANISM ma = {CKM_ECDH1_DERIVE, &da, sizeof da};
+  CK_MECHANISM mb = {CKM_ECDH1_DERIVE, &db, sizeof db};
+  CK_OBJECT_HANDLE sa = 0, sb = 0;
+  if (!typed) {
+    CHECK_RV(f->C_DeriveKey(s, &ma, ka, out, 5, &sa),
+             CKR_MECHANISM_PARAM_INVALID);
+    return;
+  }
+  CHECK_RV(f->C_DeriveKey(s, &ma, ka, out, 5, &sa), CKR_OK);
+  CHECK_RV(f->C_DeriveKey(s, &mb, kb, out, 5, &sb), CKR_OK);
+  CK_BYTE ea[16], eb[16];
+  CHECK(ecb_block(s, sa, ea) && ecb_block(s, sb, eb) && memcmp(ea, eb, 16) == 0,
+        "both ECDH sides derive the same AES key");
+  CK_ECDH1_DERIVE_PARAMS dn = {CKD_NULL, 0, NULL, 65, NULL};
+  CK_MECHANISM mn = {CKM_ECDH1_DERIVE, &dn, sizeof dn};
+  CHECK_RV(f->C_DeriveKey(s, &mn, ka, out, 5, &sa),
+           CKR_MECHANISM_PARAM_INVALID);
+}
+
+static void mech_wrap(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE kek) {
+  CK_OBJECT_HANDLE target = gen_aes(s, 32);
+  CK_BYTE want[16], got[16];
+  CHECK(ecb_block(s, target, want), "target key encrypts");
+  static const CK_MECHANISM_TYPE kinds[] = {CKM_AES_KEY_WRAP,
+                                            CKM_AES_KEY_WRAP_PAD};
+  for (size_t i = 0; i < 2; i++) {
+    CK_MECHANISM m = {kinds[i], NULL, 0};
+    CK_ULONG wl = 0;
+    CHECK_RV(f->C_WrapKey(s, &m, kek, target, NULL, &wl), CKR_OK);
+    CHECK(wl == 40, "wrapped length %lu", wl);
+    CK_BYTE wrapped[64];
+    CK_ULONG small = 8;
+    CHECK_RV(f->C_WrapKey(s, &m, kek, target, wrapped, &small),
+             CKR_BUFFER_TOO_SMALL);
+    CHECK_RV(f->C_WrapKey(s, &m, kek, target, wrapped, &wl), CKR_OK);
+    CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &sk, sizeof sk},
+                        {CKA_KEY_TYPE, &kt, sizeof kt},
+                        {CKA_TOKEN, &no, sizeof no},
+                        {CKA_ENCRYPT, &yes, sizeof yes}};
+    CK_OBJECT_HANDLE u = 0;
+    CHECK_RV(f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 4, &u), CKR_OK);
+    CHECK(ecb_block(s, u, got) && memcmp(want, got, 16) == 0,
+          "unwrapped key equals the original (mechanism 0x%lx)", kinds[i]);
+  }
+}
+
+static void mech_derive_data(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE base,
+                             bool typed) {
+  CK_OBJECT_CLASS sk = CKO_SECRET_KEY;
+  CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+  CK_ULONG len = 32;
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE out[] = {{CKA_CLASS, &sk, sizeof sk},
+                        {CKA_KEY_TYPE, &kt, sizeof kt},
+                        {CKA_VALUE_LEN, &len, sizeof len},
+                        {CKA_TOKEN, &no, sizeof no},
+                        {CKA_SENSITIVE, &no, sizeof no},
+                        {CKA_EXTRACTABLE, &yes, sizeof yes}};
+  CK_BYTE data[32];
+  memset(data, 0x5a, sizeof data);
+  CK_OBJECT_HANDLE h = 0;
+  /* CK_KEY_DERIVATION_STRING_DATA: our daemon cannot hand its pointer to
+   * the module through pkcs11js; version 3 cannot carry it at all. */
+  CK_KEY_DERIVATION_STRING_DATA kd = {data, sizeof data};
+  CK_MECHANISM ecb = {CKM_AES_ECB_ENCRYPT_DATA, &kd, sizeof kd};
+  CHECK_RV(f->C_DeriveKey(s, &ecb, base, out, 6, &h),
+           CKR_MECHANISM_PARAM_INVALID);
+  CK_KEY_DERIVATION_STRING_DATA kn = {NULL, 16};
+  CK_MECHANISM en = {CKM_AES_ECB_ENCRYPT_DATA, &kn, sizeof kn};
+  CHECK_RV(f->C_DeriveKey(s, &en, base, out, 6, &h),
+           CKR_MECHANISM_PARAM_INVALID);
+
+  CK_AES_CBC_ENCRYPT_DATA_PARAMS cp;
+  memset(cp.iv, 7, sizeof cp.iv);
+  cp.data_params = data;
+  cp.length = sizeof data;
+  CK_MECHANISM cbc = {CKM_AES_CBC_ENCRYPT_DATA, &cp, sizeof cp};
+  if (!typed) {
+    CHECK_RV(f->C_DeriveKey(s, &cbc, base, out, 6, &h),
+             CKR_MECHANISM_PARAM_INVALID);
+    return;
+  }
+  CHECK_RV(f->C_DeriveKey(s, &cbc, base, out, 6, &h), CKR_OK);
+  CK_BYTE derived[32], expect[32];
+  CK_ULONG dl = read_value(s, h, derived, sizeof derived), el = sizeof expect;
+  CK_MECHANISM enc = {CKM_AES_CBC, cp.iv, sizeof cp.iv};
+  CHECK_RV(f->C_EncryptInit(s, &enc, base), CKR_OK);
+  CHECK_RV(f->C_Encrypt(s, data, sizeof data, expect, &el), CKR_OK);
+  CHECK(dl == 32 && el == 32 && memcmp(derived, expect, 32) == 0,
+        "AES_CBC_ENCRYPT_DATA derives the CBC encryption of the data");
+}
+
+static void mech_eddsa(CK_SESSION_HANDLE s, bool typed) {
+  static CK_BYTE ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+  CK_MECHANISM kg = {CKM_EC_EDWARDS_KEY_PAIR_GEN, NULL, 0};
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &no, sizeof no},
+                        {CKA_EC_PARAMS, ed25519, sizeof ed25519},
+                        {CKA_VERIFY, &yes, sizeof yes}};
+  CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &no, sizeof no},
+                         {CKA_SIGN, &yes, sizeof yes}};
+  CK_OBJECT_HANDLE hpub = 0, hpriv = 0;
+  CHECK_RV(f->C_GenerateKeyPair(s, &kg, pub, 3, priv, 2, &hpub, &hpriv),
+           CKR_OK);
+  struct t_eddsa_params ep = {CK_FALSE, 0, NULL};
+  CK_MECHANISM m = {CKM_EDDSA, &ep, sizeof ep};
+  CK_BYTE msg[] = "eddsa";
+  CK_BYTE sig[64];
+  CK_ULONG sl = sizeof sig;
+  if (!typed) {
+    CHECK_RV(f->C_SignInit(s, &m, hpriv), CKR_MECHANISM_PARAM_INVALID);
+    return;
+  }
+  CHECK_RV(f->C_SignInit(s, &m, hpriv), CKR_OK);
+  CHECK_RV(f->C_Sign(s, msg, sizeof msg, sig, &sl), CKR_OK);
+  CK_MECHANISM plain = {CKM_EDDSA, NULL, 0};
+  CHECK_RV(f->C_VerifyInit(s, &plain, hpub), CKR_OK);
+  CHECK_RV(f->C_Verify(s, msg, sizeof msg, sig, sl), CKR_OK);
+}
+
+static void test_mechanisms(void) {
+  bool typed = typed_daemon();
+  CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+  CK_SESSION_HANDLE s = open_rw(token_slot());
+  CHECK_RV(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+  CK_OBJECT_HANDLE aes = gen_aes(s, 32);
+  mech_gcm(s, aes, typed);
+  mech_rsa(s, typed);
+  mech_ecdh(s, typed);
+  /* Caml Crush hands C_WrapKey a non-NULL pParameter even when the
+   * parameter is empty, which SoftHSM2 refuses for AES key wrap. */
+  if (typed)
+    mech_wrap(s, aes);
+  mech_derive_data(s, aes, typed);
+  mech_eddsa(s, typed);
+  CHECK_RV(f->C_CloseSession(s), CKR_OK);
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- group: app ---- */
+
+/* Whether the daemon under test makes the library's connections one
+ * application (px_GetAppToken): ours does. With Caml Crush the library
+ * keeps per-connection state and only the checks that hold there run. */
+static bool app_daemon(void) {
+  const char *d = getenv("DAEMON");
+  return d != NULL && strcmp(d, "ours") == 0;
+}
+
+static CK_STATE session_state(CK_SESSION_HANDLE s) {
+  CK_SESSION_INFO si;
+  memset(&si, 0, sizeof si);
+  return f->C_GetSessionInfo(s, &si) == CKR_OK ? si.state : (CK_STATE)-1;
+}
+
+/* The one object labelled label, or CK_INVALID_HANDLE. */
+static CK_OBJECT_HANDLE find_label(CK_SESSION_HANDLE s, const char *label) {
+  CK_ATTRIBUTE t = {CKA_LABEL, (CK_VOID_PTR)label, strlen(label)};
+  CK_OBJECT_HANDLE h[2] = {CK_INVALID_HANDLE, CK_INVALID_HANDLE};
+  CK_ULONG n = 0;
+  if (f->C_FindObjectsInit(s, &t, 1) != CKR_OK)
+    return CK_INVALID_HANDLE;
+  f->C_FindObjects(s, h, 2, &n);
+  f->C_FindObjectsFinal(s);
+  return n == 1 ? h[0] : CK_INVALID_HANDLE;
+}
+
+static CK_OBJECT_HANDLE create_session_data(CK_SESSION_HANDLE s,
+                                            const char *label) {
+  CK_OBJECT_CLASS dc = CKO_DATA;
+  CK_BBOOL no = CK_FALSE;
+  CK_BYTE value[] = "shared";
+  CK_ATTRIBUTE t[] = {{CKA_CLASS, &dc, sizeof dc},
+                      {CKA_TOKEN, &no, sizeof no},
+                      {CKA_PRIVATE, &no, sizeof no},
+                      {CKA_LABEL, (CK_VOID_PTR)label, strlen(label)},
+                      {CKA_VALUE, value, 6}};
+  CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+  CHECK_RV(f->C_CreateObject(s, t, 5, &h), CKR_OK);
+  return h;
+}
+
+/* Socket descriptors open in this process (the library's connections):
+ * their number, the first max of them in fds. */
+static int socket_fds(int *fds, int max) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    char path[300], target[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+    ssize_t len = readlink(path, target, sizeof target - 1);
+    if (len > 0) {
+      target[len] = '\0';
+      if (strncmp(target, "socket:", 7) == 0) {
+        if (n < max)
+          fds[n] = atoi(e->d_name);
+        n++;
+      }
+    }
+  }
+  if (d != NULL)
+    closedir(d);
+  return n;
+}
+
+static int count_sockets(void) { return socket_fds(NULL, 0); }
+
+/* The socket opened since before[0..nbefore), or -1. */
+static int new_socket(const int *before, int nbefore) {
+  int now[64];
+  int n = socket_fds(now, 64);
+  for (int i = 0; i < n && i < 64; i++) {
+    bool old = false;
+    for (int j = 0; j < nbefore; j++)
+      old |= now[i] == before[j];
+    if (!old)
+      return now[i];
+  }
+  return -1;
+}
+
+#define APP_THREADS 4
+static pthread_barrier_t app_barrier;
+static CK_OBJECT_HANDLE app_priv, app_pub;
+static CK_SESSION_HANDLE app_sessions[APP_THREADS];
+
+/* Signs with key handles found on another session (application mode) or
+ * on its own session (per-connection mode), all threads at once. */
+static void *app_signer(void *arg) {
+  long id = (long)arg;
+  CK_SESSION_HANDLE s = app_sessions[id];
+  bool shared = app_daemon();
+  CK_OBJECT_HANDLE priv = shared ? app_priv : find_key(s, CKO_PRIVATE_KEY);
+  CK_OBJECT_HANDLE pub = shared ? app_pub : find_key(s, CKO_PUBLIC_KEY);
+  CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+  pthread_barrier_wait(&app_barrier);
+  int ok = 0;
+  for (int i = 0; i < N_SIGS; i++) {
+    char msg[64];
+    CK_BYTE sig[256];
+    CK_ULONG sl = sizeof sig;
+    snprintf(msg, sizeof msg, "app thread %ld message %d", id, i);
+    if (f->C_SignInit(s, &m, priv) == CKR_OK &&
+        f->C_Sign(s, (CK_BYTE_PTR)msg, strlen(msg), sig, &sl) == CKR_OK &&
+        f->C_VerifyInit(s, &m, pub) == CKR_OK &&
+        f->C_Verify(s, (CK_BYTE_PTR)msg, strlen(msg), sig, sl) == CKR_OK)
+      ok++;
+  }
+  CHECK(ok == N_SIGS, "app thread %ld: %d/%d signatures verified", id, ok,
+        N_SIGS);
+  return NULL;
+}
+
+static void test_app(void) {
+  bool app = app_daemon();
+  CK_C_INITIALIZE_ARGS ia;
+  memset(&ia, 0, sizeof ia);
+  ia.flags = CKF_OS_LOCKING_OK;
+  CHECK_RV(f->C_Initialize(&ia), CKR_OK);
+  CK_SLOT_ID slot = token_slot();
+  CK_SESSION_HANDLE s1 = open_rw(slot), s2 = open_rw(slot);
+
+  /* Login on s1: s2, opened before, and s3, opened after, are user
+   * sessions (shared by the daemon, or replayed per connection). */
+  CHECK_RV(f->C_Login(s1, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+  CHECK(session_state(s2) == CKS_RW_USER_FUNCTIONS, "s2 state %lu",
+        session_state(s2));
+  CK_SESSION_HANDLE s3 = open_rw(slot);
+  CHECK(session_state(s3) == CKS_RW_USER_FUNCTIONS, "s3 state %lu",
+        session_state(s3));
+  CHECK_RV(f->C_Login(s3, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4),
+           CKR_USER_ALREADY_LOGGED_IN);
+  ensure_rsa_key(s1);
+
+  if (app) {
+    /* Object handles belong to the application: found on s1, used on s2
+     * and s3 (each on its own connection). */
+    CK_OBJECT_HANDLE priv = find_key(s1, CKO_PRIVATE_KEY);
+    CK_OBJECT_HANDLE pub = find_key(s1, CKO_PUBLIC_KEY);
+    CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+    const char *msg = "handle from another session";
+    CK_BYTE sig[256];
+    CK_ULONG sl = sizeof sig;
+    CHECK_RV(f->C_SignInit(s2, &m, priv), CKR_OK);
+    CHECK_RV(f->C_Sign(s2, (CK_BYTE_PTR)msg, strlen(msg), sig, &sl), CKR_OK);
+    CHECK_RV(f->C_VerifyInit(s3, &m, pub), CKR_OK);
+    CHECK_RV(f->C_Verify(s3, (CK_BYTE_PTR)msg, strlen(msg), sig, sl), CKR_OK);
+
+    /* A session object of s1 is visible from s2 under the same handle. */
+    CK_OBJECT_HANDLE obj = create_session_data(s1, "ctest-app-obj");
+    CHECK(obj != CK_INVALID_HANDLE && find_label(s2, "ctest-app-obj") == obj,
+          "s1's session object found from s2");
+    CK_BYTE v[6];
+    CK_ATTRIBUTE va = {CKA_VALUE, v, sizeof v};
+    CHECK_RV(f->C_GetAttributeValue(s3, obj, &va, 1), CKR_OK);
+    CHECK(va.ulValueLen == 6 && memcmp(v, "shared", 6) == 0,
+          "value read through s3");
+    CHECK_RV(f->C_DestroyObject(s2, obj), CKR_OK);
+    CHECK(find_label(s1, "ctest-app-obj") == CK_INVALID_HANDLE,
+          "destroyed through s2, gone for s1");
+  }
+
+  /* C_Logout through s3 logs every session out. */
+  CHECK_RV(f->C_Logout(s3), CKR_OK);
+  CHECK(session_state(s1) == CKS_RW_PUBLIC_SESSION, "s1 state %lu",
+        session_state(s1));
+  if (app) /* SoftHSM itself answers CKR_OK to a second C_Logout */
+    CHECK_RV(f->C_Logout(s1), CKR_USER_NOT_LOGGED_IN);
+
+  /* Every session has its own connection; the threads sign at once. */
+  CHECK_RV(f->C_Login(s1, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+  app_priv = find_key(s1, CKO_PRIVATE_KEY);
+  app_pub = find_key(s1, CKO_PUBLIC_KEY);
+  for (int i = 0; i < APP_THREADS; i++)
+    app_sessions[i] = open_rw(slot);
+  int socks = count_sockets();
+  CHECK(socks >= 3 + APP_THREADS + 1,
+        "a connection per session plus the control one (%d sockets)", socks);
+  pthread_barrier_init(&app_barrier, NULL, APP_THREADS);
+  pthread_t t[APP_THREADS];
+  for (long i = 0; i < APP_THREADS; i++)
+    pthread_create(&t[i], NULL, app_signer, (void *)i);
+  for (int i = 0; i < APP_THREADS; i++)
+    pthread_join(t[i], NULL);
+  pthread_barrier_destroy(&app_barrier);
+
+  /* C_CloseAllSessions closes the sessions of all connections; the login
+   * ends with them. */
+  CHECK_RV(f->C_CloseAllSessions(slot), CKR_OK);
+  CK_SESSION_INFO si;
+  CHECK_RV(f->C_GetSessionInfo(s2, &si), CKR_SESSION_HANDLE_INVALID);
+  CHECK_RV(f->C_GetSessionInfo(app_sessions[0], &si),
+           CKR_SESSION_HANDLE_INVALID);
+  CK_SESSION_HANDLE s4 = open_rw(slot);
+  CHECK(session_state(s4) == CKS_RW_PUBLIC_SESSION, "s4 state %lu",
+        session_state(s4));
+
+  if (app) {
+    /* A forked child's C_Initialize starts its own application: it does
+     * not see the parent's session objects; the parent keeps them. */
+    CK_OBJECT_HANDLE obj = create_session_data(s4, "ctest-app-fork");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+      int bad = f->C_Initialize(NULL) != CKR_OK;
+      CK_SESSION_HANDLE cs = CK_INVALID_HANDLE;
+      bad |= (f->C_OpenSession(token_slot(), CKF_SERIAL_SESSION, NULL, NULL,
+                               &cs) != CKR_OK)
+             << 1;
+      bad |= (find_label(cs, "ctest-app-fork") != CK_INVALID_HANDLE) << 2;
+      bad |= (f->C_Finalize(NULL) != CKR_OK) << 3;
+      exit(bad);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "child: own application without the parent's objects (0x%x)",
+          status);
+    CHECK(find_label(s4, "ctest-app-fork") == obj,
+          "parent still sees its session object");
+  }
+
+  /* C_Finalize ends the application: the next one starts empty. */
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+  CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+  CK_SESSION_HANDLE s5 = open_rw(token_slot());
+  CHECK(find_label(s5, "ctest-app-fork") == CK_INVALID_HANDLE,
+        "session objects gone with C_Finalize");
+
+  /* A session whose connection breaks is gone, in the daemon too: after
+   * the last other session closes, the login has ended. */
+  CHECK_RV(f->C_Login(s5, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+  int before[64];
+  int nbefore = socket_fds(before, 64);
+  CK_SESSION_HANDLE sb = open_rw(slot);
+  int fd = new_socket(before, nbefore < 64 ? nbefore : 64);
+  CHECK(fd >= 0, "connection of the new session found");
+  if (fd >= 0)
+    shutdown(fd, SHUT_RDWR);
+  CK_RV brv = f->C_GetSessionInfo(sb, &si);
+  CHECK(brv == CKR_DEVICE_ERROR, "call on a broken connection (0x%lx)",
+        (unsigned long)brv);
+  CHECK_RV(f->C_GetSessionInfo(sb, &si), CKR_SESSION_HANDLE_INVALID);
+  CHECK_RV(f->C_CloseSession(s5), CKR_OK);
+  s5 = open_rw(slot);
+  CHECK(session_state(s5) == CKS_RW_PUBLIC_SESSION,
+        "login ended with the last session (state %lu)", session_state(s5));
+
+  /* After a daemon restart C_OpenSession works without C_Finalize (ours:
+   * the join is refused, a new application starts). */
+  const char *cmd = getenv("P11TEST_RESTART_CMD");
+  if (cmd != NULL) {
+    CHECK_RV(f->C_Login(s5, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+    CHECK(system(cmd) == 0, "restart command");
+    CK_SESSION_HANDLE s6 = CK_INVALID_HANDLE;
+    CHECK_RV(f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                              NULL, NULL, &s6),
+             CKR_OK);
+    CK_RV rv = f->C_Login(s6, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4);
+    CHECK(rv == (app ? CKR_OK : CKR_USER_ALREADY_LOGGED_IN),
+          "login after restart (0x%lx)", (unsigned long)rv);
+    CHECK(sign_verify(s6, "after restart"), "signs after restart");
+    rv = f->C_GetSessionInfo(s5, &si);
+    CHECK(rv == CKR_SESSION_HANDLE_INVALID ||
+              (!app && rv == CKR_DEVICE_ERROR),
+          "session of the old application (0x%lx)", (unsigned long)rv);
+  }
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+}
+
 int main(int argc, char **argv) {
   const char *lib = getenv("P11CLIENT_LIB");
   if (lib == NULL) {
@@ -617,7 +1214,8 @@ int main(int argc, char **argv) {
   } groups[] = {{"args", test_args},       {"sizes", test_sizes},
                 {"threads", test_threads}, {"fork", test_fork},
                 {"restart", test_restart},
-                {"config", test_config}};
+                {"config", test_config},   {"mechanisms", test_mechanisms},
+                {"app", test_app}};
   for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
     bool run = argc < 2;
     for (int i = 1; i < argc; i++)
