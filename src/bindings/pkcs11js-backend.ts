@@ -235,10 +235,6 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   private readonly opMechanisms = new Map<string, number>();
   private readonly cost = new CallCostModel();
 
-  hasModule(alias: string): boolean {
-    return this.modules.has(alias);
-  }
-
   /**
    * Runs an asynchronous pkcs11js call whose mechanism may be a typed
    * parameter: pkcs11js points the C struct into that object's Buffers and

@@ -5,7 +5,10 @@ import path from 'node:path';
 import { errorMessage } from '../pkcs11/errors';
 import type { Logger } from './log';
 import type { ListenAddress, ListenResult } from './rpc/types';
+import { PROCEDURES, px_JoinApp_argsCodec, xdrDecode } from '../generated/pkcs11_rpc';
 import { applySocketPermissions, removeStaleSocket } from './rpc/local-socket';
+import { RecordAssembler } from './rpc/record-marking';
+import { parseCall } from './rpc/rpc-message';
 import { createPkcs11Server } from './serve';
 import type { DaemonSettings } from './settings';
 
@@ -13,41 +16,24 @@ import type { DaemonSettings } from './settings';
 const RESPAWN_BASE_MS = 200;
 const RESPAWN_MAX_MS = 10_000;
 
-/** The primary reads at most this much of a new connection before routing it. */
+/** The primary reads at most one record of this size from a new connection to route it. */
 const FIRST_RECORD_PEEK_MAX = 4096;
-/** ...and waits at most this long for the first record. */
+/** ...and waits at most this long for it. */
 const FIRST_RECORD_WAIT_MS = 2000;
-/** ONC RPC wire facts used to peek at a call: record mark, then the call header. */
-const LAST_FRAGMENT = 0x80000000;
-const PROC_PX_JOIN_APP = 72;
-const PKCS11_PROG = 4;
-
-function firstRecordComplete(b: Buffer): boolean {
-  if (b.length < 4) return false;
-  return b.length >= 4 + (b.readUInt32BE(0) & ~LAST_FRAGMENT);
-}
+const JOIN_APP = PROCEDURES.find((p) => p.name === 'px_JoinApp')!;
 
 /**
- * Worker index named by a px_JoinApp token in the first record, or null.
- * Any malformed input is null: the worker will judge it properly.
+ * Worker index named by the token of a px_JoinApp call, or null for any
+ * other record, malformed ones included: the worker judges those properly.
  */
-export function joinTarget(b: Buffer): number | null {
-  // mark, xid, msg_type, rpcvers, prog, vers, proc
-  if (b.length < 28) return null;
-  if (b.readUInt32BE(16) !== PKCS11_PROG || b.readUInt32BE(24) !== PROC_PX_JOIN_APP) return null;
-  let off = 28;
-  for (let i = 0; i < 2; i++) {
-    // cred, then verf: flavor, length, body padded to 4
-    if (off > b.length - 8) return null;
-    const len = b.readUInt32BE(off + 4);
-    if (len > 400) return null;
-    off += 8 + ((len + 3) & ~3);
+function joinTarget(record: Buffer): number | null {
+  try {
+    const call = parseCall(record);
+    if (call.kind !== 'call' || call.header.prog !== JOIN_APP.prog || call.header.proc !== JOIN_APP.proc) return null;
+    return xdrDecode(px_JoinApp_argsCodec, call.args).token[0] ?? null;
+  } catch {
+    return null;
   }
-  // px_JoinApp_args: opaque token<17>
-  if (off > b.length - 5) return null;
-  const tokenLen = b.readUInt32BE(off);
-  if (tokenLen < 1 || tokenLen > 17) return null;
-  return b[off + 4];
 }
 
 export class DaemonStartError extends Error {
@@ -176,6 +162,8 @@ export class Daemon {
     const chunks: Buffer[] = [];
     let length = 0;
     let routed = false;
+    let target: number | null = null;
+    const peek = new RecordAssembler(FIRST_RECORD_PEEK_MAX);
     const route = () => {
       if (routed) return;
       routed = true;
@@ -193,12 +181,23 @@ export class Daemon {
         length += extra.length;
       }
       const initial = Buffer.concat(chunks, length);
-      this.handOff(sock, addr, initial, joinTarget(initial));
+      this.handOff(sock, addr, initial, target);
     };
     const onData = (c: Buffer) => {
       chunks.push(c);
       length += c.length;
-      if (length >= FIRST_RECORD_PEEK_MAX || firstRecordComplete(Buffer.concat(chunks, length))) route();
+      let records: Buffer[];
+      try {
+        records = peek.push(c);
+      } catch {
+        // Larger than any routing record: round-robin, the worker applies the real limit.
+        route();
+        return;
+      }
+      if (records.length > 0) {
+        target = joinTarget(records[0]);
+        route();
+      }
     };
     // A silent client is handed over as is; the worker applies the protocol's rules.
     const timer = setTimeout(route, FIRST_RECORD_WAIT_MS);
