@@ -4,7 +4,7 @@ import path from 'node:path';
 import * as p from 'pkcs11js';
 import { startDaemon } from '../tests/ts/helpers/daemon';
 import { P11Client } from '../tests/ts/helpers/p11-client';
-import { bool, bytes, mech, P256, ulong } from '../tests/ts/helpers/attrs';
+import { ecKeyPairTemplates, mech } from '../tests/ts/helpers/attrs';
 import { SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';
 
 /**
@@ -58,12 +58,7 @@ async function main(): Promise<void> {
     const slot = (await c.call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList[0];
     const s = (await c.call('C_OpenSession', { slotID: slot, flags: p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION })).session;
     await c.call('C_Login', { session: s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) });
-    const kp = await c.call('C_GenerateKeyPair', {
-      session: s,
-      mechanism: mech(p.CKM_EC_KEY_PAIR_GEN),
-      publicKeyTemplate: [bool(p.CKA_TOKEN, true), bytes(p.CKA_EC_PARAMS, P256), bytes(p.CKA_LABEL, 'bench-ec'), ulong(p.CKA_CLASS, p.CKO_PUBLIC_KEY)],
-      privateKeyTemplate: [bool(p.CKA_TOKEN, true), bool(p.CKA_SIGN, true), bytes(p.CKA_LABEL, 'bench-ec'), bool(p.CKA_PRIVATE, true)],
-    });
+    const kp = await c.call('C_GenerateKeyPair', { session: s, mechanism: mech(p.CKM_EC_KEY_PAIR_GEN), ...ecKeyPairTemplates('bench-ec', true) });
     if (kp.rv !== 0) throw new Error(`keygen rv ${kp.rv}`);
     await c.close();
 

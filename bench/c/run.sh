@@ -83,39 +83,10 @@ store() { # system: private copy of the template store
   cp -a "$work/template/tokens/." "$work/$1/tokens/"
 }
 
+# shellcheck source=../../tests/c/netplex-conf.sh
+. "$root/tests/c/netplex-conf.sh"
 netplex_conf() { # system, address block
-  cat > "$work/$1/filter.conf" <<CONF
-modules = [("softhsm", "$SOFTHSM_LIB")]
-CONF
-  cat > "$work/$1/pkcs11proxyd.conf" <<CONF
-netplex {
-  controller {
-    max_level = "info";
-    socket_directory = "$work/$1/netplex";
-    logging { type = "stderr"; };
-  };
-  service {
-    name = "PKCS#11 Filtering Proxy";
-    conn_limit = 1;
-    protocol {
-      name = "rpc_pkcs11";
-      $2
-    };
-    processor {
-      type = "rpc_pkcs11";
-      filter_config = "$work/$1/filter.conf";
-      use_ssl = false;
-    };
-    workload_manager {
-      type = "dynamic";
-      max_jobs_per_thread = 1;
-      min_free_jobs_capacity = 1;
-      max_free_jobs_capacity = 1;
-      max_threads = 100;
-    };
-  }
-}
-CONF
+  write_netplex_conf "$work/$1" "$SOFTHSM_LIB" softhsm "$2"
 }
 
 wait_for() { # description, test command...

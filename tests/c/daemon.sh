@@ -17,39 +17,10 @@ ALIAS=${P11TEST_ALIAS:-softhsm}
 sock="$work/pkcs11proxyd.sock"
 pidfile="$work/daemon.pid"
 
+# shellcheck source=netplex-conf.sh
+. "$(dirname "$0")/netplex-conf.sh"
 write_camlcrush_conf() {
-  cat > "$work/filter.conf" <<CONF
-modules = [("$ALIAS", "$SOFTHSM_LIB")]
-CONF
-  cat > "$work/pkcs11proxyd.conf" <<CONF
-netplex {
-  controller {
-    max_level = "info";
-    socket_directory = "$work/netplex";
-    logging { type = "stderr"; };
-  };
-  service {
-    name = "PKCS#11 Filtering Proxy";
-    conn_limit = 1;
-    protocol {
-      name = "rpc_pkcs11";
-      address { type = "local"; path = "$sock"; };
-    };
-    processor {
-      type = "rpc_pkcs11";
-      filter_config = "$work/filter.conf";
-      use_ssl = false;
-    };
-    workload_manager {
-      type = "dynamic";
-      max_jobs_per_thread = 1;
-      min_free_jobs_capacity = 1;
-      max_free_jobs_capacity = 1;
-      max_threads = 100;
-    };
-  }
-}
-CONF
+  write_netplex_conf "$work" "$SOFTHSM_LIB" "$ALIAS" "address { type = \"local\"; path = \"$sock\"; };"
 }
 
 start() {
