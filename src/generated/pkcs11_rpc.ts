@@ -25,8 +25,87 @@ export { Reader, Writer };
  * values in sequence (RPC header, then arguments).
  */
 export interface Codec<T> {
-  encode(w: Writer, v: T): void;
+  encode(w: XdrSink, v: T): void;
   decode(r: Reader): T;
+}
+
+/** What an encoder writes to: the part of js-xdr's Writer that codecs use. */
+export type XdrSink = Pick<Writer, 'writeInt32' | 'writeUint32' | 'writeFloat32' | 'writeFloat64' | 'writeBytes' | 'writePadding'>;
+
+/**
+ * An XdrSink over one growable Buffer, emptied by reset() and reused. js-xdr's Writer allocates a zeroed 8 KiB
+ * buffer per message and copies it out again; on the daemon's reply path that was about a fifth of the
+ * per-call CPU, so xdrEncode writes here instead. Values are range-checked by the write* helpers before they
+ * reach the sink.
+ */
+export class ReusableSink implements XdrSink {
+  private buf: Buffer;
+  private off = 0;
+
+  constructor(private readonly initialSize = 16 * 1024, private readonly keepLimit = 1024 * 1024) {
+    this.buf = Buffer.allocUnsafe(initialSize);
+  }
+
+  get length(): number {
+    return this.off;
+  }
+
+  /** Empties the sink; a buffer grown past keepLimit by a large message is released. */
+  reset(): void {
+    this.off = 0;
+    if (this.buf.length > this.keepLimit) this.buf = Buffer.allocUnsafe(this.initialSize);
+  }
+
+  /** A copy of the bytes written since reset(). */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.off);
+    this.buf.copy(out, 0, 0, this.off);
+    return out;
+  }
+
+  writeInt32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeInt32BE(v, this.off);
+  }
+
+  writeUint32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeUInt32BE(v, this.off);
+  }
+
+  writeFloat32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeFloatBE(v, this.off);
+  }
+
+  writeFloat64(v: number): void {
+    this.ensure(8);
+    this.off = this.buf.writeDoubleBE(v, this.off);
+  }
+
+  writeBytes(v: Uint8Array): void {
+    this.ensure(v.length);
+    this.buf.set(v, this.off);
+    this.off += v.length;
+  }
+
+  /** Zero bytes that pad `length` bytes of data to a multiple of 4. */
+  writePadding(length: number): void {
+    const pad = (4 - (length % 4)) % 4;
+    if (pad === 0) return;
+    this.ensure(pad);
+    this.buf.fill(0, this.off, this.off + pad);
+    this.off += pad;
+  }
+
+  private ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.off + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.off);
+    this.buf = next;
+  }
 }
 
 /** Deepest nesting of recursive types (types that reach themselves through '*' or '<>') accepted by a codec. */
@@ -123,25 +202,25 @@ function readDouble(r: Reader, path: string): number {
   return r.readFloat64(path);
 }
 
-function writeInt(w: Writer, v: number, path: string): void {
+function writeInt(w: XdrSink, v: number, path: string): void {
   if (typeof v !== 'number' || (v | 0) !== v) throw new XdrEncodeError(path + ': expected an int32, got ' + typeName(v));
   w.writeInt32(v);
 }
 
-function writeUint(w: Writer, v: number, path: string): void {
+function writeUint(w: XdrSink, v: number, path: string): void {
   if (typeof v !== 'number' || v >>> 0 !== v) throw new XdrEncodeError(path + ': expected a uint32, got ' + typeName(v));
   w.writeUint32(v);
 }
 
 /** Any safe integer, negative ones as two's complement (-1 is ff ff ff ff ff ff ff ff). */
-function writeHyper(w: Writer, v: number, path: string): void {
+function writeHyper(w: XdrSink, v: number, path: string): void {
   if (!Number.isSafeInteger(v)) throw new XdrEncodeError(path + ': expected a safe integer, got ' + typeName(v));
   const hi = Math.floor(v / TWO_POW_32);
   w.writeInt32(hi);
   w.writeUint32(v - hi * TWO_POW_32);
 }
 
-function writeUhyper(w: Writer, v: number, path: string): void {
+function writeUhyper(w: XdrSink, v: number, path: string): void {
   if (!Number.isSafeInteger(v) || v < 0) {
     throw new XdrEncodeError(path + ': expected a non-negative safe integer, got ' + typeName(v));
   }
@@ -150,17 +229,17 @@ function writeUhyper(w: Writer, v: number, path: string): void {
   w.writeUint32(v - hi * TWO_POW_32);
 }
 
-function writeBool(w: Writer, v: boolean, path: string): void {
+function writeBool(w: XdrSink, v: boolean, path: string): void {
   if (typeof v !== 'boolean') throw new XdrEncodeError(path + ': expected a boolean, got ' + typeName(v));
   w.writeInt32(v ? 1 : 0);
 }
 
-function writeFloat(w: Writer, v: number, path: string): void {
+function writeFloat(w: XdrSink, v: number, path: string): void {
   if (typeof v !== 'number') throw new XdrEncodeError(path + ': expected a number, got ' + typeName(v));
   w.writeFloat32(v);
 }
 
-function writeDouble(w: Writer, v: number, path: string): void {
+function writeDouble(w: XdrSink, v: number, path: string): void {
   if (typeof v !== 'number') throw new XdrEncodeError(path + ': expected a number, got ' + typeName(v));
   w.writeFloat64(v);
 }
@@ -206,17 +285,19 @@ export const doubleCodec: Codec<number> = {
   decode: (r) => readDouble(r, 'double'),
 };
 
+/** Shared by every xdrEncode call: encoding is synchronous and codecs never call xdrEncode. */
+const ENCODE_SINK = new ReusableSink();
+
 /** Encodes one value into a new Buffer. Throws XdrEncodeError. */
 export function xdrEncode<T>(c: Codec<T>, v: T): Buffer {
-  const w = new Writer();
+  ENCODE_SINK.reset();
   try {
-    c.encode(w, v);
+    c.encode(ENCODE_SINK, v);
   } catch (e) {
     if (e instanceof XdrCodecError || !(e instanceof XdrError)) throw e;
     throw new XdrEncodeError(e.message);
   }
-  const bytes = w.toUint8Array();
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return ENCODE_SINK.take();
 }
 
 /** Decodes one value that must span all of `buf`. Throws XdrDecodeError, also for trailing bytes. */
@@ -279,14 +360,14 @@ function checkBytes(v: Uint8Array, path: string): void {
   if (!(v instanceof Uint8Array)) throw new XdrEncodeError(path + ': expected a Buffer, got ' + typeName(v));
 }
 
-function writeFixedOpaque(w: Writer, v: Uint8Array, size: number, path: string): void {
+function writeFixedOpaque(w: XdrSink, v: Uint8Array, size: number, path: string): void {
   checkBytes(v, path);
   if (v.length !== size) throw new XdrEncodeError(path + ': expected exactly ' + size + ' byte(s), got ' + v.length);
   w.writeBytes(v);
   w.writePadding(size);
 }
 
-function writeVarOpaque(w: Writer, v: Uint8Array, max: number, path: string): void {
+function writeVarOpaque(w: XdrSink, v: Uint8Array, max: number, path: string): void {
   checkBytes(v, path);
   if (v.length > max) throw new XdrEncodeError(path + ': ' + v.length + ' byte(s) exceed the bound ' + max);
   w.writeUint32(v.length);
@@ -326,7 +407,7 @@ function readVarArray<T>(r: Reader, max: number, minSize: number, decode: (r: Re
   return readElements(r, readLength(r, max, path), minSize, decode, path);
 }
 
-function writeElements<T>(w: Writer, v: readonly T[], encode: (w: Writer, v: T) => void, path: string): void {
+function writeElements<T>(w: XdrSink, v: readonly T[], encode: (w: XdrSink, v: T) => void, path: string): void {
   let i = 0;
   try {
     for (; i < v.length; i++) encode(w, v[i]);
@@ -335,7 +416,7 @@ function writeElements<T>(w: Writer, v: readonly T[], encode: (w: Writer, v: T) 
   }
 }
 
-function writeVarArray<T>(w: Writer, v: readonly T[], max: number, encode: (w: Writer, v: T) => void, path: string): void {
+function writeVarArray<T>(w: XdrSink, v: readonly T[], max: number, encode: (w: XdrSink, v: T) => void, path: string): void {
   if (!Array.isArray(v)) throw new XdrEncodeError(path + ': expected an array, got ' + typeName(v));
   if (v.length > max) throw new XdrEncodeError(path + ': ' + v.length + ' element(s) exceed the bound ' + max);
   w.writeUint32(v.length);
@@ -349,7 +430,7 @@ function readEnum(r: Reader, values: ReadonlySet<number>, path: string): number 
   return v;
 }
 
-function writeEnum(w: Writer, v: number, values: ReadonlySet<number>, path: string): void {
+function writeEnum(w: XdrSink, v: number, values: ReadonlySet<number>, path: string): void {
   if (!values.has(v)) throw new XdrEncodeError(path + ': ' + String(v) + ' is not a declared enum value');
   w.writeInt32(v);
 }
@@ -377,7 +458,7 @@ export const PX_ARCH_UNSUPPORTED = 5;
 export type px_ulong = number;
 
 export const px_ulongCodec: Codec<px_ulong> = {
-  encode(w: Writer, v: px_ulong): void {
+  encode(w: XdrSink, v: px_ulong): void {
     writeHyper(w, v, 'px_ulong');
   },
   decode(r: Reader): px_ulong {
@@ -388,7 +469,7 @@ export const px_ulongCodec: Codec<px_ulong> = {
 export type px_rv = px_ulong;
 
 export const px_rvCodec: Codec<px_rv> = {
-  encode(w: Writer, v: px_rv): void {
+  encode(w: XdrSink, v: px_rv): void {
     writeHyper(w, v, 'px_rv');
   },
   decode(r: Reader): px_rv {
@@ -399,7 +480,7 @@ export const px_rvCodec: Codec<px_rv> = {
 export type px_slot_id = px_ulong;
 
 export const px_slot_idCodec: Codec<px_slot_id> = {
-  encode(w: Writer, v: px_slot_id): void {
+  encode(w: XdrSink, v: px_slot_id): void {
     writeHyper(w, v, 'px_slot_id');
   },
   decode(r: Reader): px_slot_id {
@@ -410,7 +491,7 @@ export const px_slot_idCodec: Codec<px_slot_id> = {
 export type px_session_handle = px_ulong;
 
 export const px_session_handleCodec: Codec<px_session_handle> = {
-  encode(w: Writer, v: px_session_handle): void {
+  encode(w: XdrSink, v: px_session_handle): void {
     writeHyper(w, v, 'px_session_handle');
   },
   decode(r: Reader): px_session_handle {
@@ -421,7 +502,7 @@ export const px_session_handleCodec: Codec<px_session_handle> = {
 export type px_object_handle = px_ulong;
 
 export const px_object_handleCodec: Codec<px_object_handle> = {
-  encode(w: Writer, v: px_object_handle): void {
+  encode(w: XdrSink, v: px_object_handle): void {
     writeHyper(w, v, 'px_object_handle');
   },
   decode(r: Reader): px_object_handle {
@@ -432,7 +513,7 @@ export const px_object_handleCodec: Codec<px_object_handle> = {
 export type px_mechanism_type = px_ulong;
 
 export const px_mechanism_typeCodec: Codec<px_mechanism_type> = {
-  encode(w: Writer, v: px_mechanism_type): void {
+  encode(w: XdrSink, v: px_mechanism_type): void {
     writeHyper(w, v, 'px_mechanism_type');
   },
   decode(r: Reader): px_mechanism_type {
@@ -443,7 +524,7 @@ export const px_mechanism_typeCodec: Codec<px_mechanism_type> = {
 export type px_attribute_type = px_ulong;
 
 export const px_attribute_typeCodec: Codec<px_attribute_type> = {
-  encode(w: Writer, v: px_attribute_type): void {
+  encode(w: XdrSink, v: px_attribute_type): void {
     writeHyper(w, v, 'px_attribute_type');
   },
   decode(r: Reader): px_attribute_type {
@@ -454,7 +535,7 @@ export const px_attribute_typeCodec: Codec<px_attribute_type> = {
 export type px_user_type = px_ulong;
 
 export const px_user_typeCodec: Codec<px_user_type> = {
-  encode(w: Writer, v: px_user_type): void {
+  encode(w: XdrSink, v: px_user_type): void {
     writeHyper(w, v, 'px_user_type');
   },
   decode(r: Reader): px_user_type {
@@ -465,7 +546,7 @@ export const px_user_typeCodec: Codec<px_user_type> = {
 export type px_state = px_ulong;
 
 export const px_stateCodec: Codec<px_state> = {
-  encode(w: Writer, v: px_state): void {
+  encode(w: XdrSink, v: px_state): void {
     writeHyper(w, v, 'px_state');
   },
   decode(r: Reader): px_state {
@@ -476,7 +557,7 @@ export const px_stateCodec: Codec<px_state> = {
 export type px_flags = px_ulong;
 
 export const px_flagsCodec: Codec<px_flags> = {
-  encode(w: Writer, v: px_flags): void {
+  encode(w: XdrSink, v: px_flags): void {
     writeHyper(w, v, 'px_flags');
   },
   decode(r: Reader): px_flags {
@@ -487,7 +568,7 @@ export const px_flagsCodec: Codec<px_flags> = {
 export type px_bytes = Buffer;
 
 export const px_bytesCodec: Codec<px_bytes> = {
-  encode(w: Writer, v: px_bytes): void {
+  encode(w: XdrSink, v: px_bytes): void {
     writeVarOpaque(w, v, XDR_UNBOUNDED, 'px_bytes');
   },
   decode(r: Reader): px_bytes {
@@ -501,7 +582,7 @@ export interface px_version {
 }
 
 export const px_versionCodec: Codec<px_version> = {
-  encode(w: Writer, v: px_version): void {
+  encode(w: XdrSink, v: px_version): void {
     checkStruct(v, 'px_version');
     writeVarOpaque(w, v.major, 1, 'px_version.major');
     writeVarOpaque(w, v.minor, 1, 'px_version.minor');
@@ -523,7 +604,7 @@ export interface px_info {
 }
 
 export const px_infoCodec: Codec<px_info> = {
-  encode(w: Writer, v: px_info): void {
+  encode(w: XdrSink, v: px_info): void {
     checkStruct(v, 'px_info');
     px_versionCodec.encode(w, v.cryptokiVersion);
     writeVarOpaque(w, v.manufacturerID, 32, 'px_info.manufacturerID');
@@ -551,7 +632,7 @@ export interface px_slot_info {
 }
 
 export const px_slot_infoCodec: Codec<px_slot_info> = {
-  encode(w: Writer, v: px_slot_info): void {
+  encode(w: XdrSink, v: px_slot_info): void {
     checkStruct(v, 'px_slot_info');
     writeVarOpaque(w, v.slotDescription, XDR_UNBOUNDED, 'px_slot_info.slotDescription');
     writeVarOpaque(w, v.manufacturerID, XDR_UNBOUNDED, 'px_slot_info.manufacturerID');
@@ -592,7 +673,7 @@ export interface px_token_info {
 }
 
 export const px_token_infoCodec: Codec<px_token_info> = {
-  encode(w: Writer, v: px_token_info): void {
+  encode(w: XdrSink, v: px_token_info): void {
     checkStruct(v, 'px_token_info');
     writeVarOpaque(w, v.label, 32, 'px_token_info.label');
     writeVarOpaque(w, v.manufacturerID, 32, 'px_token_info.manufacturerID');
@@ -643,7 +724,7 @@ export interface px_mechanism {
 }
 
 export const px_mechanismCodec: Codec<px_mechanism> = {
-  encode(w: Writer, v: px_mechanism): void {
+  encode(w: XdrSink, v: px_mechanism): void {
     checkStruct(v, 'px_mechanism');
     writeHyper(w, v.mechanism, 'px_mechanism.mechanism');
     writeVarOpaque(w, v.parameter, XDR_UNBOUNDED, 'px_mechanism.parameter');
@@ -664,7 +745,7 @@ export interface px_session_info {
 }
 
 export const px_session_infoCodec: Codec<px_session_info> = {
-  encode(w: Writer, v: px_session_info): void {
+  encode(w: XdrSink, v: px_session_info): void {
     checkStruct(v, 'px_session_info');
     writeHyper(w, v.slotID, 'px_session_info.slotID');
     writeHyper(w, v.state, 'px_session_info.state');
@@ -688,7 +769,7 @@ export interface px_mechanism_info {
 }
 
 export const px_mechanism_infoCodec: Codec<px_mechanism_info> = {
-  encode(w: Writer, v: px_mechanism_info): void {
+  encode(w: XdrSink, v: px_mechanism_info): void {
     checkStruct(v, 'px_mechanism_info');
     writeHyper(w, v.minKeySize, 'px_mechanism_info.minKeySize');
     writeHyper(w, v.maxKeySize, 'px_mechanism_info.maxKeySize');
@@ -710,7 +791,7 @@ export interface px_attribute {
 }
 
 export const px_attributeCodec: Codec<px_attribute> = {
-  encode(w: Writer, v: px_attribute): void {
+  encode(w: XdrSink, v: px_attribute): void {
     checkStruct(v, 'px_attribute');
     writeHyper(w, v.type, 'px_attribute.type');
     writeVarOpaque(w, v.value, XDR_UNBOUNDED, 'px_attribute.value');
@@ -728,7 +809,7 @@ export const px_attributeCodec: Codec<px_attribute> = {
 export type px_template = px_attribute[];
 
 export const px_templateCodec: Codec<px_template> = {
-  encode(w: Writer, v: px_template): void {
+  encode(w: XdrSink, v: px_template): void {
     writeVarArray(w, v, XDR_UNBOUNDED, px_attributeCodec.encode, 'px_template');
   },
   decode(r: Reader): px_template {
@@ -741,7 +822,7 @@ export interface C_SetupArch_args {
 }
 
 export const C_SetupArch_argsCodec: Codec<C_SetupArch_args> = {
-  encode(w: Writer, v: C_SetupArch_args): void {
+  encode(w: XdrSink, v: C_SetupArch_args): void {
     checkStruct(v, 'C_SetupArch_args');
     writeHyper(w, v.arch, 'C_SetupArch_args.arch');
   },
@@ -758,7 +839,7 @@ export interface C_GetSlotList_args {
 }
 
 export const C_GetSlotList_argsCodec: Codec<C_GetSlotList_args> = {
-  encode(w: Writer, v: C_GetSlotList_args): void {
+  encode(w: XdrSink, v: C_GetSlotList_args): void {
     checkStruct(v, 'C_GetSlotList_args');
     writeHyper(w, v.tokenPresent, 'C_GetSlotList_args.tokenPresent');
     writeHyper(w, v.count, 'C_GetSlotList_args.count');
@@ -776,7 +857,7 @@ export interface C_WaitForSlotEvent_args {
 }
 
 export const C_WaitForSlotEvent_argsCodec: Codec<C_WaitForSlotEvent_args> = {
-  encode(w: Writer, v: C_WaitForSlotEvent_args): void {
+  encode(w: XdrSink, v: C_WaitForSlotEvent_args): void {
     checkStruct(v, 'C_WaitForSlotEvent_args');
     writeHyper(w, v.flags, 'C_WaitForSlotEvent_args.flags');
   },
@@ -792,7 +873,7 @@ export interface C_GetSlotInfo_args {
 }
 
 export const C_GetSlotInfo_argsCodec: Codec<C_GetSlotInfo_args> = {
-  encode(w: Writer, v: C_GetSlotInfo_args): void {
+  encode(w: XdrSink, v: C_GetSlotInfo_args): void {
     checkStruct(v, 'C_GetSlotInfo_args');
     writeHyper(w, v.slotID, 'C_GetSlotInfo_args.slotID');
   },
@@ -808,7 +889,7 @@ export interface C_GetTokenInfo_args {
 }
 
 export const C_GetTokenInfo_argsCodec: Codec<C_GetTokenInfo_args> = {
-  encode(w: Writer, v: C_GetTokenInfo_args): void {
+  encode(w: XdrSink, v: C_GetTokenInfo_args): void {
     checkStruct(v, 'C_GetTokenInfo_args');
     writeHyper(w, v.slotID, 'C_GetTokenInfo_args.slotID');
   },
@@ -826,7 +907,7 @@ export interface C_Login_args {
 }
 
 export const C_Login_argsCodec: Codec<C_Login_args> = {
-  encode(w: Writer, v: C_Login_args): void {
+  encode(w: XdrSink, v: C_Login_args): void {
     checkStruct(v, 'C_Login_args');
     writeHyper(w, v.session, 'C_Login_args.session');
     writeHyper(w, v.userType, 'C_Login_args.userType');
@@ -846,7 +927,7 @@ export interface C_Logout_args {
 }
 
 export const C_Logout_argsCodec: Codec<C_Logout_args> = {
-  encode(w: Writer, v: C_Logout_args): void {
+  encode(w: XdrSink, v: C_Logout_args): void {
     checkStruct(v, 'C_Logout_args');
     writeHyper(w, v.session, 'C_Logout_args.session');
   },
@@ -863,7 +944,7 @@ export interface C_OpenSession_args {
 }
 
 export const C_OpenSession_argsCodec: Codec<C_OpenSession_args> = {
-  encode(w: Writer, v: C_OpenSession_args): void {
+  encode(w: XdrSink, v: C_OpenSession_args): void {
     checkStruct(v, 'C_OpenSession_args');
     writeHyper(w, v.slotID, 'C_OpenSession_args.slotID');
     writeHyper(w, v.flags, 'C_OpenSession_args.flags');
@@ -881,7 +962,7 @@ export interface C_CloseSession_args {
 }
 
 export const C_CloseSession_argsCodec: Codec<C_CloseSession_args> = {
-  encode(w: Writer, v: C_CloseSession_args): void {
+  encode(w: XdrSink, v: C_CloseSession_args): void {
     checkStruct(v, 'C_CloseSession_args');
     writeHyper(w, v.session, 'C_CloseSession_args.session');
   },
@@ -898,7 +979,7 @@ export interface C_GetMechanismList_args {
 }
 
 export const C_GetMechanismList_argsCodec: Codec<C_GetMechanismList_args> = {
-  encode(w: Writer, v: C_GetMechanismList_args): void {
+  encode(w: XdrSink, v: C_GetMechanismList_args): void {
     checkStruct(v, 'C_GetMechanismList_args');
     writeHyper(w, v.slotID, 'C_GetMechanismList_args.slotID');
     writeHyper(w, v.count, 'C_GetMechanismList_args.count');
@@ -916,7 +997,7 @@ export interface C_CloseAllSessions_args {
 }
 
 export const C_CloseAllSessions_argsCodec: Codec<C_CloseAllSessions_args> = {
-  encode(w: Writer, v: C_CloseAllSessions_args): void {
+  encode(w: XdrSink, v: C_CloseAllSessions_args): void {
     checkStruct(v, 'C_CloseAllSessions_args');
     writeHyper(w, v.slotID, 'C_CloseAllSessions_args.slotID');
   },
@@ -932,7 +1013,7 @@ export interface C_GetSessionInfo_args {
 }
 
 export const C_GetSessionInfo_argsCodec: Codec<C_GetSessionInfo_args> = {
-  encode(w: Writer, v: C_GetSessionInfo_args): void {
+  encode(w: XdrSink, v: C_GetSessionInfo_args): void {
     checkStruct(v, 'C_GetSessionInfo_args');
     writeHyper(w, v.session, 'C_GetSessionInfo_args.session');
   },
@@ -949,7 +1030,7 @@ export interface C_GetMechanismInfo_args {
 }
 
 export const C_GetMechanismInfo_argsCodec: Codec<C_GetMechanismInfo_args> = {
-  encode(w: Writer, v: C_GetMechanismInfo_args): void {
+  encode(w: XdrSink, v: C_GetMechanismInfo_args): void {
     checkStruct(v, 'C_GetMechanismInfo_args');
     writeHyper(w, v.slotID, 'C_GetMechanismInfo_args.slotID');
     writeHyper(w, v.type, 'C_GetMechanismInfo_args.type');
@@ -968,7 +1049,7 @@ export interface C_InitPIN_args {
 }
 
 export const C_InitPIN_argsCodec: Codec<C_InitPIN_args> = {
-  encode(w: Writer, v: C_InitPIN_args): void {
+  encode(w: XdrSink, v: C_InitPIN_args): void {
     checkStruct(v, 'C_InitPIN_args');
     writeHyper(w, v.session, 'C_InitPIN_args.session');
     writeVarOpaque(w, v.pin, XDR_UNBOUNDED, 'C_InitPIN_args.pin');
@@ -988,7 +1069,7 @@ export interface C_SetPIN_args {
 }
 
 export const C_SetPIN_argsCodec: Codec<C_SetPIN_args> = {
-  encode(w: Writer, v: C_SetPIN_args): void {
+  encode(w: XdrSink, v: C_SetPIN_args): void {
     checkStruct(v, 'C_SetPIN_args');
     writeHyper(w, v.session, 'C_SetPIN_args.session');
     writeVarOpaque(w, v.oldPin, XDR_UNBOUNDED, 'C_SetPIN_args.oldPin');
@@ -1009,7 +1090,7 @@ export interface C_SeedRandom_args {
 }
 
 export const C_SeedRandom_argsCodec: Codec<C_SeedRandom_args> = {
-  encode(w: Writer, v: C_SeedRandom_args): void {
+  encode(w: XdrSink, v: C_SeedRandom_args): void {
     checkStruct(v, 'C_SeedRandom_args');
     writeHyper(w, v.session, 'C_SeedRandom_args.session');
     writeVarOpaque(w, v.seed, XDR_UNBOUNDED, 'C_SeedRandom_args.seed');
@@ -1029,7 +1110,7 @@ export interface C_InitToken_args {
 }
 
 export const C_InitToken_argsCodec: Codec<C_InitToken_args> = {
-  encode(w: Writer, v: C_InitToken_args): void {
+  encode(w: XdrSink, v: C_InitToken_args): void {
     checkStruct(v, 'C_InitToken_args');
     writeHyper(w, v.slotID, 'C_InitToken_args.slotID');
     writeVarOpaque(w, v.pin, XDR_UNBOUNDED, 'C_InitToken_args.pin');
@@ -1050,7 +1131,7 @@ export interface C_GenerateRandom_args {
 }
 
 export const C_GenerateRandom_argsCodec: Codec<C_GenerateRandom_args> = {
-  encode(w: Writer, v: C_GenerateRandom_args): void {
+  encode(w: XdrSink, v: C_GenerateRandom_args): void {
     checkStruct(v, 'C_GenerateRandom_args');
     writeHyper(w, v.session, 'C_GenerateRandom_args.session');
     writeHyper(w, v.length, 'C_GenerateRandom_args.length');
@@ -1069,7 +1150,7 @@ export interface C_FindObjectsInit_args {
 }
 
 export const C_FindObjectsInit_argsCodec: Codec<C_FindObjectsInit_args> = {
-  encode(w: Writer, v: C_FindObjectsInit_args): void {
+  encode(w: XdrSink, v: C_FindObjectsInit_args): void {
     checkStruct(v, 'C_FindObjectsInit_args');
     writeHyper(w, v.session, 'C_FindObjectsInit_args.session');
     writeVarArray(w, v.template, XDR_UNBOUNDED, px_attributeCodec.encode, 'C_FindObjectsInit_args.template');
@@ -1088,7 +1169,7 @@ export interface C_FindObjects_args {
 }
 
 export const C_FindObjects_argsCodec: Codec<C_FindObjects_args> = {
-  encode(w: Writer, v: C_FindObjects_args): void {
+  encode(w: XdrSink, v: C_FindObjects_args): void {
     checkStruct(v, 'C_FindObjects_args');
     writeHyper(w, v.session, 'C_FindObjects_args.session');
     writeHyper(w, v.maxObjectCount, 'C_FindObjects_args.maxObjectCount');
@@ -1106,7 +1187,7 @@ export interface C_FindObjectsFinal_args {
 }
 
 export const C_FindObjectsFinal_argsCodec: Codec<C_FindObjectsFinal_args> = {
-  encode(w: Writer, v: C_FindObjectsFinal_args): void {
+  encode(w: XdrSink, v: C_FindObjectsFinal_args): void {
     checkStruct(v, 'C_FindObjectsFinal_args');
     writeHyper(w, v.session, 'C_FindObjectsFinal_args.session');
   },
@@ -1124,7 +1205,7 @@ export interface C_GenerateKey_args {
 }
 
 export const C_GenerateKey_argsCodec: Codec<C_GenerateKey_args> = {
-  encode(w: Writer, v: C_GenerateKey_args): void {
+  encode(w: XdrSink, v: C_GenerateKey_args): void {
     checkStruct(v, 'C_GenerateKey_args');
     writeHyper(w, v.session, 'C_GenerateKey_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1147,7 +1228,7 @@ export interface C_GenerateKeyPair_args {
 }
 
 export const C_GenerateKeyPair_argsCodec: Codec<C_GenerateKeyPair_args> = {
-  encode(w: Writer, v: C_GenerateKeyPair_args): void {
+  encode(w: XdrSink, v: C_GenerateKeyPair_args): void {
     checkStruct(v, 'C_GenerateKeyPair_args');
     writeHyper(w, v.session, 'C_GenerateKeyPair_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1170,7 +1251,7 @@ export interface C_CreateObject_args {
 }
 
 export const C_CreateObject_argsCodec: Codec<C_CreateObject_args> = {
-  encode(w: Writer, v: C_CreateObject_args): void {
+  encode(w: XdrSink, v: C_CreateObject_args): void {
     checkStruct(v, 'C_CreateObject_args');
     writeHyper(w, v.session, 'C_CreateObject_args.session');
     writeVarArray(w, v.template, XDR_UNBOUNDED, px_attributeCodec.encode, 'C_CreateObject_args.template');
@@ -1190,7 +1271,7 @@ export interface C_CopyObject_args {
 }
 
 export const C_CopyObject_argsCodec: Codec<C_CopyObject_args> = {
-  encode(w: Writer, v: C_CopyObject_args): void {
+  encode(w: XdrSink, v: C_CopyObject_args): void {
     checkStruct(v, 'C_CopyObject_args');
     writeHyper(w, v.session, 'C_CopyObject_args.session');
     writeHyper(w, v.object, 'C_CopyObject_args.object');
@@ -1211,7 +1292,7 @@ export interface C_DestroyObject_args {
 }
 
 export const C_DestroyObject_argsCodec: Codec<C_DestroyObject_args> = {
-  encode(w: Writer, v: C_DestroyObject_args): void {
+  encode(w: XdrSink, v: C_DestroyObject_args): void {
     checkStruct(v, 'C_DestroyObject_args');
     writeHyper(w, v.session, 'C_DestroyObject_args.session');
     writeHyper(w, v.object, 'C_DestroyObject_args.object');
@@ -1231,7 +1312,7 @@ export interface C_GetAttributeValue_args {
 }
 
 export const C_GetAttributeValue_argsCodec: Codec<C_GetAttributeValue_args> = {
-  encode(w: Writer, v: C_GetAttributeValue_args): void {
+  encode(w: XdrSink, v: C_GetAttributeValue_args): void {
     checkStruct(v, 'C_GetAttributeValue_args');
     writeHyper(w, v.session, 'C_GetAttributeValue_args.session');
     writeHyper(w, v.object, 'C_GetAttributeValue_args.object');
@@ -1253,7 +1334,7 @@ export interface C_SetAttributeValue_args {
 }
 
 export const C_SetAttributeValue_argsCodec: Codec<C_SetAttributeValue_args> = {
-  encode(w: Writer, v: C_SetAttributeValue_args): void {
+  encode(w: XdrSink, v: C_SetAttributeValue_args): void {
     checkStruct(v, 'C_SetAttributeValue_args');
     writeHyper(w, v.session, 'C_SetAttributeValue_args.session');
     writeHyper(w, v.object, 'C_SetAttributeValue_args.object');
@@ -1274,7 +1355,7 @@ export interface C_GetObjectSize_args {
 }
 
 export const C_GetObjectSize_argsCodec: Codec<C_GetObjectSize_args> = {
-  encode(w: Writer, v: C_GetObjectSize_args): void {
+  encode(w: XdrSink, v: C_GetObjectSize_args): void {
     checkStruct(v, 'C_GetObjectSize_args');
     writeHyper(w, v.session, 'C_GetObjectSize_args.session');
     writeHyper(w, v.object, 'C_GetObjectSize_args.object');
@@ -1295,7 +1376,7 @@ export interface C_WrapKey_args {
 }
 
 export const C_WrapKey_argsCodec: Codec<C_WrapKey_args> = {
-  encode(w: Writer, v: C_WrapKey_args): void {
+  encode(w: XdrSink, v: C_WrapKey_args): void {
     checkStruct(v, 'C_WrapKey_args');
     writeHyper(w, v.session, 'C_WrapKey_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1321,7 +1402,7 @@ export interface C_UnwrapKey_args {
 }
 
 export const C_UnwrapKey_argsCodec: Codec<C_UnwrapKey_args> = {
-  encode(w: Writer, v: C_UnwrapKey_args): void {
+  encode(w: XdrSink, v: C_UnwrapKey_args): void {
     checkStruct(v, 'C_UnwrapKey_args');
     writeHyper(w, v.session, 'C_UnwrapKey_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1348,7 +1429,7 @@ export interface C_DeriveKey_args {
 }
 
 export const C_DeriveKey_argsCodec: Codec<C_DeriveKey_args> = {
-  encode(w: Writer, v: C_DeriveKey_args): void {
+  encode(w: XdrSink, v: C_DeriveKey_args): void {
     checkStruct(v, 'C_DeriveKey_args');
     writeHyper(w, v.session, 'C_DeriveKey_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1371,7 +1452,7 @@ export interface px_session_mechanism_args {
 }
 
 export const px_session_mechanism_argsCodec: Codec<px_session_mechanism_args> = {
-  encode(w: Writer, v: px_session_mechanism_args): void {
+  encode(w: XdrSink, v: px_session_mechanism_args): void {
     checkStruct(v, 'px_session_mechanism_args');
     writeHyper(w, v.session, 'px_session_mechanism_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1391,7 +1472,7 @@ export interface px_session_mechanism_key_args {
 }
 
 export const px_session_mechanism_key_argsCodec: Codec<px_session_mechanism_key_args> = {
-  encode(w: Writer, v: px_session_mechanism_key_args): void {
+  encode(w: XdrSink, v: px_session_mechanism_key_args): void {
     checkStruct(v, 'px_session_mechanism_key_args');
     writeHyper(w, v.session, 'px_session_mechanism_key_args.session');
     px_mechanismCodec.encode(w, v.mechanism);
@@ -1412,7 +1493,7 @@ export interface px_session_data_args {
 }
 
 export const px_session_data_argsCodec: Codec<px_session_data_args> = {
-  encode(w: Writer, v: px_session_data_args): void {
+  encode(w: XdrSink, v: px_session_data_args): void {
     checkStruct(v, 'px_session_data_args');
     writeHyper(w, v.session, 'px_session_data_args.session');
     writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'px_session_data_args.data');
@@ -1430,7 +1511,7 @@ export interface px_session_args {
 }
 
 export const px_session_argsCodec: Codec<px_session_args> = {
-  encode(w: Writer, v: px_session_args): void {
+  encode(w: XdrSink, v: px_session_args): void {
     checkStruct(v, 'px_session_args');
     writeHyper(w, v.session, 'px_session_args.session');
   },
@@ -1447,7 +1528,7 @@ export interface C_DigestKey_args {
 }
 
 export const C_DigestKey_argsCodec: Codec<C_DigestKey_args> = {
-  encode(w: Writer, v: C_DigestKey_args): void {
+  encode(w: XdrSink, v: C_DigestKey_args): void {
     checkStruct(v, 'C_DigestKey_args');
     writeHyper(w, v.session, 'C_DigestKey_args.session');
     writeHyper(w, v.key, 'C_DigestKey_args.key');
@@ -1467,7 +1548,7 @@ export interface C_Verify_args {
 }
 
 export const C_Verify_argsCodec: Codec<C_Verify_args> = {
-  encode(w: Writer, v: C_Verify_args): void {
+  encode(w: XdrSink, v: C_Verify_args): void {
     checkStruct(v, 'C_Verify_args');
     writeHyper(w, v.session, 'C_Verify_args.session');
     writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'C_Verify_args.data');
@@ -1488,7 +1569,7 @@ export interface C_VerifyFinal_args {
 }
 
 export const C_VerifyFinal_argsCodec: Codec<C_VerifyFinal_args> = {
-  encode(w: Writer, v: C_VerifyFinal_args): void {
+  encode(w: XdrSink, v: C_VerifyFinal_args): void {
     checkStruct(v, 'C_VerifyFinal_args');
     writeHyper(w, v.session, 'C_VerifyFinal_args.session');
     writeVarOpaque(w, v.signature, XDR_UNBOUNDED, 'C_VerifyFinal_args.signature');
@@ -1509,7 +1590,7 @@ export interface C_SetOperationState_args {
 }
 
 export const C_SetOperationState_argsCodec: Codec<C_SetOperationState_args> = {
-  encode(w: Writer, v: C_SetOperationState_args): void {
+  encode(w: XdrSink, v: C_SetOperationState_args): void {
     checkStruct(v, 'C_SetOperationState_args');
     writeHyper(w, v.session, 'C_SetOperationState_args.session');
     writeVarOpaque(w, v.operationState, XDR_UNBOUNDED, 'C_SetOperationState_args.operationState');
@@ -1531,7 +1612,7 @@ export interface C_LoadModule_args {
 }
 
 export const C_LoadModule_argsCodec: Codec<C_LoadModule_args> = {
-  encode(w: Writer, v: C_LoadModule_args): void {
+  encode(w: XdrSink, v: C_LoadModule_args): void {
     checkStruct(v, 'C_LoadModule_args');
     writeVarOpaque(w, v.alias, XDR_UNBOUNDED, 'C_LoadModule_args.alias');
   },
@@ -1549,7 +1630,7 @@ export interface C_GetSlotList_ret {
 }
 
 export const C_GetSlotList_retCodec: Codec<C_GetSlotList_ret> = {
-  encode(w: Writer, v: C_GetSlotList_ret): void {
+  encode(w: XdrSink, v: C_GetSlotList_ret): void {
     checkStruct(v, 'C_GetSlotList_ret');
     writeHyper(w, v.rv, 'C_GetSlotList_ret.rv');
     writeVarArray(w, v.slotList, XDR_UNBOUNDED, px_slot_idCodec.encode, 'C_GetSlotList_ret.slotList');
@@ -1570,7 +1651,7 @@ export interface C_GetInfo_ret {
 }
 
 export const C_GetInfo_retCodec: Codec<C_GetInfo_ret> = {
-  encode(w: Writer, v: C_GetInfo_ret): void {
+  encode(w: XdrSink, v: C_GetInfo_ret): void {
     checkStruct(v, 'C_GetInfo_ret');
     writeHyper(w, v.rv, 'C_GetInfo_ret.rv');
     px_infoCodec.encode(w, v.info);
@@ -1589,7 +1670,7 @@ export interface C_WaitForSlotEvent_ret {
 }
 
 export const C_WaitForSlotEvent_retCodec: Codec<C_WaitForSlotEvent_ret> = {
-  encode(w: Writer, v: C_WaitForSlotEvent_ret): void {
+  encode(w: XdrSink, v: C_WaitForSlotEvent_ret): void {
     checkStruct(v, 'C_WaitForSlotEvent_ret');
     writeHyper(w, v.rv, 'C_WaitForSlotEvent_ret.rv');
     writeHyper(w, v.slotID, 'C_WaitForSlotEvent_ret.slotID');
@@ -1608,7 +1689,7 @@ export interface C_GetSlotInfo_ret {
 }
 
 export const C_GetSlotInfo_retCodec: Codec<C_GetSlotInfo_ret> = {
-  encode(w: Writer, v: C_GetSlotInfo_ret): void {
+  encode(w: XdrSink, v: C_GetSlotInfo_ret): void {
     checkStruct(v, 'C_GetSlotInfo_ret');
     writeHyper(w, v.rv, 'C_GetSlotInfo_ret.rv');
     px_slot_infoCodec.encode(w, v.info);
@@ -1627,7 +1708,7 @@ export interface C_GetTokenInfo_ret {
 }
 
 export const C_GetTokenInfo_retCodec: Codec<C_GetTokenInfo_ret> = {
-  encode(w: Writer, v: C_GetTokenInfo_ret): void {
+  encode(w: XdrSink, v: C_GetTokenInfo_ret): void {
     checkStruct(v, 'C_GetTokenInfo_ret');
     writeHyper(w, v.rv, 'C_GetTokenInfo_ret.rv');
     px_token_infoCodec.encode(w, v.info);
@@ -1646,7 +1727,7 @@ export interface C_OpenSession_ret {
 }
 
 export const C_OpenSession_retCodec: Codec<C_OpenSession_ret> = {
-  encode(w: Writer, v: C_OpenSession_ret): void {
+  encode(w: XdrSink, v: C_OpenSession_ret): void {
     checkStruct(v, 'C_OpenSession_ret');
     writeHyper(w, v.rv, 'C_OpenSession_ret.rv');
     writeHyper(w, v.session, 'C_OpenSession_ret.session');
@@ -1666,7 +1747,7 @@ export interface C_GetMechanismList_ret {
 }
 
 export const C_GetMechanismList_retCodec: Codec<C_GetMechanismList_ret> = {
-  encode(w: Writer, v: C_GetMechanismList_ret): void {
+  encode(w: XdrSink, v: C_GetMechanismList_ret): void {
     checkStruct(v, 'C_GetMechanismList_ret');
     writeHyper(w, v.rv, 'C_GetMechanismList_ret.rv');
     writeVarArray(w, v.mechanismList, XDR_UNBOUNDED, px_mechanism_typeCodec.encode, 'C_GetMechanismList_ret.mechanismList');
@@ -1687,7 +1768,7 @@ export interface C_GetSessionInfo_ret {
 }
 
 export const C_GetSessionInfo_retCodec: Codec<C_GetSessionInfo_ret> = {
-  encode(w: Writer, v: C_GetSessionInfo_ret): void {
+  encode(w: XdrSink, v: C_GetSessionInfo_ret): void {
     checkStruct(v, 'C_GetSessionInfo_ret');
     writeHyper(w, v.rv, 'C_GetSessionInfo_ret.rv');
     px_session_infoCodec.encode(w, v.info);
@@ -1706,7 +1787,7 @@ export interface C_GetMechanismInfo_ret {
 }
 
 export const C_GetMechanismInfo_retCodec: Codec<C_GetMechanismInfo_ret> = {
-  encode(w: Writer, v: C_GetMechanismInfo_ret): void {
+  encode(w: XdrSink, v: C_GetMechanismInfo_ret): void {
     checkStruct(v, 'C_GetMechanismInfo_ret');
     writeHyper(w, v.rv, 'C_GetMechanismInfo_ret.rv');
     px_mechanism_infoCodec.encode(w, v.info);
@@ -1726,7 +1807,7 @@ export interface C_FindObjects_ret {
 }
 
 export const C_FindObjects_retCodec: Codec<C_FindObjects_ret> = {
-  encode(w: Writer, v: C_FindObjects_ret): void {
+  encode(w: XdrSink, v: C_FindObjects_ret): void {
     checkStruct(v, 'C_FindObjects_ret');
     writeHyper(w, v.rv, 'C_FindObjects_ret.rv');
     writeVarArray(w, v.objects, XDR_UNBOUNDED, px_object_handleCodec.encode, 'C_FindObjects_ret.objects');
@@ -1747,7 +1828,7 @@ export interface C_GetAttributeValue_ret {
 }
 
 export const C_GetAttributeValue_retCodec: Codec<C_GetAttributeValue_ret> = {
-  encode(w: Writer, v: C_GetAttributeValue_ret): void {
+  encode(w: XdrSink, v: C_GetAttributeValue_ret): void {
     checkStruct(v, 'C_GetAttributeValue_ret');
     writeHyper(w, v.rv, 'C_GetAttributeValue_ret.rv');
     writeVarArray(w, v.template, XDR_UNBOUNDED, px_attributeCodec.encode, 'C_GetAttributeValue_ret.template');
@@ -1766,7 +1847,7 @@ export interface C_GetObjectSize_ret {
 }
 
 export const C_GetObjectSize_retCodec: Codec<C_GetObjectSize_ret> = {
-  encode(w: Writer, v: C_GetObjectSize_ret): void {
+  encode(w: XdrSink, v: C_GetObjectSize_ret): void {
     checkStruct(v, 'C_GetObjectSize_ret');
     writeHyper(w, v.rv, 'C_GetObjectSize_ret.rv');
     writeHyper(w, v.size, 'C_GetObjectSize_ret.size');
@@ -1785,7 +1866,7 @@ export interface px_object_ret {
 }
 
 export const px_object_retCodec: Codec<px_object_ret> = {
-  encode(w: Writer, v: px_object_ret): void {
+  encode(w: XdrSink, v: px_object_ret): void {
     checkStruct(v, 'px_object_ret');
     writeHyper(w, v.rv, 'px_object_ret.rv');
     writeHyper(w, v.object, 'px_object_ret.object');
@@ -1805,7 +1886,7 @@ export interface C_GenerateKeyPair_ret {
 }
 
 export const C_GenerateKeyPair_retCodec: Codec<C_GenerateKeyPair_ret> = {
-  encode(w: Writer, v: C_GenerateKeyPair_ret): void {
+  encode(w: XdrSink, v: C_GenerateKeyPair_ret): void {
     checkStruct(v, 'C_GenerateKeyPair_ret');
     writeHyper(w, v.rv, 'C_GenerateKeyPair_ret.rv');
     writeHyper(w, v.publicKey, 'C_GenerateKeyPair_ret.publicKey');
@@ -1826,7 +1907,7 @@ export interface px_bytes_ret {
 }
 
 export const px_bytes_retCodec: Codec<px_bytes_ret> = {
-  encode(w: Writer, v: px_bytes_ret): void {
+  encode(w: XdrSink, v: px_bytes_ret): void {
     checkStruct(v, 'px_bytes_ret');
     writeHyper(w, v.rv, 'px_bytes_ret.rv');
     writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'px_bytes_ret.data');
@@ -1847,7 +1928,7 @@ export interface px_GetAppToken_ret {
 }
 
 export const px_GetAppToken_retCodec: Codec<px_GetAppToken_ret> = {
-  encode(w: Writer, v: px_GetAppToken_ret): void {
+  encode(w: XdrSink, v: px_GetAppToken_ret): void {
     checkStruct(v, 'px_GetAppToken_ret');
     writeHyper(w, v.rv, 'px_GetAppToken_ret.rv');
     writeVarOpaque(w, v.token, 17, 'px_GetAppToken_ret.token');
@@ -1865,7 +1946,7 @@ export interface px_JoinApp_args {
 }
 
 export const px_JoinApp_argsCodec: Codec<px_JoinApp_args> = {
-  encode(w: Writer, v: px_JoinApp_args): void {
+  encode(w: XdrSink, v: px_JoinApp_args): void {
     checkStruct(v, 'px_JoinApp_args');
     writeVarOpaque(w, v.token, 17, 'px_JoinApp_args.token');
   },
@@ -1897,7 +1978,7 @@ export type px_mech_param_kind = number;
 const px_mech_param_kindValues: ReadonlySet<number> = new Set([PX_MP_RAW, PX_MP_NONE, PX_MP_ULONG, PX_MP_RSA_PKCS_OAEP, PX_MP_RSA_PKCS_PSS, PX_MP_GCM, PX_MP_CCM, PX_MP_AES_CTR, PX_MP_ECDH1_DERIVE, PX_MP_X9_42_DH1_DERIVE, PX_MP_KEY_DERIVATION_STRING_DATA, PX_MP_AES_CBC_ENCRYPT_DATA, PX_MP_DES_CBC_ENCRYPT_DATA, PX_MP_EDDSA]);
 
 export const px_mech_param_kindCodec: Codec<px_mech_param_kind> = {
-  encode(w: Writer, v: px_mech_param_kind): void {
+  encode(w: XdrSink, v: px_mech_param_kind): void {
     writeEnum(w, v, px_mech_param_kindValues, 'px_mech_param_kind');
   },
   decode(r: Reader): px_mech_param_kind {
@@ -1913,7 +1994,7 @@ export interface px_mp_rsa_pkcs_oaep {
 }
 
 export const px_mp_rsa_pkcs_oaepCodec: Codec<px_mp_rsa_pkcs_oaep> = {
-  encode(w: Writer, v: px_mp_rsa_pkcs_oaep): void {
+  encode(w: XdrSink, v: px_mp_rsa_pkcs_oaep): void {
     checkStruct(v, 'px_mp_rsa_pkcs_oaep');
     writeHyper(w, v.hashAlg, 'px_mp_rsa_pkcs_oaep.hashAlg');
     writeHyper(w, v.mgf, 'px_mp_rsa_pkcs_oaep.mgf');
@@ -1937,7 +2018,7 @@ export interface px_mp_rsa_pkcs_pss {
 }
 
 export const px_mp_rsa_pkcs_pssCodec: Codec<px_mp_rsa_pkcs_pss> = {
-  encode(w: Writer, v: px_mp_rsa_pkcs_pss): void {
+  encode(w: XdrSink, v: px_mp_rsa_pkcs_pss): void {
     checkStruct(v, 'px_mp_rsa_pkcs_pss');
     writeHyper(w, v.hashAlg, 'px_mp_rsa_pkcs_pss.hashAlg');
     writeHyper(w, v.mgf, 'px_mp_rsa_pkcs_pss.mgf');
@@ -1960,7 +2041,7 @@ export interface px_mp_gcm {
 }
 
 export const px_mp_gcmCodec: Codec<px_mp_gcm> = {
-  encode(w: Writer, v: px_mp_gcm): void {
+  encode(w: XdrSink, v: px_mp_gcm): void {
     checkStruct(v, 'px_mp_gcm');
     writeVarOpaque(w, v.iv, XDR_UNBOUNDED, 'px_mp_gcm.iv');
     writeHyper(w, v.ivBits, 'px_mp_gcm.ivBits');
@@ -1985,7 +2066,7 @@ export interface px_mp_ccm {
 }
 
 export const px_mp_ccmCodec: Codec<px_mp_ccm> = {
-  encode(w: Writer, v: px_mp_ccm): void {
+  encode(w: XdrSink, v: px_mp_ccm): void {
     checkStruct(v, 'px_mp_ccm');
     writeHyper(w, v.dataLen, 'px_mp_ccm.dataLen');
     writeVarOpaque(w, v.nonce, XDR_UNBOUNDED, 'px_mp_ccm.nonce');
@@ -2008,7 +2089,7 @@ export interface px_mp_aes_ctr {
 }
 
 export const px_mp_aes_ctrCodec: Codec<px_mp_aes_ctr> = {
-  encode(w: Writer, v: px_mp_aes_ctr): void {
+  encode(w: XdrSink, v: px_mp_aes_ctr): void {
     checkStruct(v, 'px_mp_aes_ctr');
     writeHyper(w, v.counterBits, 'px_mp_aes_ctr.counterBits');
     writeFixedOpaque(w, v.cb, 16, 'px_mp_aes_ctr.cb');
@@ -2028,7 +2109,7 @@ export interface px_mp_ecdh1_derive {
 }
 
 export const px_mp_ecdh1_deriveCodec: Codec<px_mp_ecdh1_derive> = {
-  encode(w: Writer, v: px_mp_ecdh1_derive): void {
+  encode(w: XdrSink, v: px_mp_ecdh1_derive): void {
     checkStruct(v, 'px_mp_ecdh1_derive');
     writeHyper(w, v.kdf, 'px_mp_ecdh1_derive.kdf');
     writeVarOpaque(w, v.sharedData, XDR_UNBOUNDED, 'px_mp_ecdh1_derive.sharedData');
@@ -2050,7 +2131,7 @@ export interface px_mp_x9_42_dh1_derive {
 }
 
 export const px_mp_x9_42_dh1_deriveCodec: Codec<px_mp_x9_42_dh1_derive> = {
-  encode(w: Writer, v: px_mp_x9_42_dh1_derive): void {
+  encode(w: XdrSink, v: px_mp_x9_42_dh1_derive): void {
     checkStruct(v, 'px_mp_x9_42_dh1_derive');
     writeHyper(w, v.kdf, 'px_mp_x9_42_dh1_derive.kdf');
     writeVarOpaque(w, v.otherInfo, XDR_UNBOUNDED, 'px_mp_x9_42_dh1_derive.otherInfo');
@@ -2071,7 +2152,7 @@ export interface px_mp_aes_cbc_encrypt_data {
 }
 
 export const px_mp_aes_cbc_encrypt_dataCodec: Codec<px_mp_aes_cbc_encrypt_data> = {
-  encode(w: Writer, v: px_mp_aes_cbc_encrypt_data): void {
+  encode(w: XdrSink, v: px_mp_aes_cbc_encrypt_data): void {
     checkStruct(v, 'px_mp_aes_cbc_encrypt_data');
     writeFixedOpaque(w, v.iv, 16, 'px_mp_aes_cbc_encrypt_data.iv');
     writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'px_mp_aes_cbc_encrypt_data.data');
@@ -2090,7 +2171,7 @@ export interface px_mp_des_cbc_encrypt_data {
 }
 
 export const px_mp_des_cbc_encrypt_dataCodec: Codec<px_mp_des_cbc_encrypt_data> = {
-  encode(w: Writer, v: px_mp_des_cbc_encrypt_data): void {
+  encode(w: XdrSink, v: px_mp_des_cbc_encrypt_data): void {
     checkStruct(v, 'px_mp_des_cbc_encrypt_data');
     writeFixedOpaque(w, v.iv, 8, 'px_mp_des_cbc_encrypt_data.iv');
     writeVarOpaque(w, v.data, XDR_UNBOUNDED, 'px_mp_des_cbc_encrypt_data.data');
@@ -2109,7 +2190,7 @@ export interface px_mp_eddsa {
 }
 
 export const px_mp_eddsaCodec: Codec<px_mp_eddsa> = {
-  encode(w: Writer, v: px_mp_eddsa): void {
+  encode(w: XdrSink, v: px_mp_eddsa): void {
     checkStruct(v, 'px_mp_eddsa');
     writeBool(w, v.phFlag, 'px_mp_eddsa.phFlag');
     writeVarOpaque(w, v.contextData, XDR_UNBOUNDED, 'px_mp_eddsa.contextData');
@@ -2140,7 +2221,7 @@ export type px_mech_param =
   | { tag: 13; value: px_mp_eddsa };
 
 export const px_mech_paramCodec: Codec<px_mech_param> = {
-  encode(w: Writer, v: px_mech_param): void {
+  encode(w: XdrSink, v: px_mech_param): void {
     checkStruct(v, 'px_mech_param');
     switch (v.tag) {
       case 0:
@@ -2246,7 +2327,7 @@ export interface px_mechanism_typed {
 }
 
 export const px_mechanism_typedCodec: Codec<px_mechanism_typed> = {
-  encode(w: Writer, v: px_mechanism_typed): void {
+  encode(w: XdrSink, v: px_mechanism_typed): void {
     checkStruct(v, 'px_mechanism_typed');
     writeHyper(w, v.mechanism, 'px_mechanism_typed.mechanism');
     px_mech_paramCodec.encode(w, v.param);
@@ -2265,7 +2346,7 @@ export interface px_session_mechanism_typed_args {
 }
 
 export const px_session_mechanism_typed_argsCodec: Codec<px_session_mechanism_typed_args> = {
-  encode(w: Writer, v: px_session_mechanism_typed_args): void {
+  encode(w: XdrSink, v: px_session_mechanism_typed_args): void {
     checkStruct(v, 'px_session_mechanism_typed_args');
     writeHyper(w, v.session, 'px_session_mechanism_typed_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);
@@ -2285,7 +2366,7 @@ export interface px_session_mechanism_typed_key_args {
 }
 
 export const px_session_mechanism_typed_key_argsCodec: Codec<px_session_mechanism_typed_key_args> = {
-  encode(w: Writer, v: px_session_mechanism_typed_key_args): void {
+  encode(w: XdrSink, v: px_session_mechanism_typed_key_args): void {
     checkStruct(v, 'px_session_mechanism_typed_key_args');
     writeHyper(w, v.session, 'px_session_mechanism_typed_key_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);
@@ -2307,7 +2388,7 @@ export interface px_GenerateKeyTyped_args {
 }
 
 export const px_GenerateKeyTyped_argsCodec: Codec<px_GenerateKeyTyped_args> = {
-  encode(w: Writer, v: px_GenerateKeyTyped_args): void {
+  encode(w: XdrSink, v: px_GenerateKeyTyped_args): void {
     checkStruct(v, 'px_GenerateKeyTyped_args');
     writeHyper(w, v.session, 'px_GenerateKeyTyped_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);
@@ -2330,7 +2411,7 @@ export interface px_GenerateKeyPairTyped_args {
 }
 
 export const px_GenerateKeyPairTyped_argsCodec: Codec<px_GenerateKeyPairTyped_args> = {
-  encode(w: Writer, v: px_GenerateKeyPairTyped_args): void {
+  encode(w: XdrSink, v: px_GenerateKeyPairTyped_args): void {
     checkStruct(v, 'px_GenerateKeyPairTyped_args');
     writeHyper(w, v.session, 'px_GenerateKeyPairTyped_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);
@@ -2355,7 +2436,7 @@ export interface px_WrapKeyTyped_args {
 }
 
 export const px_WrapKeyTyped_argsCodec: Codec<px_WrapKeyTyped_args> = {
-  encode(w: Writer, v: px_WrapKeyTyped_args): void {
+  encode(w: XdrSink, v: px_WrapKeyTyped_args): void {
     checkStruct(v, 'px_WrapKeyTyped_args');
     writeHyper(w, v.session, 'px_WrapKeyTyped_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);
@@ -2381,7 +2462,7 @@ export interface px_UnwrapKeyTyped_args {
 }
 
 export const px_UnwrapKeyTyped_argsCodec: Codec<px_UnwrapKeyTyped_args> = {
-  encode(w: Writer, v: px_UnwrapKeyTyped_args): void {
+  encode(w: XdrSink, v: px_UnwrapKeyTyped_args): void {
     checkStruct(v, 'px_UnwrapKeyTyped_args');
     writeHyper(w, v.session, 'px_UnwrapKeyTyped_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);
@@ -2408,7 +2489,7 @@ export interface px_DeriveKeyTyped_args {
 }
 
 export const px_DeriveKeyTyped_argsCodec: Codec<px_DeriveKeyTyped_args> = {
-  encode(w: Writer, v: px_DeriveKeyTyped_args): void {
+  encode(w: XdrSink, v: px_DeriveKeyTyped_args): void {
     checkStruct(v, 'px_DeriveKeyTyped_args');
     writeHyper(w, v.session, 'px_DeriveKeyTyped_args.session');
     px_mechanism_typedCodec.encode(w, v.mechanism);

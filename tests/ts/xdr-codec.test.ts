@@ -23,6 +23,7 @@ import {
   px_ulongCodec,
   px_versionCodec,
   Reader,
+  ReusableSink,
   voidCodec,
   XdrCodecError,
   XdrDecodeError,
@@ -282,6 +283,39 @@ describe('encode errors', () => {
     encodeError(px_attributeCodec, null as unknown as px_attribute);
     encodeError(px_templateCodec, {} as unknown as px_attribute[]);
     expect(encodeError(px_templateCodec, [attr, { ...attr, type: -0.5 }]).message).toMatch(/\[1\]/);
+  });
+});
+
+describe('xdrEncode reuses one sink', () => {
+  const data = (n: number, fill: number): px_session_data_args => ({ session: 7, data: Buffer.alloc(n, fill) });
+
+  it('each result is its own copy; a shorter message after a longer one carries none of its bytes', () => {
+    const long = xdrEncode(px_session_data_argsCodec, data(4096, 0xaa));
+    const short = xdrEncode(px_session_data_argsCodec, data(3, 0xbb));
+    expect(short).toEqual(Buffer.concat([i64(7), u32(3), Buffer.from([0xbb, 0xbb, 0xbb, 0])]));
+    expect(long.length).toBe(8 + 4 + 4096);
+    expect(long.subarray(12).every((b) => b === 0xaa)).toBe(true);
+  });
+
+  it('a failed encode leaves nothing behind for the next one', () => {
+    encodeError(px_templateCodec, [attr, { ...attr, type: -0.5 }]);
+    expect(xdrEncode(px_templateCodec, [attr])).toEqual(Buffer.concat([u32(1), xdrEncode(px_attributeCodec, attr)]));
+  });
+
+  it('grows past its initial size and gives a large buffer back on reset', () => {
+    const sink = new ReusableSink(8, 64);
+    sink.writeBytes(Buffer.alloc(100, 1));
+    sink.writePadding(100 + 2);
+    sink.writeUint32(0xffffffff);
+    expect(sink.length).toBe(106);
+    const first = sink.take();
+    expect(first.subarray(100)).toEqual(Buffer.from([0, 0, 0xff, 0xff, 0xff, 0xff]));
+    sink.reset();
+    expect(sink.length).toBe(0);
+    sink.writeInt32(-2);
+    sink.writeFloat64(0.5);
+    expect(sink.take()).toEqual(Buffer.from([0xff, 0xff, 0xff, 0xfe, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0]));
+    expect(first.subarray(0, 4)).toEqual(Buffer.alloc(4, 1));
   });
 });
 

@@ -428,7 +428,7 @@ class Emitter {
       `export type ${def.name} = ${this.tsDeclType(def.decl)};`,
       '',
       `export const ${def.name}Codec: Codec<${def.name}> = {`,
-      `  encode(w: Writer, v: ${def.name}): void {`,
+      `  encode(w: XdrSink, v: ${def.name}): void {`,
       `    ${this.encodeStmt(def.decl, 'v', def.name)}`,
       '  },',
       `  decode(r: Reader): ${def.name} {`,
@@ -456,7 +456,7 @@ class Emitter {
       `const ${def.name}Values: ReadonlySet<number> = new Set([${def.members.map((m) => m.name).join(', ')}]);`,
       '',
       `export const ${def.name}Codec: Codec<${def.name}> = {`,
-      `  encode(w: Writer, v: ${def.name}): void {`,
+      `  encode(w: XdrSink, v: ${def.name}): void {`,
       `    writeEnum(w, v, ${def.name}Values, ${q(def.name)});`,
       '  },',
       `  decode(r: Reader): ${def.name} {`,
@@ -473,7 +473,7 @@ class Emitter {
     const indent = (ls: string[], by: string): string[] => ls.map((l) => (l ? by + l : l));
     if (!recursive) {
       return [
-        `  encode(w: Writer, v: ${name}): void {`,
+        `  encode(w: XdrSink, v: ${name}): void {`,
         ...indent(encode, '    '),
         '  },',
         `  decode(r: Reader): ${name} {`,
@@ -483,7 +483,7 @@ class Emitter {
     }
     this.use('depth');
     return [
-      `  encode(w: Writer, v: ${name}): void {`,
+      `  encode(w: XdrSink, v: ${name}): void {`,
       `    enterEncode(${q(name)});`,
       '    try {',
       ...indent(encode, '      '),

@@ -51,7 +51,8 @@ export class XdrWriter {
   private readonly buf: Buffer;
 
   constructor(size: number) {
-    this.buf = Buffer.alloc(size);
+    // Unzeroed (pooled for small sizes): finish() refuses a buffer that was not written in full.
+    this.buf = Buffer.allocUnsafe(size);
   }
 
   u32(v: number): this {
