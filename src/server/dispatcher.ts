@@ -24,7 +24,10 @@ const EMPTY = Buffer.alloc(0);
  */
 export class Pkcs11Dispatcher implements RpcConnectionHandler {
   readonly conn: ConnectionState;
+  /** The last call's run; it never rejects. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Calls accepted and not yet finished. */
+  private pending = 0;
 
   constructor(
     info: ConnectionInfo,
@@ -49,29 +52,36 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
       this.log('warn', `[conn ${this.conn.id}] ${def.name}: undecodable arguments: ${errorMessage(e)}`);
       return { kind: 'garbage_args' };
     }
-    const run = this.queue.then(() => this.run(def, decoded));
-    this.queue = run.catch(() => undefined);
+    // With nothing in flight the call starts now rather than a microtask later.
+    this.pending += 1;
+    const run = this.pending === 1 ? this.run(def, decoded) : this.queue.then(() => this.run(def, decoded));
+    this.queue = run;
     return run;
   }
 
+  /** Never rejects: every failure becomes a CK_RV result or SYSTEM_ERR. */
   private async run(def: ProcedureDef, args: unknown): Promise<CallOutcome> {
-    let result: unknown;
     try {
-      result = await CALL_INVOKERS[def.name](this.stack, this.conn, args);
-    } catch (e) {
-      let rv = pkcs11RvOf(e);
-      if (rv === undefined || rv === 0) {
-        this.log('error', `[conn ${this.conn.id}] ${def.name}: internal error: ${errorMessage(e)}`);
-        rv = CKR_GENERAL_ERROR;
+      let result: unknown;
+      try {
+        result = await CALL_INVOKERS[def.name](this.stack, this.conn, args);
+      } catch (e) {
+        let rv = pkcs11RvOf(e);
+        if (rv === undefined || rv === 0) {
+          this.log('error', `[conn ${this.conn.id}] ${def.name}: internal error: ${errorMessage(e)}`);
+          rv = CKR_GENERAL_ERROR;
+        }
+        result = def.errorRet(rv);
       }
-      result = def.errorRet(rv);
-    }
-    try {
-      return { kind: 'success', body: xdrEncode(def.ret, result) };
-    } catch (e) {
-      // The result does not match the declared shape: a daemon bug, not the client's.
-      this.log('error', `[conn ${this.conn.id}] ${def.name}: result does not match rpc/pkcs11.x: ${errorMessage(e)}`);
-      return { kind: 'system_err' };
+      try {
+        return { kind: 'success', body: xdrEncode(def.ret, result) };
+      } catch (e) {
+        // The result does not match the declared shape: a daemon bug, not the client's.
+        this.log('error', `[conn ${this.conn.id}] ${def.name}: result does not match rpc/pkcs11.x: ${errorMessage(e)}`);
+        return { kind: 'system_err' };
+      }
+    } finally {
+      this.pending -= 1;
     }
   }
 
