@@ -1,0 +1,139 @@
+import * as p from 'pkcs11js';
+import { PKCS11_PROG, PKCS11_V3, PROCEDURES, PX_ARCH_LITTLE_ENDIAN_64, xdrDecode, xdrEncode } from '../src/generated/pkcs11_rpc';
+import type { CallName, ProcedureDef } from '../src/generated/pkcs11_rpc';
+import type { Pkcs11Dispatcher } from '../src/server/dispatcher';
+import type { CallOutcome, RpcCallHeader } from '../src/server/rpc/types';
+import { createPkcs11Stack } from '../src/server/serve';
+import { bool, bytes, ecKeyPairTemplates, mech, ulong } from '../tests/ts/helpers/attrs';
+import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';
+
+/**
+ * `npm run bench:dispatch`: what the daemon itself costs per call, without
+ * sockets. Each operation runs through the RPC codec layer and the whole
+ * layer stack (arguments decoded, result encoded), and then straight through
+ * pkcs11js on the same SoftHSM2 token. The difference is our per-call
+ * overhead above the module. Single process, one connection, warm.
+ * Env: BENCH_MS per workload (default 2000).
+ */
+const MS = Number(process.env.BENCH_MS ?? 2000);
+const BY_NAME = new Map<CallName, ProcedureDef>(PROCEDURES.map((d) => [d.name, d]));
+
+/** A prepared call: header and argument bytes built once. */
+interface Prepared {
+  header: RpcCallHeader;
+  args: Buffer;
+  def: ProcedureDef;
+}
+
+function prepare(name: CallName, args: unknown): Prepared {
+  const def = BY_NAME.get(name)!;
+  const header: RpcCallHeader = { xid: 1, rpcvers: 2, prog: PKCS11_PROG, vers: PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 };
+  return { header, args: xdrEncode(def.args, args), def };
+}
+
+async function send(d: Pkcs11Dispatcher, c: Prepared, expectRv: number | null = 0): Promise<{ rv: number } & Record<string, unknown>> {
+  const out: CallOutcome = await d.handleCall(c.header, c.args);
+  if (out.kind !== 'success') throw new Error(`${c.def.name}: ${out.kind}`);
+  const r = xdrDecode(c.def.ret, out.body) as number | ({ rv: number } & Record<string, unknown>);
+  const res = typeof r === 'number' ? { rv: r } : r;
+  if (expectRv !== null && res.rv !== expectRv) throw new Error(`${c.def.name}: CK_RV 0x${res.rv.toString(16)}`);
+  return res;
+}
+
+/** µs per operation of `op`, run for MS after a warm-up. */
+async function timeOp(op: () => unknown): Promise<number> {
+  const until = (ms: number) => process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
+  for (const end = until(Math.min(300, MS / 4)); process.hrtime.bigint() < end; ) await op();
+  let n = 0;
+  const t0 = process.hrtime.bigint();
+  for (const end = until(MS); process.hrtime.bigint() < end; n++) await op();
+  return Number(process.hrtime.bigint() - t0) / 1000 / n;
+}
+
+async function main(): Promise<void> {
+  const hsm = createSoftHsm(['bench']);
+  process.env.SOFTHSM2_CONF = hsm.conf;
+  const stack = createPkcs11Stack(
+    { listen: [], modules: [{ alias: 'softhsm', path: SOFTHSM_MODULE }], defaultAlias: 'softhsm', trace: false, workers: 0, maxRecordSize: 1 << 20 },
+    () => undefined,
+    0,
+  );
+  try {
+    const d = stack.createDispatcher({ id: 1, transport: 'unix', remote: 'bench' });
+    // Answers the daemon's own architecture, not a CK_RV.
+    await send(d, prepare('C_SetupArch', { arch: PX_ARCH_LITTLE_ENDIAN_64 }), null);
+    await send(d, prepare('C_Initialize', undefined));
+    const slot = (await send(d, prepare('C_GetSlotList', { tokenPresent: 1, count: 4 }))).slotList as number[];
+    const s = (await send(d, prepare('C_OpenSession', { slotID: slot[0], flags: p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION }))).session as number;
+    await send(d, prepare('C_Login', { session: s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) }));
+    const ec = await send(d, prepare('C_GenerateKeyPair', { session: s, mechanism: mech(p.CKM_EC_KEY_PAIR_GEN), ...ecKeyPairTemplates('bench-ec', true) }));
+    const aesTemplate = [ulong(p.CKA_CLASS, p.CKO_SECRET_KEY), ulong(p.CKA_KEY_TYPE, p.CKK_AES), ulong(p.CKA_VALUE_LEN, 32), bool(p.CKA_TOKEN, true), bool(p.CKA_ENCRYPT, true), bytes(p.CKA_LABEL, 'bench-aes')];
+    const aes = await send(d, prepare('C_GenerateKey', { session: s, mechanism: mech(p.CKM_AES_KEY_GEN), template: aesTemplate }));
+
+    // The same module, driven directly: the stack's C_Initialize already ran in this process.
+    const m = new p.PKCS11();
+    m.load(SOFTHSM_MODULE);
+    try {
+      m.C_Initialize({ flags: p.CKF_OS_LOCKING_OK });
+    } catch {
+      /* CKR_CRYPTOKI_ALREADY_INITIALIZED */
+    }
+    const rs = m.C_OpenSession(m.C_GetSlotList(true)[0], p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION);
+    const find = (cls: number, label: string): Buffer => {
+      m.C_FindObjectsInit(rs, [{ type: p.CKA_CLASS, value: cls }, { type: p.CKA_LABEL, value: label }]);
+      const [h] = m.C_FindObjects(rs, 1);
+      m.C_FindObjectsFinal(rs);
+      return h;
+    };
+    const rawEc = find(p.CKO_PRIVATE_KEY, 'bench-ec');
+    const rawAes = find(p.CKO_SECRET_KEY, 'bench-aes');
+    const digest = Buffer.alloc(32, 1);
+    const block = Buffer.alloc(4096, 2);
+    const iv = Buffer.alloc(16, 3);
+    const sigOut = Buffer.alloc(128);
+    const encOut = Buffer.alloc(4096 + 16);
+
+    const info = prepare('C_GetSessionInfo', { session: s });
+    const signInit = prepare('C_SignInit', { session: s, mechanism: mech(p.CKM_ECDSA), key: ec.privateKey });
+    const sign = prepare('C_Sign', { session: s, data: digest });
+    const encInit = prepare('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, iv), key: aes.object });
+    const enc = prepare('C_Encrypt', { session: s, data: block });
+
+    const rows: Array<[string, number, number, number]> = [];
+    const row = async (name: string, calls: number, viaStack: () => Promise<unknown>, raw: () => unknown): Promise<void> => {
+      const a = await timeOp(viaStack);
+      const b = await timeOp(raw);
+      rows.push([name, calls, a, b]);
+    };
+    await row('C_GetSessionInfo', 1, () => send(d, info), () => m.C_GetSessionInfo(rs));
+    await row('ECDSA P-256 (SignInit+Sign)', 2, async () => {
+      await send(d, signInit);
+      await send(d, sign);
+    }, () => {
+      m.C_SignInit(rs, { mechanism: p.CKM_ECDSA }, rawEc);
+      m.C_Sign(rs, digest, sigOut);
+    });
+    await row('AES-CBC 4 KiB (EncryptInit+Encrypt)', 2, async () => {
+      await send(d, encInit);
+      await send(d, enc);
+    }, () => {
+      m.C_EncryptInit(rs, { mechanism: p.CKM_AES_CBC, parameter: iv }, rawAes);
+      m.C_Encrypt(rs, block, encOut);
+    });
+    m.C_CloseSession(rs);
+
+    console.log(`In-process cost per operation (µs), ${MS} ms per cell`);
+    console.log('operation                            | calls | daemon stack | pkcs11js direct | overhead per call');
+    for (const [name, calls, a, b] of rows) {
+      console.log(`${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(12)} | ${b.toFixed(1).padStart(15)} | ${((a - b) / calls).toFixed(1).padStart(17)}`);
+    }
+  } finally {
+    stack.finalize();
+    hsm.cleanup();
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
