@@ -66,8 +66,8 @@ async function main(): Promise<void> {
     const slot = (await send(d, prepare('C_GetSlotList', { tokenPresent: 1, count: 4 }))).slotList as number[];
     const s = (await send(d, prepare('C_OpenSession', { slotID: slot[0], flags: p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION }))).session as number;
     await send(d, prepare('C_Login', { session: s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) }));
-    const ec = await send(d, prepare('C_GenerateKeyPair', { session: s, mechanism: mech(p.CKM_EC_KEY_PAIR_GEN), ...ecKeyPairTemplates('bench-ec', true) }));
-    const aesTemplate = [ulong(p.CKA_CLASS, p.CKO_SECRET_KEY), ulong(p.CKA_KEY_TYPE, p.CKK_AES), ulong(p.CKA_VALUE_LEN, 32), bool(p.CKA_TOKEN, true), bool(p.CKA_ENCRYPT, true), bytes(p.CKA_LABEL, 'bench-aes')];
+    const ec = await send(d, prepare('C_GenerateKeyPair', { session: s, mechanism: mech(p.CKM_EC_KEY_PAIR_GEN), ...ecKeyPairTemplates('bench-ec', false) }));
+    const aesTemplate = [ulong(p.CKA_CLASS, p.CKO_SECRET_KEY), ulong(p.CKA_KEY_TYPE, p.CKK_AES), ulong(p.CKA_VALUE_LEN, 32), bool(p.CKA_TOKEN, false), bool(p.CKA_ENCRYPT, true), bytes(p.CKA_LABEL, 'bench-aes')];
     const aes = await send(d, prepare('C_GenerateKey', { session: s, mechanism: mech(p.CKM_AES_KEY_GEN), template: aesTemplate }));
 
     // The same module, driven directly: the stack's C_Initialize already ran in this process.
