@@ -25,11 +25,14 @@ else
   echo "jest produced no report"; failed=$((failed+1)); status=1
 fi
 
-# C client suite against our daemon, then against Debian's Caml Crush daemon (interop).
-for daemon in ours camlcrush; do
-  echo "== C tests (daemon: $daemon)"
-  bash tests/c/run.sh "$daemon" 2>&1 | tee ".tmp/c-tests-$daemon.log"
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' ".tmp/c-tests-$daemon.log" | tail -n 1)
+# C client suite against our daemon (under valgrind), against Debian's Caml Crush daemon (interop),
+# and against ours again built with ASan + UBSan.
+for run in ours camlcrush ours-sanitizers; do
+  daemon=${run%-sanitizers}
+  sanitizers=0; [ "$run" = "$daemon" ] || sanitizers=1
+  echo "== C tests ($run)"
+  SANITIZERS=$sanitizers bash tests/c/run.sh "$daemon" 2>&1 | tee ".tmp/c-tests-$run.log"
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' ".tmp/c-tests-$run.log" | tail -n 1)
   if [ -n "$line" ]; then
     cp=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/'); cf=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
     passed=$((passed+cp)); failed=$((failed+cf)); [ "$cf" -eq 0 ] || status=1

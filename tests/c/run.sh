@@ -5,6 +5,10 @@
 # the library.
 #   tests/c/run.sh [camlcrush|ours]     (or DAEMON=...; default camlcrush)
 #   VALGRIND=0 disables valgrind. KEEP_WORKDIR=1 keeps the temp dir.
+#   SANITIZERS=1 builds the library and the test program with ASan + UBSan
+#   (client/build-san/) and runs the C test groups with them instead of
+#   valgrind; the real-client checks are skipped (their programs are not
+#   instrumented).
 # Last line: "N passed, M failed"; exit status non-zero on any failure.
 set -uo pipefail
 
@@ -12,7 +16,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export DAEMON=${1:-${DAEMON:-camlcrush}}
 VALGRIND=${VALGRIND:-1}
+SANITIZERS=${SANITIZERS:-0}
 lib="$root/client/build/libp11client.so"
+test_client="$here/build/test_client"
+san=
+if [ "$SANITIZERS" = 1 ]; then
+  VALGRIND=0
+  lib="$root/client/build-san/libp11client.so"
+  test_client="$here/build/test_client-san"
+  san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+  make -C "$root/client" BUILD=build-san EXTRA_CFLAGS="$san" EXTRA_LDFLAGS="$san" >/dev/null ||
+    { echo "0 passed, 1 failed"; exit 1; }
+  make -C "$here" build/test_client-san >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=98
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
 
 passed=0
 failed=0
@@ -63,16 +81,31 @@ groups="args sizes threads fork restart config mechanisms app"
 if [ "$DAEMON" = camlcrush ]; then groups="args sizes fork restart config mechanisms app"; fi
 for group in $groups; do
   out="$work/test-$group.log"
-  "${vg[@]}" "$here/build/test_client" "$group" >"$out" 2>&1
+  "${vg[@]}" "$test_client" "$group" >"$out" 2>&1
   rc=$?
   summary=$(tail -n 1 "$out")
-  if [ $rc -eq 0 ]; then
-    ok "C tests [$group]: $summary"
+  # The group's own checks count one by one; a run that ends badly (valgrind or
+  # sanitizer error, crash) counts one more failure.
+  gp=0 gf=0
+  if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    gp=${BASH_REMATCH[1]} gf=${BASH_REMATCH[2]}
+  fi
+  if [ $rc -eq 0 ] && [ "$gf" -eq 0 ] && [ "$gp" -gt 0 ]; then
+    passed=$((passed + gp))
+    echo "PASS C tests [$group]: $summary"
   else
-    ko "C tests [$group] (exit $rc${vg:+, valgrind}): $summary"
+    passed=$((passed + gp))
+    failed=$((failed + gf + 1))
+    echo "FAIL C tests [$group] (exit $rc${vg:+, valgrind}${san:+, sanitizers}): $summary"
     sed 's/^/    /' "$out" | tail -n 40
   fi
 done
+
+if [ "$SANITIZERS" = 1 ]; then
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+  exit
+fi
 
 # ---- pkcs11-tool through the library ----
 p11() { timeout 300 pkcs11-tool --module "$lib" "$@"; }
