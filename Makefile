@@ -32,4 +32,4 @@ test: build
 	bash scripts/run-tests.sh
 
 clean:
-	rm -rf dist client/build client/generated .tmp
+	rm -rf dist client/build client/build-san client/generated .tmp
