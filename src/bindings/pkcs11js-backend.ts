@@ -171,6 +171,18 @@ async function withOutput(guess: number, fn: (out: Buffer) => Buffer | Promise<B
   }
 }
 
+/**
+ * pkcs11js hands an empty Buffer to the module as a NULL pointer, and modules
+ * (SoftHSM2 among them) answer CKR_ARGUMENTS_BAD for NULL data even with
+ * length 0. An empty input goes down as this zero-length view of a live
+ * buffer instead: a valid pointer, no bytes. The wire cannot tell NULL/0 from
+ * pointer/0, so the daemon always sends the latter.
+ */
+const NON_NULL_EMPTY = Buffer.alloc(1).subarray(0, 0);
+function inBuf(b: Buffer): Buffer {
+  return b.length > 0 ? b : NON_NULL_EMPTY;
+}
+
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
 const OP_INITS = ['C_DigestInit', 'C_SignInit', 'C_VerifyInit', 'C_EncryptInit', 'C_DecryptInit', 'C_SignRecoverInit', 'C_VerifyRecoverInit'];
@@ -410,7 +422,7 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return CKR_OK;
   }
   async C_SeedRandom(c: ConnectionState, a: C_SeedRandom_args): Promise<px_rv> {
-    this.m(c).C_SeedRandom(toHandle(a.session), a.seed);
+    this.m(c).C_SeedRandom(toHandle(a.session), inBuf(a.seed));
     return CKR_OK;
   }
   async C_InitToken(c: ConnectionState, a: C_InitToken_args): Promise<px_rv> {
@@ -606,12 +618,12 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     const h = toHandle(a.session);
     return bytesRet(
       await withOutput(128, (out) =>
-        this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => p11.C_Digest(h, a.data, out), () => p11.C_DigestAsync(h, a.data, out)),
+        this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => p11.C_Digest(h, inBuf(a.data), out), () => p11.C_DigestAsync(h, inBuf(a.data), out)),
       ),
     );
   }
   async C_DigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
-    this.m(c).C_DigestUpdate(toHandle(a.session), a.data);
+    this.m(c).C_DigestUpdate(toHandle(a.session), inBuf(a.data));
     return CKR_OK;
   }
   async C_DigestFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
@@ -637,12 +649,12 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     const h = toHandle(a.session);
     return bytesRet(
       await withOutput(1024, (out) =>
-        this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => p11.C_Sign(h, a.data, out), () => p11.C_SignAsync(h, a.data, out)),
+        this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => p11.C_Sign(h, inBuf(a.data), out), () => p11.C_SignAsync(h, inBuf(a.data), out)),
       ),
     );
   }
   async C_SignUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
-    this.m(c).C_SignUpdate(toHandle(a.session), a.data);
+    this.m(c).C_SignUpdate(toHandle(a.session), inBuf(a.data));
     return CKR_OK;
   }
   async C_SignFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
@@ -662,17 +674,17 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   async C_Verify(c: ConnectionState, a: C_Verify_args): Promise<px_rv> {
     const p11 = this.m(c);
     const h = toHandle(a.session);
-    const ok = await this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, a.data, a.signature), () => p11.C_VerifyAsync(h, a.data, a.signature));
+    const ok = await this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature)), () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature)));
     return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
   }
   async C_VerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
-    this.m(c).C_VerifyUpdate(toHandle(a.session), a.data);
+    this.m(c).C_VerifyUpdate(toHandle(a.session), inBuf(a.data));
     return CKR_OK;
   }
   async C_VerifyFinal(c: ConnectionState, a: C_VerifyFinal_args): Promise<px_rv> {
     const p11 = this.m(c);
     const h = toHandle(a.session);
-    const ok = await this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, a.signature), () => p11.C_VerifyFinalAsync(h, a.signature));
+    const ok = await this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, inBuf(a.signature)), () => p11.C_VerifyFinalAsync(h, inBuf(a.signature)));
     return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
   }
 
@@ -687,13 +699,13 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     const h = toHandle(a.session);
     return bytesRet(
       await withOutput(a.data.length + 256, (out) =>
-        this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => p11.C_Encrypt(h, a.data, out), () => p11.C_EncryptAsync(h, a.data, out)),
+        this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => p11.C_Encrypt(h, inBuf(a.data), out), () => p11.C_EncryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
   async C_EncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(toHandle(a.session), a.data, out)));
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(toHandle(a.session), inBuf(a.data), out)));
   }
   async C_EncryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -714,13 +726,13 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     const h = toHandle(a.session);
     return bytesRet(
       await withOutput(a.data.length + 256, (out) =>
-        this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => p11.C_Decrypt(h, a.data, out), () => p11.C_DecryptAsync(h, a.data, out)),
+        this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => p11.C_Decrypt(h, inBuf(a.data), out), () => p11.C_DecryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
   async C_DecryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(toHandle(a.session), a.data, out)));
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(toHandle(a.session), inBuf(a.data), out)));
   }
   async C_DecryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
@@ -738,7 +750,7 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_SignRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(toHandle(a.session), a.data, out)));
+    return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(toHandle(a.session), inBuf(a.data), out)));
   }
   async C_VerifyRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, mechanism(a.mechanism), a.key);
@@ -748,31 +760,31 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
   async C_VerifyRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(toHandle(a.session), a.data, out)));
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(toHandle(a.session), inBuf(a.data), out)));
   }
 
   async C_DigestEncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(toHandle(a.session), a.data, out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
     );
   }
   async C_SignEncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(toHandle(a.session), a.data, out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
     );
   }
   async C_DecryptDigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(toHandle(a.session), a.data, out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
     );
   }
   async C_DecryptVerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(toHandle(a.session), a.data, out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
     );
   }
 

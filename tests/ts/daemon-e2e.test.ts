@@ -208,6 +208,16 @@ describe('sessions, login and crypto', () => {
     expect((await c.call('C_DigestFinal', { session })).data.length).toBe(32);
   });
 
+  test('empty input is data, not a NULL pointer (pkcs11test DigestTestVectors)', async () => {
+    const empty = createHash('sha256').update('').digest();
+    expect(await c.call('C_DigestInit', { session, mechanism: mech(p.CKM_SHA256) })).toBe(p.CKR_OK);
+    expect(await c.call('C_Digest', { session, data: Buffer.alloc(0) })).toEqual({ rv: p.CKR_OK, data: empty });
+    expect(await c.call('C_DigestInit', { session, mechanism: mech(p.CKM_SHA256) })).toBe(p.CKR_OK);
+    expect(await c.call('C_DigestUpdate', { session, data: Buffer.alloc(0) })).toBe(p.CKR_OK);
+    expect(await c.call('C_DigestUpdate', { session, data: Buffer.from('abc') })).toBe(p.CKR_OK);
+    expect((await c.call('C_DigestFinal', { session })).data).toEqual(createHash('sha256').update('abc').digest());
+  });
+
   test('dual-function and recover calls pass the module answer through', async () => {
     expect((await c.call('C_DigestEncryptUpdate', { session, data: Buffer.alloc(16) })).rv).toBe(p.CKR_FUNCTION_NOT_SUPPORTED);
     expect((await c.call('C_SignEncryptUpdate', { session, data: Buffer.alloc(16) })).rv).toBe(p.CKR_FUNCTION_NOT_SUPPORTED);
@@ -332,5 +342,11 @@ describe('sessions, login and crypto', () => {
     expect((await c.call('C_GetSessionInfo', { session })).rv).toBe(p.CKR_SESSION_HANDLE_INVALID);
     expect((await other.call('C_GetSessionInfo', { session: os1.session })).rv).toBe(p.CKR_OK);
     await other.close();
+  });
+
+  test('C_CloseAllSessions on an unknown slot is CKR_SLOT_ID_INVALID and closes nothing', async () => {
+    const mine = await c.call('C_OpenSession', { slotID: slot, flags: RW });
+    expect(await c.call('C_CloseAllSessions', { slotID: 88888 })).toBe(p.CKR_SLOT_ID_INVALID);
+    expect((await c.call('C_GetSessionInfo', { session: mine.session })).rv).toBe(p.CKR_OK);
   });
 });

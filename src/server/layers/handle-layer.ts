@@ -184,7 +184,14 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   /** Closes only this connection's sessions on the slot: other clients share the module. */
+  /**
+   * Closes the caller's sessions on the slot one by one: the module's
+   * C_CloseAllSessions would close every application's. The slot is checked
+   * with the module first, so an unknown slot answers CKR_SLOT_ID_INVALID.
+   */
   async C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
+    const slot = await this.next.C_GetSlotInfo(conn, { slotID: a.slotID });
+    if (slot.rv !== CKR_OK) return slot.rv;
     const t = this.tables(conn);
     for (const [v, s] of [...t.sessions]) {
       if (s.slotID !== a.slotID) continue;
