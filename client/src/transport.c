@@ -20,20 +20,30 @@
 
 #include "px.h"
 
+/* SIGPIPE during a round trip: a write to a dead daemon must fail the call,
+ * not kill the application, so SIGPIPE is blocked in the calling thread and a
+ * SIGPIPE the call raised is consumed afterwards. Only a failed write raises
+ * one, so a successful call costs the two mask changes and nothing more. A
+ * SIGPIPE can be pending from before the call only if the thread already
+ * blocked it; only then is the pending set looked at first, so that the
+ * application's own signal is left alone. */
 void px_rpc_begin(struct px_rpc *r) {
-  sigset_t pipe_set, pending;
+  sigset_t pipe_set;
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
-  sigemptyset(&pending);
-  sigpending(&pending);
-  r->pipe_was_pending = sigismember(&pending, SIGPIPE) == 1;
   pthread_sigmask(SIG_BLOCK, &pipe_set, &r->old_mask);
+  r->pipe_was_pending = false;
+  if (sigismember(&r->old_mask, SIGPIPE) == 1) {
+    sigset_t pending;
+    sigemptyset(&pending);
+    r->pipe_was_pending =
+        sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+  }
 }
 
 CK_RV px_rpc_end(struct px_rpc *r, struct px_conn *c, enum clnt_stat st,
                  const char *what) {
-  if (!r->pipe_was_pending) {
-    /* Consume a SIGPIPE raised by this call's write, if any. */
+  if (st != RPC_SUCCESS && !r->pipe_was_pending) {
     sigset_t pipe_set, pending;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
