@@ -106,7 +106,9 @@ int px_config_parse_address(struct px_config *cfg, const char *addr) {
     cfg->transport = PX_TRANSPORT_TLS;
     return parse_host_port(cfg, addr + 6);
   }
-  if (addr[0] == '/' || addr[0] == '.') {
+  /* A path: absolute, ./relative, or any value with a '/' (a host name has
+   * none). Caml Crush's Unix client takes every value as a path. */
+  if (addr[0] == '/' || addr[0] == '.' || strchr(addr, '/') != NULL) {
     cfg->transport = PX_TRANSPORT_UNIX;
     cfg->path = strdup(addr);
     return cfg->path ? 0 : -1;

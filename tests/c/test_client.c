@@ -597,6 +597,20 @@ static void test_config(void) {
   CHECK(rv != CKR_OK, "unknown alias refused (0x%lx)", (unsigned long)rv);
   if (rv == CKR_OK)
     f->C_Finalize(NULL);
+  setenv("PKCS11PROXY_LIBNAME", alias, 1);
+
+  /* A relative Unix path: a '/' anywhere means a path (host names have
+   * none), as Caml Crush's Unix client reads any value as a path. */
+  char cwd[4096];
+  if (sock[0] == '/' && getcwd(cwd, sizeof cwd) != NULL && chdir("/") == 0) {
+    setenv("PKCS11PROXY_SOCKET_PATH", sock + 1, 1);
+    CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+    CK_ULONG nslots = 0;
+    CHECK_RV(f->C_GetSlotList(CK_TRUE, NULL, &nslots), CKR_OK);
+    CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+    CHECK(chdir(cwd) == 0, "back to the working directory");
+    setenv("PKCS11PROXY_SOCKET_PATH", sock, 1);
+  }
 
   /* Settings from the config file. */
   const char *conf = getenv("PKCS11PROXY_CONF");
