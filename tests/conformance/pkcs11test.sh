@@ -7,6 +7,8 @@
 #   PKCS11TEST=/path/to/pkcs11test [LIST=1] tests/conformance/pkcs11test.sh CLIENT DAEMON
 #     CLIENT: ours | camlcrush | direct (SoftHSM2 loaded by pkcs11test itself)
 #     DAEMON: ours | camlcrush (ignored for direct)
+# P11TEST_ARGS adds pkcs11test options (e.g. -I for the token
+# initialisation tests; the token is a throw-away one).
 # Build pkcs11test from https://github.com/google/pkcs11test with `make`.
 # Last line: "client=... daemon=... cases=N pass=N fail=N crash=N"; the
 # crashing cases are listed before it (with LIST=1 the failing ones too, for
@@ -60,7 +62,7 @@ fi
 hex=$(pkcs11-tool --module "$lib" -L 2>/dev/null | sed -n 's/^Slot [0-9]* (\(0x[0-9a-f]*\)).*/\1/p' | head -n 1)
 [ -n "$hex" ] || { echo "no slot through $lib" >&2; exit 1; }
 slot=$((hex))
-run() { (cd "$(dirname "$lib")" && "$T" -m "$(basename "$lib")" -l "$(dirname "$lib")" -s "$slot" -u 1234 -o 12345678 "$@"); }
+run() { (cd "$(dirname "$lib")" && "$T" -m "$(basename "$lib")" -l "$(dirname "$lib")" -s "$slot" -u 1234 -o 12345678 ${P11TEST_ARGS:-} "$@"); }
 run --gtest_list_tests 2>/dev/null | awk '/^[^ ]/{suite=$1} /^  [^ ]/{print suite $1}' > "$work/cases"
 
 pass=0 fail=0 crash=0
