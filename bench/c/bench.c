@@ -52,37 +52,14 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "common.h"
+
 #define MAX_PROCS 64
 #define AES_LEN 4096
 /* Bound on one process's set-up (C_Initialize, login, first operation). */
 #define SETUP_TIMEOUT_MS 60000
 
 enum status { ST_OK = 0, ST_NA = 1, ST_ERROR = 2 };
-
-/*
- * Latency histogram, log-linear: values below 2^SUB_BITS ns have their own
- * bucket; above, each power of two is split into 2^SUB_BITS buckets, so a
- * bucket is at most 1/128 (0.8 %) of its value wide.
- */
-#define SUB_BITS 7
-#define SUB (1u << SUB_BITS)
-#define NBUCKETS (64 * SUB)
-
-static unsigned bucket_of(uint64_t v) {
-  if (v < SUB)
-    return (unsigned)v;
-  unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-  return (msb - SUB_BITS + 1) * SUB + (unsigned)((v >> (msb - SUB_BITS)) & (SUB - 1));
-}
-
-/* Middle of a bucket's value range. */
-static double bucket_value(unsigned b) {
-  if (b < SUB)
-    return b;
-  unsigned msb = b / SUB + SUB_BITS - 1;
-  uint64_t lo = ((uint64_t)SUB + b % SUB) << (msb - SUB_BITS);
-  return (double)lo + (double)(1ull << (msb - SUB_BITS)) / 2.0;
-}
 
 /* Record a child sends to the parent after its run. */
 struct child_result {
@@ -139,12 +116,6 @@ static void fmt_rv(char *buf, size_t n, CK_RV rv) {
     snprintf(buf, n, "%s", name);
   else
     snprintf(buf, n, "0x%lx", (unsigned long)rv);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static uint64_t tv_ns(struct timeval tv) {
@@ -277,34 +248,6 @@ static void set_msg(struct child_result *r, enum status st, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(r->msg, sizeof r->msg, fmt, ap);
   va_end(ap);
-}
-
-static bool write_all(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return false;
-    p += k;
-    n -= (size_t)k;
-  }
-  return true;
-}
-
-static bool read_all(int fd, void *buf, size_t n) {
-  char *p = buf;
-  while (n > 0) {
-    ssize_t k = read(fd, p, n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      return false;
-    p += k;
-    n -= (size_t)k;
-  }
-  return true;
 }
 
 /* Blocks until the peer closes the pipe's write end. */
@@ -529,17 +472,6 @@ static void session_ticks(pid_t sid, uint64_t *user, uint64_t *sys) {
     }
   }
   closedir(d);
-}
-
-/* Value (ns) below which a fraction q of the histogram's samples lie. */
-static double percentile(const uint64_t *hist, uint64_t total, double q) {
-  uint64_t rank = (uint64_t)(q * (double)(total - 1)), seen = 0;
-  for (unsigned b = 0; b < NBUCKETS; b++) {
-    seen += hist[b];
-    if (seen > rank)
-      return bucket_value(b);
-  }
-  return 0;
 }
 
 static void sanitize(char *s) {

@@ -10,7 +10,6 @@
  * servers (bench/echo-server.ts).
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,28 +18,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-enum { MSG = 64, MAX_SAMPLES = 1 << 20 };
+#include "common.h"
 
-static double now_us(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
-
-static int full_io(int fd, char *buf, size_t len, int writing) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = writing ? write(fd, buf + done, len - done)
-                        : read(fd, buf + done, len - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    done += (size_t)n;
-  }
-  return 0;
-}
+enum { MSG = 64, MAX_PROCS = 64 };
 
 static int unix_addr(const char *path, struct sockaddr_un *a) {
   memset(a, 0, sizeof *a);
@@ -53,7 +35,7 @@ static int unix_addr(const char *path, struct sockaddr_un *a) {
 static void *echo_conn(void *arg) {
   int fd = (int)(intptr_t)arg;
   char buf[MSG];
-  while (full_io(fd, buf, MSG, 0) == 0 && full_io(fd, buf, MSG, 1) == 0) {
+  while (read_all(fd, buf, MSG) && write_all(fd, buf, MSG)) {
   }
   close(fd);
   return NULL;
@@ -82,40 +64,35 @@ static int serve(const char *path) {
   }
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+/* What a client process sends the parent when its run is over. */
+struct report {
+  uint64_t ops;
+  uint64_t hist[NBUCKETS];
+};
 
-/* One client process: ping-pong until the deadline, then report the count
- * and every latency sample through the pipe. */
+/* One client process: ping-pong until the deadline, then report. */
 static void client(const char *path, double secs, int out) {
   struct sockaddr_un a;
   int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0 || unix_addr(path, &a) != 0 ||
       connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
     _exit(2);
-  static double lat[MAX_SAMPLES];
+  static struct report r;
   char buf[MSG] = {0};
-  long n = 0;
-  double end = now_us() + secs * 1e6;
-  for (double t0 = now_us(); t0 < end; n++) {
-    if (full_io(fd, buf, MSG, 1) != 0 || full_io(fd, buf, MSG, 0) != 0) _exit(3);
-    double t1 = now_us();
-    if (n < MAX_SAMPLES) lat[n] = t1 - t0;
+  uint64_t end = now_ns() + (uint64_t)(secs * 1e9);
+  for (uint64_t t0 = now_ns(); t0 < end; r.ops++) {
+    if (!write_all(fd, buf, MSG) || !read_all(fd, buf, MSG)) _exit(3);
+    uint64_t t1 = now_ns();
+    r.hist[bucket_of(t1 - t0)]++;
     t0 = t1;
   }
-  long kept = n < MAX_SAMPLES ? n : MAX_SAMPLES;
-  if (write(out, &n, sizeof n) != sizeof n ||
-      write(out, &kept, sizeof kept) != sizeof kept ||
-      full_io(out, (char *)lat, (size_t)kept * sizeof lat[0], 1) != 0)
-    _exit(4);
-  _exit(0);
+  _exit(write_all(out, &r, sizeof r) ? 0 : 4);
 }
 
 static int run(int procs, double secs, const char *path) {
-  /* One pipe per client: reports are larger than PIPE_BUF and would interleave. */
-  int fds[64];
+  /* One pipe per client: a report is larger than PIPE_BUF, so reports
+   * sharing one pipe could interleave. */
+  int fds[MAX_PROCS];
   for (int i = 0; i < procs; i++) {
     int p[2];
     if (pipe(p) != 0) return 1;
@@ -128,32 +105,25 @@ static int run(int procs, double secs, const char *path) {
     close(p[1]);
     fds[i] = p[0];
   }
-  long total = 0, kept_total = 0;
-  double *all = malloc(sizeof(double) * (size_t)procs * MAX_SAMPLES);
-  if (!all) return 1;
+  static struct report one, all;
   int failed = 0;
   for (int i = 0; i < procs && !failed; i++) {
-    long n, kept;
-    if (full_io(fds[i], (char *)&n, sizeof n, 0) != 0 ||
-        full_io(fds[i], (char *)&kept, sizeof kept, 0) != 0 || kept < 0 || kept > MAX_SAMPLES ||
-        full_io(fds[i], (char *)(all + kept_total), (size_t)kept * sizeof(double), 0) != 0) {
+    if (!read_all(fds[i], &one, sizeof one)) {
       failed = 1;
       break;
     }
-    total += n;
-    kept_total += kept;
+    all.ops += one.ops;
+    for (unsigned b = 0; b < NBUCKETS; b++) all.hist[b] += one.hist[b];
   }
   int st;
   while (wait(&st) > 0)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) failed = 1;
-  if (failed || kept_total == 0) {
+  if (failed || all.ops == 0) {
     fprintf(stderr, "floor: a client failed\n");
     return 1;
   }
-  qsort(all, (size_t)kept_total, sizeof(double), cmp_double);
-  printf("RESULT procs=%d ops_s=%.0f p50_us=%.1f p99_us=%.1f\n", procs, (double)total / secs,
-         all[kept_total / 2], all[(long)((double)kept_total * 0.99)]);
-  free(all);
+  printf("RESULT procs=%d ops_s=%.0f p50_us=%.1f p99_us=%.1f\n", procs, (double)all.ops / secs,
+         percentile(all.hist, all.ops, 0.5) / 1e3, percentile(all.hist, all.ops, 0.99) / 1e3);
   return 0;
 }
 
@@ -168,7 +138,7 @@ int main(int argc, char **argv) {
       else if (opt == 't') secs = atof(optarg);
       else return 64;
     }
-    if (optind != argc - 1 || procs < 1 || procs > 64 || secs <= 0) return 64;
+    if (optind != argc - 1 || procs < 1 || procs > MAX_PROCS || secs <= 0) return 64;
     return run(procs, secs, argv[optind]);
   }
   fprintf(stderr, "usage: floor serve PATH | floor run [-p K] [-t SECS] PATH\n");
