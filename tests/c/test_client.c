@@ -113,6 +113,14 @@ static void ensure_rsa_key(CK_SESSION_HANDLE s) {
            CKR_OK);
 }
 
+/* A read-write session on `slot`, logged in as the user, with the RSA key. */
+static CK_SESSION_HANDLE user_session(CK_SLOT_ID slot) {
+  CK_SESSION_HANDLE s = open_rw(slot);
+  CHECK_RV(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
+  ensure_rsa_key(s);
+  return s;
+}
+
 /* Signs and verifies once; returns true on success. */
 static bool sign_verify(CK_SESSION_HANDLE s, const char *msg) {
   CK_OBJECT_HANDLE priv = find_key(s, CKO_PRIVATE_KEY);
@@ -289,9 +297,7 @@ static void test_sizes(void) {
   CHECK_RV(f->C_GetMechanismInfo(slot, CKM_SHA256_RSA_PKCS, &mi), CKR_OK);
   CHECK(mi.flags & CKF_SIGN, "SHA256_RSA_PKCS can sign");
 
-  CK_SESSION_HANDLE s = open_rw(slot);
-  CHECK_RV(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
-  ensure_rsa_key(s);
+  CK_SESSION_HANDLE s = user_session(slot);
 
   /* Two data objects so C_FindObjects with capacity 1 needs two calls. */
   CK_OBJECT_CLASS dc = CKO_DATA;
@@ -472,9 +478,7 @@ static void test_threads(void) {
   ia.flags = CKF_OS_LOCKING_OK;
   CHECK_RV(f->C_Initialize(&ia), CKR_OK);
   thread_slot = token_slot();
-  CK_SESSION_HANDLE s = open_rw(thread_slot);
-  CHECK_RV(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
-  ensure_rsa_key(s);
+  CK_SESSION_HANDLE s = user_session(thread_slot);
   pthread_t t[N_THREADS];
   for (long i = 0; i < N_THREADS; i++)
     pthread_create(&t[i], NULL, signer, (void *)i);
@@ -497,9 +501,7 @@ static void test_threads(void) {
 static void test_fork(void) {
   CHECK_RV(f->C_Initialize(NULL), CKR_OK);
   CK_SLOT_ID slot = token_slot();
-  CK_SESSION_HANDLE s = open_rw(slot);
-  CHECK_RV(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
-  ensure_rsa_key(s);
+  CK_SESSION_HANDLE s = user_session(slot);
   CHECK(sign_verify(s, "before fork"), "parent signs before fork");
   fflush(NULL);
   pid_t pid = fork();
@@ -538,9 +540,7 @@ static void test_restart(void) {
   }
   CHECK_RV(f->C_Initialize(NULL), CKR_OK);
   CK_SLOT_ID slot = token_slot();
-  CK_SESSION_HANDLE s = open_rw(slot);
-  CHECK_RV(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4), CKR_OK);
-  ensure_rsa_key(s);
+  CK_SESSION_HANDLE s = user_session(slot);
   CHECK(sign_verify(s, "before restart"), "signs before restart");
   CHECK(system(cmd) == 0, "restart command");
   /* The next call writes to a dead socket (EPIPE, SIGPIPE). The library
