@@ -110,6 +110,12 @@ spawn() { # system, command...
 
 ours_args=()
 [ -n "${BENCH_OURS_WORKERS:-}" ] && ours_args=(-workers "$BENCH_OURS_WORKERS")
+# Our daemon for system $1, listening on the netplex address $2.
+start_ours() {
+  netplex_conf "$1" "$2"
+  spawn "$1" node "$root/dist/src/cli.js" -fg -conf "$work/$1/pkcs11proxyd.conf" "${ours_args[@]}"
+  wait_for "our daemon ($1) not ready: $(cat "$work/$1/stderr")" grep -q '^READY ' "$work/$1/stdout"
+}
 # A call that gets no reply fails after 30 s instead of the default 600 s.
 client_env="SOFTHSM2_CONF=$work/no-token/softhsm2.conf PKCS11PROXY_CONF=$work/no-token/client.conf PKCS11PROXY_RPC_TIMEOUT=30"
 : > "$work/no-token/client.conf"
@@ -122,16 +128,12 @@ for sys in $SYSTEMS; do
     ENVS[$sys]="SOFTHSM2_CONF=$work/$sys/softhsm2.conf"
     ;;
   ours-unix)
-    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
-    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
-    wait_for "our daemon (unix) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    start_ours "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
     MODULE[$sys]=$OURS_LIB
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
     ;;
   ours-tcp)
-    netplex_conf "$sys" 'address { type = "internet"; bind = "127.0.0.1:0"; };'
-    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
-    wait_for "our daemon (tcp) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    start_ours "$sys" 'address { type = "internet"; bind = "127.0.0.1:0"; };'
     # READY [{"addr":{...,"port":0},"port":N}]: N is the bound port.
     port=$(node -e '
       const l = require("fs").readFileSync(process.argv[1], "utf8").split("\n").find((x) => x.startsWith("READY "));
