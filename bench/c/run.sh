@@ -56,17 +56,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-softhsm_conf() { # dir
-  mkdir -p "$1/tokens"
-  cat > "$1/softhsm2.conf" <<CONF
-directories.tokendir = $1/tokens
-objectstore.backend = file
-log.level = ERROR
-CONF
-}
+# shellcheck source=../../tests/c/netplex-conf.sh
+. "$root/tests/c/netplex-conf.sh"
 
 # ---- one store with the keys, copied for every system ----
-softhsm_conf "$work/template"
+write_softhsm_conf "$work/template"
 export SOFTHSM2_CONF="$work/template/softhsm2.conf"
 tool() { timeout -k 5 120 pkcs11-tool --module "$SOFTHSM_LIB" --login --pin "$PIN" "$@" >/dev/null 2>&1; }
 softhsm2-util --init-token --free --label bench --pin "$PIN" --so-pin 12345678 >/dev/null ||
@@ -76,15 +70,13 @@ tool --keypairgen --key-type rsa:2048 --label bench-rsa --id 22 || die "RSA key 
 tool --keygen --key-type AES:32 --label bench-aes --id 23 || die "AES key generation failed"
 # Clients of a proxy get a SoftHSM2 configuration with no token, so a module
 # that reached SoftHSM2 directly (p11-kit registers it system-wide) finds nothing.
-softhsm_conf "$work/no-token"
+write_softhsm_conf "$work/no-token"
 
 store() { # system: private copy of the template store
-  softhsm_conf "$work/$1"
+  write_softhsm_conf "$work/$1"
   cp -a "$work/template/tokens/." "$work/$1/tokens/"
 }
 
-# shellcheck source=../../tests/c/netplex-conf.sh
-. "$root/tests/c/netplex-conf.sh"
 netplex_conf() { # system, address block
   write_netplex_conf "$work/$1" "$SOFTHSM_LIB" softhsm "$2"
 }

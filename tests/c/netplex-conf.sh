@@ -1,4 +1,17 @@
-# Sourced by tests/c/daemon.sh and bench/c/run.sh.
+# Configuration writers sourced by tests/c/run.sh, tests/c/daemon.sh,
+# bench/c/run.sh and tests/conformance/pkcs11test.sh.
+
+# write_softhsm_conf DIR
+# Writes DIR/softhsm2.conf for a SoftHSM2 store in DIR/tokens (created).
+write_softhsm_conf() {
+  mkdir -p "$1/tokens"
+  cat > "$1/softhsm2.conf" <<CONF
+directories.tokendir = $1/tokens
+objectstore.backend = file
+log.level = ERROR
+CONF
+}
+
 # write_netplex_conf DIR MODULE_PATH ALIAS ADDRESS_BLOCK
 # Writes DIR/filter.conf (only `modules`, a pass-through policy) and
 # DIR/pkcs11proxyd.conf in Caml Crush's netplex syntax, which both Debian's

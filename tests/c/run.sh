@@ -47,12 +47,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/tokens"
-cat > "$work/softhsm2.conf" <<CONF
-directories.tokendir = $work/tokens
-objectstore.backend = file
-log.level = ERROR
-CONF
+# shellcheck source=netplex-conf.sh
+. "$here/netplex-conf.sh"
+write_softhsm_conf "$work"
 export SOFTHSM2_CONF="$work/softhsm2.conf"
 softhsm2-util --init-token --free --label test --pin 1234 --so-pin 123456 >/dev/null
 

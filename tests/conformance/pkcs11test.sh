@@ -30,17 +30,15 @@ esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/p11conf.XXXXXX")
 pid=
 trap '[ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null; rm -rf "$work"' EXIT
-mkdir -p "$work/tokens" "$work/client/tokens"
-for d in "$work" "$work/client"; do
-  printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$d" > "$d/softhsm2.conf"
-done
+. "$root/tests/c/netplex-conf.sh"
+write_softhsm_conf "$work"
+write_softhsm_conf "$work/client"
 SOFTHSM2_CONF=$work/softhsm2.conf softhsm2-util --init-token --free --label conformance \
   --pin 1234 --so-pin 12345678 >/dev/null || exit 1
 
 if [ "$client" = direct ]; then
   export SOFTHSM2_CONF=$work/softhsm2.conf
 else
-  . "$root/tests/c/netplex-conf.sh"
   write_netplex_conf "$work" "$SOFTHSM_LIB" softhsm "address { type = \"local\"; path = \"$work/sock\"; };"
   if [ "$daemon" = ours ]; then
     SOFTHSM2_CONF=$work/softhsm2.conf setsid node "$root/dist/src/cli.js" -fg -conf "$work/pkcs11proxyd.conf" \
