@@ -1,8 +1,8 @@
 import * as p from 'pkcs11js';
 import { PKCS11_PROG, PKCS11_V3, PROCEDURES, PX_ARCH_LITTLE_ENDIAN_64, xdrDecode, xdrEncode } from '../src/generated/pkcs11_rpc';
 import type { CallName, ProcedureDef } from '../src/generated/pkcs11_rpc';
-import type { Pkcs11Dispatcher } from '../src/server/dispatcher';
-import type { CallOutcome, RpcCallHeader } from '../src/server/rpc/types';
+import type { Pkcs11Dispatcher } from '../src/server/dispatch/dispatcher';
+import type { CallOutcome, RpcCallHeader } from '../src/server/transport/types';
 import { createPkcs11Stack } from '../src/server/serve';
 import { bool, bytes, ecKeyPairTemplates, mech, ulong } from '../tests/ts/helpers/attrs';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadFilterConfig, loadServerConfig } from './config';
 import { errorMessage } from './pkcs11/errors';
-import { Daemon } from './server/daemon';
+import { Daemon } from './server/supervision/daemon';
 import { EMBEDDED_SO_PIN, EMBEDDED_TOKEN_LABEL, EMBEDDED_USER_PIN, prepareEmbeddedDefault } from './server/embedded-default';
 import type { EmbeddedDefault } from './server/embedded-default';
 import { createLogger } from './server/log';

@@ -85,7 +85,7 @@ import {
 import { NATIVE_ARCH } from '../pkcs11/arch';
 import { Pkcs11Error, rvOf } from '../pkcs11/errors';
 import { CallCostModel } from './call-cost';
-import type { ConnectionState } from '../server/connection-state';
+import type { ConnectionState } from '../server/dispatch/connection-state';
 import { rawMechanism as mechanism, typedMechanism } from './mech-params';
 
 /** Largest output the daemon will allocate for one call (matches the default record limit). */

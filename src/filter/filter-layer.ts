@@ -1,6 +1,6 @@
 import { Pkcs11Passthrough } from '../generated/pkcs11_rpc';
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
-import type { ConnectionState } from '../server/connection-state';
+import type { ConnectionState } from '../server/dispatch/connection-state';
 
 /**
  * Policy enforcement point of the stack. The filter issue compiles

@@ -1,11 +1,11 @@
 import { LoadedModule, Pkcs11jsBackend } from '../bindings/pkcs11js-backend';
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
-import { AppRegistry } from './connection-state';
-import type { ConnectionState } from './connection-state';
-import { Pkcs11Dispatcher } from './dispatcher';
+import { AppRegistry } from './dispatch/connection-state';
+import type { ConnectionState } from './dispatch/connection-state';
+import { Pkcs11Dispatcher } from './dispatch/dispatcher';
 import type { Logger } from './log';
-import { RpcServer } from './rpc';
-import type { ConnectionInfo } from './rpc/types';
+import { RpcServer } from './transport';
+import type { ConnectionInfo } from './transport/types';
 import type { DaemonSettings } from './settings';
 import { buildStack } from './stack';
 

@@ -1,4 +1,4 @@
-import type { ListenAddress } from './rpc/types';
+import type { ListenAddress } from './transport/types';
 
 /** What one daemon process needs to serve; plain data so it can be handed to workers. */
 export interface DaemonSettings {

@@ -1,6 +1,6 @@
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
 import { FilterLayer } from '../filter/filter-layer';
-import type { AppRegistry, ConnectionState } from './connection-state';
+import type { AppRegistry, ConnectionState } from './dispatch/connection-state';
 import { ArchLayer } from './layers/arch-layer';
 import { ConnectionLayer } from './layers/connection-layer';
 import { HandleLayer } from './layers/handle-layer';

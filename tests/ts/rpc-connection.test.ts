@@ -2,8 +2,8 @@
 import { promises as fs } from 'fs';
 import os from 'os';
 import path from 'path';
-import { RpcServer } from '../../src/server/rpc/rpc-server';
-import type { RpcLogLevel, RpcServerOptions } from '../../src/server/rpc/types';
+import { RpcServer } from '../../src/server/transport/rpc-server';
+import type { RpcLogLevel, RpcServerOptions } from '../../src/server/transport/types';
 import {
   ACCEPT,
   AUTH_STAT,

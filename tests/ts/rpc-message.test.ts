@@ -1,5 +1,5 @@
-import { RpcError } from '../../src/server/rpc/errors';
-import { encodeReply, parseAuthSysCred, parseCall, type ParsedCall } from '../../src/server/rpc/rpc-message';
+import { RpcError } from '../../src/server/transport/errors';
+import { encodeReply, parseAuthSysCred, parseCall, type ParsedCall } from '../../src/server/transport/rpc-message';
 import { authSysBody, encodeCall, u32, xdrOpaque } from './helpers/raw-rpc-client';
 
 const PROG = 0x20000001;

@@ -1,5 +1,5 @@
-import { RpcRecordTooLargeError } from '../../src/server/rpc/errors';
-import { frameRecord, RecordAssembler } from '../../src/server/rpc/record-marking';
+import { RpcRecordTooLargeError } from '../../src/server/transport/errors';
+import { frameRecord, RecordAssembler } from '../../src/server/transport/record-marking';
 
 /** Hand-built fragment: 4-byte big-endian mark (top bit = last) then the bytes. */
 function fragment(data: Buffer, last: boolean): Buffer {

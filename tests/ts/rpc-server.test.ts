@@ -3,8 +3,8 @@ import { promises as fs } from 'fs';
 import net from 'net';
 import os from 'os';
 import path from 'path';
-import { RpcServer } from '../../src/server/rpc/rpc-server';
-import type { ConnectionInfo, RpcServerOptions } from '../../src/server/rpc/types';
+import { RpcServer } from '../../src/server/transport/rpc-server';
+import type { ConnectionInfo, RpcServerOptions } from '../../src/server/transport/types';
 import { RawRpcClient, rawCall, xdrOpaque, type ParsedReply } from './helpers/raw-rpc-client';
 import { ECHO_PROG, ECHO_VERS, EchoProgram, PROC } from './helpers/rpc-echo-program';
 

@@ -1,4 +1,4 @@
-import { traceEnabled } from '../../src/server/rpc/rpc-trace';
+import { traceEnabled } from '../../src/server/transport/rpc-trace';
 
 describe('rpc trace channel', () => {
   it.each([

@@ -18,7 +18,7 @@ import {
   NATIVE_ARCH,
 } from '../../pkcs11/arch';
 import type { ArchLayout } from '../../pkcs11/arch';
-import type { ConnectionState } from '../connection-state';
+import type { ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke } from './generic';
 import { TEMPLATE_ARG_FIELDS } from './object-fields';
 

@@ -2,7 +2,7 @@ import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
 import type { C_LoadModule_args, CallName, Pkcs11Calls, px_GetAppToken_ret, px_JoinApp_args, px_rv } from '../../generated/pkcs11_rpc';
 import { CKR_ARGUMENTS_BAD, CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_OK } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
-import type { AppRegistry, ConnectionState } from '../connection-state';
+import type { AppRegistry, ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke } from './generic';
 
 /** Calls allowed before C_Initialize: the connection preamble. */

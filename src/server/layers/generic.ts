@@ -1,6 +1,6 @@
 import { CALL_INVOKERS, PROCEDURES } from '../../generated/pkcs11_rpc';
 import type { CallName, Pkcs11Calls } from '../../generated/pkcs11_rpc';
-import type { ConnectionState } from '../connection-state';
+import type { ConnectionState } from '../dispatch/connection-state';
 
 export type GenericHandler = (name: CallName, conn: ConnectionState, args: unknown) => Promise<unknown>;
 

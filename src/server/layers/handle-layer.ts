@@ -14,7 +14,7 @@ import { ck, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
 
 const CKA_TOKEN = ck.CKA_TOKEN;
 import { Pkcs11Error, rvOf } from '../../pkcs11/errors';
-import type { Application, ConnectionState } from '../connection-state';
+import type { Application, ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
 import { installGeneric, invoke } from './generic';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS, V3_CALL_OF_TYPED } from './object-fields';

@@ -35,7 +35,7 @@ import {
   CKU_SO,
 } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
-import type { Application, ConnectionState } from '../connection-state';
+import type { Application, ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke } from './generic';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
 

@@ -3,7 +3,7 @@ import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
 import type { CallName, Pkcs11Calls, px_attribute, px_mechanism, px_mechanism_typed } from '../../generated/pkcs11_rpc';
 import { constantName, ck, rvName } from '../../pkcs11/constants';
 import { rvOf } from '../../pkcs11/errors';
-import type { ConnectionState } from '../connection-state';
+import type { ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
 import { installGeneric, invoke } from './generic';
 

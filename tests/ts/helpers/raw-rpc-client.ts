@@ -1,6 +1,6 @@
 /**
  * Raw ONC RPC test client. Encodes calls and decodes replies by hand (RFC 5531 layouts written out
- * here), deliberately independent of src/server/rpc so tests do not check the code against itself.
+ * here), deliberately independent of src/server/transport so tests do not check the code against itself.
  */
 import net from 'net';
 

@@ -13,7 +13,7 @@ import type {
   ConnectionInfo,
   RpcCallHeader,
   RpcConnectionHandler,
-} from '../../../src/server/rpc/types';
+} from '../../../src/server/transport/types';
 import { xdrOpaque } from './raw-rpc-client';
 
 export const ECHO_PROG = 0x20000001;

@@ -1,11 +1,11 @@
-import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrEncode } from '../generated/pkcs11_rpc';
-import type { Pkcs11Calls, ProcedureDef } from '../generated/pkcs11_rpc';
-import { CKR_GENERAL_ERROR } from '../pkcs11/constants';
-import { errorMessage, pkcs11RvOf } from '../pkcs11/errors';
+import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrEncode } from '../../generated/pkcs11_rpc';
+import type { Pkcs11Calls, ProcedureDef } from '../../generated/pkcs11_rpc';
+import { CKR_GENERAL_ERROR } from '../../pkcs11/constants';
+import { errorMessage, pkcs11RvOf } from '../../pkcs11/errors';
 import { ConnectionState } from './connection-state';
 import type { AppRegistry } from './connection-state';
-import type { Logger } from './log';
-import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler } from './rpc/types';
+import type { Logger } from '../log';
+import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler } from '../transport/types';
 
 /** The NULL procedure every ONC RPC program answers (RFC 5531 section 12). */
 const NULLPROC = 0;

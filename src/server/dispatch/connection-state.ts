@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { ArchLayout } from '../pkcs11/arch';
-import { NATIVE_ARCH } from '../pkcs11/arch';
+import type { ArchLayout } from '../../pkcs11/arch';
+import { NATIVE_ARCH } from '../../pkcs11/arch';
 
 /**
  * One PKCS#11 application as the daemon sees it: the Cryptoki state that a

@@ -1,8 +1,8 @@
 import type net from 'node:net';
-import { errorMessage } from '../pkcs11/errors';
-import { createLogger } from './log';
-import { createPkcs11Server } from './serve';
-import type { DaemonSettings } from './settings';
+import { errorMessage } from '../../pkcs11/errors';
+import { createLogger } from '../log';
+import { createPkcs11Server } from '../serve';
+import type { DaemonSettings } from '../settings';
 
 /**
  * Entry point of a worker process. The primary owns the listening sockets and

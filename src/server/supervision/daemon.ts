@@ -2,15 +2,15 @@ import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { errorMessage } from '../pkcs11/errors';
-import type { Logger } from './log';
-import type { ListenAddress, ListenResult } from './rpc/types';
-import { PROCEDURES, px_JoinApp_argsCodec, xdrDecode } from '../generated/pkcs11_rpc';
-import { applySocketPermissions, removeStaleSocket } from './rpc/local-socket';
-import { RecordAssembler } from './rpc/record-marking';
-import { parseCall } from './rpc/rpc-message';
-import { createPkcs11Server } from './serve';
-import type { DaemonSettings } from './settings';
+import { errorMessage } from '../../pkcs11/errors';
+import type { Logger } from '../log';
+import type { ListenAddress, ListenResult } from '../transport/types';
+import { PROCEDURES, px_JoinApp_argsCodec, xdrDecode } from '../../generated/pkcs11_rpc';
+import { applySocketPermissions, removeStaleSocket } from '../transport/local-socket';
+import { RecordAssembler } from '../transport/record-marking';
+import { parseCall } from '../transport/rpc-message';
+import { createPkcs11Server } from '../serve';
+import type { DaemonSettings } from '../settings';
 
 /** Delay before replacing a worker that died, doubled per consecutive death, capped. */
 const RESPAWN_BASE_MS = 200;
