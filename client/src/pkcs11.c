@@ -15,14 +15,8 @@
 #include "marshal.h"
 #include "px.h"
 
-/* One round trip: SIGPIPE blocked, connection marked broken on failure. */
-#define PX_RPC(conn, what, stub_call)                                          \
-  ({                                                                           \
-    struct px_rpc r_;                                                          \
-    px_rpc_begin(&r_);                                                         \
-    enum clnt_stat st_ = (stub_call);                                          \
-    px_rpc_end(&r_, (conn), st_, (what));                                      \
-  })
+/* One round trip; the connection is marked broken on a transport failure. */
+#define PX_RPC(conn, what, stub_call) px_rpc_done((conn), (stub_call), (what))
 
 #define BYTES(field, ptr, len)                                                 \
   do {                                                                         \
@@ -559,17 +553,15 @@ static CK_RV mech_round_trip(struct px_call *call, const char *what,
                              const struct px_mech_arg *ma, px_mech_send send,
                              const void *ctx, void *res) {
   if (call->c->typed_mech >= 0) {
-    struct px_rpc r;
-    px_rpc_begin(&r);
     enum clnt_stat st = send(call, ctx, ma, true, res);
     if (st != RPC_PROCUNAVAIL) {
-      CK_RV rv = px_rpc_end(&r, call->c, st, what);
+      CK_RV rv = px_rpc_done(call->c, st, what);
       if (rv == CKR_OK)
         call->c->typed_mech = 1;
       return rv;
     }
     /* An accepted reply without results: the stream stays in step. */
-    px_rpc_end(&r, call->c, RPC_SUCCESS, what);
+    px_rpc_done(call->c, RPC_SUCCESS, what);
     call->c->typed_mech = -1;
     px_debug("%s: daemon has no typed mechanism procedures; using version 3",
              what);

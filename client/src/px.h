@@ -1,7 +1,7 @@
 /*
  * Internal declarations of libp11client (pkcs11proxyd client library).
- * Layers: config.c (settings), transport.c (sockets, RPC handles and the
- * per-connection handshake), state.c (library state, the daemon-side
+ * Layers: config.c (settings), wire.c (ONC RPC record transport),
+ * transport.c (sockets and the per-connection handshake), state.c (library state, the daemon-side
  * application, connections, session table, login replay), pkcs11.c (the
  * C_* entry points), interface.c (function lists and C_GetInterface*).
  */
@@ -9,7 +9,6 @@
 #define PX_H
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -48,10 +47,29 @@ void px_config_free(struct px_config *cfg);
 /* Parses a socket address setting into cfg; 0 on success. */
 int px_config_parse_address(struct px_config *cfg, const char *addr);
 
+/* ---- RPC transport of one connection (wire.c) ---- */
+struct px_wire {
+  /* Handed to the rpcgen stubs; its ops vector is wire.c's. */
+  CLIENT client;
+  int fd;
+  u_int prog, vers;
+  uint32_t xid;          /* of the last call */
+  int64_t timeout_ms;    /* per round trip */
+  enum clnt_stat last;   /* status of the last call (clnt_geterr) */
+  unsigned char *buf;    /* record being sent, then the reply record */
+  size_t cap;
+};
+
+/* Takes ownership of fd. No allocation; the buffer is made on first use. */
+void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
+                  unsigned long timeout_s);
+/* Closes the descriptor and frees the buffer; safe to call twice. */
+void px_wire_close(struct px_wire *w);
+
 /* ---- connections (transport.c / state.c) ---- */
 struct px_conn {
-  CLIENT *clnt;
-  int fd;
+  CLIENT *clnt; /* &wire.client */
+  struct px_wire wire;
   /* Held for a whole round trip; sessions owned by this connection and
    * their output caches are only touched while it is held. */
   pthread_mutex_t lock;
@@ -88,16 +106,9 @@ void px_conn_destroy(struct px_conn *c, bool say_finalize);
 /* Fork child: closes the descriptor copy only, sends nothing. */
 void px_conn_abandon(struct px_conn *c);
 
-/* Round trip bracket: blocks SIGPIPE in the calling thread so a dead
- * daemon cannot kill the process, and marks the connection broken on any
- * transport failure. px_rpc_end returns CKR_OK or CKR_DEVICE_ERROR. */
-struct px_rpc {
-  sigset_t old_mask;
-  bool pipe_was_pending;
-};
-void px_rpc_begin(struct px_rpc *r);
-CK_RV px_rpc_end(struct px_rpc *r, struct px_conn *c, enum clnt_stat st,
-                 const char *what);
+/* Result of one round trip: marks the connection broken on any transport
+ * failure. Returns CKR_OK or CKR_DEVICE_ERROR. */
+CK_RV px_rpc_done(struct px_conn *c, enum clnt_stat st, const char *what);
 
 /* ---- output cache for the size-query protocol (state.c) ---- */
 struct px_out_cache {

@@ -691,28 +691,22 @@ static CK_RV rpc_login(struct px_conn *c, CK_SESSION_HANDLE remote,
   a.pin.px_bytes_len = (u_int)pin_len;
   a.pin.px_bytes_val = (char *)pin;
   px_rv res = 0;
-  struct px_rpc r;
-  px_rpc_begin(&r);
-  CK_RV rv = px_rpc_end(&r, c, c_login_3(a, &res, c->clnt), "C_Login");
+  CK_RV rv = px_rpc_done(c, c_login_3(a, &res, c->clnt), "C_Login");
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
 
 static CK_RV rpc_logout(struct px_conn *c, CK_SESSION_HANDLE remote) {
   C_Logout_args a = {.session = (px_session_handle)remote};
   px_rv res = 0;
-  struct px_rpc r;
-  px_rpc_begin(&r);
-  CK_RV rv = px_rpc_end(&r, c, c_logout_3(a, &res, c->clnt), "C_Logout");
+  CK_RV rv = px_rpc_done(c, c_logout_3(a, &res, c->clnt), "C_Logout");
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
 
 static CK_RV rpc_close_session(struct px_conn *c, CK_SESSION_HANDLE remote) {
   C_CloseSession_args a = {.session = (px_session_handle)remote};
   px_rv res = 0;
-  struct px_rpc r;
-  px_rpc_begin(&r);
   CK_RV rv =
-      px_rpc_end(&r, c, c_closesession_3(a, &res, c->clnt), "C_CloseSession");
+      px_rpc_done(c, c_closesession_3(a, &res, c->clnt), "C_CloseSession");
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
 
@@ -830,10 +824,8 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
                           .flags = (px_flags)flags};
   C_OpenSession_ret res;
   memset(&res, 0, sizeof res);
-  struct px_rpc r;
   pthread_mutex_lock(&c->lock);
-  px_rpc_begin(&r);
-  rv = px_rpc_end(&r, c, c_opensession_3(a, &res, c->clnt), "C_OpenSession");
+  rv = px_rpc_done(c, c_opensession_3(a, &res, c->clnt), "C_OpenSession");
   pthread_mutex_unlock(&c->lock);
   if (rv == CKR_OK)
     rv = (CK_RV)res.rv;
@@ -1023,19 +1015,15 @@ CK_RV px_session_close_all(CK_SLOT_ID slot) {
     if (rv != CKR_OK)
       return rv;
     px_rv res = 0;
-    struct px_rpc r;
-    px_rpc_begin(&r);
-    rv = px_rpc_end(&r, call.c, c_closeallsessions_3(a, &res, call.c->clnt),
+    rv = px_rpc_done(call.c, c_closeallsessions_3(a, &res, call.c->clnt),
                     "C_CloseAllSessions");
     px_control_leave(&call);
     return rv == CKR_OK ? (CK_RV)res : rv;
   }
   for (size_t i = 0; i < n; i++) {
     px_rv res = 0;
-    struct px_rpc r;
     pthread_mutex_lock(&t[i].c->lock);
-    px_rpc_begin(&r);
-    CK_RV rv = px_rpc_end(&r, t[i].c,
+    CK_RV rv = px_rpc_done(t[i].c,
                           c_closeallsessions_3(a, &res, t[i].c->clnt),
                           "C_CloseAllSessions");
     pthread_mutex_unlock(&t[i].c->lock);

@@ -1,0 +1,377 @@
+/*
+ * ONC RPC over one stream socket (RFC 5531, record marking of RFC 5531
+ * section 11), without libtirpc's clnt_vc: the call is encoded with the
+ * rpcgen xdr_* routines into the connection's buffer, written as one
+ * record with send(MSG_NOSIGNAL), and the reply record is read with poll
+ * and recv, then decoded in memory.
+ *
+ * No global lock is taken and no signal mask is changed: the only state is
+ * the connection's, which its caller serializes (px_conn.lock). A fork in
+ * another thread therefore leaves nothing locked that the child needs.
+ *
+ * The rpcgen client stubs (generated/pkcs11_rpc_clnt.c) call clnt_call(),
+ * i.e. CLIENT.cl_ops->cl_call: each connection carries a CLIENT whose ops
+ * vector is this file's, so the stubs run over this transport unchanged.
+ *
+ * Wire facts kept from clnt_vc (what our daemon and Caml Crush's accept):
+ * call header xid, CALL, RPC version 2, program, version, procedure,
+ * credential and verifier AUTH_NONE with empty bodies; one record per call;
+ * a reply's verifier is skipped.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "px.h"
+
+/* RFC 5531 constants. */
+enum {
+  W_RM_LAST_FRAGMENT = 0x80000000u,
+  W_MSG_CALL = 0,
+  W_MSG_REPLY = 1,
+  W_RPC_VERSION = 2,
+  W_AUTH_FLAVOR_NONE = 0,
+  W_REPLY_ACCEPTED = 0,
+  W_REPLY_DENIED = 1,
+  W_ACCEPT_SUCCESS = 0,
+  W_ACCEPT_PROG_UNAVAIL = 1,
+  W_ACCEPT_PROG_MISMATCH = 2,
+  W_ACCEPT_PROC_UNAVAIL = 3,
+  W_ACCEPT_GARBAGE_ARGS = 4,
+  W_ACCEPT_SYSTEM_ERR = 5,
+  W_REJECT_RPC_MISMATCH = 0,
+  W_REJECT_AUTH_ERROR = 1,
+  W_MAX_AUTH_BYTES = 400,
+};
+
+#define RECORD_MARK_SIZE 4
+/* Buffer kept between calls; a larger one is given back after its call. */
+#define WIRE_KEEP_SIZE (64u * 1024u)
+/* A call or reply record beyond this fails the call (RPC_CANTENCODEARGS /
+ * RPC_CANTRECV) instead of growing without bound. */
+#define WIRE_MAX_RECORD ((size_t)1 << 30)
+
+static struct px_wire *wire_of(CLIENT *cl) {
+  return (struct px_wire *)((char *)cl - offsetof(struct px_wire, client));
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for events on the socket until the deadline: 1 ready, 0 timed out,
+ * -1 error (hang-up counts as ready: the next recv or send reports it). */
+static int wait_fd(int fd, short events, int64_t deadline) {
+  for (;;) {
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+      return 0;
+    struct pollfd p = {.fd = fd, .events = events};
+    int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+    if (n > 0)
+      return 1;
+    if (n == 0)
+      return 0;
+    if (errno != EINTR)
+      return -1;
+  }
+}
+
+static bool wire_reserve(struct px_wire *w, size_t need) {
+  if (need <= w->cap)
+    return true;
+  size_t ncap = w->cap ? w->cap : WIRE_KEEP_SIZE;
+  while (ncap < need)
+    ncap *= 2;
+  unsigned char *n = realloc(w->buf, ncap);
+  if (n == NULL)
+    return false;
+  w->buf = n;
+  w->cap = ncap;
+  return true;
+}
+
+/* Encodes header and arguments after the record mark; grows the buffer
+ * while the arguments do not fit. Returns the record's body length. */
+static enum clnt_stat encode_call(struct px_wire *w, uint32_t xid,
+                                  rpcproc_t proc, xdrproc_t xargs, void *args,
+                                  size_t *body_len) {
+  for (size_t want = WIRE_KEEP_SIZE;; want *= 2) {
+    if (want - RECORD_MARK_SIZE > WIRE_MAX_RECORD)
+      return RPC_CANTENCODEARGS;
+    if (!wire_reserve(w, want))
+      return RPC_CANTENCODEARGS;
+    if (w->cap > want)
+      want = w->cap;
+    XDR x;
+    xdrmem_create(&x, (char *)w->buf + RECORD_MARK_SIZE,
+                  (u_int)(w->cap - RECORD_MARK_SIZE), XDR_ENCODE);
+    u_int head[10] = {xid,         W_MSG_CALL,         W_RPC_VERSION,
+                      w->prog,     w->vers,          (u_int)proc,
+                      W_AUTH_FLAVOR_NONE, 0,           W_AUTH_FLAVOR_NONE,
+                      0};
+    bool ok = true;
+    for (size_t i = 0; ok && i < sizeof head / sizeof head[0]; i++)
+      ok = xdr_u_int(&x, &head[i]);
+    ok = ok && xargs(&x, args);
+    size_t len = xdr_getpos(&x);
+    xdr_destroy(&x);
+    if (ok) {
+      *body_len = len;
+      return RPC_SUCCESS;
+    }
+    /* xdrmem fails only when out of room or on a value the routine
+     * refuses; a buffer with room to spare means the latter. */
+    if (len + 64 < w->cap - RECORD_MARK_SIZE)
+      return RPC_CANTENCODEARGS;
+  }
+}
+
+static enum clnt_stat send_all(struct px_wire *w, size_t len,
+                               int64_t deadline) {
+  const unsigned char *p = w->buf;
+  while (len > 0) {
+    ssize_t n = send(w->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      p += n;
+      len -= (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      int r = wait_fd(w->fd, POLLOUT, deadline);
+      if (r == 0)
+        return RPC_TIMEDOUT;
+      if (r < 0)
+        return RPC_CANTSEND;
+      continue;
+    }
+    return RPC_CANTSEND;
+  }
+  return RPC_SUCCESS;
+}
+
+/* Makes at least `need` bytes of raw input available in w->buf. */
+static enum clnt_stat fill(struct px_wire *w, size_t *have, size_t need,
+                           int64_t deadline) {
+  if (!wire_reserve(w, need))
+    return RPC_CANTRECV;
+  while (*have < need) {
+    int r = wait_fd(w->fd, POLLIN, deadline);
+    if (r == 0)
+      return RPC_TIMEDOUT;
+    if (r < 0)
+      return RPC_CANTRECV;
+    ssize_t n = recv(w->fd, w->buf + *have, w->cap - *have, MSG_DONTWAIT);
+    if (n > 0)
+      *have += (size_t)n;
+    else if (n == 0)
+      return RPC_CANTRECV; /* the daemon closed the connection */
+    else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+      return RPC_CANTRECV;
+  }
+  return RPC_SUCCESS;
+}
+
+/* Reads one reply record. Fragments are joined in place: the body starts
+ * after the first record mark and later fragments are moved down over
+ * their marks. Bytes after the last fragment cannot belong to any call
+ * (one call is in flight per connection) and fail the call. */
+static enum clnt_stat recv_record(struct px_wire *w, size_t *body_len,
+                                  size_t *raw_len, int64_t deadline) {
+  size_t have = 0, raw = 0, body = 0;
+  for (;;) {
+    enum clnt_stat s = fill(w, &have, raw + RECORD_MARK_SIZE, deadline);
+    *raw_len = have;
+    if (s != RPC_SUCCESS)
+      return s;
+    uint32_t mark;
+    memcpy(&mark, w->buf + raw, sizeof mark);
+    mark = ntohl(mark);
+    size_t flen = mark & ~W_RM_LAST_FRAGMENT;
+    raw += RECORD_MARK_SIZE;
+    if (body + flen > WIRE_MAX_RECORD)
+      return RPC_CANTRECV;
+    s = fill(w, &have, raw + flen, deadline);
+    *raw_len = have;
+    if (s != RPC_SUCCESS)
+      return s;
+    if (RECORD_MARK_SIZE + body != raw)
+      memmove(w->buf + RECORD_MARK_SIZE + body, w->buf + raw, flen);
+    raw += flen;
+    body += flen;
+    if (mark & W_RM_LAST_FRAGMENT)
+      break;
+  }
+  if (have != raw)
+    return RPC_CANTRECV;
+  *body_len = body;
+  return RPC_SUCCESS;
+}
+
+/* Reply header up to the results (RFC 5531 rpc_msg, reply_body). */
+static enum clnt_stat decode_reply_header(XDR *x, uint32_t xid) {
+  u_int rxid, mtype, stat;
+  if (!xdr_u_int(x, &rxid) || !xdr_u_int(x, &mtype) || !xdr_u_int(x, &stat))
+    return RPC_CANTDECODERES;
+  if (rxid != xid || mtype != W_MSG_REPLY)
+    return RPC_CANTDECODERES;
+  if (stat == W_REPLY_DENIED) {
+    u_int why;
+    if (!xdr_u_int(x, &why))
+      return RPC_CANTDECODERES;
+    return why == W_REJECT_RPC_MISMATCH ? RPC_VERSMISMATCH
+           : why == W_REJECT_AUTH_ERROR ? RPC_AUTHERROR
+                                      : RPC_CANTDECODERES;
+  }
+  if (stat != W_REPLY_ACCEPTED)
+    return RPC_CANTDECODERES;
+  u_int flavor, vlen, accept;
+  if (!xdr_u_int(x, &flavor) || !xdr_u_int(x, &vlen) || vlen > W_MAX_AUTH_BYTES)
+    return RPC_CANTDECODERES;
+  if (!xdr_setpos(x, xdr_getpos(x) + ((vlen + 3) & ~3u)))
+    return RPC_CANTDECODERES;
+  if (!xdr_u_int(x, &accept))
+    return RPC_CANTDECODERES;
+  switch (accept) {
+  case W_ACCEPT_SUCCESS:
+    return RPC_SUCCESS;
+  case W_ACCEPT_PROG_UNAVAIL:
+    return RPC_PROGUNAVAIL;
+  case W_ACCEPT_PROG_MISMATCH:
+    return RPC_PROGVERSMISMATCH;
+  case W_ACCEPT_PROC_UNAVAIL:
+    return RPC_PROCUNAVAIL;
+  case W_ACCEPT_GARBAGE_ARGS:
+    return RPC_CANTDECODEARGS;
+  case W_ACCEPT_SYSTEM_ERR:
+    return RPC_SYSTEMERROR;
+  default:
+    return RPC_CANTDECODERES;
+  }
+}
+
+/* Requests and replies may hold PINs and key bytes: the bytes a call used
+ * are zeroed after it, and a grown buffer is given back. */
+static void wire_scrub(struct px_wire *w, size_t used) {
+  if (w->buf == NULL)
+    return;
+  explicit_bzero(w->buf, used < w->cap ? used : w->cap);
+  if (w->cap <= WIRE_KEEP_SIZE)
+    return;
+  free(w->buf);
+  w->buf = NULL;
+  w->cap = 0;
+}
+
+/* The per-call timeout of the rpcgen stubs is ignored: the connection's
+ * (rpc_timeout) bounds each round trip, sending and receiving together. */
+static enum clnt_stat wire_call(CLIENT *cl, rpcproc_t proc, xdrproc_t xargs,
+                                void *args, xdrproc_t xres, void *res,
+                                struct timeval unused) {
+  (void)unused;
+  struct px_wire *w = wire_of(cl);
+  if (w->fd < 0)
+    return RPC_CANTSEND;
+  int64_t deadline = now_ms() + w->timeout_ms;
+  uint32_t xid = ++w->xid;
+  size_t len = 0, used = 0;
+  enum clnt_stat s = encode_call(w, xid, proc, xargs, args, &len);
+  used = s == RPC_SUCCESS ? RECORD_MARK_SIZE + len : w->cap;
+  if (s == RPC_SUCCESS && len > WIRE_MAX_RECORD)
+    s = RPC_CANTENCODEARGS;
+  if (s == RPC_SUCCESS) {
+    uint32_t mark = htonl(W_RM_LAST_FRAGMENT | (uint32_t)len);
+    memcpy(w->buf, &mark, sizeof mark);
+    s = send_all(w, RECORD_MARK_SIZE + len, deadline);
+  }
+  if (s == RPC_SUCCESS) {
+    size_t raw = 0;
+    s = recv_record(w, &len, &raw, deadline);
+    if (raw > used)
+      used = raw;
+  }
+  if (s == RPC_SUCCESS) {
+    XDR x;
+    xdrmem_create(&x, (char *)w->buf + RECORD_MARK_SIZE, (u_int)len,
+                  XDR_DECODE);
+    s = decode_reply_header(&x, xid);
+    if (s == RPC_SUCCESS && !xres(&x, res)) {
+      s = RPC_CANTDECODERES;
+      xdr_free(xres, res); /* what was decoded before the failure */
+    }
+    xdr_destroy(&x);
+  }
+  w->last = s;
+  wire_scrub(w, used);
+  return s;
+}
+
+static void wire_abort(CLIENT *cl) { (void)cl; }
+
+static void wire_geterr(CLIENT *cl, struct rpc_err *e) {
+  memset(e, 0, sizeof *e);
+  e->re_status = wire_of(cl)->last;
+}
+
+static bool_t wire_freeres(CLIENT *cl, xdrproc_t xres, void *res) {
+  (void)cl;
+  xdr_free(xres, res);
+  return TRUE;
+}
+
+static void wire_destroy(CLIENT *cl) { px_wire_close(wire_of(cl)); }
+
+static bool_t wire_control(CLIENT *cl, u_int what, void *arg) {
+  (void)cl;
+  (void)what;
+  (void)arg;
+  return FALSE;
+}
+
+static struct clnt_ops wire_ops = {
+    .cl_call = wire_call,
+    .cl_abort = wire_abort,
+    .cl_geterr = wire_geterr,
+    .cl_freeres = wire_freeres,
+    .cl_destroy = wire_destroy,
+    .cl_control = wire_control,
+};
+
+void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
+                  unsigned long timeout_s) {
+  memset(w, 0, sizeof *w);
+  w->client.cl_ops = &wire_ops;
+  w->fd = fd;
+  w->prog = prog;
+  w->vers = vers;
+  w->timeout_ms = timeout_s > INT64_MAX / 2000 ? INT64_MAX / 2
+                                                : (int64_t)timeout_s * 1000;
+  /* Any start value works: replies are matched to the one call in
+   * flight. Distinct per connection and process for reading traces. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  w->xid = (uint32_t)ts.tv_nsec ^ (uint32_t)((uintptr_t)w >> 4);
+  w->last = RPC_SUCCESS;
+}
+
+void px_wire_close(struct px_wire *w) {
+  if (w->fd >= 0)
+    close(w->fd);
+  w->fd = -1;
+  if (w->buf != NULL)
+    explicit_bzero(w->buf, w->cap);
+  free(w->buf);
+  w->buf = NULL;
+  w->cap = 0;
+}
