@@ -121,7 +121,7 @@ struct px_out_cache {
 };
 void px_out_cache_clear(struct px_out_cache *oc);
 
-/* ---- sessions (state.c) ---- */
+/* ---- sessions (state.c, session_table.c, sessions.c, login.c) ---- */
 struct px_session {
   CK_SESSION_HANDLE handle;  /* handed to the application: remote in
                                 application mode, else this library's */
@@ -131,6 +131,8 @@ struct px_session {
   struct px_out_cache cache; /* guarded by conn->lock */
   unsigned refs;             /* table membership + calls; state lock */
   bool listed;
+  size_t index;              /* position in the table's array */
+  struct px_session *hnext;  /* hash chain of the table */
 };
 
 /* A session-scoped call in progress: holds refs and conn->lock. */
