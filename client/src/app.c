@@ -22,8 +22,7 @@ bool in_app_locked(const struct px_conn *c) {
 /* A session of the current application lost its connection but not its
  * daemon-side existence. If this fails, the daemon closes it with the
  * application. */
-void stale_add_locked(const struct px_conn *c,
-                             CK_SESSION_HANDLE remote) {
+void stale_add_locked(const struct px_conn *c, CK_SESSION_HANDLE remote) {
   if (!in_app_locked(c))
     return;
   if (st.n_stale == st.cap_stale) {

@@ -57,7 +57,7 @@ void destroy_dead(struct px_conn *dead, bool say_finalize) {
  * connections. It goes to ctl when that is among dead and healthy, else to
  * another healthy connection of the application; the rest just close. */
 void destroy_dead_app(struct px_conn *dead, const struct px_conn *ctl,
-                             unsigned epoch) {
+                      unsigned epoch) {
   struct px_conn **fin = NULL;
   for (struct px_conn **pp = &dead; *pp != NULL; pp = &(*pp)->next) {
     if ((*pp)->app_epoch != epoch || atomic_load(&(*pp)->broken))

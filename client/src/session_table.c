@@ -167,10 +167,8 @@ void session_table_forget_locked(void) {
   session_table_free_locked();
 }
 
-/* Other connections holding sessions on the slot, one entry each, each
- * referenced. */
 size_t collect_targets_locked(CK_SLOT_ID slot, struct px_conn *skip,
-                                     struct target **out) {
+                              struct target **out) {
   *out = NULL;
   if (st.n_sessions == 0)
     return 0;

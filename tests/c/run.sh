@@ -69,13 +69,13 @@ if [ "$VALGRIND" = 1 ]; then
       --errors-for-leak-kinds=definite,possible
       --suppressions="$here/valgrind.supp")
 fi
-groups="args sizes threads fork forkthread restart config mechanisms app"
+groups="args sizes threads fork forkthread manysessions restart config mechanisms app"
 # Caml Crush forks one daemon process per connection, each calling
 # C_Initialize on the same SoftHSM2 store; SoftHSM2 2.6.1 races when several
 # processes do that at once, so four threads opening sessions together fail
 # there at random. The threads group exercises our client's concurrency and
 # runs against our daemon; the interop run keeps every other group.
-if [ "$DAEMON" = camlcrush ]; then groups="args sizes fork forkthread restart config mechanisms app"; fi
+if [ "$DAEMON" = camlcrush ]; then groups="args sizes fork forkthread manysessions restart config mechanisms app"; fi
 for group in $groups; do
   out="$work/test-$group.log"
   "${vg[@]}" "$test_client" "$group" >"$out" 2>&1

@@ -3,9 +3,10 @@
  * Environment: P11CLIENT_LIB (library path), PKCS11PROXY_* (client
  * settings), P11TEST_RESTART_CMD (restarts the daemon; restart and app
  * groups), DAEMON (ours or camlcrush).
- * Usage: test_client [group...]; groups: args sizes threads fork restart
- * config mechanisms app (DAEMON=ours expects the typed mechanism
- * procedures and connections joined into one application).
+ * Usage: test_client [group...]; groups: args sizes threads fork
+ * forkthread manysessions restart config mechanisms app (DAEMON=ours
+ * expects the typed mechanism procedures and connections joined into one
+ * application).
  * Prints "N passed, M failed" last; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
@@ -665,6 +666,64 @@ static void test_forkthread(void) {
   CHECK(m.calls > 0 && m.ok == m.calls, "parent thread: %d/%d key pairs",
         m.ok, m.calls);
   CHECK(sign_verify(s, "after fork"), "parent still signs after fork");
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+}
+
+/* ---- group: manysessions ---- */
+/* The library's session cap (4096) of sessions on one connection (shared
+ * mode), a call on each, then closing every other one: the table's lookup
+ * finds each handle among thousands, and a closed handle is gone. */
+#define MANY_SESSIONS 4096
+static void test_manysessions(void) {
+  setenv("PKCS11PROXY_SESSION_CONNECTIONS", "shared", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+  unsetenv("PKCS11PROXY_SESSION_CONNECTIONS");
+  CK_SLOT_ID slot = token_slot();
+  CK_SESSION_HANDLE *h = calloc(MANY_SESSIONS, sizeof *h);
+  size_t n = 0;
+  CK_RV rv = CKR_OK;
+  while (n < MANY_SESSIONS &&
+         (rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
+                                &h[n])) == CKR_OK)
+    n++;
+  /* A daemon may cap an application's sessions below the library's. */
+  CHECK(n == MANY_SESSIONS || (n >= 1000 && rv == CKR_SESSION_COUNT),
+        "%zu sessions opened (last rv 0x%lx)", n, (unsigned long)rv);
+  CK_SESSION_HANDLE extra;
+  CHECK_RV(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &extra),
+           CKR_SESSION_COUNT);
+  size_t ok = 0, distinct = 1;
+  for (size_t i = 0; i < n; i++) {
+    CK_SESSION_INFO si;
+    if (f->C_GetSessionInfo(h[i], &si) == CKR_OK && si.slotID == slot &&
+        si.state == CKS_RO_PUBLIC_SESSION)
+      ok++;
+    if (i > 0 && h[i] != h[i - 1])
+      distinct++;
+  }
+  CHECK(ok == n && distinct == n, "C_GetSessionInfo on each: %zu/%zu ok",
+        ok, n);
+  size_t closed = 0;
+  for (size_t i = 0; i < n; i += 2)
+    closed += f->C_CloseSession(h[i]) == CKR_OK;
+  CHECK(closed == (n + 1) / 2, "closed %zu of %zu", closed, (n + 1) / 2);
+  size_t right = 0;
+  for (size_t i = 0; i < n; i++) {
+    CK_SESSION_INFO si;
+    rv = f->C_GetSessionInfo(h[i], &si);
+    right += rv == (i % 2 == 0 ? CKR_SESSION_HANDLE_INVALID : CKR_OK);
+  }
+  CHECK(right == n, "closed handles invalid, open ones valid: %zu/%zu", right,
+        n);
+  CK_SESSION_HANDLE again = CK_INVALID_HANDLE;
+  CHECK_RV(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &again),
+           CKR_OK);
+  CK_SESSION_INFO si;
+  CHECK_RV(f->C_GetSessionInfo(again, &si), CKR_OK);
+  CHECK_RV(f->C_CloseAllSessions(slot), CKR_OK);
+  CHECK_RV(f->C_GetSessionInfo(h[n - 1], &si), CKR_SESSION_HANDLE_INVALID);
+  CHECK_RV(f->C_GetSessionInfo(again, &si), CKR_SESSION_HANDLE_INVALID);
+  free(h);
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
 }
 
@@ -1405,6 +1464,7 @@ int main(int argc, char **argv) {
   } groups[] = {{"args", test_args},       {"sizes", test_sizes},
                 {"threads", test_threads}, {"fork", test_fork},
                 {"forkthread", test_forkthread},
+                {"manysessions", test_manysessions},
                 {"restart", test_restart},
                 {"config", test_config},   {"mechanisms", test_mechanisms},
                 {"app", test_app}};
