@@ -1,9 +1,14 @@
 /*
  * Internal declarations of libp11client (pkcs11proxyd client library).
- * Layers: config.c (settings), wire.c (ONC RPC record transport),
- * transport.c (sockets and the per-connection handshake), state.c (library state, the daemon-side
- * application, connections, session table, login replay), pkcs11.c (the
- * C_* entry points), interface.c (function lists and C_GetInterface*).
+ * Layers, bottom up: config.c (settings); wire.c (ONC RPC record
+ * transport); transport.c (sockets and the per-connection handshake);
+ * the library state, split by concern and sharing state.h: state.c
+ * (initialize, finalize, call brackets), conn.c (connections, idle pool,
+ * control connection), session_table.c, sessions.c, login.c, app.c
+ * (application epoch), fork.c; the C_* entry points by function group,
+ * sharing calls.h: fn_general.c, fn_sessions.c, fn_objects.c, fn_crypto.c,
+ * fn_keys.c, with fn_calls.c the helpers for recurring call shapes;
+ * interface.c (function lists and C_GetInterface*).
  */
 #ifndef PX_H
 #define PX_H
@@ -66,7 +71,7 @@ void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
 /* Closes the descriptor and frees the buffer; safe to call twice. */
 void px_wire_close(struct px_wire *w);
 
-/* ---- connections (transport.c / state.c) ---- */
+/* ---- connections (transport.c / conn.c) ---- */
 struct px_conn {
   CLIENT *clnt; /* &wire.client */
   struct px_wire wire;
@@ -155,7 +160,7 @@ void px_session_leave(struct px_call *call);
 CK_RV px_control_enter(struct px_call *call, CK_RV unreachable_rv);
 void px_control_leave(struct px_call *call);
 
-/* Session lifecycle helpers used by pkcs11.c. */
+/* Session lifecycle helpers used by fn_sessions.c. */
 CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
                       CK_SESSION_HANDLE_PTR out);
 CK_RV px_session_close(CK_SESSION_HANDLE h);
