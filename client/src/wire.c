@@ -52,6 +52,9 @@ enum {
 };
 
 #define RECORD_MARK_SIZE 4
+/* xid, CALL, rpcvers, prog, vers, proc, cred (flavor, length), verifier
+ * (flavor, length). */
+#define CALL_HEADER_WORDS 10
 /* Buffer kept between calls; a larger one is given back after its call. */
 #define WIRE_KEEP_SIZE (64u * 1024u)
 /* A call or reply record beyond this fails the call (RPC_CANTENCODEARGS /
@@ -100,40 +103,42 @@ static bool wire_reserve(struct px_wire *w, size_t need) {
   return true;
 }
 
-/* Encodes header and arguments after the record mark; grows the buffer
- * while the arguments do not fit. Returns the record's body length. */
+static bool encode_into(struct px_wire *w, uint32_t xid, rpcproc_t proc,
+                        xdrproc_t xargs, void *args, size_t *body_len) {
+  XDR x;
+  xdrmem_create(&x, (char *)w->buf + RECORD_MARK_SIZE,
+                (u_int)(w->cap - RECORD_MARK_SIZE), XDR_ENCODE);
+  u_int head[CALL_HEADER_WORDS] = {
+      xid,     W_MSG_CALL,         W_RPC_VERSION, w->prog, w->vers,
+      proc,    W_AUTH_FLAVOR_NONE, 0,             W_AUTH_FLAVOR_NONE, 0};
+  bool ok = true;
+  for (size_t i = 0; ok && i < CALL_HEADER_WORDS; i++)
+    ok = xdr_u_int(&x, &head[i]);
+  ok = ok && xargs(&x, args);
+  *body_len = xdr_getpos(&x);
+  xdr_destroy(&x);
+  return ok;
+}
+
+/* Encodes header and arguments after the record mark. xdrmem fails both
+ * when out of room and on a value the routine refuses: after a failure the
+ * exact size (xdr_sizeof) tells which, and a large call is retried once in
+ * a buffer of that size. Returns the record's body length. */
 static enum clnt_stat encode_call(struct px_wire *w, uint32_t xid,
                                   rpcproc_t proc, xdrproc_t xargs, void *args,
                                   size_t *body_len) {
-  for (size_t want = WIRE_KEEP_SIZE;; want *= 2) {
-    if (want - RECORD_MARK_SIZE > WIRE_MAX_RECORD)
-      return RPC_CANTENCODEARGS;
-    if (!wire_reserve(w, want))
-      return RPC_CANTENCODEARGS;
-    if (w->cap > want)
-      want = w->cap;
-    XDR x;
-    xdrmem_create(&x, (char *)w->buf + RECORD_MARK_SIZE,
-                  (u_int)(w->cap - RECORD_MARK_SIZE), XDR_ENCODE);
-    u_int head[10] = {xid,         W_MSG_CALL,         W_RPC_VERSION,
-                      w->prog,     w->vers,          (u_int)proc,
-                      W_AUTH_FLAVOR_NONE, 0,           W_AUTH_FLAVOR_NONE,
-                      0};
-    bool ok = true;
-    for (size_t i = 0; ok && i < sizeof head / sizeof head[0]; i++)
-      ok = xdr_u_int(&x, &head[i]);
-    ok = ok && xargs(&x, args);
-    size_t len = xdr_getpos(&x);
-    xdr_destroy(&x);
-    if (ok) {
-      *body_len = len;
-      return RPC_SUCCESS;
-    }
-    /* xdrmem fails only when out of room or on a value the routine
-     * refuses; a buffer with room to spare means the latter. */
-    if (len + 64 < w->cap - RECORD_MARK_SIZE)
-      return RPC_CANTENCODEARGS;
-  }
+  if (!wire_reserve(w, WIRE_KEEP_SIZE))
+    return RPC_CANTENCODEARGS;
+  if (encode_into(w, xid, proc, xargs, args, body_len))
+    return RPC_SUCCESS;
+  size_t need = (size_t)xdr_sizeof(xargs, args);
+  if (need == 0 || need > WIRE_MAX_RECORD)
+    return RPC_CANTENCODEARGS;
+  need += RECORD_MARK_SIZE + CALL_HEADER_WORDS * 4;
+  if (need <= w->cap || !wire_reserve(w, need))
+    return RPC_CANTENCODEARGS;
+  return encode_into(w, xid, proc, xargs, args, body_len) ? RPC_SUCCESS
+                                                          : RPC_CANTENCODEARGS;
 }
 
 static enum clnt_stat send_all(struct px_wire *w, size_t len,

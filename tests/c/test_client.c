@@ -454,6 +454,22 @@ static void test_sizes(void) {
   bl = sizeof back;
   CHECK_RV(f->C_Decrypt(s, ct, ctl, back, &bl), CKR_OK);
   CHECK(bl == 40 && memcmp(back, pt, 40) == 0, "round trip");
+  /* 1 MiB each way: requests and replies larger than the transport's
+   * 64 KiB buffer. */
+  const CK_ULONG big = 1024 * 1024;
+  CK_BYTE *bin = malloc(big), *bct = malloc(big + 16), *bback = malloc(big);
+  for (CK_ULONG i = 0; i < big; i++)
+    bin[i] = (CK_BYTE)(i * 7 + (i >> 12));
+  CK_ULONG bctl = big + 16, bbl = big;
+  CHECK_RV(f->C_EncryptInit(s, &cbc, aes), CKR_OK);
+  CHECK_RV(f->C_Encrypt(s, bin, big, bct, &bctl), CKR_OK);
+  CHECK(bctl == big + 16, "1 MiB ciphertext length %lu", bctl);
+  CHECK_RV(f->C_DecryptInit(s, &cbc, aes), CKR_OK);
+  CHECK_RV(f->C_Decrypt(s, bct, bctl, bback, &bbl), CKR_OK);
+  CHECK(bbl == big && memcmp(bback, bin, big) == 0, "1 MiB round trip");
+  free(bin);
+  free(bct);
+  free(bback);
   CHECK_RV(f->C_CloseSession(s), CKR_OK);
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
 }
