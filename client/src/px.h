@@ -70,6 +70,8 @@ void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
                   unsigned long timeout_s);
 /* Closes the descriptor and frees the buffer; safe to call twice. */
 void px_wire_close(struct px_wire *w);
+/* Text for the debug channel. */
+const char *px_wire_strerror(enum clnt_stat st);
 
 /* ---- connections (transport.c / conn.c) ---- */
 struct px_conn {

@@ -26,7 +26,7 @@ CK_RV px_rpc_done(struct px_conn *c, enum clnt_stat st, const char *what) {
   if (st == RPC_SUCCESS)
     return CKR_OK;
   atomic_store(&c->broken, true);
-  px_debug("%s: RPC failed: %s", what, clnt_sperrno(st));
+  px_debug("%s: RPC failed: %s", what, px_wire_strerror(st));
   return CKR_DEVICE_ERROR;
 }
 
@@ -205,7 +205,7 @@ CK_RV px_conn_app_token(struct px_conn *c,
   CK_RV rv = px_rpc_done(c, refused ? RPC_SUCCESS : cs, "px_GetAppToken");
   pthread_mutex_unlock(&c->lock);
   if (refused) {
-    px_debug("px_GetAppToken: %s", clnt_sperrno(cs));
+    px_debug("px_GetAppToken: %s", px_wire_strerror(cs));
     rv = CKR_FUNCTION_NOT_SUPPORTED;
   } else if (rv == CKR_OK && res.rv != CKR_OK) {
     px_debug("px_GetAppToken returned 0x%llx", (unsigned long long)res.rv);

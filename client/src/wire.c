@@ -353,6 +353,39 @@ static struct clnt_ops wire_ops = {
     .cl_control = wire_control,
 };
 
+const char *px_wire_strerror(enum clnt_stat st) {
+  switch (st) {
+  case RPC_SUCCESS:
+    return "success";
+  case RPC_CANTENCODEARGS:
+    return "cannot encode the arguments";
+  case RPC_CANTSEND:
+    return "cannot send";
+  case RPC_CANTRECV:
+    return "cannot receive (closed, or a malformed record)";
+  case RPC_TIMEDOUT:
+    return "timed out";
+  case RPC_CANTDECODERES:
+    return "cannot decode the reply";
+  case RPC_VERSMISMATCH:
+    return "RPC version mismatch";
+  case RPC_AUTHERROR:
+    return "authentication refused";
+  case RPC_PROGUNAVAIL:
+    return "program unavailable";
+  case RPC_PROGVERSMISMATCH:
+    return "program version mismatch";
+  case RPC_PROCUNAVAIL:
+    return "procedure unavailable";
+  case RPC_CANTDECODEARGS:
+    return "the server cannot decode the arguments";
+  case RPC_SYSTEMERROR:
+    return "server system error";
+  default:
+    return "RPC failure";
+  }
+}
+
 void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
                   unsigned long timeout_s) {
   memset(w, 0, sizeof *w);
