@@ -10,7 +10,6 @@
 
 #include "state.h"
 
-
 /* Source of application epochs; never reset, so a connection of an older
  * initialization or application never matches the current one. */
 static unsigned epoch_counter;

@@ -10,7 +10,6 @@
 
 #include "state.h"
 
-
 /* Connections whose refs drop to zero are queued on *dead (linked through
  * next) and destroyed by the caller after st_lock is released. */
 void conn_unref_locked(struct px_conn *c, struct px_conn **dead) {

@@ -9,10 +9,9 @@
 
 /* ---- output cache ---- */
 
-
 CK_RV px_out_call(CK_SESSION_HANDLE h, int proc, const char *what,
-                      const void *in, size_t in_len, px_out_rpc rpc,
-                      const void *ctx, CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
+                  const void *in, size_t in_len, px_out_rpc rpc,
+                  const void *ctx, CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
   struct px_call call;
   CK_RV rv = px_session_enter(h, &call);
   if (rv != CKR_OK)
@@ -67,7 +66,6 @@ CK_RV px_out_call(CK_SESSION_HANDLE h, int proc, const char *what,
   return rv;
 }
 
-
 struct data_ctx {
   px_data_stub stub;
   const void *data;
@@ -90,8 +88,8 @@ static CK_RV final_rpc(struct px_call *call, const char *what, const void *ctx,
 }
 
 CK_RV px_data_out(CK_SESSION_HANDLE h, int proc, const char *what,
-                      px_data_stub stub, CK_BYTE_PTR in, CK_ULONG in_len,
-                      CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
+                  px_data_stub stub, CK_BYTE_PTR in, CK_ULONG in_len,
+                  CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
   if (bad_buf(in, in_len) || out_len == NULL)
     return px_state_is_initialized() ? CKR_ARGUMENTS_BAD
                                      : CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -100,8 +98,7 @@ CK_RV px_data_out(CK_SESSION_HANDLE h, int proc, const char *what,
 }
 
 CK_RV px_final_out(CK_SESSION_HANDLE h, int proc, const char *what,
-                       px_final_stub stub, CK_BYTE_PTR out,
-                       CK_ULONG_PTR out_len) {
+                   px_final_stub stub, CK_BYTE_PTR out, CK_ULONG_PTR out_len) {
   if (out_len == NULL)
     return px_state_is_initialized() ? CKR_ARGUMENTS_BAD
                                      : CKR_CRYPTOKI_NOT_INITIALIZED;
@@ -110,15 +107,14 @@ CK_RV px_final_out(CK_SESSION_HANDLE h, int proc, const char *what,
 
 /* ---- calls that take a mechanism ---- */
 
-
 /* One round trip of a call that takes a mechanism. The typed procedure is
  * used unless this connection's daemon answered PROC_UNAVAIL to one before
  * (Caml Crush); then the version 3 procedure is used, which cannot carry a
  * parameter struct holding pointers (CKR_MECHANISM_PARAM_INVALID, no round
  * trip). */
 CK_RV px_mech_round_trip(struct px_call *call, const char *what,
-                             const struct px_mech_arg *ma, px_mech_send send,
-                             const void *ctx, void *res) {
+                         const struct px_mech_arg *ma, px_mech_send send,
+                         const void *ctx, void *res) {
   if (call->c->typed_mech >= 0) {
     enum clnt_stat st = send(call, ctx, ma, true, res);
     if (st != RPC_PROCUNAVAIL) {
@@ -166,8 +162,8 @@ static enum clnt_stat key_init_send(struct px_call *call, const void *ctx,
 }
 
 CK_RV px_mech_key_init(CK_SESSION_HANDLE h, const char *what,
-                           px_mech_key_stub v3, px_mech_key_typed_stub typed,
-                           CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
+                       px_mech_key_stub v3, px_mech_key_typed_stub typed,
+                       CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key) {
   struct px_mech_arg ma;
   CK_RV rv = px_mech_arg_in(m, &ma);
   if (rv != CKR_OK)
@@ -184,9 +180,8 @@ CK_RV px_mech_key_init(CK_SESSION_HANDLE h, const char *what,
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
 
-
-CK_RV px_data_in(CK_SESSION_HANDLE h, const char *what,
-                     px_data_rv_stub stub, CK_BYTE_PTR in, CK_ULONG in_len) {
+CK_RV px_data_in(CK_SESSION_HANDLE h, const char *what, px_data_rv_stub stub,
+                 CK_BYTE_PTR in, CK_ULONG in_len) {
   if (bad_buf(in, in_len))
     return px_state_is_initialized() ? CKR_ARGUMENTS_BAD
                                      : CKR_CRYPTOKI_NOT_INITIALIZED;

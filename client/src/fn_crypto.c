@@ -14,39 +14,37 @@ PX_EXPORT CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession,
                               CK_MECHANISM_PTR pMechanism,
                               CK_OBJECT_HANDLE hKey) {
   return px_mech_key_init(hSession, "C_EncryptInit", c_encryptinit_3,
-                       px_encryptinittyped_3, pMechanism,
-                       hKey);
+                          px_encryptinittyped_3, pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_Encrypt(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
                           CK_ULONG ulDataLen, CK_BYTE_PTR pEncryptedData,
                           CK_ULONG_PTR pulEncryptedDataLen) {
   return px_data_out(hSession, c_Encrypt, "C_Encrypt", c_encrypt_3, pData,
-                  ulDataLen, pEncryptedData, pulEncryptedDataLen);
+                     ulDataLen, pEncryptedData, pulEncryptedDataLen);
 }
 
 PX_EXPORT CK_RV C_EncryptUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
                                 CK_ULONG ulPartLen, CK_BYTE_PTR pEncryptedPart,
                                 CK_ULONG_PTR pulEncryptedPartLen) {
   return px_data_out(hSession, c_EncryptUpdate, "C_EncryptUpdate",
-                  c_encryptupdate_3, pPart, ulPartLen, pEncryptedPart,
-                  pulEncryptedPartLen);
+                     c_encryptupdate_3, pPart, ulPartLen, pEncryptedPart,
+                     pulEncryptedPartLen);
 }
 
 PX_EXPORT CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession,
                                CK_BYTE_PTR pLastEncryptedPart,
                                CK_ULONG_PTR pulLastEncryptedPartLen) {
   return px_final_out(hSession, c_EncryptFinal, "C_EncryptFinal",
-                   c_encryptfinal_3, pLastEncryptedPart,
-                   pulLastEncryptedPartLen);
+                      c_encryptfinal_3, pLastEncryptedPart,
+                      pulLastEncryptedPartLen);
 }
 
 PX_EXPORT CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession,
                               CK_MECHANISM_PTR pMechanism,
                               CK_OBJECT_HANDLE hKey) {
   return px_mech_key_init(hSession, "C_DecryptInit", c_decryptinit_3,
-                       px_decryptinittyped_3, pMechanism,
-                       hKey);
+                          px_decryptinittyped_3, pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_Decrypt(CK_SESSION_HANDLE hSession,
@@ -54,7 +52,7 @@ PX_EXPORT CK_RV C_Decrypt(CK_SESSION_HANDLE hSession,
                           CK_ULONG ulEncryptedDataLen, CK_BYTE_PTR pData,
                           CK_ULONG_PTR pulDataLen) {
   return px_data_out(hSession, c_Decrypt, "C_Decrypt", c_decrypt_3,
-                  pEncryptedData, ulEncryptedDataLen, pData, pulDataLen);
+                     pEncryptedData, ulEncryptedDataLen, pData, pulDataLen);
 }
 
 PX_EXPORT CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession,
@@ -62,15 +60,15 @@ PX_EXPORT CK_RV C_DecryptUpdate(CK_SESSION_HANDLE hSession,
                                 CK_ULONG ulEncryptedPartLen, CK_BYTE_PTR pPart,
                                 CK_ULONG_PTR pulPartLen) {
   return px_data_out(hSession, c_DecryptUpdate, "C_DecryptUpdate",
-                  c_decryptupdate_3, pEncryptedPart, ulEncryptedPartLen, pPart,
-                  pulPartLen);
+                     c_decryptupdate_3, pEncryptedPart, ulEncryptedPartLen,
+                     pPart, pulPartLen);
 }
 
 PX_EXPORT CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession,
                                CK_BYTE_PTR pLastPart,
                                CK_ULONG_PTR pulLastPartLen) {
   return px_final_out(hSession, c_DecryptFinal, "C_DecryptFinal",
-                   c_decryptfinal_3, pLastPart, pulLastPartLen);
+                      c_decryptfinal_3, pLastPart, pulLastPartLen);
 }
 
 /* ---- digests ---- */
@@ -102,7 +100,7 @@ PX_EXPORT CK_RV C_DigestInit(CK_SESSION_HANDLE hSession,
   px_out_cache_clear(&call.s->cache);
   px_rv res = 0;
   rv = px_mech_round_trip(&call, "C_DigestInit", &ma, digest_init_send, NULL,
-                       &res);
+                          &res);
   px_session_leave(&call);
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
@@ -110,14 +108,14 @@ PX_EXPORT CK_RV C_DigestInit(CK_SESSION_HANDLE hSession,
 PX_EXPORT CK_RV C_Digest(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
                          CK_ULONG ulDataLen, CK_BYTE_PTR pDigest,
                          CK_ULONG_PTR pulDigestLen) {
-  return px_data_out(hSession, c_Digest, "C_Digest", c_digest_3, pData, ulDataLen,
-                  pDigest, pulDigestLen);
+  return px_data_out(hSession, c_Digest, "C_Digest", c_digest_3, pData,
+                     ulDataLen, pDigest, pulDigestLen);
 }
 
 PX_EXPORT CK_RV C_DigestUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
                                CK_ULONG ulPartLen) {
   return px_data_in(hSession, "C_DigestUpdate", c_digestupdate_3, pPart,
-                 ulPartLen);
+                    ulPartLen);
 }
 
 PX_EXPORT CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey) {
@@ -128,7 +126,7 @@ PX_EXPORT CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey) {
 PX_EXPORT CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest,
                               CK_ULONG_PTR pulDigestLen) {
   return px_final_out(hSession, c_DigestFinal, "C_DigestFinal", c_digestfinal_3,
-                   pDigest, pulDigestLen);
+                      pDigest, pulDigestLen);
 }
 
 /* ---- signatures ---- */
@@ -136,14 +134,14 @@ PX_EXPORT CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pDigest,
 PX_EXPORT CK_RV C_SignInit(CK_SESSION_HANDLE hSession,
                            CK_MECHANISM_PTR pMechanism, CK_OBJECT_HANDLE hKey) {
   return px_mech_key_init(hSession, "C_SignInit", c_signinit_3,
-                       px_signinittyped_3, pMechanism, hKey);
+                          px_signinittyped_3, pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_Sign(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
                        CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
                        CK_ULONG_PTR pulSignatureLen) {
   return px_data_out(hSession, c_Sign, "C_Sign", c_sign_3, pData, ulDataLen,
-                  pSignature, pulSignatureLen);
+                     pSignature, pulSignatureLen);
 }
 
 PX_EXPORT CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
@@ -154,30 +152,28 @@ PX_EXPORT CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
 PX_EXPORT CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pSignature,
                             CK_ULONG_PTR pulSignatureLen) {
   return px_final_out(hSession, c_SignFinal, "C_SignFinal", c_signfinal_3,
-                   pSignature, pulSignatureLen);
+                      pSignature, pulSignatureLen);
 }
 
 PX_EXPORT CK_RV C_SignRecoverInit(CK_SESSION_HANDLE hSession,
                                   CK_MECHANISM_PTR pMechanism,
                                   CK_OBJECT_HANDLE hKey) {
   return px_mech_key_init(hSession, "C_SignRecoverInit", c_signrecoverinit_3,
-                       px_signrecoverinittyped_3,
-                       pMechanism, hKey);
+                          px_signrecoverinittyped_3, pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_SignRecover(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
                               CK_ULONG ulDataLen, CK_BYTE_PTR pSignature,
                               CK_ULONG_PTR pulSignatureLen) {
   return px_data_out(hSession, c_SignRecover, "C_SignRecover", c_signrecover_3,
-                  pData, ulDataLen, pSignature, pulSignatureLen);
+                     pData, ulDataLen, pSignature, pulSignatureLen);
 }
 
 PX_EXPORT CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession,
                              CK_MECHANISM_PTR pMechanism,
                              CK_OBJECT_HANDLE hKey) {
   return px_mech_key_init(hSession, "C_VerifyInit", c_verifyinit_3,
-                       px_verifyinittyped_3, pMechanism,
-                       hKey);
+                          px_verifyinittyped_3, pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
@@ -194,7 +190,7 @@ PX_EXPORT CK_RV C_Verify(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pData,
 PX_EXPORT CK_RV C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE_PTR pPart,
                                CK_ULONG ulPartLen) {
   return px_data_in(hSession, "C_VerifyUpdate", c_verifyupdate_3, pPart,
-                 ulPartLen);
+                    ulPartLen);
 }
 
 PX_EXPORT CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession,
@@ -210,9 +206,9 @@ PX_EXPORT CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession,
 PX_EXPORT CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE hSession,
                                     CK_MECHANISM_PTR pMechanism,
                                     CK_OBJECT_HANDLE hKey) {
-  return px_mech_key_init(hSession, "C_VerifyRecoverInit", c_verifyrecoverinit_3,
-                       px_verifyrecoverinittyped_3,
-                       pMechanism, hKey);
+  return px_mech_key_init(hSession, "C_VerifyRecoverInit",
+                          c_verifyrecoverinit_3, px_verifyrecoverinittyped_3,
+                          pMechanism, hKey);
 }
 
 PX_EXPORT CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession,
@@ -220,8 +216,8 @@ PX_EXPORT CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession,
                                 CK_ULONG ulSignatureLen, CK_BYTE_PTR pData,
                                 CK_ULONG_PTR pulDataLen) {
   return px_data_out(hSession, c_VerifyRecover, "C_VerifyRecover",
-                  c_verifyrecover_3, pSignature, ulSignatureLen, pData,
-                  pulDataLen);
+                     c_verifyrecover_3, pSignature, ulSignatureLen, pData,
+                     pulDataLen);
 }
 
 /* ---- dual-function ---- */
@@ -231,8 +227,8 @@ PX_EXPORT CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE hSession,
                                       CK_BYTE_PTR pEncryptedPart,
                                       CK_ULONG_PTR pulEncryptedPartLen) {
   return px_data_out(hSession, c_DigestEncryptUpdate, "C_DigestEncryptUpdate",
-                  c_digestencryptupdate_3, pPart, ulPartLen, pEncryptedPart,
-                  pulEncryptedPartLen);
+                     c_digestencryptupdate_3, pPart, ulPartLen, pEncryptedPart,
+                     pulEncryptedPartLen);
 }
 
 PX_EXPORT CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE hSession,
@@ -241,8 +237,8 @@ PX_EXPORT CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE hSession,
                                       CK_BYTE_PTR pPart,
                                       CK_ULONG_PTR pulPartLen) {
   return px_data_out(hSession, c_DecryptDigestUpdate, "C_DecryptDigestUpdate",
-                  c_decryptdigestupdate_3, pEncryptedPart, ulEncryptedPartLen,
-                  pPart, pulPartLen);
+                     c_decryptdigestupdate_3, pEncryptedPart,
+                     ulEncryptedPartLen, pPart, pulPartLen);
 }
 
 PX_EXPORT CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession,
@@ -250,8 +246,8 @@ PX_EXPORT CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession,
                                     CK_BYTE_PTR pEncryptedPart,
                                     CK_ULONG_PTR pulEncryptedPartLen) {
   return px_data_out(hSession, c_SignEncryptUpdate, "C_SignEncryptUpdate",
-                  c_signencryptupdate_3, pPart, ulPartLen, pEncryptedPart,
-                  pulEncryptedPartLen);
+                     c_signencryptupdate_3, pPart, ulPartLen, pEncryptedPart,
+                     pulEncryptedPartLen);
 }
 
 PX_EXPORT CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession,
@@ -260,6 +256,6 @@ PX_EXPORT CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE hSession,
                                       CK_BYTE_PTR pPart,
                                       CK_ULONG_PTR pulPartLen) {
   return px_data_out(hSession, c_DecryptVerifyUpdate, "C_DecryptVerifyUpdate",
-                  c_decryptverifyupdate_3, pEncryptedPart, ulEncryptedPartLen,
-                  pPart, pulPartLen);
+                     c_decryptverifyupdate_3, pEncryptedPart,
+                     ulEncryptedPartLen, pPart, pulPartLen);
 }

@@ -45,7 +45,7 @@ PX_EXPORT CK_RV C_GenerateKey(CK_SESSION_HANDLE hSession,
   if (rv == CKR_OK) {
     px_object_ret res = {0, 0};
     rv = px_mech_round_trip(&call, "C_GenerateKey", &ma, generate_key_send, &t,
-                         &res);
+                            &res);
     px_session_leave(&call);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;
@@ -104,7 +104,7 @@ PX_EXPORT CK_RV C_GenerateKeyPair(
     const px_template both[2] = {pub, priv};
     C_GenerateKeyPair_ret res = {0, 0, 0};
     rv = px_mech_round_trip(&call, "C_GenerateKeyPair", &ma,
-                         generate_key_pair_send, both, &res);
+                            generate_key_pair_send, both, &res);
     px_session_leave(&call);
     if (rv == CKR_OK)
       rv = (CK_RV)res.rv;
@@ -178,7 +178,7 @@ PX_EXPORT CK_RV C_WrapKey(CK_SESSION_HANDLE hSession,
   memcpy(key + sizeof hdr, mkey, mlen);
   px_secure_free(mkey, mlen);
   rv = px_out_call(hSession, c_WrapKey, "C_WrapKey", key, klen, wrap_rpc, &w,
-                pWrappedKey, pulWrappedKeyLen);
+                   pWrappedKey, pulWrappedKeyLen);
   px_secure_free(key, klen);
   return rv;
 }

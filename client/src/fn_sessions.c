@@ -110,8 +110,8 @@ PX_EXPORT CK_RV C_GetOperationState(CK_SESSION_HANDLE hSession,
                                     CK_BYTE_PTR pOperationState,
                                     CK_ULONG_PTR pulOperationStateLen) {
   return px_final_out(hSession, c_GetOperationState, "C_GetOperationState",
-                   c_getoperationstate_3, pOperationState,
-                   pulOperationStateLen);
+                      c_getoperationstate_3, pOperationState,
+                      pulOperationStateLen);
 }
 
 PX_EXPORT CK_RV C_SetOperationState(CK_SESSION_HANDLE hSession,

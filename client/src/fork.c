@@ -14,7 +14,6 @@
 
 #include "state.h"
 
-
 static void atfork_prepare(void) { pthread_mutex_lock(&st_lock); }
 static void atfork_parent(void) { pthread_mutex_unlock(&st_lock); }
 

@@ -12,7 +12,6 @@
 
 #include "state.h"
 
-
 static void login_free(struct px_login *l) {
   px_secure_free(l->pin, l->pin_len);
   free(l);

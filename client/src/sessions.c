@@ -9,7 +9,6 @@
 
 #include "state.h"
 
-
 CK_RV rpc_close_session(struct px_conn *c, CK_SESSION_HANDLE remote) {
   C_CloseSession_args a = {.session = (px_session_handle)remote};
   px_rv res = 0;
