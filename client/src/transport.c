@@ -2,9 +2,9 @@
  * Sockets and the per-connection handshake. One px_conn is one socket
  * with its own RPC transport (wire.c). A connection that starts an
  * application sends C_SetupArch (this process's CK_ULONG layout),
- * C_LoadModule (alias bytes) and C_Initialize; a connection joining an existing application sends
- * px_JoinApp(token) as its first record (the daemon routes the connection
- * by it), then C_SetupArch only.
+ * C_LoadModule (alias bytes) and C_Initialize; a connection joining an
+ * existing application sends px_JoinApp(token) as its first record (the
+ * daemon routes the connection by it), then C_SetupArch only.
  */
 #define _GNU_SOURCE
 #include <errno.h>
