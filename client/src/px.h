@@ -1,7 +1,7 @@
 /*
  * Internal declarations of libp11client (pkcs11proxyd client library).
- * Layers, bottom up: config.c (settings); wire.c (ONC RPC record
- * transport); transport.c (sockets and the per-connection handshake);
+ * Layers, bottom up: config.c (settings); record.c (record marking over
+ * the socket) and wire.c (ONC RPC calls on it); transport.c (sockets and the per-connection handshake);
  * the library state, split by concern and sharing state.h: state.c
  * (initialize, finalize, call brackets), conn.c (connections, idle pool,
  * control connection), session_table.c, sessions.c, login.c, app.c
@@ -52,7 +52,7 @@ void px_config_free(struct px_config *cfg);
 /* Parses a socket address setting into cfg; 0 on success. */
 int px_config_parse_address(struct px_config *cfg, const char *addr);
 
-/* ---- RPC transport of one connection (wire.c) ---- */
+/* ---- RPC transport of one connection (wire.c, record.c) ---- */
 struct px_wire {
   /* Handed to the rpcgen stubs; its ops vector is wire.c's. */
   CLIENT client;

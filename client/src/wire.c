@@ -1,9 +1,9 @@
 /*
- * ONC RPC over one stream socket (RFC 5531, record marking of RFC 5531
- * section 11), without libtirpc's clnt_vc: the call is encoded with the
- * rpcgen xdr_* routines into the connection's buffer, written as one
- * record with send(MSG_NOSIGNAL), and the reply record is read with poll
- * and recv, then decoded in memory.
+ * ONC RPC calls (RFC 5531) over one stream socket, without libtirpc's
+ * clnt_vc: the call is encoded with the rpcgen xdr_* routines into the
+ * connection's buffer, written as one record with send(MSG_NOSIGNAL), and
+ * the reply record is read with poll and recv (framing: record.c), then
+ * decoded in memory.
  *
  * No global lock is taken and no signal mask is changed: the only state is
  * the connection's, which its caller serializes (px_conn.lock). A fork in
@@ -19,21 +19,16 @@
  * a reply's verifier is skipped.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "px.h"
+#include "record.h"
 
 /* RFC 5531 constants. */
 enum {
-  W_RM_LAST_FRAGMENT = 0x80000000u,
   W_MSG_CALL = 0,
   W_MSG_REPLY = 1,
   W_RPC_VERSION = 2,
@@ -51,63 +46,19 @@ enum {
   W_MAX_AUTH_BYTES = 400,
 };
 
-#define RECORD_MARK_SIZE 4
 /* xid, CALL, rpcvers, prog, vers, proc, cred (flavor, length), verifier
  * (flavor, length). */
 #define CALL_HEADER_WORDS 10
-/* Buffer kept between calls; a larger one is given back after its call. */
-#define WIRE_KEEP_SIZE (64u * 1024u)
-/* A call or reply record beyond this fails the call (RPC_CANTENCODEARGS /
- * RPC_CANTRECV) instead of growing without bound. */
-#define WIRE_MAX_RECORD ((size_t)1 << 30)
 
 static struct px_wire *wire_of(CLIENT *cl) {
   return (struct px_wire *)((char *)cl - offsetof(struct px_wire, client));
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits for events on the socket until the deadline: 1 ready, 0 timed out,
- * -1 error (hang-up counts as ready: the next recv or send reports it). */
-static int wait_fd(int fd, short events, int64_t deadline) {
-  for (;;) {
-    int64_t left = deadline - now_ms();
-    if (left <= 0)
-      return 0;
-    struct pollfd p = {.fd = fd, .events = events};
-    int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
-    if (n > 0)
-      return 1;
-    if (n == 0)
-      return 0;
-    if (errno != EINTR)
-      return -1;
-  }
-}
-
-static bool wire_reserve(struct px_wire *w, size_t need) {
-  if (need <= w->cap)
-    return true;
-  size_t ncap = w->cap ? w->cap : WIRE_KEEP_SIZE;
-  while (ncap < need)
-    ncap *= 2;
-  unsigned char *n = realloc(w->buf, ncap);
-  if (n == NULL)
-    return false;
-  w->buf = n;
-  w->cap = ncap;
-  return true;
-}
-
 static bool encode_into(struct px_wire *w, uint32_t xid, rpcproc_t proc,
                         xdrproc_t xargs, void *args, size_t *body_len) {
   XDR x;
-  xdrmem_create(&x, (char *)w->buf + RECORD_MARK_SIZE,
-                (u_int)(w->cap - RECORD_MARK_SIZE), XDR_ENCODE);
+  xdrmem_create(&x, (char *)w->buf + PX_RECORD_MARK_SIZE,
+                (u_int)(w->cap - PX_RECORD_MARK_SIZE), XDR_ENCODE);
   u_int head[CALL_HEADER_WORDS] = {
       xid,     W_MSG_CALL,         W_RPC_VERSION, w->prog, w->vers,
       proc,    W_AUTH_FLAVOR_NONE, 0,             W_AUTH_FLAVOR_NONE, 0};
@@ -127,101 +78,18 @@ static bool encode_into(struct px_wire *w, uint32_t xid, rpcproc_t proc,
 static enum clnt_stat encode_call(struct px_wire *w, uint32_t xid,
                                   rpcproc_t proc, xdrproc_t xargs, void *args,
                                   size_t *body_len) {
-  if (!wire_reserve(w, WIRE_KEEP_SIZE))
+  if (!px_record_reserve(w, PX_RECORD_KEEP_SIZE))
     return RPC_CANTENCODEARGS;
   if (encode_into(w, xid, proc, xargs, args, body_len))
     return RPC_SUCCESS;
   size_t need = (size_t)xdr_sizeof(xargs, args);
-  if (need == 0 || need > WIRE_MAX_RECORD)
+  if (need == 0 || need > PX_RECORD_MAX)
     return RPC_CANTENCODEARGS;
-  need += RECORD_MARK_SIZE + CALL_HEADER_WORDS * 4;
-  if (need <= w->cap || !wire_reserve(w, need))
+  need += PX_RECORD_MARK_SIZE + CALL_HEADER_WORDS * 4;
+  if (need <= w->cap || !px_record_reserve(w, need))
     return RPC_CANTENCODEARGS;
   return encode_into(w, xid, proc, xargs, args, body_len) ? RPC_SUCCESS
                                                           : RPC_CANTENCODEARGS;
-}
-
-static enum clnt_stat send_all(struct px_wire *w, size_t len,
-                               int64_t deadline) {
-  const unsigned char *p = w->buf;
-  while (len > 0) {
-    ssize_t n = send(w->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      p += n;
-      len -= (size_t)n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      int r = wait_fd(w->fd, POLLOUT, deadline);
-      if (r == 0)
-        return RPC_TIMEDOUT;
-      if (r < 0)
-        return RPC_CANTSEND;
-      continue;
-    }
-    return RPC_CANTSEND;
-  }
-  return RPC_SUCCESS;
-}
-
-/* Makes at least `need` bytes of raw input available in w->buf. */
-static enum clnt_stat fill(struct px_wire *w, size_t *have, size_t need,
-                           int64_t deadline) {
-  if (!wire_reserve(w, need))
-    return RPC_CANTRECV;
-  while (*have < need) {
-    int r = wait_fd(w->fd, POLLIN, deadline);
-    if (r == 0)
-      return RPC_TIMEDOUT;
-    if (r < 0)
-      return RPC_CANTRECV;
-    ssize_t n = recv(w->fd, w->buf + *have, w->cap - *have, MSG_DONTWAIT);
-    if (n > 0)
-      *have += (size_t)n;
-    else if (n == 0)
-      return RPC_CANTRECV; /* the daemon closed the connection */
-    else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
-      return RPC_CANTRECV;
-  }
-  return RPC_SUCCESS;
-}
-
-/* Reads one reply record. Fragments are joined in place: the body starts
- * after the first record mark and later fragments are moved down over
- * their marks. Bytes after the last fragment cannot belong to any call
- * (one call is in flight per connection) and fail the call. */
-static enum clnt_stat recv_record(struct px_wire *w, size_t *body_len,
-                                  size_t *raw_len, int64_t deadline) {
-  size_t have = 0, raw = 0, body = 0;
-  for (;;) {
-    enum clnt_stat s = fill(w, &have, raw + RECORD_MARK_SIZE, deadline);
-    *raw_len = have;
-    if (s != RPC_SUCCESS)
-      return s;
-    uint32_t mark;
-    memcpy(&mark, w->buf + raw, sizeof mark);
-    mark = ntohl(mark);
-    size_t flen = mark & ~W_RM_LAST_FRAGMENT;
-    raw += RECORD_MARK_SIZE;
-    if (body + flen > WIRE_MAX_RECORD)
-      return RPC_CANTRECV;
-    s = fill(w, &have, raw + flen, deadline);
-    *raw_len = have;
-    if (s != RPC_SUCCESS)
-      return s;
-    if (RECORD_MARK_SIZE + body != raw)
-      memmove(w->buf + RECORD_MARK_SIZE + body, w->buf + raw, flen);
-    raw += flen;
-    body += flen;
-    if (mark & W_RM_LAST_FRAGMENT)
-      break;
-  }
-  if (have != raw)
-    return RPC_CANTRECV;
-  *body_len = body;
-  return RPC_SUCCESS;
 }
 
 /* Reply header up to the results (RFC 5531 rpc_msg, reply_body). */
@@ -272,7 +140,7 @@ static void wire_scrub(struct px_wire *w, size_t used) {
   if (w->buf == NULL)
     return;
   explicit_bzero(w->buf, used < w->cap ? used : w->cap);
-  if (w->cap <= WIRE_KEEP_SIZE)
+  if (w->cap <= PX_RECORD_KEEP_SIZE)
     return;
   free(w->buf);
   w->buf = NULL;
@@ -288,27 +156,24 @@ static enum clnt_stat wire_call(CLIENT *cl, rpcproc_t proc, xdrproc_t xargs,
   struct px_wire *w = wire_of(cl);
   if (w->fd < 0)
     return RPC_CANTSEND;
-  int64_t deadline = now_ms() + w->timeout_ms;
+  int64_t deadline = px_now_ms() + w->timeout_ms;
   uint32_t xid = ++w->xid;
   size_t len = 0, used = 0;
   enum clnt_stat s = encode_call(w, xid, proc, xargs, args, &len);
-  used = s == RPC_SUCCESS ? RECORD_MARK_SIZE + len : w->cap;
-  if (s == RPC_SUCCESS && len > WIRE_MAX_RECORD)
+  used = s == RPC_SUCCESS ? PX_RECORD_MARK_SIZE + len : w->cap;
+  if (s == RPC_SUCCESS && len > PX_RECORD_MAX)
     s = RPC_CANTENCODEARGS;
-  if (s == RPC_SUCCESS) {
-    uint32_t mark = htonl(W_RM_LAST_FRAGMENT | (uint32_t)len);
-    memcpy(w->buf, &mark, sizeof mark);
-    s = send_all(w, RECORD_MARK_SIZE + len, deadline);
-  }
+  if (s == RPC_SUCCESS)
+    s = px_record_send(w, len, deadline);
   if (s == RPC_SUCCESS) {
     size_t raw = 0;
-    s = recv_record(w, &len, &raw, deadline);
+    s = px_record_recv(w, &len, &raw, deadline);
     if (raw > used)
       used = raw;
   }
   if (s == RPC_SUCCESS) {
     XDR x;
-    xdrmem_create(&x, (char *)w->buf + RECORD_MARK_SIZE, (u_int)len,
+    xdrmem_create(&x, (char *)w->buf + PX_RECORD_MARK_SIZE, (u_int)len,
                   XDR_DECODE);
     s = decode_reply_header(&x, xid);
     if (s == RPC_SUCCESS && !xres(&x, res)) {
