@@ -1,8 +1,9 @@
 /*
  * fork: the child inherits copies of the parent's sockets and of whatever
  * the parent's other threads held at the time. The transport takes no
- * process-wide lock (wire.c), and st_lock is taken around fork() by the
- * prepare handler, so the child finds the state consistent and unlocked.
+ * process-wide lock (wire.c), and st_lock and the connection registry's
+ * lock are taken around fork() by the prepare handler, so the child finds
+ * the state consistent and unlocked.
  * Sending on the inherited sockets would interleave with the parent's
  * traffic: the child closes its descriptor copies, frees the state without
  * taking any connection's lock (a parent thread may have held one) and
@@ -14,17 +15,22 @@
 
 #include "state.h"
 
-static void atfork_prepare(void) { pthread_mutex_lock(&st_lock); }
-static void atfork_parent(void) { pthread_mutex_unlock(&st_lock); }
+static void atfork_prepare(void) {
+  pthread_mutex_lock(&st_lock);
+  px_conn_registry_lock();
+}
+
+static void atfork_parent(void) {
+  px_conn_registry_unlock();
+  pthread_mutex_unlock(&st_lock);
+}
 
 static void atfork_child(void) {
   session_table_forget_locked();
-  while (st.conns != NULL) {
-    struct px_conn *c = st.conns;
-    st.conns = c->next;
-    px_conn_abandon(c);
-  }
+  /* Listed connections are among the registry's. */
+  st.conns = NULL;
   st.control = NULL;
+  px_conn_abandon_all();
   logins_clear_locked();
   /* The parent's application is not the child's: C_Initialize in the
    * child starts a new one. */

@@ -95,6 +95,9 @@ struct px_conn {
    * (a daemon without the extension). Set before listing, then fixed. */
   unsigned app_epoch;
   struct px_conn *next;
+  /* Registry of every connection from px_conn_open to its destruction
+   * (transport.c, its own lock). */
+  struct px_conn *reg_prev, *reg_next;
 };
 
 /* Connects. Without a token: C_SetupArch, C_LoadModule and C_Initialize.
@@ -110,8 +113,15 @@ CK_RV px_conn_app_token(struct px_conn *c,
                         unsigned char token[PX_APP_TOKEN_SIZE]);
 /* Sends C_Finalize when the connection is healthy, then closes it. */
 void px_conn_destroy(struct px_conn *c, bool say_finalize);
-/* Fork child: closes the descriptor copy only, sends nothing. */
-void px_conn_abandon(struct px_conn *c);
+/* Fork: the prepare handler holds the registry lock across fork() (after
+ * the state lock); the parent handler releases it; the child handler calls
+ * px_conn_abandon_all, which closes the descriptor copy of every
+ * connection, listed in the state or not (one a parent thread was opening
+ * or finalizing), frees them without taking their locks, sends nothing,
+ * and releases the registry lock. */
+void px_conn_registry_lock(void);
+void px_conn_registry_unlock(void);
+void px_conn_abandon_all(void);
 
 /* Result of one round trip: marks the connection broken on any transport
  * failure. Returns CKR_OK or CKR_DEVICE_ERROR. */

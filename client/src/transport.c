@@ -150,6 +150,34 @@ static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
   return CKR_OK;
 }
 
+/* Every connection object, listed in the state or not; see px.h. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct px_conn *reg_head;
+
+void px_conn_registry_lock(void) { pthread_mutex_lock(&reg_lock); }
+void px_conn_registry_unlock(void) { pthread_mutex_unlock(&reg_lock); }
+
+static void reg_add(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  c->reg_prev = NULL;
+  c->reg_next = reg_head;
+  if (reg_head != NULL)
+    reg_head->reg_prev = c;
+  reg_head = c;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  if (c->reg_prev != NULL)
+    c->reg_prev->reg_next = c->reg_next;
+  else
+    reg_head = c->reg_next;
+  if (c->reg_next != NULL)
+    c->reg_next->reg_prev = c->reg_prev;
+  pthread_mutex_unlock(&reg_lock);
+}
+
 CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
                    struct px_conn **out) {
   *out = NULL;
@@ -175,6 +203,7 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
   }
   px_wire_init(&c->wire, fd, PKCS11_PROG, PKCS11_V3, cfg->rpc_timeout);
   c->clnt = &c->wire.client;
+  reg_add(c);
   pthread_mutex_init(&c->lock, NULL);
   atomic_init(&c->broken, false);
 
@@ -229,15 +258,21 @@ void px_conn_destroy(struct px_conn *c, bool say_finalize) {
     px_rpc_done(c, c_finalize_3(&rv, c->clnt), "C_Finalize");
     pthread_mutex_unlock(&c->lock);
   }
+  reg_remove(c);
   px_wire_close(&c->wire);
   pthread_mutex_destroy(&c->lock);
   free(c);
 }
 
-/* In a forked child: the connection's lock may be held by a parent thread
+/* In a forked child: a connection's lock may be held by a parent thread
  * that does not exist here, so it is neither taken nor destroyed; nothing
  * else in the transport is shared. */
-void px_conn_abandon(struct px_conn *c) {
-  px_wire_close(&c->wire);
-  free(c);
+void px_conn_abandon_all(void) {
+  while (reg_head != NULL) {
+    struct px_conn *c = reg_head;
+    reg_head = c->reg_next;
+    px_wire_close(&c->wire);
+    free(c);
+  }
+  pthread_mutex_unlock(&reg_lock);
 }

@@ -616,6 +616,8 @@ static double now_s(void) {
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static void fork_during_init(void);
+
 static void test_forkthread(void) {
   CHECK_RV(f->C_Initialize(NULL), CKR_OK);
   CK_SLOT_ID slot = token_slot();
@@ -689,6 +691,80 @@ static void test_forkthread(void) {
         m.ok, m.calls);
   CHECK(sign_verify(s, "after fork"), "parent still signs after fork");
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+  fork_during_init();
+}
+
+/* A thread keeps opening and closing the library (C_Initialize, C_Finalize):
+ * whenever it waits for the daemon, its connection is outside the state's
+ * connection list (being set up, or being finalized). A child forked then
+ * must still find none of the parent's sockets open, and work. */
+struct initloop {
+  atomic_int tid;
+  atomic_bool stop;
+  int rounds, ok;
+};
+
+static void *init_loop(void *arg) {
+  struct initloop *l = arg;
+  atomic_store(&l->tid, (int)gettid());
+  while (!atomic_load(&l->stop)) {
+    l->rounds++;
+    if (f->C_Initialize(NULL) == CKR_OK && f->C_Finalize(NULL) == CKR_OK)
+      l->ok++;
+  }
+  return NULL;
+}
+
+static void fork_during_init(void) {
+  struct initloop l = {0};
+  pthread_t t;
+  pthread_create(&t, NULL, init_loop, &l);
+  bool mid = false;
+  for (double end = now_s() + 60; !mid && now_s() < end;) {
+    int tid = atomic_load(&l.tid);
+    mid = tid != 0 && in_poll(tid);
+    if (!mid)
+      sched_yield();
+  }
+  CHECK(mid, "the initialize loop waits for the daemon");
+  int res_pipe[2];
+  CHECK(pipe(res_pipe) == 0, "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(res_pipe[0]);
+    int bad = (count_sockets() != 0);
+    bad |= (f->C_Initialize(NULL) != CKR_OK) << 1;
+    CK_SESSION_HANDLE cs = CK_INVALID_HANDLE;
+    bad |= (f->C_OpenSession(token_slot(), CKF_SERIAL_SESSION, NULL, NULL,
+                             &cs) != CKR_OK)
+           << 2;
+    bad |= (f->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4) != CKR_OK) << 3;
+    bad |= (!sign_verify(cs, "in child of an initialize loop")) << 4;
+    bad |= (f->C_Finalize(NULL) != CKR_OK) << 5;
+    fflush(NULL);
+    if (write(res_pipe[1], &bad, sizeof bad) != sizeof bad)
+      _exit(3);
+    kill(getpid(), SIGKILL); /* see test_forkthread */
+  }
+  close(res_pipe[1]);
+  struct pollfd pf = {.fd = res_pipe[0], .events = POLLIN};
+  int bad = -1;
+  if (poll(&pf, 1, 60 * 1000) == 1 &&
+      read(res_pipe[0], &bad, sizeof bad) != sizeof bad)
+    bad = -2;
+  close(res_pipe[0]);
+  if (bad == -1)
+    kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  CHECK(bad == 0,
+        "child forked during C_Initialize/C_Finalize: no inherited socket, "
+        "works (%s 0x%x)",
+        bad == -1 ? "deadlocked: no result after 60 s," : "result", bad);
+  atomic_store(&l.stop, true);
+  pthread_join(t, NULL);
+  CHECK(l.rounds > 0 && l.ok == l.rounds, "initialize loop: %d/%d rounds",
+        l.ok, l.rounds);
 }
 
 /* ---- group: manysessions ---- */
