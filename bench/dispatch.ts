@@ -2,7 +2,9 @@ import * as p from 'pkcs11js';
 import { PKCS11_PROG, PKCS11_V3, PROCEDURES, PX_ARCH_LITTLE_ENDIAN_64, xdrDecode, xdrEncode } from '../src/generated/pkcs11_rpc';
 import type { CallName, ProcedureDef } from '../src/generated/pkcs11_rpc';
 import type { Pkcs11Dispatcher } from '../src/server/dispatch/dispatcher';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../src/server/transport/types';
 import type { CallOutcome, RpcCallHeader } from '../src/server/transport/types';
+import { createHook } from 'async_hooks';
 import { createPkcs11Stack } from '../src/server/serve';
 import { bool, bytes, ecKeyPairTemplates, mech, ulong } from '../tests/ts/helpers/attrs';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';
@@ -31,13 +33,52 @@ function prepare(name: CallName, args: unknown): Prepared {
   return { header, args: xdrEncode(def.args, args), def };
 }
 
+/** The result bytes of a SUCCESS outcome. */
+function body(name: string, out: CallOutcome): Buffer {
+  if (out.kind === 'success') return out.body;
+  if (out.kind === 'success_framed') return out.frame.subarray(FRAMED_REPLY_PREFIX_SIZE);
+  throw new Error(`${name}: ${out.kind}`);
+}
+
 async function send(d: Pkcs11Dispatcher, c: Prepared, expectRv: number | null = 0): Promise<{ rv: number } & Record<string, unknown>> {
   const out: CallOutcome = await d.handleCall(c.header, c.args);
-  if (out.kind !== 'success') throw new Error(`${c.def.name}: ${out.kind}`);
-  const r = xdrDecode(c.def.ret, out.body) as number | ({ rv: number } & Record<string, unknown>);
+  const r = xdrDecode(c.def.ret, body(c.def.name, out)) as number | ({ rv: number } & Record<string, unknown>);
   const res = typeof r === 'number' ? { rv: r } : r;
   if (expectRv !== null && res.rv !== expectRv) throw new Error(`${c.def.name}: CK_RV 0x${res.rv.toString(16)}`);
   return res;
+}
+
+/** One call as the transport makes it: awaited only if the dispatcher returned a promise. */
+function callOnce(d: Pkcs11Dispatcher, c: Prepared): CallOutcome | Promise<CallOutcome> {
+  return d.handleCall(c.header, c.args);
+}
+
+/**
+ * Promises created per call (async_hooks PROMISE inits) over `n` calls of `calls`, run as the transport
+ * runs them: a synchronous outcome is not awaited. Counts every promise the dispatcher, the layers and
+ * the backend make.
+ */
+async function promisesPerCall(d: Pkcs11Dispatcher, calls: Prepared[], n = 200): Promise<number> {
+  let count = 0;
+  const hook = createHook({
+    init(_id, type) {
+      if (type === 'PROMISE') count += 1;
+    },
+  });
+  let awaited = 0;
+  hook.enable();
+  for (let i = 0; i < n; i++) {
+    for (const c of calls) {
+      const out = callOnce(d, c);
+      if (out instanceof Promise) {
+        awaited += 1;
+        await out;
+      }
+    }
+  }
+  hook.disable();
+  // Each `await` above makes one promise of the bench's own (the async function's continuation).
+  return (count - awaited) / (n * calls.length);
 }
 
 /** µs per operation of `op`, run for MS after a warm-up. */
@@ -99,33 +140,37 @@ async function main(): Promise<void> {
     const encInit = prepare('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, iv), key: aes.object });
     const enc = prepare('C_Encrypt', { session: s, data: block });
 
-    const rows: Array<[string, number, number, number]> = [];
-    const row = async (name: string, calls: number, viaStack: () => Promise<unknown>, raw: () => unknown): Promise<void> => {
+    const rows: Array<[string, number, number, number, number]> = [];
+    const row = async (name: string, calls: Prepared[], viaStack: () => unknown, raw: () => unknown): Promise<void> => {
       const a = await timeOp(viaStack);
       const b = await timeOp(raw);
-      rows.push([name, calls, a, b]);
+      rows.push([name, calls.length, a, b, await promisesPerCall(d, calls)]);
     };
-    await row('C_GetSessionInfo', 1, () => send(d, info), () => m.C_GetSessionInfo(rs));
-    await row('ECDSA P-256 (SignInit+Sign)', 2, async () => {
-      await send(d, signInit);
-      await send(d, sign);
-    }, () => {
+    /** Runs `calls` in order, awaiting only promised outcomes; checks each is a SUCCESS reply. */
+    const run = (calls: Prepared[]) => async (): Promise<void> => {
+      for (const c of calls) {
+        const o = callOnce(d, c);
+        body(c.def.name, o instanceof Promise ? await o : o);
+      }
+    };
+    await row('C_GetSessionInfo', [info], run([info]), () => m.C_GetSessionInfo(rs));
+    await row('ECDSA P-256 (SignInit+Sign)', [signInit, sign], run([signInit, sign]), () => {
       m.C_SignInit(rs, { mechanism: p.CKM_ECDSA }, rawEc);
       m.C_Sign(rs, digest, sigOut);
     });
-    await row('AES-CBC 4 KiB (EncryptInit+Encrypt)', 2, async () => {
-      await send(d, encInit);
-      await send(d, enc);
-    }, () => {
+    await row('AES-CBC 4 KiB (EncryptInit+Encrypt)', [encInit, enc], run([encInit, enc]), () => {
       m.C_EncryptInit(rs, { mechanism: p.CKM_AES_CBC, parameter: iv }, rawAes);
       m.C_Encrypt(rs, block, encOut);
     });
     m.C_CloseSession(rs);
 
     console.log(`In-process cost per operation (µs), ${MS} ms per cell`);
-    console.log('operation                            | calls | daemon stack | pkcs11js direct | overhead per call');
-    for (const [name, calls, a, b] of rows) {
-      console.log(`${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(12)} | ${b.toFixed(1).padStart(15)} | ${((a - b) / calls).toFixed(1).padStart(17)}`);
+    console.log('operation                            | calls | daemon stack | pkcs11js direct | overhead per call | promises per call');
+    for (const [name, calls, a, b, promises] of rows) {
+      console.log(
+        `${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(12)} | ${b.toFixed(1).padStart(15)} | ` +
+          `${((a - b) / calls).toFixed(1).padStart(17)} | ${promises.toFixed(1).padStart(17)}`,
+      );
     }
   } finally {
     stack.finalize();

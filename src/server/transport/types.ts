@@ -16,9 +16,18 @@ export interface RpcCallHeader {
   verfFlavor: number;
 }
 
+/**
+ * Bytes in front of the result in a `success_framed` frame, which the transport fills: the record mark (4)
+ * and the accepted-reply header (xid, msg_type REPLY, reply_stat MSG_ACCEPTED, verifier AUTH_NONE flavor and
+ * length 0, accept_stat SUCCESS: 24).
+ */
+export const FRAMED_REPLY_PREFIX_SIZE = 28;
+
 /** What a handler answers for one call; the transport turns it into the reply message. */
 export type CallOutcome =
   | { kind: 'success'; body: Buffer } // encoded result, appended after the accepted-reply header
+  // FRAMED_REPLY_PREFIX_SIZE bytes to fill, then the encoded result; written as it is, in one write.
+  | { kind: 'success_framed'; frame: Buffer }
   | { kind: 'prog_unavail' }
   | { kind: 'prog_mismatch'; low: number; high: number }
   | { kind: 'proc_unavail' }
