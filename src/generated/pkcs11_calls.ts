@@ -1068,6 +1068,11 @@ export const PROCEDURES_BY_VERSION: ReadonlyMap<number, ReadonlyMap<number, Proc
 /** A result, or a promise of it when the implementation has to wait. */
 export type MaybePromise<R> = R | Promise<R>;
 
+/** True if the result is still to come (a promise or another thenable). */
+export function isPromise<R>(r: MaybePromise<R> | PromiseLike<R>): r is Promise<R> {
+  return typeof (r as { then?: unknown } | null | undefined)?.then === 'function';
+}
+
 /** The call interface shared by every layer of the proxy; one method per call name. */
 export interface Pkcs11Calls<Ctx> {
   C_SetupArch(ctx: Ctx, args: C_SetupArch_args): MaybePromise<px_rv>;
@@ -2966,3 +2971,8 @@ export const CALL_FIELDS: { readonly [N in CallName]: CallFields<CallSignatures[
     },
   },
 });
+
+/** CALL_FIELDS of a call whose name is known only at run time (a generic layer). */
+export function callFieldsOf(name: CallName): CallFields<unknown, unknown> {
+  return CALL_FIELDS[name];
+}

@@ -56,7 +56,8 @@ const RESERVED = new Set([
 /** Names the program section declares; the Calls/Passthrough names depend on the program name. */
 const PROGRAM_NAMES = [
   'CallName', 'CallSignatures', 'ProcedureDef', 'PROCEDURES', 'PROCEDURES_BY_VERSION', 'CALL_INVOKERS', 'defineProcedure',
-  'indexProcedures', 'MaybePromise', 'Field', 'ObjectField', 'CallFields', 'CALL_FIELDS', 'noFields',
+  'indexProcedures', 'MaybePromise', 'isPromise', 'Field', 'ObjectField', 'RoleFields', 'CallFields', 'CALL_FIELDS',
+  'callFieldsOf',
 ];
 
 type Base =
@@ -899,7 +900,15 @@ class Emitter {
         '  },',
       );
     }
-    lines.push('});', '');
+    lines.push(
+      '});',
+      '',
+      '/** CALL_FIELDS of a call whose name is known only at run time (a generic layer). */',
+      'export function callFieldsOf(name: CallName): CallFields<unknown, unknown> {',
+      '  return CALL_FIELDS[name];',
+      '}',
+      '',
+    );
     return lines;
   }
 
@@ -1043,6 +1052,11 @@ class Emitter {
       '',
       '/** A result, or a promise of it when the implementation has to wait. */',
       'export type MaybePromise<R> = R | Promise<R>;',
+      '',
+      '/** True if the result is still to come (a promise or another thenable). */',
+      'export function isPromise<R>(r: MaybePromise<R> | PromiseLike<R>): r is Promise<R> {',
+      "  return typeof (r as { then?: unknown } | null | undefined)?.then === 'function';",
+      '}',
       '',
       `/** The call interface shared by every layer of the proxy; one method per call name. */`,
       `export interface ${callsName}<Ctx> {`,
