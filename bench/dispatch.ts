@@ -1,7 +1,27 @@
 import * as p from 'pkcs11js';
-import { PKCS11_PROG, PKCS11_V3, PROCEDURES, PX_ARCH_LITTLE_ENDIAN_64, xdrDecode, xdrEncode } from '../src/generated/pkcs11_rpc';
-import type { CallName, ProcedureDef } from '../src/generated/pkcs11_rpc';
-import type { Pkcs11Dispatcher } from '../src/server/dispatch/dispatcher';
+import {
+  PKCS11_PROG,
+  PKCS11_V3,
+  Pkcs11Passthrough,
+  PROCEDURES,
+  PX_ARCH_LITTLE_ENDIAN_64,
+  xdrDecode,
+  xdrEncode,
+  xdrEncodeFramed,
+} from '../src/generated/pkcs11_rpc';
+import type {
+  C_GetSessionInfo_ret,
+  CallName,
+  Pkcs11Calls,
+  ProcedureDef,
+  px_bytes_ret,
+  px_rv,
+  px_session_data_args,
+  px_session_mechanism_key_args,
+} from '../src/generated/pkcs11_rpc';
+import { AppRegistry } from '../src/server/dispatch/connection-state';
+import type { ConnectionState } from '../src/server/dispatch/connection-state';
+import { Pkcs11Dispatcher } from '../src/server/dispatch/dispatcher';
 import { FRAMED_REPLY_PREFIX_SIZE } from '../src/server/transport/types';
 import type { CallOutcome, RpcCallHeader } from '../src/server/transport/types';
 import { createHook } from 'async_hooks';
@@ -46,6 +66,44 @@ async function send(d: Pkcs11Dispatcher, c: Prepared, expectRv: number | null = 
   const res = typeof r === 'number' ? { rv: r } : r;
   if (expectRv !== null && res.rv !== expectRv) throw new Error(`${c.def.name}: CK_RV 0x${res.rv.toString(16)}`);
   return res;
+}
+
+/** The bench's calls answered by the module synchronously; handles are the bench's own fixed numbers. */
+class SyncBackend extends Pkcs11Passthrough<ConnectionState> {
+  private readonly sigOut = Buffer.alloc(128);
+  private readonly encOut = Buffer.alloc(4096 + 16);
+
+  constructor(
+    private readonly m: p.PKCS11,
+    private readonly session: Buffer,
+    private readonly ecKey: Buffer,
+    private readonly aesKey: Buffer,
+  ) {
+    super(undefined as unknown as Pkcs11Calls<ConnectionState>);
+  }
+
+  C_GetSessionInfo(): C_GetSessionInfo_ret {
+    const i = this.m.C_GetSessionInfo(this.session);
+    return { rv: 0, info: { slotID: 0, state: i.state, flags: i.flags, deviceError: i.deviceError } };
+  }
+
+  C_SignInit(_c: ConnectionState, a: px_session_mechanism_key_args): px_rv {
+    this.m.C_SignInit(this.session, { mechanism: a.mechanism.mechanism }, this.ecKey);
+    return 0;
+  }
+
+  C_Sign(_c: ConnectionState, a: px_session_data_args): px_bytes_ret {
+    return { rv: 0, data: Buffer.from(this.m.C_Sign(this.session, a.data, this.sigOut)) };
+  }
+
+  C_EncryptInit(_c: ConnectionState, a: px_session_mechanism_key_args): px_rv {
+    this.m.C_EncryptInit(this.session, { mechanism: a.mechanism.mechanism, parameter: a.mechanism.parameter }, this.aesKey);
+    return 0;
+  }
+
+  C_Encrypt(_c: ConnectionState, a: px_session_data_args): px_bytes_ret {
+    return { rv: 0, data: Buffer.from(this.m.C_Encrypt(this.session, a.data, this.encOut)) };
+  }
 }
 
 /** One call as the transport makes it: awaited only if the dispatcher returned a promise. */
@@ -162,6 +220,43 @@ async function main(): Promise<void> {
       m.C_EncryptInit(rs, { mechanism: p.CKM_AES_CBC, parameter: iv }, rawAes);
       m.C_Encrypt(rs, block, encOut);
     });
+
+    // The dispatcher and codecs over a backend that calls the module synchronously, with no layers:
+    // the floor of the RPC codec layer, and what the stack costs once nothing in it awaits.
+    const sync = new SyncBackend(m, rs, rawEc, rawAes);
+    const ds = new Pkcs11Dispatcher({ id: 2, transport: 'unix', remote: 'bench-sync' }, sync, () => undefined, new AppRegistry(0));
+    const dsRun = (calls: Prepared[]) => (): void => {
+      for (const c of calls) {
+        const o = callOnce(ds, c);
+        if (o instanceof Promise) throw new Error('the synchronous backend made a promise');
+        body(c.def.name, o);
+      }
+    };
+    const syncRows: Array<[string, Prepared[]]> = [
+      ['C_GetSessionInfo', [info]],
+      ['ECDSA P-256 (SignInit+Sign)', [signInit, sign]],
+      ['AES-CBC 4 KiB (EncryptInit+Encrypt)', [encInit, enc]],
+    ];
+    const syncResults: Array<[string, number, number, number]> = [];
+    for (const [name, calls] of syncRows) {
+      syncResults.push([name, calls.length, await timeOp(dsRun(calls)), await promisesPerCall(ds, calls)]);
+    }
+
+    // One reply's encoding: into the shared slab (what the dispatcher does) or into the reusable sink, then
+    // copied into a Buffer of its own (the earlier way, before the header was prepended).
+    const encodeRows: Array<[string, number, number]> = [];
+    const infoRet = BY_NAME.get('C_GetSessionInfo')!.ret;
+    const infoValue = { rv: 0, info: { slotID: 1, state: 2, flags: 4, deviceError: 0 } };
+    const bytesRet = BY_NAME.get('C_Encrypt')!.ret;
+    const bytesValue = { rv: 0, data: Buffer.alloc(4096, 5) };
+    for (const [name, codec, value] of [['C_GetSessionInfo_ret', infoRet, infoValue], ['px_bytes_ret 4 KiB', bytesRet, bytesValue]] as const) {
+      const loop = (f: () => unknown) => (): void => {
+        for (let i = 0; i < 1000; i++) f();
+      };
+      const slab = (await timeOp(loop(() => xdrEncodeFramed(codec, value, FRAMED_REPLY_PREFIX_SIZE)))) / 1000;
+      const copied = (await timeOp(loop(() => xdrEncode(codec, value)))) / 1000;
+      encodeRows.push([name, slab, copied]);
+    }
     m.C_CloseSession(rs);
 
     console.log(`In-process cost per operation (µs), ${MS} ms per cell`);
@@ -171,6 +266,15 @@ async function main(): Promise<void> {
         `${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(12)} | ${b.toFixed(1).padStart(15)} | ` +
           `${((a - b) / calls).toFixed(1).padStart(17)} | ${promises.toFixed(1).padStart(17)}`,
       );
+    }
+    console.log('\nDispatcher over a synchronous backend (pkcs11js called directly, no layers): the RPC codec floor');
+    console.log('operation                            | calls | µs per op | promises per call');
+    for (const [name, calls, a, promises] of syncResults) {
+      console.log(`${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(9)} | ${promises.toFixed(1).padStart(17)}`);
+    }
+    console.log('\nOne reply encoded (µs): into the shared slab with the header room in front | reusable sink + copy out');
+    for (const [name, slab, copied] of encodeRows) {
+      console.log(`${name.padEnd(36)} | ${slab.toFixed(3).padStart(9)} | ${copied.toFixed(3).padStart(9)}`);
     }
   } finally {
     stack.finalize();
