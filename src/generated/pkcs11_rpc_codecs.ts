@@ -405,6 +405,24 @@ export function xdrEncodeFramed<T>(c: Codec<T>, v: T, prefix: number): Buffer {
   return FRAME_SINK.end();
 }
 
+/**
+ * Decodes one value from `r`'s position that must span the rest of its input (the arguments after an RPC
+ * header read with the same Reader). Throws XdrDecodeError, also for trailing bytes.
+ */
+export function xdrDecodeFrom<T>(c: Codec<T>, r: Reader): T {
+  let v: T;
+  try {
+    v = c.decode(r);
+  } catch (e) {
+    if (e instanceof XdrCodecError || !(e instanceof XdrError)) throw e;
+    throw new XdrDecodeError(e.message, r.offset);
+  }
+  if (r.remaining !== 0) {
+    throw new XdrDecodeError(r.remaining + ' trailing byte(s) after the value at offset ' + r.offset, r.offset);
+  }
+  return v;
+}
+
 /** Decodes one value that must span all of `buf`. Throws XdrDecodeError, also for trailing bytes. */
 export function xdrDecode<T>(c: Codec<T>, buf: Uint8Array): T {
   const r = new Reader(buf);

@@ -1,4 +1,4 @@
-import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
+import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrDecodeFrom, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
 import type { MaybePromise, Pkcs11Calls, ProcedureDef } from '../../generated/pkcs11_rpc';
 import { CKR_GENERAL_ERROR } from '../../pkcs11/constants';
 import { errorMessage, pkcs11RvOf } from '../../pkcs11/errors';
@@ -6,7 +6,7 @@ import { ConnectionState } from './connection-state';
 import type { AppRegistry } from './connection-state';
 import type { Logger } from '../log';
 import { FRAMED_REPLY_PREFIX_SIZE } from '../transport/types';
-import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler } from '../transport/types';
+import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, XdrArgsReader } from '../transport/types';
 
 /** The NULL procedure every ONC RPC program answers (RFC 5531 section 12). */
 const NULLPROC = 0;
@@ -52,7 +52,7 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
    * synchronous module call through layers that had nothing to await) its outcome is returned directly:
    * no promise is made. Otherwise the call waits for the one before it.
    */
-  handleCall(header: RpcCallHeader, args: Buffer): Promise<CallOutcome> | CallOutcome {
+  handleCall(header: RpcCallHeader, args: Buffer, reader?: XdrArgsReader): Promise<CallOutcome> | CallOutcome {
     if (header.prog !== PKCS11_PROG) return { kind: 'prog_unavail' };
     const procs = PROCEDURES_BY_VERSION.get(header.vers);
     if (!procs) return { kind: 'prog_mismatch', low: LOW_VERSION, high: HIGH_VERSION };
@@ -61,7 +61,8 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     if (!def) return { kind: 'proc_unavail' };
     let decoded: unknown;
     try {
-      decoded = xdrDecode(def.args, args);
+      // The transport's reader, already at the arguments, saves making a second one.
+      decoded = reader ? xdrDecodeFrom(def.args, reader) : xdrDecode(def.args, args);
     } catch (e) {
       this.log('warn', `[conn ${this.conn.id}] ${def.name}: undecodable arguments: ${errorMessage(e)}`);
       return { kind: 'garbage_args' };

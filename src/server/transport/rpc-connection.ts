@@ -8,7 +8,7 @@ import { getErrorCode, getErrorMessage } from './errors';
 import { frameRecord, RecordAssembler } from './record-marking';
 import { encodeReply, fillSuccessFrame, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
 import { FRAMED_REPLY_PREFIX_SIZE } from './types';
-import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger } from './types';
+import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger, XdrArgsReader } from './types';
 
 export const DEFAULT_MAX_PENDING_CALLS = 64;
 
@@ -149,7 +149,7 @@ export class RpcConnection {
         this.enqueueReady({ kind: 'auth_error', xid: parsed.xid, stat: parsed.stat });
         return;
       case 'call':
-        this.invoke(parsed.header, parsed.args);
+        this.invoke(parsed.header, parsed.args, parsed.reader);
         return;
     }
   }
@@ -159,12 +159,12 @@ export class RpcConnection {
     this.flush();
   }
 
-  private invoke(header: RpcCallHeader, args: Buffer): void {
+  private invoke(header: RpcCallHeader, args: Buffer, reader: XdrArgsReader): void {
     const slot: ReplySlot = { frame: null };
     this.slots.push(slot);
     let result: Promise<CallOutcome> | CallOutcome;
     try {
-      result = this.handler.handleCall(header, args);
+      result = this.handler.handleCall(header, args, reader);
     } catch (e) {
       this.complete(slot, header, this.handlerFailed(header, e));
       return;

@@ -2,6 +2,7 @@
  * ONC RPC version 2 messages (RFC 5531 section 9): decode a call header, encode every reply form.
  * Pure functions over buffers; framing lives in record-marking.ts.
  */
+import type { Reader } from '@stellar/js-xdr';
 import { RpcFieldTooLongError, RpcNotACallError, RpcTrailingBytesError } from './errors';
 import { LAST_FRAGMENT_BIT, MAX_FRAGMENT_LENGTH, RECORD_MARK_SIZE } from './record-marking';
 import { FRAMED_REPLY_PREFIX_SIZE } from './types';
@@ -65,8 +66,8 @@ export const MISMATCH_INFO_SIZE = 2 * XDR_UNIT;
 export const DENIED_REPLY_HEADER_SIZE = 4 * XDR_UNIT;
 
 export type ParsedCall =
-  /** A call the handler should see. `args` is a view into the record. */
-  | { kind: 'call'; header: RpcCallHeader; args: Buffer }
+  /** A call the handler should see. `args` is a view into the record; `reader` is at its first byte. */
+  | { kind: 'call'; header: RpcCallHeader; args: Buffer; reader: Reader }
   /** rpcvers is not 2: answer MSG_DENIED / RPC_MISMATCH. */
   | { kind: 'rpc_mismatch'; xid: number; rpcvers: number }
   /** Credential refused: answer MSG_DENIED / AUTH_ERROR with `stat`. */
@@ -106,6 +107,7 @@ export function parseCall(record: Buffer): ParsedCall {
     kind: 'call',
     header: { xid, rpcvers, prog, vers, proc, credFlavor, cred, verfFlavor },
     args: r.rest(),
+    reader: r.xdr,
   };
 }
 
