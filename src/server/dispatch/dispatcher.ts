@@ -33,10 +33,6 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
   private queue: Promise<unknown> = Promise.resolve();
   /** Calls accepted whose outcome is still to come. */
   private pending = 0;
-  private readonly settled = (o: CallOutcome): CallOutcome => {
-    this.pending -= 1;
-    return o;
-  };
 
   constructor(
     info: ConnectionInfo,
@@ -69,19 +65,23 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     }
     if (this.pending === 0) {
       const out = this.run(def, decoded);
-      return isThenable(out) ? this.enqueue(out) : out;
+      if (isThenable(out)) this.queue = out;
+      return out;
     }
-    return this.enqueue(this.queue.then(() => this.run(def, decoded)));
-  }
-
-  private enqueue(p: Promise<CallOutcome>): Promise<CallOutcome> {
     this.pending += 1;
-    const run = p.then(this.settled);
-    this.queue = run;
-    return run;
+    const queued = this.queue.then(() => {
+      this.pending -= 1;
+      return this.run(def, decoded);
+    });
+    // Only a call's arrival moves the queue, so calls start in arrival order.
+    this.queue = queued;
+    return queued;
   }
 
-  /** The call's outcome, a promise of it only if the stack returned one. Never throws or rejects. */
+  /**
+   * The call's outcome, a promise of it only if the stack returned one (counted in `pending` until it
+   * settles). Never throws or rejects.
+   */
   private run(def: ProcedureDef, args: unknown): MaybePromise<CallOutcome> {
     let r: unknown;
     try {
@@ -90,9 +90,16 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
       return this.reply(def, this.errorResult(def, e));
     }
     if (!isThenable(r)) return this.reply(def, r);
+    this.pending += 1;
     return Promise.resolve(r).then(
-      (v) => this.reply(def, v),
-      (e: unknown) => this.reply(def, this.errorResult(def, e)),
+      (v) => {
+        this.pending -= 1;
+        return this.reply(def, v);
+      },
+      (e: unknown) => {
+        this.pending -= 1;
+        return this.reply(def, this.errorResult(def, e));
+      },
     );
   }
 
