@@ -1,19 +1,44 @@
 import * as p from 'pkcs11js';
-import { PKCS11_PROG, PKCS11_V3, PROCEDURES, PX_ARCH_LITTLE_ENDIAN_64, xdrDecode, xdrEncode } from '../src/generated/pkcs11_rpc';
-import type { CallName, ProcedureDef } from '../src/generated/pkcs11_rpc';
-import type { Pkcs11Dispatcher } from '../src/server/dispatch/dispatcher';
+import {
+  PKCS11_PROG,
+  PKCS11_V3,
+  Pkcs11Passthrough,
+  PROCEDURES,
+  PX_ARCH_LITTLE_ENDIAN_64,
+  xdrDecode,
+  xdrEncode,
+  xdrEncodeFramed,
+} from '../src/generated/pkcs11_rpc';
+import type {
+  C_GetSessionInfo_ret,
+  CallName,
+  Pkcs11Calls,
+  ProcedureDef,
+  px_bytes_ret,
+  px_rv,
+  px_session_data_args,
+  px_session_mechanism_key_args,
+} from '../src/generated/pkcs11_rpc';
+import { AppRegistry } from '../src/server/dispatch/connection-state';
+import type { ConnectionState } from '../src/server/dispatch/connection-state';
+import { Pkcs11Dispatcher } from '../src/server/dispatch/dispatcher';
+import { frameRecord } from '../src/server/transport/record-marking';
+import { encodeReply, fillSuccessFrame, parseCall } from '../src/server/transport/rpc-message';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../src/server/transport/types';
 import type { CallOutcome, RpcCallHeader } from '../src/server/transport/types';
+import { createHook } from 'async_hooks';
 import { createPkcs11Stack } from '../src/server/serve';
 import { bool, bytes, ecKeyPairTemplates, mech, ulong } from '../tests/ts/helpers/attrs';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';
 
 /**
  * `npm run bench:dispatch`: what the daemon itself costs per call, without
- * sockets. Each operation runs through the RPC codec layer and the whole
- * layer stack (arguments decoded, result encoded), and then straight through
+ * sockets. Each operation runs from the call record to the reply record: the
+ * RPC header parsed, arguments decoded, the whole layer stack, the result
+ * encoded and framed as the transport writes it; and then straight through
  * pkcs11js on the same SoftHSM2 token. The difference is our per-call
  * overhead above the module. Single process, one connection, warm.
- * Env: BENCH_MS per workload (default 2000).
+ * Env: BENCH_MS per workload (default 2000); BENCH_STACK_ONLY=1 runs only the first table.
  */
 const MS = Number(process.env.BENCH_MS ?? 2000);
 const BY_NAME = new Map<CallName, ProcedureDef>(PROCEDURES.map((d) => [d.name, d]));
@@ -22,32 +47,132 @@ const BY_NAME = new Map<CallName, ProcedureDef>(PROCEDURES.map((d) => [d.name, d
 interface Prepared {
   header: RpcCallHeader;
   args: Buffer;
+  /** The whole call message (RPC header, AUTH_NONE, arguments), as the transport reads it. */
+  record: Buffer;
   def: ProcedureDef;
 }
 
 function prepare(name: CallName, args: unknown): Prepared {
   const def = BY_NAME.get(name)!;
   const header: RpcCallHeader = { xid: 1, rpcvers: 2, prog: PKCS11_PROG, vers: PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 };
-  return { header, args: xdrEncode(def.args, args), def };
+  const encoded = xdrEncode(def.args, args);
+  const head = Buffer.alloc(40);
+  [header.xid, 0, 2, PKCS11_PROG, PKCS11_V3, def.proc, 0, 0, 0, 0].forEach((v, i) => head.writeUInt32BE(v, 4 * i));
+  return { header, args: encoded, record: Buffer.concat([head, encoded]), def };
+}
+
+/** The result bytes of a SUCCESS outcome. */
+function body(name: string, out: CallOutcome): Buffer {
+  if (out.kind === 'success') return out.body;
+  if (out.kind === 'success_framed') return out.frame.subarray(FRAMED_REPLY_PREFIX_SIZE);
+  throw new Error(`${name}: ${out.kind}`);
 }
 
 async function send(d: Pkcs11Dispatcher, c: Prepared, expectRv: number | null = 0): Promise<{ rv: number } & Record<string, unknown>> {
-  const out: CallOutcome = await d.handleCall(c.header, c.args);
-  if (out.kind !== 'success') throw new Error(`${c.def.name}: ${out.kind}`);
-  const r = xdrDecode(c.def.ret, out.body) as number | ({ rv: number } & Record<string, unknown>);
+  const out: CallOutcome = await callOnce(d, c);
+  const r = xdrDecode(c.def.ret, body(c.def.name, out)) as number | ({ rv: number } & Record<string, unknown>);
   const res = typeof r === 'number' ? { rv: r } : r;
   if (expectRv !== null && res.rv !== expectRv) throw new Error(`${c.def.name}: CK_RV 0x${res.rv.toString(16)}`);
   return res;
 }
 
-/** µs per operation of `op`, run for MS after a warm-up. */
+/** The bench's calls answered by the module synchronously; handles are the bench's own fixed numbers. */
+class SyncBackend extends Pkcs11Passthrough<ConnectionState> {
+  private readonly sigOut = Buffer.alloc(128);
+  private readonly encOut = Buffer.alloc(4096 + 16);
+
+  constructor(
+    private readonly m: p.PKCS11,
+    private readonly session: Buffer,
+    private readonly ecKey: Buffer,
+    private readonly aesKey: Buffer,
+  ) {
+    super(undefined as unknown as Pkcs11Calls<ConnectionState>);
+  }
+
+  C_GetSessionInfo(): C_GetSessionInfo_ret {
+    const i = this.m.C_GetSessionInfo(this.session);
+    return { rv: 0, info: { slotID: 0, state: i.state, flags: i.flags, deviceError: i.deviceError } };
+  }
+
+  C_SignInit(_c: ConnectionState, a: px_session_mechanism_key_args): px_rv {
+    this.m.C_SignInit(this.session, { mechanism: a.mechanism.mechanism }, this.ecKey);
+    return 0;
+  }
+
+  C_Sign(_c: ConnectionState, a: px_session_data_args): px_bytes_ret {
+    return { rv: 0, data: Buffer.from(this.m.C_Sign(this.session, a.data, this.sigOut)) };
+  }
+
+  C_EncryptInit(_c: ConnectionState, a: px_session_mechanism_key_args): px_rv {
+    this.m.C_EncryptInit(this.session, { mechanism: a.mechanism.mechanism, parameter: a.mechanism.parameter }, this.aesKey);
+    return 0;
+  }
+
+  C_Encrypt(_c: ConnectionState, a: px_session_data_args): px_bytes_ret {
+    return { rv: 0, data: Buffer.from(this.m.C_Encrypt(this.session, a.data, this.encOut)) };
+  }
+}
+
+/** One call as the transport makes it: the record parsed, then handed to the dispatcher. */
+function callOnce(d: Pkcs11Dispatcher, c: Prepared): CallOutcome | Promise<CallOutcome> {
+  const parsed = parseCall(c.record);
+  if (parsed.kind !== 'call') throw new Error(`${c.def.name}: ${parsed.kind}`);
+  return d.handleCall(parsed.header, parsed.args, parsed.reader);
+}
+
+/** The reply record as the transport builds it for the socket (rpc-connection.ts complete()). */
+function replyFrame(xid: number, o: CallOutcome): Buffer {
+  return o.kind === 'success_framed' && fillSuccessFrame(o.frame, xid)
+    ? o.frame
+    : frameRecord(encodeReply({ kind: 'accepted', xid, outcome: o }));
+}
+
+/**
+ * Promises created per call (async_hooks PROMISE inits) over `n` calls of `calls`, run as the transport
+ * runs them: a synchronous outcome is not awaited. Counts every promise the dispatcher, the layers and
+ * the backend make.
+ */
+async function promisesPerCall(d: Pkcs11Dispatcher, calls: Prepared[], n = 200): Promise<number> {
+  let count = 0;
+  const hook = createHook({
+    init(_id, type) {
+      if (type === 'PROMISE') count += 1;
+    },
+  });
+  let awaited = 0;
+  hook.enable();
+  for (let i = 0; i < n; i++) {
+    for (const c of calls) {
+      const out = callOnce(d, c);
+      if (out instanceof Promise) {
+        awaited += 1;
+        await out;
+      }
+    }
+  }
+  hook.disable();
+  // Each `await` above makes one promise of the bench's own (the async function's continuation).
+  return (count - awaited) / (n * calls.length);
+}
+
+/**
+ * CPU µs (user + system, all threads of the process) per operation of `op`: the best of 10 windows over MS
+ * after a warm-up. The machine is shared: CPU time leaves out the time other processes hold the cores,
+ * and the best window is the least disturbed.
+ */
 async function timeOp(op: () => unknown): Promise<number> {
-  const until = (ms: number) => process.hrtime.bigint() + BigInt(ms) * 1_000_000n;
+  const until = (ms: number) => process.hrtime.bigint() + BigInt(Math.round(ms * 1_000_000));
   for (const end = until(Math.min(300, MS / 4)); process.hrtime.bigint() < end; ) await op();
-  let n = 0;
-  const t0 = process.hrtime.bigint();
-  for (const end = until(MS); process.hrtime.bigint() < end; n++) await op();
-  return Number(process.hrtime.bigint() - t0) / 1000 / n;
+  let best = Infinity;
+  for (let w = 0; w < 10; w++) {
+    let n = 0;
+    const c0 = process.cpuUsage();
+    for (const end = until(MS / 10); process.hrtime.bigint() < end; n++) await op();
+    const c = process.cpuUsage(c0);
+    best = Math.min(best, (c.user + c.system) / n);
+  }
+  return best;
 }
 
 async function main(): Promise<void> {
@@ -99,33 +224,86 @@ async function main(): Promise<void> {
     const encInit = prepare('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, iv), key: aes.object });
     const enc = prepare('C_Encrypt', { session: s, data: block });
 
-    const rows: Array<[string, number, number, number]> = [];
-    const row = async (name: string, calls: number, viaStack: () => Promise<unknown>, raw: () => unknown): Promise<void> => {
+    const rows: Array<[string, number, number, number, number]> = [];
+    const row = async (name: string, calls: Prepared[], viaStack: () => unknown, raw: () => unknown): Promise<void> => {
       const a = await timeOp(viaStack);
       const b = await timeOp(raw);
-      rows.push([name, calls, a, b]);
+      rows.push([name, calls.length, a, b, await promisesPerCall(d, calls)]);
     };
-    await row('C_GetSessionInfo', 1, () => send(d, info), () => m.C_GetSessionInfo(rs));
-    await row('ECDSA P-256 (SignInit+Sign)', 2, async () => {
-      await send(d, signInit);
-      await send(d, sign);
-    }, () => {
+    /** Runs `calls` in order as the transport does, awaiting only promised outcomes, up to the reply record. */
+    const run = (calls: Prepared[]) => async (): Promise<void> => {
+      for (const c of calls) {
+        const o = callOnce(d, c);
+        replyFrame(c.header.xid, o instanceof Promise ? await o : o);
+      }
+    };
+    await row('C_GetSessionInfo', [info], run([info]), () => m.C_GetSessionInfo(rs));
+    await row('ECDSA P-256 (SignInit+Sign)', [signInit, sign], run([signInit, sign]), () => {
       m.C_SignInit(rs, { mechanism: p.CKM_ECDSA }, rawEc);
       m.C_Sign(rs, digest, sigOut);
     });
-    await row('AES-CBC 4 KiB (EncryptInit+Encrypt)', 2, async () => {
-      await send(d, encInit);
-      await send(d, enc);
-    }, () => {
+    await row('AES-CBC 4 KiB (EncryptInit+Encrypt)', [encInit, enc], run([encInit, enc]), () => {
       m.C_EncryptInit(rs, { mechanism: p.CKM_AES_CBC, parameter: iv }, rawAes);
       m.C_Encrypt(rs, block, encOut);
     });
+
+    // The dispatcher and codecs over a backend that calls the module synchronously, with no layers:
+    // the floor of the RPC codec layer, and what the stack costs once nothing in it awaits.
+    const sync = new SyncBackend(m, rs, rawEc, rawAes);
+    const ds = new Pkcs11Dispatcher({ id: 2, transport: 'unix', remote: 'bench-sync' }, sync, () => undefined, new AppRegistry(0));
+    const dsRun = (calls: Prepared[]) => (): void => {
+      for (const c of calls) {
+        const o = callOnce(ds, c);
+        if (o instanceof Promise) throw new Error('the synchronous backend made a promise');
+        replyFrame(c.header.xid, o);
+      }
+    };
+    const syncRows: Array<[string, Prepared[]]> = [
+      ['C_GetSessionInfo', [info]],
+      ['ECDSA P-256 (SignInit+Sign)', [signInit, sign]],
+      ['AES-CBC 4 KiB (EncryptInit+Encrypt)', [encInit, enc]],
+    ];
+    const syncResults: Array<[string, number, number, number]> = [];
+    const more = process.env.BENCH_STACK_ONLY !== '1';
+    for (const [name, calls] of more ? syncRows : []) {
+      syncResults.push([name, calls.length, await timeOp(dsRun(calls)), await promisesPerCall(ds, calls)]);
+    }
+
+    // One reply's encoding: into the shared slab (what the dispatcher does) or into the reusable sink, then
+    // copied into a Buffer of its own (the earlier way, before the header was prepended).
+    const encodeRows: Array<[string, number, number]> = [];
+    const infoRet = BY_NAME.get('C_GetSessionInfo')!.ret;
+    const infoValue = { rv: 0, info: { slotID: 1, state: 2, flags: 4, deviceError: 0 } };
+    const bytesRet = BY_NAME.get('C_Encrypt')!.ret;
+    const bytesValue = { rv: 0, data: Buffer.alloc(4096, 5) };
+    const encodings = [['C_GetSessionInfo_ret', infoRet, infoValue], ['px_bytes_ret 4 KiB', bytesRet, bytesValue]] as const;
+    for (const [name, codec, value] of more ? encodings : []) {
+      const loop = (f: () => unknown) => (): void => {
+        for (let i = 0; i < 1000; i++) f();
+      };
+      const slab = (await timeOp(loop(() => xdrEncodeFramed(codec, value, FRAMED_REPLY_PREFIX_SIZE)))) / 1000;
+      const copied = (await timeOp(loop(() => xdrEncode(codec, value)))) / 1000;
+      encodeRows.push([name, slab, copied]);
+    }
     m.C_CloseSession(rs);
 
-    console.log(`In-process cost per operation (µs), ${MS} ms per cell`);
-    console.log('operation                            | calls | daemon stack | pkcs11js direct | overhead per call');
-    for (const [name, calls, a, b] of rows) {
-      console.log(`${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(12)} | ${b.toFixed(1).padStart(15)} | ${((a - b) / calls).toFixed(1).padStart(17)}`);
+    console.log(`In-process CPU cost per operation (µs, best of 10 windows), ${MS} ms per cell`);
+    console.log('operation                            | calls | daemon stack | pkcs11js direct | overhead per call | promises per call');
+    for (const [name, calls, a, b, promises] of rows) {
+      console.log(
+        `${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(12)} | ${b.toFixed(1).padStart(15)} | ` +
+          `${((a - b) / calls).toFixed(1).padStart(17)} | ${promises.toFixed(1).padStart(17)}`,
+      );
+    }
+    if (!more) return;
+    console.log('\nDispatcher over a synchronous backend (pkcs11js called directly, no layers): the RPC codec floor');
+    console.log('operation                            | calls | µs per op | promises per call');
+    for (const [name, calls, a, promises] of syncResults) {
+      console.log(`${name.padEnd(36)} | ${String(calls).padStart(5)} | ${a.toFixed(1).padStart(9)} | ${promises.toFixed(1).padStart(17)}`);
+    }
+    console.log('\nOne reply encoded (µs): into the shared slab with the header room in front | reusable sink + copy out');
+    for (const [name, slab, copied] of encodeRows) {
+      console.log(`${name.padEnd(36)} | ${slab.toFixed(3).padStart(9)} | ${copied.toFixed(3).padStart(9)}`);
     }
   } finally {
     stack.finalize();

@@ -1,4 +1,5 @@
 import { RpcError } from '../../src/server/transport/errors';
+import { Reader } from '@stellar/js-xdr';
 import { encodeReply, parseAuthSysCred, parseCall, type ParsedCall } from '../../src/server/transport/rpc-message';
 import { authSysBody, encodeCall, u32, xdrOpaque } from './helpers/raw-rpc-client';
 
@@ -33,7 +34,10 @@ describe('parseCall', () => {
         verfFlavor: 0,
       },
       args,
+      reader: expect.any(Reader),
     });
+    // The codecs go on from the header's reader: it stands at the first argument byte.
+    if (parsed.kind === 'call') expect(parsed.reader.offset).toBe(record.length - args.length);
   });
 
   it('decodes an AUTH_SYS call with its credential body and a padded verifier', () => {

@@ -2,8 +2,9 @@ import path from 'path';
 import ts from 'typescript';
 import { Reader } from '@stellar/js-xdr';
 import { callName, programPrefix } from './emit-ts';
+import type { FieldRoleSpec } from './emit-ts';
 import { XdrgenEmitError } from './errors';
-import { generateTypeScript } from './generate';
+import { generateTypeScript, generateTypeScriptSplit } from './generate';
 
 /* Exercises every construct the generator handles; rpc/pkcs11.x only uses a few. */
 const FIXTURE = `
@@ -50,8 +51,8 @@ interface FixtureModule {
   xdrDecode(c: Codec, b: Buffer): unknown;
   PROCEDURES: readonly ProcedureDef[];
   PROCEDURES_BY_VERSION: ReadonlyMap<number, ReadonlyMap<number, ProcedureDef>>;
-  CALL_INVOKERS: Record<string, (impl: unknown, ctx: unknown, args: unknown) => Promise<unknown>>;
-  FixturePassthrough: new (next: unknown) => Record<string, (...a: unknown[]) => Promise<unknown>>;
+  CALL_INVOKERS: Record<string, (impl: unknown, ctx: unknown, args: unknown) => unknown>;
+  FixturePassthrough: new (next: unknown) => Record<string, (...a: unknown[]) => unknown>;
   [name: string]: unknown;
 }
 
@@ -72,23 +73,33 @@ const COMPILER_OPTIONS: ts.CompilerOptions = {
 
 /** Type-checks generated code as if it were a file of this folder (so '@stellar/js-xdr' resolves). */
 function typeCheck(code: string): string[] {
-  const file = path.join(__dirname, '__xdrgen_fixture__.ts');
+  return typeCheckFiles({ __xdrgen_fixture__: code });
+}
+
+/** Type-checks several generated modules, named by their base name, as files of this folder. */
+function typeCheckFiles(modules: Record<string, string>): string[] {
+  const files = new Map(Object.entries(modules).map(([n, c]) => [path.join(__dirname, `${n}.ts`), c]));
   const host = ts.createCompilerHost(COMPILER_OPTIONS);
   const getSourceFile = host.getSourceFile.bind(host);
-  host.getSourceFile = (name, lang, ...rest) =>
-    path.resolve(name) === file ? ts.createSourceFile(name, code, lang) : getSourceFile(name, lang, ...rest);
+  host.getSourceFile = (name, lang, ...rest) => {
+    const code = files.get(path.resolve(name));
+    return code !== undefined ? ts.createSourceFile(name, code, lang) : getSourceFile(name, lang, ...rest);
+  };
   const fileExists = host.fileExists.bind(host);
-  host.fileExists = (name) => path.resolve(name) === file || fileExists(name);
-  const program = ts.createProgram([file], COMPILER_OPTIONS, host);
+  host.fileExists = (name) => files.has(path.resolve(name)) || fileExists(name);
+  const program = ts.createProgram([...files.keys()], COMPILER_OPTIONS, host);
   return ts
     .getPreEmitDiagnostics(program)
     .map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n') + (d.start !== undefined ? ` @${d.start}` : ''));
 }
 
-function load(code: string): FixtureModule {
+/** Runs a generated module; `siblings` answers its imports of other generated modules ('./name'). */
+function load(code: string, siblings: Record<string, unknown> = {}): FixtureModule {
   const js = ts.transpileModule(code, { compilerOptions: COMPILER_OPTIONS }).outputText;
   const mod = { exports: {} as FixtureModule };
-  new Function('require', 'module', 'exports', js)(require, mod, mod.exports);
+  const nodeRequire: NodeJS.Require = require;
+  const req = (id: string): unknown => (id in siblings ? siblings[id] : nodeRequire(id));
+  new Function('require', 'module', 'exports', js)(req, mod, mod.exports);
   return mod.exports;
 }
 
@@ -304,6 +315,106 @@ describe('emitter on a fixture with every construct', () => {
     await m.CALL_INVOKERS.f_get(layer, 'c', 'x');
     await m.CALL_INVOKERS.f_nothing(impl, 'c', 5);
     expect(calls).toEqual([['f_ping', 'c'], ['f_get', 'c', 'x'], ['f_nothing', 'c', 5]]);
+  });
+
+  it('passes a synchronous result through the passthrough and the invokers as it is, not as a promise', () => {
+    const impl = { f_get: () => 'g', f_ping: () => 7, f_nothing: () => undefined };
+    const layer = new m.FixturePassthrough(new m.FixturePassthrough(impl));
+    expect(layer.f_ping('c')).toBe(7);
+    expect(m.CALL_INVOKERS.f_get(layer, 'c', 'x')).toBe('g');
+    const pending = Promise.resolve(3);
+    expect(new m.FixturePassthrough({ ...impl, f_ping: () => pending }).f_ping('c')).toBe(pending);
+    const isPromise = m.isPromise as (v: unknown) => boolean;
+    expect([isPromise(pending), isPromise(7), isPromise(undefined), isPromise({ rv: 0 })]).toEqual([true, false, false, false]);
+  });
+});
+
+/* Handles, a typedef of one, a list of them, templates, and a union result; roles by type name. */
+const ROLES_FIXTURE = `
+typedef hyper sess;
+typedef hyper obj;
+typedef obj key;
+struct attr { hyper type; opaque value<>; };
+typedef attr tmpl<>;
+struct mech { hyper m; };
+struct init_args { sess s; mech mm; key k; obj o; tmpl t; hyper n; };
+struct find_ret { hyper rv; obj objects<>; sess session; tmpl t; };
+program R_PROG {
+  version R_V1 { find_ret r_find(init_args) = 1; hyper r_count(sess) = 2; hyper r_void(void) = 3; } = 1;
+} = 0x20000001;
+`;
+const ROLES = new Map<string, FieldRoleSpec>([
+  ['sess', { role: 'session' }],
+  ['obj', { role: 'object', invalidRv: 0x82, invalidRvName: 'CKR_OBJECT_HANDLE_INVALID' }],
+  ['key', { role: 'object', invalidRv: 0x60, invalidRvName: 'CKR_KEY_HANDLE_INVALID', zeroAllowed: true }],
+  ['tmpl', { role: 'template' }],
+  ['mech', { role: 'mechanism' }],
+]);
+
+interface RoleFieldView {
+  name: string;
+  invalidRv?: number;
+  zeroAllowed?: boolean;
+  get(s: unknown): unknown;
+  set(s: unknown, v: unknown): void;
+}
+type RoleFieldsView = Record<string, RoleFieldView[]>;
+interface CallFieldsView {
+  copyArgs(a: unknown): Record<string, unknown>;
+  copyResult(r: unknown): unknown;
+  args: RoleFieldsView;
+  result: RoleFieldsView;
+}
+
+describe('emitter: field roles and the split output', () => {
+  const split = generateTypeScriptSplit(
+    ROLES_FIXTURE,
+    { sourceName: 'roles.x', fieldRoles: ROLES, fieldRolesName: 'roles.json' },
+    { codecs: './r_codecs', calls: './r_calls' },
+  );
+  let calls: FixtureModule;
+
+  beforeAll(() => {
+    const codecs = load(split.codecs);
+    calls = load(split.calls, { './r_codecs': codecs });
+  });
+
+  it('emits codecs, calls and index that type-check together, the calls importing only what they use', () => {
+    expect(typeCheckFiles({ r_codecs: split.codecs, r_calls: split.calls, r_index: split.index })).toEqual([]);
+    expect(split.codecs).not.toMatch(/CALL_FIELDS|PROCEDURES|RPassthrough/);
+    expect(split.calls).toMatch(/^import \{ [^}]+ \} from '\.\/r_codecs';$/m);
+    expect(split.calls).not.toMatch(/function readInt|class SlabSink/);
+    expect(split.index).toContain("export * from './r_codecs';\nexport * from './r_calls';\n");
+    for (const f of [split.codecs, split.calls, split.index]) {
+      expect(f.split('\n')[0]).toBe('// DO NOT EDIT. Generated by tools/xdrgen from roles.x and roles.json.');
+    }
+  }, 30000);
+
+  it('finds role fields by their declared type, through typedefs and in arrays', () => {
+    const find = (calls.CALL_FIELDS as Record<string, CallFieldsView>).r_find;
+    const names = (fs: RoleFieldsView) =>
+      Object.fromEntries(Object.entries(fs).filter(([, v]) => v.length > 0).map(([k, v]) => [k, v.map((f) => f.name)]));
+    expect(names(find.args)).toEqual({ session: ['s'], object: ['k', 'o'], template: ['t'], mechanism: ['mm'] });
+    expect(names(find.result)).toEqual({ session: ['session'], objectList: ['objects'], template: ['t'] });
+    expect(find.args.object.map((f) => [f.invalidRv, f.zeroAllowed])).toEqual([[0x60, true], [0x82, false]]);
+    const count = (calls.CALL_FIELDS as Record<string, CallFieldsView>).r_count;
+    expect(Object.values(count.args).flat()).toEqual([]);
+    expect(count.copyArgs(5)).toBe(5);
+  });
+
+  it('copies with every field and sets one field of the copy only', () => {
+    const find = (calls.CALL_FIELDS as Record<string, CallFieldsView>).r_find;
+    const a = { s: 1, mm: { m: 2 }, k: 3, o: 4, t: [], n: 5 };
+    const c = find.copyArgs(a);
+    expect(c).toEqual(a);
+    expect(Object.keys(c)).toEqual(['s', 'mm', 'k', 'o', 't', 'n']);
+    find.args.session[0].set(c, 11);
+    find.args.object[1].set(c, 14);
+    expect([find.args.session[0].get(c), find.args.object[1].get(c), a.s, a.o]).toEqual([11, 14, 1, 4]);
+    const r = { rv: 0, objects: [7, 8], session: 9, t: [] };
+    const rc = find.copyResult(r) as typeof r;
+    find.result.objectList[0].set(rc, [70, 80]);
+    expect([rc.objects, r.objects]).toEqual([[70, 80], [7, 8]]);
   });
 });
 

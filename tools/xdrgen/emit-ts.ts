@@ -7,6 +7,42 @@ export interface EmitOptions {
   readonly sourceName: string;
   /** Command named in the header. */
   readonly regenerateCommand?: string;
+  /** What the fields of some types mean to the proxy; drives CALL_FIELDS. */
+  readonly fieldRoles?: FieldRoles;
+  /** Source path of the field roles, named in the header. */
+  readonly fieldRolesName?: string;
+}
+
+/** Roles the proxy gives to argument and result fields, by the type they are declared with. */
+export type FieldRole = 'session' | 'object' | 'template' | 'mechanism';
+export const FIELD_ROLES: readonly FieldRole[] = ['session', 'object', 'template', 'mechanism'];
+
+export interface FieldRoleSpec {
+  readonly role: FieldRole;
+  /** object: the CK_RV answered for a handle the caller does not hold, by number and name. */
+  readonly invalidRv?: number;
+  readonly invalidRvName?: string;
+  /** object: 0 stands for "no object" in this position. */
+  readonly zeroAllowed?: boolean;
+}
+
+/** Type name (typedef, struct) -> role. A field has the role of the first named type on its typedef chain. */
+export type FieldRoles = ReadonlyMap<string, FieldRoleSpec>;
+
+/** The generated files of one .x in split form. */
+export interface SplitOutput {
+  /** Runtime glue, constants, types and codecs. */
+  readonly codecs: string;
+  /** Program numbers, procedure table, call interface, passthrough, invokers and CALL_FIELDS. */
+  readonly calls: string;
+  /** Re-exports both. */
+  readonly index: string;
+}
+
+/** Module specifiers (e.g. `./pkcs11_rpc_codecs`) of the split files, for their imports of each other. */
+export interface SplitModules {
+  readonly codecs: string;
+  readonly calls: string;
 }
 
 /** Words that cannot name a TypeScript value or type, and globals the generated code relies on. */
@@ -18,7 +54,11 @@ const RESERVED = new Set([
 ]);
 
 /** Names the program section declares; the Calls/Passthrough names depend on the program name. */
-const PROGRAM_NAMES = ['CallName', 'CallSignatures', 'ProcedureDef', 'PROCEDURES', 'PROCEDURES_BY_VERSION', 'CALL_INVOKERS', 'defineProcedure', 'indexProcedures'];
+const PROGRAM_NAMES = [
+  'CallName', 'CallSignatures', 'ProcedureDef', 'PROCEDURES', 'PROCEDURES_BY_VERSION', 'CALL_INVOKERS', 'defineProcedure',
+  'indexProcedures', 'MaybePromise', 'isPromise', 'Field', 'ObjectField', 'RoleFields', 'CallFields', 'CALL_FIELDS',
+  'callFieldsOf',
+];
 
 type Base =
   | { kind: 'prim'; prim: 'int' | 'uint' | 'hyper' | 'uhyper' | 'float' | 'double' | 'bool' }
@@ -91,6 +131,27 @@ export function emitTypeScript(model: Model, options: EmitOptions): string {
   return new Emitter(model, options).run();
 }
 
+/** Like emitTypeScript, in three files: codecs, calls (importing the codecs) and an index re-exporting both. */
+export function emitTypeScriptSplit(model: Model, options: EmitOptions, modules: SplitModules): SplitOutput {
+  return new Emitter(model, options).runSplit(modules);
+}
+
+/** Joins lines, without trailing blank lines, ending in one newline. */
+function finish(lines: string[]): string {
+  while (lines[lines.length - 1] === '') lines.pop();
+  return lines.join('\n') + '\n';
+}
+
+/** Identifiers of TypeScript code outside comments and string literals. */
+function identifiers(code: string): Set<string> {
+  const bare = code
+    .replace(/\/\*[\s\S]*?\*\//g, ' ')
+    .replace(/\/\/.*$/gm, ' ')
+    .replace(/'(?:[^'\\\n]|\\.)*'/g, "''")
+    .replace(/`(?:[^`\\]|\\.)*`/g, '``');
+  return new Set(bare.match(/[A-Za-z_$][\w$]*/g) ?? []);
+}
+
 class Emitter {
   private readonly used = new Set<string>(ALWAYS);
   private readonly declared = new Map<string, string>();
@@ -117,7 +178,8 @@ class Emitter {
     for (const n of names) this.used.add(n);
   }
 
-  run(): string {
+  /** Definitions in .x order, then the program section (empty without a program). */
+  private emitParts(): { defs: string[]; program: string[] } {
     const programs = this.model.definitions.filter((d): d is RProgram => d.kind === 'program');
     if (programs.length > 1) this.fail(programs[1].pos, 'only one program per file is supported');
     if (programs.length === 1) {
@@ -126,62 +188,134 @@ class Emitter {
         this.claim(n, 'a declaration of the procedure table', null);
       }
     }
-    const body: string[] = [];
+    this.checkRoles();
+    const defs: string[] = [];
     this.model.definitions.forEach((def, i) => {
       switch (def.kind) {
         case 'const': {
           this.claim(def.name, 'constant', def.pos);
-          body.push(`export const ${def.name} = ${this.literal(def.value, def.hex)};`);
+          defs.push(`export const ${def.name} = ${this.literal(def.value, def.hex)};`);
           // Consecutive constants stay together.
-          if (this.model.definitions[i + 1]?.kind !== 'const') body.push('');
+          if (this.model.definitions[i + 1]?.kind !== 'const') defs.push('');
           break;
         }
         case 'typedef':
-          body.push(...this.emitTypedef(def));
+          defs.push(...this.emitTypedef(def));
           break;
         case 'enum':
-          body.push(...this.emitEnum(def));
+          defs.push(...this.emitEnum(def));
           break;
         case 'struct':
-          body.push(...this.emitStruct(def));
+          defs.push(...this.emitStruct(def));
           break;
         case 'union':
-          body.push(...this.emitUnion(def));
+          defs.push(...this.emitUnion(def));
           break;
         case 'program':
           break;
       }
     });
-    if (programs.length === 1) body.push(...this.emitProgram(programs[0]));
+    return { defs, program: programs.length === 1 ? this.emitProgram(programs[0]) : [] };
+  }
 
+  private header(extra: readonly string[] = []): string[] {
+    const roles = this.options.fieldRolesName ? ` and ${this.options.fieldRolesName}` : '';
+    return [
+      `// DO NOT EDIT. Generated by tools/xdrgen from ${this.options.sourceName}${roles}.`,
+      `// Regenerate with: ${this.options.regenerateCommand ?? 'npm run generate'}`,
+      ...extra,
+    ];
+  }
+
+  private static readonly VALUE_MAPPING = [
+    '',
+    '/*',
+    ' * Value mapping:',
+    ' *  - int, unsigned int, hyper, unsigned hyper, enum: number. hyper values must be safe integers',
+    ' *    (|v| <= 2^53-1); other 64-bit values fail to decode. Negative hyper values are two\'s complement.',
+    ' *  - bool: boolean. opaque[N] and opaque<N>: Buffer (decoded Buffers do not alias the input).',
+    ' *    string<N>: string, UTF-8 on the wire, N bounds the byte length.',
+    ' *  - T x[N] and T x<N>: T[]. T *x: T | null.',
+    ' *  - struct: an object with the fields of the .x, same names.',
+    ' *  - union: { tag, value }. tag is the discriminant as a number (bool discriminants: 0 or 1); value is the',
+    ' *    selected arm\'s value, undefined for void arms. The arm\'s name in the .x is not used.',
+    ' *  - void: undefined.',
+    ' */',
+  ];
+
+  private static readonly CALLS_DOC = [
+    '',
+    '/*',
+    ' * Call interface: `<Prefix>Calls<Ctx>` has one method per call name; a method returns its result directly',
+    ' * (`MaybePromise<R>` = R | Promise<R>) when it has nothing to wait for, so a stack of layers over a',
+    ' * synchronous backend answers a call without creating a promise. A layer that awaits may still be an',
+    ' * `async` method: Promise<R> is assignable. `<Prefix>Passthrough` forwards every call unchanged, without',
+    ' * wrapping the result; `CALL_INVOKERS[name](impl, ctx, args)` calls a method by name the same way.',
+    ' *',
+    ' * Field accessors: `CALL_FIELDS[name]` says where the fields with a proxy role are in the arguments and',
+    ' * the result of that call, derived from the types the .x declares them with (roles by type name in the',
+    ' * field roles file): `session` (a session handle), `object` (an object handle, with the CK_RV for one',
+    ' * the caller does not hold and whether 0 means "none"), `template` (an attribute list), `mechanism`.',
+    ' * Each role has a list of scalar fields and one of array fields (`objectList`: C_FindObjects_ret.objects);',
+    ' * a field has get/set closures bound to its name. `copyArgs`/`copyResult` build a shallow copy as one object',
+    ' * literal with the fields in .x order (one hidden class per type). A layer that rewrites a field copies',
+    ' * first, then sets: the caller above keeps its own object.',
+    ' */',
+  ];
+
+  run(): string {
+    const { defs, program } = this.emitParts();
     const snippets = this.closure();
     const imports = [...BASE_IMPORTS, ...snippets.flatMap((s) => s.imports ?? [])];
     const out = [
-      `// DO NOT EDIT. Generated by tools/xdrgen from ${this.options.sourceName}.`,
-      `// Regenerate with: ${this.options.regenerateCommand ?? 'npm run generate'}`,
-      '',
-      '/*',
-      ' * Value mapping:',
-      ' *  - int, unsigned int, hyper, unsigned hyper, enum: number. hyper values must be safe integers',
-      ' *    (|v| <= 2^53-1); other 64-bit values fail to decode. Negative hyper values are two\'s complement.',
-      ' *  - bool: boolean. opaque[N] and opaque<N>: Buffer (decoded Buffers do not alias the input).',
-      ' *    string<N>: string, UTF-8 on the wire, N bounds the byte length.',
-      ' *  - T x[N] and T x<N>: T[]. T *x: T | null.',
-      ' *  - struct: an object with the fields of the .x, same names.',
-      ' *  - union: { tag, value }. tag is the discriminant as a number (bool discriminants: 0 or 1); value is the',
-      ' *    selected arm\'s value, undefined for void arms. The arm\'s name in the .x is not used.',
-      ' *  - void: undefined.',
-      ' */',
+      ...this.header(),
+      ...Emitter.VALUE_MAPPING,
+      ...(program.length > 0 ? Emitter.CALLS_DOC : []),
       '',
       ...imports,
       '',
       'export { Reader, Writer };',
       '',
       ...snippets.map((s) => s.code),
-      ...body,
+      ...defs,
+      ...program,
     ];
-    while (out[out.length - 1] === '') out.pop();
-    return out.join('\n') + '\n';
+    return finish(out);
+  }
+
+  runSplit(modules: SplitModules): SplitOutput {
+    const { defs, program } = this.emitParts();
+    const snippets = this.closure();
+    const imports = [...BASE_IMPORTS, ...snippets.flatMap((s) => s.imports ?? [])];
+    const codecs = finish([
+      ...this.header(),
+      ...Emitter.VALUE_MAPPING,
+      '',
+      ...imports,
+      '',
+      'export { Reader, Writer };',
+      '',
+      ...snippets.map((s) => s.code),
+      ...defs,
+    ]);
+    // The calls file imports what it uses of the names the codecs file exports.
+    const exported = new Set<string>();
+    for (const m of codecs.matchAll(/^export (?:abstract )?(?:function|const|let|class|interface|type) (\w+)/gm)) exported.add(m[1]);
+    const used = [...identifiers(program.join('\n'))].filter((n) => exported.has(n)).sort();
+    const calls = finish([
+      ...this.header(),
+      ...Emitter.CALLS_DOC,
+      '',
+      ...(used.length > 0 ? [`import { ${used.join(', ')} } from '${modules.codecs}';`, ''] : []),
+      ...program,
+    ]);
+    const index = finish([
+      ...this.header(['', '/* One import path for the codecs and the call interface. */']),
+      '',
+      `export * from '${modules.codecs}';`,
+      `export * from '${modules.calls}';`,
+    ]);
+    return { codecs, calls, index };
   }
 
   private closure(): typeof SNIPPETS {
@@ -599,6 +733,185 @@ class Emitter {
     ];
   }
 
+  // ---- field roles ----
+
+  private checkRoles(): void {
+    const fail = (detail: string): never => {
+      throw new XdrgenEmitError(this.options.fieldRolesName ?? this.model.file, null, detail);
+    };
+    for (const [name, spec] of this.options.fieldRoles ?? []) {
+      const where = `field roles: type '${name}'`;
+      if (!this.model.types.has(name)) fail(`${where} is not declared in the .x`);
+      if (!FIELD_ROLES.includes(spec.role)) fail(`${where}: unknown role '${String(spec.role)}'`);
+      if (spec.role === 'object' && !(Number.isSafeInteger(spec.invalidRv) && typeof spec.invalidRvName === 'string')) {
+        fail(`${where}: an object role needs invalidRv (a number) and invalidRvName`);
+      }
+      if (spec.zeroAllowed !== undefined && typeof spec.zeroAllowed !== 'boolean') fail(`${where}: zeroAllowed must be a boolean`);
+    }
+  }
+
+  /** The role of a value of type `name`: its own, or that of the type it is a typedef of. */
+  private roleOfType(name: string): { spec: FieldRoleSpec; list: boolean } | null {
+    const spec = this.options.fieldRoles?.get(name);
+    if (spec) return { spec, list: false };
+    const def = this.typeDef(name);
+    if (def.kind !== 'typedef') return null;
+    const d = def.decl;
+    if (d.kind === 'plain' && d.type.kind === 'ref') return this.roleOfType(d.type.name);
+    if ((d.kind === 'varArray' || d.kind === 'fixedArray') && d.type.kind === 'ref') {
+      const r = this.roleOfType(d.type.name);
+      return r && !r.list ? { spec: r.spec, list: true } : null;
+    }
+    return null;
+  }
+
+  private roleOfField(f: RNamedDecl): { spec: FieldRoleSpec; list: boolean } | null {
+    if (f.kind === 'plain' && f.type.kind === 'ref') return this.roleOfType(f.type.name);
+    if ((f.kind === 'varArray' || f.kind === 'fixedArray') && f.type.kind === 'ref') {
+      const r = this.roleOfType(f.type.name);
+      return r && !r.list ? { spec: r.spec, list: true } : null;
+    }
+    return null;
+  }
+
+  /** The struct a procedure argument or result is (through typedefs), or null. */
+  private structOf(t: RType | null): (RTypeDef & { kind: 'struct' }) | null {
+    if (t === null) return null;
+    const b = this.baseOfType(t);
+    return b?.kind === 'struct' ? (this.typeDef(b.name) as RTypeDef & { kind: 'struct' }) : null;
+  }
+
+  /** A shallow copy of a value of `t` as one expression over `v`. */
+  private copyExpr(t: RType | null, v: string): string {
+    if (t === null) return 'undefined';
+    const b = this.baseOfType(t);
+    if (b?.kind === 'struct') {
+      const def = this.typeDef(b.name) as RTypeDef & { kind: 'struct' };
+      return `({ ${def.fields.map((f) => `${f.name}: ${v}.${f.name}`).join(', ')} })`;
+    }
+    if (b?.kind === 'union') return `({ tag: ${v}.tag, value: ${v}.value } as ${this.tsTypeOf(t)})`;
+    return v;
+  }
+
+  private emitCallFields(calls: { name: string; arg: RType | null; ret: RType | null }[]): string[] {
+    // Element types per role, for the typing of the accessors.
+    const elemTypes = new Map<FieldRole, Set<string>>(FIELD_ROLES.map((r) => [r, new Set<string>()]));
+    const roleFields = (t: RType | null) => {
+      const def = this.structOf(t);
+      const out: { field: RNamedDecl; spec: FieldRoleSpec; list: boolean }[] = [];
+      for (const f of def?.fields ?? []) {
+        const r = this.roleOfField(f);
+        if (!r) continue;
+        out.push({ field: f, ...r });
+        const ts = this.tsDeclType(f);
+        elemTypes.get(r.spec.role)!.add(r.list ? ts.replace(/\[\]$/, '') : ts);
+      }
+      return out;
+    };
+    const perCall = calls.map((c) => ({ ...c, args: roleFields(c.arg), result: roleFields(c.ret) }));
+    const elem = (r: FieldRole): string => {
+      const ts = [...elemTypes.get(r)!].sort();
+      return ts.length === 0 ? 'never' : ts.join(' | ');
+    };
+    const fieldType = (r: FieldRole, list: boolean): string => {
+      const t = list ? `(${elem(r)})[]` : elem(r);
+      return r === 'object' ? `ObjectField<S, ${t}>` : `Field<S, ${t}>`;
+    };
+    const lines: string[] = [
+      '/** One field of an argument or result struct, reached by closures bound to its name. */',
+      'export interface Field<S, T> {',
+      '  /** The field\'s name in the .x. */',
+      '  readonly name: string;',
+      '  get(s: S): T;',
+      '  /** Writes the field of `s`: call it on a copy (copyArgs/copyResult), never on the caller\'s object. */',
+      '  set(s: S, v: T): void;',
+      '}',
+      '',
+      '/** An object handle field. */',
+      'export interface ObjectField<S, T> extends Field<S, T> {',
+      '  /** The CK_RV answered for a handle the caller does not hold in this position. */',
+      '  readonly invalidRv: number;',
+      '  /** 0 stands for "no object" here (CK_INVALID_HANDLE is passed on). */',
+      '  readonly zeroAllowed: boolean;',
+      '}',
+      '',
+      '/** The fields of one struct, by role; `...List` fields hold arrays of such values. */',
+      'export interface RoleFields<S> {',
+      ...FIELD_ROLES.flatMap((r) => [
+        `  readonly ${r}: readonly ${fieldType(r, false)}[];`,
+        `  readonly ${r}List: readonly ${fieldType(r, true)}[];`,
+      ]),
+      '}',
+      '',
+      '/** Where the role-carrying fields of one call are, and shape-stable shallow copies of its values. */',
+      'export interface CallFields<A, R> {',
+      '  readonly name: CallName;',
+      '  copyArgs(a: A): A;',
+      '  copyResult(r: R): R;',
+      '  readonly args: RoleFields<A>;',
+      '  readonly result: RoleFields<R>;',
+      '}',
+      '',
+      '/** Field accessors per call name, derived from the types of the .x (see the header). */',
+      "export const CALL_FIELDS: { readonly [N in CallName]: CallFields<CallSignatures[N]['args'], CallSignatures[N]['ret']> } = Object.freeze({",
+    ];
+    const emitRoles = (fs: { field: RNamedDecl; spec: FieldRoleSpec; list: boolean }[], v: string): string[] => {
+      const out: string[] = [];
+      const empty: string[] = [];
+      for (const r of FIELD_ROLES) {
+        for (const list of [false, true]) {
+          const mine = fs.filter((f) => f.spec.role === r && f.list === list);
+          const key = list ? `${r}List` : r;
+          if (mine.length === 0) {
+            empty.push(`${key}: []`);
+            continue;
+          }
+          out.push(`      ${key}: [`);
+          for (const f of mine) {
+            const n = f.field.name;
+            const extra =
+              r === 'object'
+                ? ` invalidRv: ${f.spec.invalidRv} /* ${f.spec.invalidRvName} */, zeroAllowed: ${f.spec.zeroAllowed === true},`
+                : '';
+            // A role shared by fields of different types (px_mechanism, px_mechanism_typed) is typed as their
+            // union; a setter keeps the field's own type.
+            const own = this.tsDeclType(f.field);
+            const x = elem(r).includes(' | ') && r !== 'object' && r !== 'session' ? `x as ${own}` : 'x';
+            out.push(`        { name: ${q(n)},${extra} get: (${v}) => ${v}.${n}, set: (${v}, x) => { ${v}.${n} = ${x}; } },`);
+          }
+          out.push('      ],');
+        }
+      }
+      out.push(`      ${empty.join(', ')},`);
+      return out;
+    };
+    for (const c of perCall) {
+      lines.push(
+        `  ${c.name}: {`,
+        `    name: ${q(c.name)},`,
+        `    copyArgs: (${c.arg === null ? '' : 'a'}) => ${this.copyExpr(c.arg, 'a')},`,
+        `    copyResult: (${c.ret === null ? '' : 'r'}) => ${this.copyExpr(c.ret, 'r')},`,
+        '    args: {',
+        ...emitRoles(c.args, 'a'),
+        '    },',
+        '    result: {',
+        ...emitRoles(c.result, 'r'),
+        '    },',
+        '  },',
+      );
+    }
+    lines.push(
+      '});',
+      '',
+      '/** CALL_FIELDS of a call whose name is known only at run time (a generic layer). */',
+      'export function callFieldsOf(name: CallName): CallFields<unknown, unknown> {',
+      '  return CALL_FIELDS[name];',
+      '}',
+      '',
+    );
+    return lines;
+  }
+
   // ---- program ----
 
   private tsOfProcType(t: RType | null): string {
@@ -646,6 +959,7 @@ class Emitter {
       pos: SourcePos;
     }
     const sigs = new Map<string, Sig>();
+    const firstProc = new Map<string, RProcedure>();
     const entries: string[] = [];
     for (const v of prog.versions) {
       for (const p of v.procedures) {
@@ -661,7 +975,10 @@ class Emitter {
             `${name} is declared as (${sig.arg}) => ${sig.ret} here and as (${prev.arg}) => ${prev.ret} at ${prev.pos.line}:${prev.pos.column}`,
           );
         }
-        if (!prev) sigs.set(name, sig);
+        if (!prev) {
+          sigs.set(name, sig);
+          firstProc.set(name, p);
+        }
         entries.push(
           `  defineProcedure<${sig.arg}, ${sig.ret}>({`,
           `    prog: ${prog.name},`,
@@ -733,26 +1050,35 @@ class Emitter {
       '/** version number -> procedure number -> procedure. */',
       'export const PROCEDURES_BY_VERSION: ReadonlyMap<number, ReadonlyMap<number, ProcedureDef>> = indexProcedures(PROCEDURES);',
       '',
-      `/** The call interface shared by every layer of the proxy; one method per call name. */`,
-      `export interface ${callsName}<Ctx> {`,
-      ...all.map((s) => `  ${s.name}(${params(s)}): Promise<${s.ret}>;`),
+      '/** A result, or a promise of it when the implementation has to wait. */',
+      'export type MaybePromise<R> = R | Promise<R>;',
+      '',
+      '/** True if the result is still to come (a promise or another thenable). */',
+      'export function isPromise<R>(r: MaybePromise<R> | PromiseLike<R>): r is Promise<R> {',
+      "  return typeof (r as { then?: unknown } | null | undefined)?.then === 'function';",
       '}',
       '',
-      `/** A layer that forwards every call to \`next\`; subclasses override the calls they change. */`,
+      `/** The call interface shared by every layer of the proxy; one method per call name. */`,
+      `export interface ${callsName}<Ctx> {`,
+      ...all.map((s) => `  ${s.name}(${params(s)}): MaybePromise<${s.ret}>;`),
+      '}',
+      '',
+      `/** A layer that forwards every call to \`next\` (its result as it is); subclasses override the calls they change. */`,
       `export class ${passName}<Ctx> implements ${callsName}<Ctx> {`,
       `  constructor(protected readonly next: ${callsName}<Ctx>) {}`,
     ];
     for (const s of all) {
-      lines.push('', `  ${s.name}(${params(s)}): Promise<${s.ret}> {`, `    return this.next.${s.name}(${argNames(s)});`, '  }');
+      lines.push('', `  ${s.name}(${params(s)}): MaybePromise<${s.ret}> {`, `    return this.next.${s.name}(${argNames(s)});`, '  }');
     }
     lines.push(
       '}',
       '',
       '/** Calls a method of an implementation by call name; `args` is ignored for calls without arguments. */',
-      `export const CALL_INVOKERS: Record<CallName, (impl: ${callsName}<any>, ctx: any, args: any) => Promise<any>> = Object.freeze({`,
+      `export const CALL_INVOKERS: Record<CallName, (impl: ${callsName}<any>, ctx: any, args: any) => MaybePromise<any>> = Object.freeze({`,
       ...all.map((s) => `  ${s.name}: (impl, ctx${s.hasArg ? ', args' : ''}) => impl.${s.name}(${argNames(s)}),`),
       '});',
       '',
+      ...this.emitCallFields(all.map((s) => ({ name: s.name, arg: firstProc.get(s.name)!.arg, ret: firstProc.get(s.name)!.ret }))),
     );
     return lines;
   }

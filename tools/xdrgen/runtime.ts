@@ -118,6 +118,92 @@ export class ReusableSink implements XdrSink {
   }
 }
 
+/**
+ * An XdrSink that writes each message right after the previous one in a shared slab and hands it out as a
+ * view, with room reserved in front for headers the caller fills in (the daemon's record mark and reply
+ * header), so a reply is encoded once and written as it is. A view handed out is never written again: the
+ * next message starts after it, and one that outgrows the slab's rest moves, with what it has written so
+ * far, to a new slab; the old slab lives as long as its views. Encoding is synchronous, so one sink serves
+ * every message of a process.
+ */
+export class SlabSink implements XdrSink {
+  private buf: Buffer;
+  private start = 0;
+  private off = 0;
+
+  constructor(private readonly slabSize = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(slabSize);
+  }
+
+  /** Starts a message with \`prefix\` unwritten bytes in front. */
+  begin(prefix: number): void {
+    // A slab grown for one large message is not kept for the small ones after it.
+    if (this.buf.length > this.slabSize) {
+      this.buf = Buffer.allocUnsafe(this.slabSize);
+      this.off = 0;
+    }
+    this.start = this.off;
+    this.ensure(prefix);
+    this.off += prefix;
+  }
+
+  /** The message since begin(), prefix included. */
+  end(): Buffer {
+    const out = this.buf.subarray(this.start, this.off);
+    this.start = this.off;
+    return out;
+  }
+
+  /** Drops the message since begin(). */
+  abort(): void {
+    this.off = this.start;
+  }
+
+  writeInt32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeInt32BE(v, this.off);
+  }
+
+  writeUint32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeUInt32BE(v, this.off);
+  }
+
+  writeFloat32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeFloatBE(v, this.off);
+  }
+
+  writeFloat64(v: number): void {
+    this.ensure(8);
+    this.off = this.buf.writeDoubleBE(v, this.off);
+  }
+
+  writeBytes(v: Uint8Array): void {
+    this.ensure(v.length);
+    this.buf.set(v, this.off);
+    this.off += v.length;
+  }
+
+  writePadding(length: number): void {
+    const pad = (4 - (length % 4)) % 4;
+    if (pad === 0) return;
+    this.ensure(pad);
+    this.buf.fill(0, this.off, this.off + pad);
+    this.off += pad;
+  }
+
+  private ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    const used = this.off - this.start;
+    const next = Buffer.allocUnsafe(Math.max(this.slabSize, 2 * (used + n)));
+    this.buf.copy(next, 0, this.start, this.off);
+    this.buf = next;
+    this.start = 0;
+    this.off = used;
+  }
+}
+
 /** Deepest nesting of recursive types (types that reach themselves through '*' or '<>') accepted by a codec. */
 export const XDR_MAX_DEPTH = 32;
 
@@ -308,6 +394,43 @@ export function xdrEncode<T>(c: Codec<T>, v: T): Buffer {
     throw new XdrEncodeError(e.message);
   }
   return ENCODE_SINK.take();
+}
+
+/** Shared by every xdrEncodeFramed call (see SlabSink). */
+const FRAME_SINK = new SlabSink();
+
+/**
+ * Encodes one value after \`prefix\` reserved bytes (contents undefined, for the caller to fill) into a
+ * buffer of its own: later encodings never write to it. Throws XdrEncodeError.
+ */
+export function xdrEncodeFramed<T>(c: Codec<T>, v: T, prefix: number): Buffer {
+  FRAME_SINK.begin(prefix);
+  try {
+    c.encode(FRAME_SINK, v);
+  } catch (e) {
+    FRAME_SINK.abort();
+    if (e instanceof XdrCodecError || !(e instanceof XdrError)) throw e;
+    throw new XdrEncodeError(e.message);
+  }
+  return FRAME_SINK.end();
+}
+
+/**
+ * Decodes one value from \`r\`'s position that must span the rest of its input (the arguments after an RPC
+ * header read with the same Reader). Throws XdrDecodeError, also for trailing bytes.
+ */
+export function xdrDecodeFrom<T>(c: Codec<T>, r: Reader): T {
+  let v: T;
+  try {
+    v = c.decode(r);
+  } catch (e) {
+    if (e instanceof XdrCodecError || !(e instanceof XdrError)) throw e;
+    throw new XdrDecodeError(e.message, r.offset);
+  }
+  if (r.remaining !== 0) {
+    throw new XdrDecodeError(r.remaining + ' trailing byte(s) after the value at offset ' + r.offset, r.offset);
+  }
+  return v;
 }
 
 /** Decodes one value that must span all of \`buf\`. Throws XdrDecodeError, also for trailing bytes. */

@@ -1,11 +1,12 @@
-import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrEncode } from '../../generated/pkcs11_rpc';
-import type { Pkcs11Calls, ProcedureDef } from '../../generated/pkcs11_rpc';
+import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrDecodeFrom, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
+import type { MaybePromise, Pkcs11Calls, ProcedureDef } from '../../generated/pkcs11_rpc';
 import { CKR_GENERAL_ERROR } from '../../pkcs11/constants';
 import { errorMessage, pkcs11RvOf } from '../../pkcs11/errors';
 import { ConnectionState } from './connection-state';
 import type { AppRegistry } from './connection-state';
 import type { Logger } from '../log';
-import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler } from '../transport/types';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../transport/types';
+import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, XdrArgsReader } from '../transport/types';
 
 /** The NULL procedure every ONC RPC program answers (RFC 5531 section 12). */
 const NULLPROC = 0;
@@ -13,6 +14,10 @@ const VERSIONS = [...PROCEDURES_BY_VERSION.keys()].sort((a, b) => a - b);
 const LOW_VERSION = VERSIONS[0];
 const HIGH_VERSION = VERSIONS[VERSIONS.length - 1];
 const EMPTY = Buffer.alloc(0);
+
+function isThenable<T>(v: unknown): v is PromiseLike<T> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
 
 /**
  * RPC codec layer: decodes a call with the procedure table generated from
@@ -24,9 +29,9 @@ const EMPTY = Buffer.alloc(0);
  */
 export class Pkcs11Dispatcher implements RpcConnectionHandler {
   readonly conn: ConnectionState;
-  /** The last call's run; it never rejects. */
+  /** The last call that had to wait (for the stack or for the call before it); it never rejects. */
   private queue: Promise<unknown> = Promise.resolve();
-  /** Calls accepted and not yet finished. */
+  /** Calls accepted whose outcome is still to come. */
   private pending = 0;
 
   constructor(
@@ -38,7 +43,12 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     this.conn = new ConnectionState(info.id, info.remote);
   }
 
-  handleCall(header: RpcCallHeader, args: Buffer): Promise<CallOutcome> | CallOutcome {
+  /**
+   * With nothing in flight a call starts at once, and when the stack answers without waiting (a
+   * synchronous module call through layers that had nothing to await) its outcome is returned directly:
+   * no promise is made. Otherwise the call waits for the one before it.
+   */
+  handleCall(header: RpcCallHeader, args: Buffer, reader?: XdrArgsReader): Promise<CallOutcome> | CallOutcome {
     if (header.prog !== PKCS11_PROG) return { kind: 'prog_unavail' };
     const procs = PROCEDURES_BY_VERSION.get(header.vers);
     if (!procs) return { kind: 'prog_mismatch', low: LOW_VERSION, high: HIGH_VERSION };
@@ -47,41 +57,70 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     if (!def) return { kind: 'proc_unavail' };
     let decoded: unknown;
     try {
-      decoded = xdrDecode(def.args, args);
+      // The transport's reader, already at the arguments, saves making a second one.
+      decoded = reader ? xdrDecodeFrom(def.args, reader) : xdrDecode(def.args, args);
     } catch (e) {
       this.log('warn', `[conn ${this.conn.id}] ${def.name}: undecodable arguments: ${errorMessage(e)}`);
       return { kind: 'garbage_args' };
     }
-    // With nothing in flight the call starts now rather than a microtask later.
+    if (this.pending === 0) {
+      const out = this.run(def, decoded);
+      if (isThenable(out)) this.queue = out;
+      return out;
+    }
     this.pending += 1;
-    const run = this.pending === 1 ? this.run(def, decoded) : this.queue.then(() => this.run(def, decoded));
-    this.queue = run;
-    return run;
+    const queued = this.queue.then(() => {
+      this.pending -= 1;
+      return this.run(def, decoded);
+    });
+    // Only a call's arrival moves the queue, so calls start in arrival order.
+    this.queue = queued;
+    return queued;
   }
 
-  /** Never rejects: every failure becomes a CK_RV result or SYSTEM_ERR. */
-  private async run(def: ProcedureDef, args: unknown): Promise<CallOutcome> {
+  /**
+   * The call's outcome, a promise of it only if the stack returned one (counted in `pending` until it
+   * settles). Never throws or rejects.
+   */
+  private run(def: ProcedureDef, args: unknown): MaybePromise<CallOutcome> {
+    let r: unknown;
     try {
-      let result: unknown;
-      try {
-        result = await CALL_INVOKERS[def.name](this.stack, this.conn, args);
-      } catch (e) {
-        let rv = pkcs11RvOf(e);
-        if (rv === undefined || rv === 0) {
-          this.log('error', `[conn ${this.conn.id}] ${def.name}: internal error: ${errorMessage(e)}`);
-          rv = CKR_GENERAL_ERROR;
-        }
-        result = def.errorRet(rv);
-      }
-      try {
-        return { kind: 'success', body: xdrEncode(def.ret, result) };
-      } catch (e) {
-        // The result does not match the declared shape: a daemon bug, not the client's.
-        this.log('error', `[conn ${this.conn.id}] ${def.name}: result does not match rpc/pkcs11.x: ${errorMessage(e)}`);
-        return { kind: 'system_err' };
-      }
-    } finally {
-      this.pending -= 1;
+      r = CALL_INVOKERS[def.name](this.stack, this.conn, args);
+    } catch (e) {
+      return this.reply(def, this.errorResult(def, e));
+    }
+    if (!isThenable(r)) return this.reply(def, r);
+    this.pending += 1;
+    return Promise.resolve(r).then(
+      (v) => {
+        this.pending -= 1;
+        return this.reply(def, v);
+      },
+      (e: unknown) => {
+        this.pending -= 1;
+        return this.reply(def, this.errorResult(def, e));
+      },
+    );
+  }
+
+  /** A CK_RV failure becomes the procedure's result; anything else is CKR_GENERAL_ERROR, logged. */
+  private errorResult(def: ProcedureDef, e: unknown): unknown {
+    let rv = pkcs11RvOf(e);
+    if (rv === undefined || rv === 0) {
+      this.log('error', `[conn ${this.conn.id}] ${def.name}: internal error: ${errorMessage(e)}`);
+      rv = CKR_GENERAL_ERROR;
+    }
+    return def.errorRet(rv);
+  }
+
+  /** The result encoded once, behind room for the record mark and reply header the transport fills in. */
+  private reply(def: ProcedureDef, result: unknown): CallOutcome {
+    try {
+      return { kind: 'success_framed', frame: xdrEncodeFramed(def.ret, result, FRAMED_REPLY_PREFIX_SIZE) };
+    } catch (e) {
+      // The result does not match the declared shape: a daemon bug, not the client's.
+      this.log('error', `[conn ${this.conn.id}] ${def.name}: result does not match rpc/pkcs11.x: ${errorMessage(e)}`);
+      return { kind: 'system_err' };
     }
   }
 

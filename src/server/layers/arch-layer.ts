@@ -1,4 +1,4 @@
-import { Pkcs11Passthrough, PX_MP_RAW } from '../../generated/pkcs11_rpc';
+import { callFieldsOf, Pkcs11Passthrough, PX_MP_RAW } from '../../generated/pkcs11_rpc';
 import type {
   C_GetAttributeValue_args,
   C_GetAttributeValue_ret,
@@ -20,7 +20,6 @@ import {
 import type { ArchLayout } from '../../pkcs11/arch';
 import type { ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke } from './generic';
-import { TEMPLATE_ARG_FIELDS } from './object-fields';
 
 function convertTemplate(t: px_attribute[], from: ArchLayout, to: ArchLayout): px_attribute[] {
   return t.map((a) => ({
@@ -51,12 +50,13 @@ export class ArchLayer extends Pkcs11Passthrough<ConnectionState> {
   constructor(next: Pkcs11Calls<ConnectionState>) {
     super(next);
     installGeneric(this, ArchLayer.prototype, (name, conn, args) => {
-      if (conn.arch === NATIVE_ARCH || args === null || typeof args !== 'object') return invoke(this.next, name, conn, args);
-      const a: Record<string, unknown> = { ...(args as Record<string, unknown>) };
-      for (const f of TEMPLATE_ARG_FIELDS) {
-        if (Array.isArray(a[f])) a[f] = convertTemplate(a[f] as px_attribute[], conn.arch, NATIVE_ARCH);
+      const f = callFieldsOf(name).args;
+      if (conn.arch === NATIVE_ARCH || (f.template.length === 0 && f.mechanism.length === 0)) {
+        return invoke(this.next, name, conn, args);
       }
-      if (a.mechanism) a.mechanism = convertMechanism(a.mechanism as px_mechanism | px_mechanism_typed, conn.arch);
+      const a = callFieldsOf(name).copyArgs(args);
+      for (const t of f.template) t.set(a, convertTemplate(t.get(a), conn.arch, NATIVE_ARCH));
+      for (const m of f.mechanism) m.set(a, convertMechanism(m.get(a), conn.arch));
       return invoke(this.next, name, conn, a);
     });
   }

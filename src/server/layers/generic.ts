@@ -1,8 +1,8 @@
 import { CALL_INVOKERS, PROCEDURES } from '../../generated/pkcs11_rpc';
-import type { CallName, Pkcs11Calls } from '../../generated/pkcs11_rpc';
+import type { CallName, MaybePromise, Pkcs11Calls } from '../../generated/pkcs11_rpc';
 import type { ConnectionState } from '../dispatch/connection-state';
 
-export type GenericHandler = (name: CallName, conn: ConnectionState, args: unknown) => Promise<unknown>;
+export type GenericHandler = (name: CallName, conn: ConnectionState, args: unknown) => MaybePromise<unknown>;
 
 /**
  * Gives every call that `layer`'s class does not define itself the same
@@ -24,6 +24,6 @@ export function installGeneric(layer: object, proto: object, handler: GenericHan
 }
 
 /** Calls `name` on the next layer down. */
-export function invoke(next: Pkcs11Calls<ConnectionState>, name: CallName, conn: ConnectionState, args: unknown): Promise<unknown> {
+export function invoke(next: Pkcs11Calls<ConnectionState>, name: CallName, conn: ConnectionState, args: unknown): MaybePromise<unknown> {
   return CALL_INVOKERS[name](next, conn, args);
 }

@@ -196,7 +196,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     for (const [v, s] of [...t.sessions]) {
       if (s.slotID !== a.slotID) continue;
       t.sessions.delete(v);
-      await this.next.C_CloseSession(conn, { session: s.backend }).catch(() => undefined);
+      await Promise.resolve().then(() => this.next.C_CloseSession(conn, { session: s.backend })).catch(() => undefined);
       this.forgetSessionObjects((o) => o.app === conn.app && o.session === s.backend);
     }
     return CKR_OK;
@@ -218,7 +218,9 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const t = this.tables(conn);
     let closed = 0;
     for (const s of t.sessions.values()) {
-      const rv = await this.next.C_CloseSession(conn, { session: s.backend }).catch((e: unknown) => rvOf(e));
+      const rv = await Promise.resolve()
+        .then(() => this.next.C_CloseSession(conn, { session: s.backend }))
+        .catch((e: unknown) => rvOf(e));
       if (rv === CKR_OK) closed += 1;
     }
     this.log?.('debug', `[conn ${conn.id}] released: closed ${closed} of ${t.sessions.size} module sessions`);

@@ -122,7 +122,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     const any = t.sessions.values().next();
     t.userType = null;
     t.pinTag = null;
-    if (!any.done) await this.next.C_Logout(conn, { session: any.value }).catch(() => undefined);
+    if (!any.done) await Promise.resolve().then(() => this.next.C_Logout(conn, { session: any.value })).catch(() => undefined);
   }
 
   async C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
@@ -267,7 +267,9 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     let leaked = false;
     for (const h of created) leaked = (await this.isPrivate(conn, session, h)) || leaked;
     if (!leaked) return r;
-    for (const h of created) await this.next.C_DestroyObject(conn, { session, object: h }).catch(() => undefined);
+    for (const h of created) {
+      await Promise.resolve().then(() => this.next.C_DestroyObject(conn, { session, object: h })).catch(() => undefined);
+    }
     throw new Pkcs11Error(CKR_USER_NOT_LOGGED_IN);
   }
 }

@@ -1,6 +1,14 @@
 import * as rpc from '../../generated/pkcs11_rpc';
-import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
-import type { CallName, Pkcs11Calls, px_attribute, px_mechanism, px_mechanism_typed } from '../../generated/pkcs11_rpc';
+import { callFieldsOf, isPromise, Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
+import type {
+  CallName,
+  MaybePromise,
+  Pkcs11Calls,
+  px_attribute,
+  px_mechanism,
+  px_mechanism_typed,
+  RoleFields,
+} from '../../generated/pkcs11_rpc';
 import { constantName, ck, rvName } from '../../pkcs11/constants';
 import { rvOf } from '../../pkcs11/errors';
 import type { ConnectionState } from '../dispatch/connection-state';
@@ -55,31 +63,39 @@ function fmtMechanism(m: px_mechanism | px_mechanism_typed): string {
   return `${name}(${kind} ${fields.join(', ')})`;
 }
 
+function fmtTemplate(t: px_attribute[]): string {
+  return `[${t.map(fmtAttr).join(', ')}]`;
+}
+
 function fmt(key: string, v: unknown): string {
   if (SECRET_FIELDS.has(key)) return '<redacted>';
   if (Buffer.isBuffer(v)) return `<${v.length} bytes>`;
-  if (Array.isArray(v)) {
-    if (v.length > 0 && typeof v[0] === 'object' && v[0] !== null && 'type' in v[0]) return `[${(v as px_attribute[]).map(fmtAttr).join(', ')}]`;
-    return `[${v.length > 16 ? `${v.length} items` : v.join(', ')}]`;
-  }
-  if (key === 'mechanism' && typeof v === 'object' && v !== null) return fmtMechanism(v as px_mechanism | px_mechanism_typed);
+  if (Array.isArray(v)) return `[${v.length > 16 ? `${v.length} items` : v.join(', ')}]`;
   if (typeof v === 'object' && v !== null) return `{${Object.entries(v).map(([k, x]) => `${k}=${fmt(k, x)}`).join(', ')}}`;
   return String(v);
 }
 
-function fmtArgs(args: unknown): string {
+/** The fields of an argument or result struct; templates and mechanisms (by CALL_FIELDS) in their own format. */
+function fmtFields(value: object, roles: RoleFields<unknown>, skip?: string): string {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(value)) {
+    if (k === skip) continue;
+    if (roles.template.some((f) => f.name === k)) out.push(`${k}=${fmtTemplate(v as px_attribute[])}`);
+    else if (roles.mechanism.some((f) => f.name === k)) out.push(`${k}=${fmtMechanism(v as px_mechanism | px_mechanism_typed)}`);
+    else out.push(`${k}=${fmt(k, v)}`);
+  }
+  return out.join(', ');
+}
+
+function fmtArgs(name: CallName, args: unknown): string {
   if (args === undefined || args === null || typeof args !== 'object') return '';
-  return Object.entries(args as Record<string, unknown>)
-    .map(([k, v]) => `${k}=${fmt(k, v)}`)
-    .join(', ');
+  return fmtFields(args, callFieldsOf(name).args);
 }
 
 function fmtResult(name: CallName, r: unknown): string {
   if (typeof r === 'number') return name === 'C_SetupArch' ? `arch ${r}` : rvName(r);
-  const { rv, ...rest } = r as { rv: number } & Record<string, unknown>;
-  const details = Object.entries(rest)
-    .map(([k, v]) => `${k}=${fmt(k, v)}`)
-    .join(', ');
+  const rv = (r as { rv: number }).rv;
+  const details = fmtFields(r as object, callFieldsOf(name).result, 'rv');
   return details ? `${rvName(rv)} {${details}}` : rvName(rv);
 }
 
@@ -87,6 +103,7 @@ function fmtResult(name: CallName, r: unknown): string {
  * `-debug-pkcs11`: one line per call with the connection, arguments, CK_RV
  * and duration, as the client sent them (this is the top layer). PINs and
  * attribute values not known to be public are printed as lengths only.
+ * A result that comes without waiting is passed up as it is (no promise).
  */
 export class TraceLayer extends Pkcs11Passthrough<ConnectionState> {
   constructor(
@@ -97,16 +114,35 @@ export class TraceLayer extends Pkcs11Passthrough<ConnectionState> {
     installGeneric(this, TraceLayer.prototype, (name, conn, args) => this.traced(name, conn, args));
   }
 
-  private async traced(name: CallName, conn: ConnectionState, args: unknown): Promise<unknown> {
-    const t0 = process.hrtime.bigint();
-    const ms = () => (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(3);
+  private traced(name: CallName, conn: ConnectionState, args: unknown): MaybePromise<unknown> {
+    const t0 = performance.now();
+    let r: unknown;
     try {
-      const r = await invoke(this.next, name, conn, args);
-      this.log('info', `[conn ${conn.id}] ${name}(${fmtArgs(args)}) -> ${fmtResult(name, r)} (${ms()} ms)`);
-      return r;
+      r = invoke(this.next, name, conn, args);
     } catch (e) {
-      this.log('info', `[conn ${conn.id}] ${name}(${fmtArgs(args)}) -> ${rvName(rvOf(e))} (${ms()} ms)`);
+      this.failed(name, conn, args, e, t0);
       throw e;
     }
+    if (!isPromise(r)) return this.answered(name, conn, args, r, t0);
+    return r.then(
+      (v) => this.answered(name, conn, args, v, t0),
+      (e: unknown) => {
+        this.failed(name, conn, args, e, t0);
+        throw e;
+      },
+    );
   }
+
+  private answered(name: CallName, conn: ConnectionState, args: unknown, r: unknown, t0: number): unknown {
+    this.log('info', `[conn ${conn.id}] ${name}(${fmtArgs(name, args)}) -> ${fmtResult(name, r)} (${ms(t0)} ms)`);
+    return r;
+  }
+
+  private failed(name: CallName, conn: ConnectionState, args: unknown, e: unknown, t0: number): void {
+    this.log('info', `[conn ${conn.id}] ${name}(${fmtArgs(name, args)}) -> ${rvName(rvOf(e))} (${ms(t0)} ms)`);
+  }
+}
+
+function ms(t0: number): string {
+  return (performance.now() - t0).toFixed(3);
 }

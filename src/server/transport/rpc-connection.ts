@@ -6,8 +6,9 @@
 import type net from 'net';
 import { getErrorCode, getErrorMessage } from './errors';
 import { frameRecord, RecordAssembler } from './record-marking';
-import { encodeReply, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
-import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger } from './types';
+import { encodeReply, fillSuccessFrame, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
+import { FRAMED_REPLY_PREFIX_SIZE } from './types';
+import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger, XdrArgsReader } from './types';
 
 export const DEFAULT_MAX_PENDING_CALLS = 64;
 
@@ -148,7 +149,7 @@ export class RpcConnection {
         this.enqueueReady({ kind: 'auth_error', xid: parsed.xid, stat: parsed.stat });
         return;
       case 'call':
-        this.invoke(parsed.header, parsed.args);
+        this.invoke(parsed.header, parsed.args, parsed.reader);
         return;
     }
   }
@@ -158,12 +159,12 @@ export class RpcConnection {
     this.flush();
   }
 
-  private invoke(header: RpcCallHeader, args: Buffer): void {
+  private invoke(header: RpcCallHeader, args: Buffer, reader: XdrArgsReader): void {
     const slot: ReplySlot = { frame: null };
     this.slots.push(slot);
     let result: Promise<CallOutcome> | CallOutcome;
     try {
-      result = this.handler.handleCall(header, args);
+      result = this.handler.handleCall(header, args, reader);
     } catch (e) {
       this.complete(slot, header, this.handlerFailed(header, e));
       return;
@@ -207,7 +208,10 @@ export class RpcConnection {
           `${this.tag}: xid ${header.xid} proc ${header.proc}: bad handler outcome: ${problem}`,
         );
       }
-      slot.frame = frameRecord(encodeReply({ kind: 'accepted', xid: header.xid, outcome: valid }));
+      slot.frame =
+        valid.kind === 'success_framed' && fillSuccessFrame(valid.frame, header.xid)
+          ? valid.frame
+          : frameRecord(encodeReply({ kind: 'accepted', xid: header.xid, outcome: valid }));
     } catch (e) {
       this.opts.log('error', `${this.tag}: xid ${header.xid}: cannot encode reply: ${getErrorMessage(e)}`);
       this.fail(e);
@@ -294,6 +298,14 @@ function checkOutcome(o: unknown): string | null {
       const body = (o as { body?: unknown }).body;
       if (!Buffer.isBuffer(body)) return 'success body is not a Buffer';
       if (body.length % 4 !== 0) return `success body length ${body.length} is not a multiple of 4`;
+      return null;
+    }
+    case 'success_framed': {
+      const frame = (o as { frame?: unknown }).frame;
+      if (!Buffer.isBuffer(frame)) return 'success_framed frame is not a Buffer';
+      if (frame.length < FRAMED_REPLY_PREFIX_SIZE || frame.length % 4 !== 0) {
+        return `success_framed frame length ${frame.length} is not ${FRAMED_REPLY_PREFIX_SIZE} + a multiple of 4`;
+      }
       return null;
     }
     case 'prog_mismatch': {

@@ -2,7 +2,10 @@
  * ONC RPC version 2 messages (RFC 5531 section 9): decode a call header, encode every reply form.
  * Pure functions over buffers; framing lives in record-marking.ts.
  */
+import type { Reader } from '@stellar/js-xdr';
 import { RpcFieldTooLongError, RpcNotACallError, RpcTrailingBytesError } from './errors';
+import { LAST_FRAGMENT_BIT, MAX_FRAGMENT_LENGTH, RECORD_MARK_SIZE } from './record-marking';
+import { FRAMED_REPLY_PREFIX_SIZE } from './types';
 import type { CallOutcome, RpcCallHeader } from './types';
 import { XDR_UNIT, XdrReader, XdrWriter } from './xdr-cursor';
 
@@ -63,8 +66,8 @@ export const MISMATCH_INFO_SIZE = 2 * XDR_UNIT;
 export const DENIED_REPLY_HEADER_SIZE = 4 * XDR_UNIT;
 
 export type ParsedCall =
-  /** A call the handler should see. `args` is a view into the record. */
-  | { kind: 'call'; header: RpcCallHeader; args: Buffer }
+  /** A call the handler should see. `args` is a view into the record; `reader` is at its first byte. */
+  | { kind: 'call'; header: RpcCallHeader; args: Buffer; reader: Reader }
   /** rpcvers is not 2: answer MSG_DENIED / RPC_MISMATCH. */
   | { kind: 'rpc_mismatch'; xid: number; rpcvers: number }
   /** Credential refused: answer MSG_DENIED / AUTH_ERROR with `stat`. */
@@ -104,6 +107,7 @@ export function parseCall(record: Buffer): ParsedCall {
     kind: 'call',
     header: { xid, rpcvers, prog, vers, proc, credFlavor, cred, verfFlavor },
     args: r.rest(),
+    reader: r.xdr,
   };
 }
 
@@ -157,10 +161,30 @@ export function encodeReply(reply: RpcReply): Buffer[] {
   }
 }
 
+/**
+ * Fills the record mark and SUCCESS reply header in front of a `success_framed` frame, in place; the frame is
+ * then the whole record. False if the frame is too short, not whole XDR units, or too long for one fragment.
+ */
+export function fillSuccessFrame(frame: Buffer, xid: number): boolean {
+  const len = frame.length - RECORD_MARK_SIZE;
+  if (frame.length < FRAMED_REPLY_PREFIX_SIZE || len % XDR_UNIT !== 0 || len > MAX_FRAGMENT_LENGTH) return false;
+  frame.writeUInt32BE((LAST_FRAGMENT_BIT | len) >>> 0, 0);
+  frame.writeUInt32BE(xid >>> 0, 4);
+  frame.writeUInt32BE(MsgType.REPLY, 8);
+  frame.writeUInt32BE(ReplyStat.MSG_ACCEPTED, 12);
+  frame.writeUInt32BE(AuthFlavor.AUTH_NONE, 16);
+  frame.writeUInt32BE(0, 20);
+  frame.writeUInt32BE(AcceptStat.SUCCESS, 24);
+  return true;
+}
+
 function encodeAccepted(xid: number, outcome: CallOutcome): Buffer[] {
   switch (outcome.kind) {
     case 'success':
       return [acceptedHeader(xid, AcceptStat.SUCCESS, 0).finish(), outcome.body];
+    case 'success_framed':
+      // Written by the connection as it is (fillSuccessFrame); as pieces: the result after the prefix.
+      return [acceptedHeader(xid, AcceptStat.SUCCESS, 0).finish(), outcome.frame.subarray(FRAMED_REPLY_PREFIX_SIZE)];
     case 'prog_unavail':
       return [acceptedHeader(xid, AcceptStat.PROG_UNAVAIL, 0).finish()];
     case 'prog_mismatch':

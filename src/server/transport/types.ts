@@ -1,7 +1,12 @@
+import type { Reader } from '@stellar/js-xdr';
+
 /**
  * Contract between the ONC RPC transport (this folder) and a program dispatcher.
  * The transport knows nothing about the program it carries.
  */
+/** js-xdr's Reader, as the transport hands it to a handler. */
+export type XdrArgsReader = Reader;
+
 /** The fixed part of an RFC 5531 call message, as received. */
 export interface RpcCallHeader {
   xid: number;
@@ -16,9 +21,18 @@ export interface RpcCallHeader {
   verfFlavor: number;
 }
 
+/**
+ * Bytes in front of the result in a `success_framed` frame, which the transport fills: the record mark (4)
+ * and the accepted-reply header (xid, msg_type REPLY, reply_stat MSG_ACCEPTED, verifier AUTH_NONE flavor and
+ * length 0, accept_stat SUCCESS: 24).
+ */
+export const FRAMED_REPLY_PREFIX_SIZE = 28;
+
 /** What a handler answers for one call; the transport turns it into the reply message. */
 export type CallOutcome =
   | { kind: 'success'; body: Buffer } // encoded result, appended after the accepted-reply header
+  // FRAMED_REPLY_PREFIX_SIZE bytes to fill, then the encoded result; written as it is, in one write.
+  | { kind: 'success_framed'; frame: Buffer }
   | { kind: 'prog_unavail' }
   | { kind: 'prog_mismatch'; low: number; high: number }
   | { kind: 'proc_unavail' }
@@ -38,8 +52,10 @@ export interface RpcConnectionHandler {
    * Handle one call. Calls on one connection may overlap (pipelining); replies are still sent in
    * request order. A throw or rejection becomes a SYSTEM_ERR reply.
    * A `success` body must be a whole number of XDR units (length % 4 === 0), else SYSTEM_ERR is sent.
+   * `reader`, when given, is the js-xdr Reader the header was read with, at the first byte of `args`:
+   * decoding from it saves a second reader per call.
    */
-  handleCall(header: RpcCallHeader, args: Buffer): Promise<CallOutcome> | CallOutcome;
+  handleCall(header: RpcCallHeader, args: Buffer, reader?: XdrArgsReader): Promise<CallOutcome> | CallOutcome;
   /**
    * Called once when the socket closes (any reason); must release the connection's state.
    * Invariant: it runs after every handleCall started on this connection has settled, so state is

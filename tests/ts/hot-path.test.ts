@@ -1,0 +1,179 @@
+import { execFileSync } from 'child_process';
+import path from 'path';
+import {
+  CALL_FIELDS,
+  callFieldsOf,
+  PROCEDURES,
+  px_bytes_retCodec,
+  SlabSink,
+  xdrEncode,
+  xdrEncodeFramed,
+} from '../../src/generated/pkcs11_rpc';
+import type { CallName, ProcedureDef } from '../../src/generated/pkcs11_rpc';
+import { ck } from '../../src/pkcs11/constants';
+import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS, TEMPLATE_ARG_FIELDS } from '../../src/server/layers/object-fields';
+import { fillSuccessFrame } from '../../src/server/transport/rpc-message';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
+import { createSoftHsm, SOFTHSM_MODULE } from './helpers/softhsm';
+
+/** The field names of a struct value's type, in order, as copyArgs reads them. */
+function fieldsRead(copy: (v: unknown) => unknown): string[] {
+  const seen: string[] = [];
+  copy(new Proxy({}, { get: (_t, k) => (typeof k === 'string' && seen.push(k), 0) }));
+  return seen;
+}
+
+describe('CALL_FIELDS (generated from the .x types and rpc/pkcs11-fields.json)', () => {
+  const byName = new Map<CallName, ProcedureDef>(PROCEDURES.map((d) => [d.name, d]));
+
+  it('names the same object argument fields, with the same CK_RV, as the name table', () => {
+    for (const name of byName.keys()) {
+      const f = callFieldsOf(name);
+      const fields = byName.get(name)!.args === undefined ? [] : fieldsRead((v) => f.copyArgs(v));
+      const expected = fields
+        .filter((n) => OBJECT_ARG_FIELDS.has(n))
+        .map((n) => ({ name: n, invalidRv: OBJECT_ARG_FIELDS.get(n)!.rv, zeroAllowed: OBJECT_ARG_FIELDS.get(n)!.zeroAllowed }));
+      const got = f.args.object.map((o) => ({ name: o.name, invalidRv: o.invalidRv, zeroAllowed: o.zeroAllowed }));
+      expect({ name, got }).toEqual({ name, got: expected });
+      expect({ name, session: f.args.session.map((s) => s.name) }).toEqual({ name, session: fields.includes('session') ? ['session'] : [] });
+      const templates = fields.filter((n) => (TEMPLATE_ARG_FIELDS as readonly string[]).includes(n));
+      expect({ name, templates: f.args.template.map((t) => t.name) }).toEqual({ name, templates });
+      expect({ name, mechanism: f.args.mechanism.map((m) => m.name) }).toEqual({ name, mechanism: fields.includes('mechanism') ? ['mechanism'] : [] });
+    }
+  });
+
+  it('names the result fields that carry new object handles, and the handle list of C_FindObjects', () => {
+    for (const [name, def] of byName) {
+      const zero = def.errorRet(0);
+      const fields = typeof zero === 'object' && zero !== null ? Object.keys(zero) : [];
+      const expected = fields.filter((n) => (OBJECT_RESULT_FIELDS as readonly string[]).includes(n));
+      expect({ name, got: callFieldsOf(name).result.object.map((o) => o.name) }).toEqual({ name, got: expected });
+    }
+    expect(CALL_FIELDS.C_FindObjects.result.objectList.map((o) => o.name)).toEqual(['objects']);
+    expect(CALL_FIELDS.C_OpenSession.result.session.map((o) => o.name)).toEqual(['session']);
+    expect(CALL_FIELDS.C_GetAttributeValue.result.template.map((o) => o.name)).toEqual(['template']);
+  });
+
+  it('carries the PKCS#11 numbers of the CK_RVs it names', () => {
+    for (const name of byName.keys()) {
+      for (const o of [...callFieldsOf(name).args.object, ...callFieldsOf(name).result.object]) {
+        const named = (o as { invalidRv: number }).invalidRv;
+        expect([OBJECT_ARG_FIELDS.get(o.name)?.rv ?? ck.CKR_OBJECT_HANDLE_INVALID, named]).toEqual([named, named]);
+      }
+    }
+    expect(CALL_FIELDS.C_WrapKey.args.object.map((o) => o.invalidRv)).toEqual([ck.CKR_WRAPPING_KEY_HANDLE_INVALID, ck.CKR_KEY_HANDLE_INVALID]);
+    expect(CALL_FIELDS.px_UnwrapKeyTyped.args.object.map((o) => o.invalidRv)).toEqual([ck.CKR_UNWRAPPING_KEY_HANDLE_INVALID]);
+  });
+
+  it('copies leave the caller\'s object unchanged', () => {
+    const a = { session: 5, data: Buffer.from('x') };
+    const c = CALL_FIELDS.C_Sign.copyArgs(a);
+    CALL_FIELDS.C_Sign.args.session[0].set(c, 9);
+    expect([a.session, c.session, c.data]).toEqual([5, 9, a.data]);
+  });
+});
+
+describe('xdrEncodeFramed', () => {
+  it('reserves the prefix, and a frame is never written by a later encoding, across slab boundaries', () => {
+    const frames: [Buffer, Buffer][] = [];
+    for (let i = 0; i < 400; i++) {
+      const v = { rv: i, data: Buffer.alloc((i * 37) % 3000, i & 0xff) };
+      const f = xdrEncodeFramed(px_bytes_retCodec, v, FRAMED_REPLY_PREFIX_SIZE);
+      frames.push([f, Buffer.from(f.subarray(FRAMED_REPLY_PREFIX_SIZE))]);
+      // Buffer.equals: jest's toEqual walks a Buffer byte by byte.
+      expect(f.subarray(FRAMED_REPLY_PREFIX_SIZE).equals(xdrEncode(px_bytes_retCodec, v))).toBe(true);
+    }
+    // A message larger than a slab, then small ones again.
+    const big = xdrEncodeFramed(px_bytes_retCodec, { rv: 0, data: Buffer.alloc(200_000, 7) }, FRAMED_REPLY_PREFIX_SIZE);
+    expect(big.length).toBe(FRAMED_REPLY_PREFIX_SIZE + 8 + 4 + 200_000);
+    xdrEncodeFramed(px_bytes_retCodec, { rv: 1, data: Buffer.alloc(10) }, FRAMED_REPLY_PREFIX_SIZE);
+    expect(frames.filter(([f, copy]) => !f.subarray(FRAMED_REPLY_PREFIX_SIZE).equals(copy)).length).toBe(0);
+  });
+
+  it('a failed encoding leaves nothing behind', () => {
+    const s = new SlabSink(64);
+    s.begin(4);
+    s.writeUint32(1);
+    s.abort();
+    s.begin(0);
+    s.writeUint32(2);
+    expect(s.end()).toEqual(Buffer.from([0, 0, 0, 2]));
+    expect(() => xdrEncodeFramed(px_bytes_retCodec, { rv: 0, data: 'no' as unknown as Buffer }, 28)).toThrow(/expected a Buffer/);
+    expect(xdrEncodeFramed(px_bytes_retCodec, { rv: 0, data: Buffer.alloc(0) }, 28).length).toBe(28 + 12);
+  });
+
+  it('fillSuccessFrame writes the record mark and the accepted SUCCESS header in place', () => {
+    const f = xdrEncodeFramed(px_bytes_retCodec, { rv: 0, data: Buffer.from('abcd') }, FRAMED_REPLY_PREFIX_SIZE);
+    expect(fillSuccessFrame(f, 0x01020304)).toBe(true);
+    expect(f.readUInt32BE(0)).toBe((0x80000000 | (f.length - 4)) >>> 0);
+    expect([...Array(6).keys()].map((i) => f.readUInt32BE(4 + 4 * i))).toEqual([0x01020304, 1, 0, 0, 0, 0]);
+    expect(fillSuccessFrame(Buffer.alloc(27), 1)).toBe(false);
+    expect(fillSuccessFrame(Buffer.alloc(30), 1)).toBe(false);
+  });
+});
+
+/**
+ * Runs in a child process on the compiled daemon (dist/, as the daemon tests do): SoftHSM2 reads
+ * SOFTHSM2_CONF from the real environment, which jest's sandboxed process.env does not reach. The real
+ * module is called synchronously (pkcs11js's C_GetSessionInfo) by a backend that has nothing to wait for,
+ * which is what the layer stack becomes once its layers and backend answer without awaiting.
+ */
+const PROBE = `
+const path = require('path');
+const { createHook } = require('async_hooks');
+const p = require('pkcs11js');
+const dist = (f) => require(path.join(process.env.ROOT, 'dist', f));
+const rpc = dist('src/generated/pkcs11_rpc.js');
+const { Pkcs11Dispatcher } = dist('src/server/dispatch/dispatcher.js');
+const { AppRegistry } = dist('src/server/dispatch/connection-state.js');
+const m = new p.PKCS11();
+m.load(process.env.MODULE);
+m.C_Initialize();
+const slot = m.C_GetSlotList(true).find((id) => (m.C_GetTokenInfo(id).flags & p.CKF_TOKEN_INITIALIZED) !== 0);
+const session = m.C_OpenSession(slot, p.CKF_SERIAL_SESSION);
+class SyncBackend extends rpc.Pkcs11Passthrough {
+  C_GetSessionInfo(_c, a) {
+    if (a.session !== 1) return { rv: p.CKR_SESSION_HANDLE_INVALID, info: { slotID: 0, state: 0, flags: 0, deviceError: 0 } };
+    const i = m.C_GetSessionInfo(session);
+    return { rv: 0, info: { slotID: 0, state: i.state, flags: i.flags, deviceError: i.deviceError } };
+  }
+}
+const d = new Pkcs11Dispatcher({ id: 1, transport: 'unix', remote: 'probe' }, new SyncBackend(undefined), () => undefined, new AppRegistry(0));
+const def = rpc.PROCEDURES.find((x) => x.name === 'C_GetSessionInfo');
+const header = { xid: 9, rpcvers: 2, prog: rpc.PKCS11_PROG, vers: rpc.PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 };
+const args = [1, 1, 2].map((s) => rpc.xdrEncode(def.args, { session: s }));
+let promises = 0;
+const hook = createHook({ init: (_id, type) => { if (type === 'PROMISE') promises += 1; } });
+hook.enable();
+const outs = args.map((a) => d.handleCall(header, a));
+hook.disable();
+const results = outs.map((o) => ({
+  promise: o instanceof Promise,
+  kind: o.kind,
+  rv: o.kind === 'success_framed' ? rpc.xdrDecode(def.ret, o.frame.subarray(${FRAMED_REPLY_PREFIX_SIZE})).rv : null,
+}));
+m.C_Finalize();
+process.stdout.write(JSON.stringify({ promises, results }));
+`;
+
+describe('dispatcher over a stack that answers without waiting', () => {
+  it('answers a framed reply directly, creating no promise', () => {
+    const hsm = createSoftHsm(['sync']);
+    try {
+      const out = execFileSync(process.execPath, ['-e', PROBE], {
+        env: { ...hsm.env, ROOT: path.resolve(__dirname, '../..'), MODULE: SOFTHSM_MODULE },
+      });
+      const r = JSON.parse(out.toString()) as { promises: number; results: { promise: boolean; kind: string; rv: number }[] };
+      expect(r).toEqual({
+        promises: 0,
+        results: [
+          { promise: false, kind: 'success_framed', rv: ck.CKR_OK },
+          { promise: false, kind: 'success_framed', rv: ck.CKR_OK },
+          { promise: false, kind: 'success_framed', rv: ck.CKR_SESSION_HANDLE_INVALID },
+        ],
+      });
+    } finally {
+      hsm.cleanup();
+    }
+  });
+});
