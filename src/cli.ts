@@ -2,12 +2,14 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, loadFilterConfig, loadServerConfig } from './config';
+import { ConfigError, type DaemonConfig, effectiveConfiguration, loadDaemonConfig } from './config';
+import type { LogLevel as ConfigLogLevel } from './config';
 import { errorMessage } from './pkcs11/errors';
 import { Daemon } from './server/supervision/daemon';
 import { EMBEDDED_SO_PIN, EMBEDDED_TOKEN_LABEL, EMBEDDED_USER_PIN, prepareEmbeddedDefault } from './server/embedded-default';
 import type { EmbeddedDefault } from './server/embedded-default';
 import { createLogger } from './server/log';
+import type { LogLevel } from './server/log';
 import type { DaemonSettings } from './server/settings';
 
 /** Exit codes (sysexits.h values where one fits). */
@@ -47,6 +49,21 @@ interface CliOptions {
   workers: number | null;
   help: boolean;
   version: boolean;
+}
+
+/** netplex (syslog) levels onto the logger's four. */
+function logThreshold(l: ConfigLogLevel): LogLevel {
+  switch (l) {
+    case 'debug':
+      return 'debug';
+    case 'info':
+    case 'notice':
+      return 'info';
+    case 'warning':
+      return 'warn';
+    default:
+      return 'error';
+  }
 }
 
 export class UsageError extends Error {
@@ -149,7 +166,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`pkcs11proxyd ${VERSION}\n`);
     return EXIT_OK;
   }
-  const log = createLogger();
+  let log = createLogger();
+  let loaded: DaemonConfig;
   let embedded: EmbeddedDefault | null = null;
   let settings: DaemonSettings;
   let pidFile: string;
@@ -159,25 +177,20 @@ export async function main(argv: string[]): Promise<number> {
       embedded = prepareEmbeddedDefault(process.env.PKCS11PROXYD_STATE_DIR ?? path.join(ROOT, 'var'));
       confFile = embedded.serverConf;
     }
-    const sc = loadServerConfig(confFile);
-    if (sc.useTls) {
-      process.stderr.write(`pkcs11proxyd: ${confFile}: use_ssl = true is not supported by this version; refusing to serve in clear\n`);
-      return EXIT_CONFIG;
-    }
-    if (sc.filterConfig === null) {
-      process.stderr.write(`pkcs11proxyd: ${confFile}: processor.filter_config is required (it names the modules to serve)\n`);
-      return EXIT_CONFIG;
-    }
-    const fc = loadFilterConfig(sc.filterConfig);
+    const { server: sc, filter: fc } = loadDaemonConfig(confFile);
+    const defaultWorkers = Math.min(sc.workloadThreads ?? os.availableParallelism(), sc.maxThreads ?? Infinity);
     settings = {
       listen: sc.listen,
       modules: fc.modules,
       defaultAlias: fc.defaultModule,
       trace: o.trace,
-      workers: o.workers ?? sc.workers ?? os.availableParallelism(),
+      workers: o.workers ?? sc.workers ?? defaultWorkers,
       maxRecordSize: sc.maxRecordSize,
+      plainParameterMechanisms: sc.plainParameterMechanisms,
     };
+    loaded = { server: sc, filter: fc };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
+    if (sc.logLevel !== null && !process.env.PKCS11PROXYD_LOG) log = createLogger(logThreshold(sc.logLevel));
   } catch (e) {
     process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n`);
     return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
@@ -195,12 +208,8 @@ export async function main(argv: string[]): Promise<number> {
     log('error', `cannot start: ${errorMessage(e)}`);
     return EXIT_FAILURE;
   }
-  log(
-    'info',
-    `pkcs11proxyd ${VERSION} serving ${daemon.endpoints.map((e) => e.path ?? `tcp ${e.addr.type === 'internet' ? e.addr.host : ''}:${e.port}`).join(', ')}; ` +
-      `modules ${settings.modules.map((m) => `${m.alias}=${m.path}`).join(', ')} (default ${settings.defaultAlias}); ` +
-      `workers ${settings.workers}; trace ${settings.trace ? 'on' : 'off'}`,
-  );
+  const endpoints = daemon.endpoints.map((e) => e.path ?? `tcp ${e.addr.type === 'internet' ? e.addr.host : ''}:${e.port}`);
+  for (const line of effectiveConfiguration(loaded, settings, endpoints, VERSION)) log('info', line);
   if (embedded) process.stdout.write(clientHint(embedded) + '\n');
   // Machine-readable readiness line for scripts and tests.
   process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);

@@ -19,6 +19,7 @@ import type { px_mech_param, px_mechanism, px_mechanism_typed } from '../generat
 import { NATIVE_ARCH, writeULong } from '../pkcs11/arch';
 import { CKR_MECHANISM_PARAM_INVALID } from '../pkcs11/constants';
 import { Pkcs11Error } from '../pkcs11/errors';
+import { checkRawParameter } from '../pkcs11/mechanism-shapes';
 
 /** Largest CK_ULONG the daemon's own layout can hold that a JS number carries exactly. */
 const MAX_ULONG = NATIVE_ARCH.ulongSize === 8 ? Number.MAX_SAFE_INTEGER : 0xffffffff;
@@ -79,10 +80,10 @@ const NULL_POINTER = { u: 0 };
  * hold a pointer pkcs11js has no builder for can only be passed when every
  * such pointer is NULL: otherwise CKR_MECHANISM_PARAM_INVALID.
  */
-export function typedParameter(p: px_mech_param): pkcs11js.Mechanism['parameter'] {
+export function typedParameter(mech: number, p: px_mech_param): pkcs11js.Mechanism['parameter'] {
   switch (p.tag) {
     case PX_MP_RAW:
-      return p.value.length > 0 ? p.value : undefined;
+      return p.value.length > 0 ? checkRawParameter(mech, p.value) : undefined;
     case PX_MP_NONE:
       return undefined;
     case PX_MP_ULONG:
@@ -178,13 +179,20 @@ export function typedParameter(p: px_mech_param): pkcs11js.Mechanism['parameter'
   }
 }
 
-/** pkcs11js form of a version 3 mechanism (raw parameter bytes, already in the daemon's layout). */
+/**
+ * pkcs11js form of a version 3 mechanism (raw parameter bytes, already in the
+ * daemon's layout). The bytes are checked against the mechanism's shape:
+ * this and the RAW kind of typedParameter are the only ways client bytes
+ * become a module's CK_MECHANISM.pParameter.
+ */
 export function rawMechanism(m: px_mechanism): pkcs11js.Mechanism {
-  return m.parameter.length > 0 ? { mechanism: m.mechanism, parameter: m.parameter } : { mechanism: m.mechanism };
+  return m.parameter.length > 0
+    ? { mechanism: m.mechanism, parameter: checkRawParameter(m.mechanism, m.parameter) }
+    : { mechanism: m.mechanism };
 }
 
 /** pkcs11js form of a typed mechanism (procedures 73..84). */
 export function typedMechanism(m: px_mechanism_typed): pkcs11js.Mechanism {
-  const parameter = typedParameter(m.param);
+  const parameter = typedParameter(m.mechanism, m.param);
   return parameter === undefined ? { mechanism: m.mechanism } : { mechanism: m.mechanism, parameter };
 }

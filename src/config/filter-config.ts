@@ -3,9 +3,10 @@
  * identifiers resolved to numbers and patterns compiled. See filter-schema.ts
  * for the keys and the decision rules they feed.
  */
-import * as pkcs11js from 'pkcs11js';
 import { filterSchema } from './filter-schema';
-import type { FilterActionName, PaddingOperation, Pkcs11FunctionName } from './filter-names';
+import { type FilterActionName, type PaddingOperation, type Pkcs11FunctionName, mechanismByName } from './filter-names';
+
+export { mechanismByName };
 import { readConfigText } from './read';
 import { type StrPattern, compileStrPattern } from './str-regex';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
@@ -46,6 +47,10 @@ export interface FilterConfig {
   filterActionsPost: Array<{ alias: StrPattern; actions: FilterAction[] }>;
   /** The validated tree with wrapping_format_key redacted, for logging the effective config. */
   raw: unknown;
+  /** Positions of the entries, for errors found after parsing (not-enforced keys). */
+  sourceMap: SourceMap;
+  /** The validated tree, unredacted: for the not-enforced check only, never logged. */
+  data: Plain;
 }
 
 type Pair<B> = [string, B];
@@ -67,18 +72,6 @@ interface FilterFile {
 
 export const REDACTED = '<redacted>';
 
-let mechanismTable: Map<string, number> | undefined;
-
-/** CKM_* name -> number, from pkcs11js. Caml Crush also spells many names `cKM_...`. */
-export function mechanismByName(name: string): number | undefined {
-  if (!mechanismTable) {
-    mechanismTable = new Map();
-    for (const [k, v] of Object.entries(pkcs11js)) {
-      if (k.startsWith('CKM_') && typeof v === 'number') mechanismTable.set(k, v);
-    }
-  }
-  return mechanismTable.get(name.replace(/^cKM_/, 'CKM_'));
-}
 
 let validator: ReturnType<typeof compileSchema> | undefined;
 
@@ -222,5 +215,7 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     filterActionsPre,
     filterActionsPost,
     raw,
+    sourceMap: map,
+    data,
   };
 }

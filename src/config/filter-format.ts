@@ -2,7 +2,7 @@
  * FilterConfig -> filter.conf text that parseFilterConfig reads back to the
  * same value. Keys at their defaults are left out.
  */
-import * as pkcs11js from 'pkcs11js';
+import { constantName } from '../pkcs11/constants';
 import type { FilterConfig } from './filter-config';
 import type { StrPattern } from './str-regex';
 
@@ -21,16 +21,9 @@ export function quoteConfigString(s: string): string {
   return `${out}"`;
 }
 
-let mechanismNames: Map<number, string> | undefined;
-
+/** The mechanism's CKM_ name (the header's first for its number), or 0x hex for vendor numbers. */
 function mechanismText(m: number): string {
-  if (!mechanismNames) {
-    mechanismNames = new Map();
-    for (const [k, v] of Object.entries(pkcs11js)) {
-      if (k.startsWith('CKM_') && typeof v === 'number' && !mechanismNames.has(v)) mechanismNames.set(v, k);
-    }
-  }
-  return mechanismNames.get(m) ?? `0x${m.toString(16)}`;
+  return constantName('CKM_', m);
 }
 
 const list = (items: string[]): string => `[${items.join(', ')}]`;

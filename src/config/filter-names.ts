@@ -2,6 +2,13 @@
  * Closed name sets that filter.conf values are checked against. They are the
  * sets Caml Crush's filter accepts, so a file valid there is valid here.
  */
+import { constantByName } from '../pkcs11/constants';
+
+/** CKM_* name -> number, from the generated constants. Caml Crush also spells many names `cKM_...`. */
+export function mechanismByName(name: string): number | undefined {
+  const n = name.replace(/^cKM_/, 'CKM_');
+  return n.startsWith('CKM_') ? constantByName(n) : undefined;
+}
 
 /** PKCS#11 function names accepted in `forbidden_functions` and `filter_actions_*`. */
 export const PKCS11_FUNCTION_NAMES = [

@@ -35,3 +35,12 @@ export {
 export { type StrPattern, compileStrPattern } from './str-regex';
 export { DEFAULT_MAX_RECORD_SIZE, serverSchema } from './server-schema';
 export { filterSchema } from './filter-schema';
+export {
+  type DaemonConfig,
+  checkFilterEnforced,
+  checkServerEnforced,
+  loadDaemonConfig,
+  refuseNotEnforced,
+} from './daemon-config';
+export { HONOURED, NOT_ENFORCED, type PendingKey } from './not-enforced';
+export { type EffectiveRuntime, effectiveConfiguration } from './effective';

@@ -8,6 +8,8 @@ import { readConfigText } from './read';
 import { DEFAULT_MAX_RECORD_SIZE, type LOG_LEVELS, serverSchema } from './server-schema';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { compileSchema, invalidAt, validatePlain } from './validate';
+import { constantByName } from '../pkcs11/constants';
+import { MECHANISM_SHAPES } from '../pkcs11/mechanism-shapes';
 
 export type ListenAddress =
   | { type: 'local'; path: string; mode?: number; owner?: string; group?: string }
@@ -53,8 +55,16 @@ export interface ServerConfig {
   serviceName: string;
   /** controller.max_level, null when absent. */
   logLevel: LogLevel | null;
+  /** processor.plain_parameter_mechanisms (our key): unknown mechanisms whose raw parameter passes as bytes. */
+  plainParameterMechanisms: number[];
+  /** workload_manager threads (type "constant"), null when absent. */
+  workloadThreads: number | null;
+  /** workload_manager max_threads, null when absent. */
+  maxThreads: number | null;
   /** The validated tree (objects have a null prototype), for logging the effective config. */
   raw: unknown;
+  /** Positions of `raw`'s entries, for errors found after parsing (not-enforced keys). */
+  sourceMap: SourceMap;
 }
 
 // ---- shape of the validated plain data (mirrors server-schema.ts) ----
@@ -90,6 +100,7 @@ interface ProcessorBlock {
   max_record_size?: number;
   workers?: number;
   pid_file?: string;
+  plain_parameter_mechanisms?: string;
 }
 interface ServiceBlock {
   name: string;
@@ -97,6 +108,7 @@ interface ServiceBlock {
   group?: string;
   protocol: ProtocolBlock[];
   processor: ProcessorBlock;
+  workload_manager?: { type: 'dynamic' | 'constant'; threads?: number; max_threads?: number };
 }
 interface ServerFile {
   netplex: {
@@ -230,6 +242,20 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     if (proc.verify_depth !== undefined) tls.verifyDepth = proc.verify_depth;
   }
 
+  const plainParameterMechanisms: number[] = [];
+  if (proc.plain_parameter_mechanisms !== undefined) {
+    const ptr = `${sp}/processor/plain_parameter_mechanisms`;
+    for (const word of proc.plain_parameter_mechanisms.split(/[\s,]+/).filter((w) => w !== '')) {
+      const v = /^(0[xX][0-9a-fA-F]+|[0-9]+)$/.test(word) ? Number(word) : constantByName(word.replace(/^cKM_/, 'CKM_'));
+      if (v === undefined || !word.match(/^(0[xX]|[0-9]|[cC]KM_)/) || !Number.isSafeInteger(v) || v > 0xffffffff) {
+        fail(ptr, `'${word}' is not a mechanism (CKM_ name or number)`);
+      } else if (MECHANISM_SHAPES.has(v)) {
+        fail(ptr, `'${word}' has a known parameter shape; list only mechanisms pkcs11proxyd does not know`);
+      } else plainParameterMechanisms.push(v);
+    }
+  }
+  const wm = service.workload_manager;
+
   const cfg: ServerConfig = {
     file,
     listen,
@@ -242,7 +268,11 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     group: service.group ?? null,
     serviceName: service.name,
     logLevel: doc.netplex.controller?.max_level ?? null,
+    plainParameterMechanisms,
+    workloadThreads: wm?.type === 'constant' ? (wm.threads ?? null) : null,
+    maxThreads: wm?.max_threads ?? null,
     raw: data,
+    sourceMap: map,
   };
   if (tls) cfg.tls = tls;
   return cfg;

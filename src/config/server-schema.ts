@@ -189,6 +189,9 @@ const processor = block(
     pid_file: path(
       'pkcs11proxyd extension: write the daemon pid to this file; relative paths are resolved against the directory of this file.',
     ),
+    plain_parameter_mechanisms: str(
+      'pkcs11proxyd extension: mechanisms (numbers, decimal or 0x hex, or CKM_ names; separated by spaces or commas) whose parameter is plain bytes. A raw parameter of a mechanism unknown to pkcs11proxyd is refused (CKR_MECHANISM_PARAM_INVALID) unless listed here; list only vendor mechanisms whose parameter holds no pointer. Mechanisms pkcs11proxyd knows cannot be listed.',
+    ),
   },
   ['type'],
 );

@@ -1,4 +1,4 @@
-import { ck } from './constants';
+import { type CkName, ck } from './constants';
 
 /** C_SetupArch codes (wire facts of program 4 version 3). */
 export const ARCH_LE64 = 1;
@@ -38,7 +38,8 @@ export const NATIVE_ARCH: ArchLayout = (() => {
  * an array of them) and so depends on the peer's layout.
  */
 export const ULONG_ATTRIBUTES: ReadonlySet<number> = new Set(
-  [
+  (
+    [
     'CKA_CLASS', 'CKA_CERTIFICATE_TYPE', 'CKA_CERTIFICATE_CATEGORY', 'CKA_JAVA_MIDP_SECURITY_DOMAIN',
     'CKA_NAME_HASH_ALGORITHM', 'CKA_KEY_TYPE', 'CKA_MODULUS_BITS', 'CKA_PRIME_BITS', 'CKA_SUBPRIME_BITS',
     'CKA_VALUE_BITS', 'CKA_VALUE_LEN', 'CKA_KEY_GEN_MECHANISM', 'CKA_HW_FEATURE_TYPE', 'CKA_PIXEL_X',
@@ -46,28 +47,12 @@ export const ULONG_ATTRIBUTES: ReadonlySet<number> = new Set(
     'CKA_MECHANISM_TYPE', 'CKA_OTP_FORMAT', 'CKA_OTP_LENGTH', 'CKA_OTP_TIME_INTERVAL',
     'CKA_OTP_CHALLENGE_REQUIREMENT', 'CKA_OTP_TIME_REQUIREMENT', 'CKA_OTP_COUNTER_REQUIREMENT',
     'CKA_OTP_PIN_REQUIREMENT', 'CKA_AUTH_PIN_FLAGS', 'CKA_ALLOWED_MECHANISMS',
-  ].map((n) => ck[n]),
+    ] as const satisfies readonly CkName[]
+  ).map((n) => ck[n]),
 );
 
-/**
- * Mechanisms whose parameter is a pointer-free struct; the value lists the
- * struct's members in order: 'u' a CK_ULONG, a number N that many bytes.
- */
-const PARAM_LAYOUTS: ReadonlyMap<number, ReadonlyArray<'u' | number>> = new Map<number, ReadonlyArray<'u' | number>>([
-  // CK_RSA_PKCS_PSS_PARAMS { hashAlg, mgf, sLen }
-  ...['CKM_RSA_PKCS_PSS', 'CKM_SHA1_RSA_PKCS_PSS', 'CKM_SHA224_RSA_PKCS_PSS', 'CKM_SHA256_RSA_PKCS_PSS',
-    'CKM_SHA384_RSA_PKCS_PSS', 'CKM_SHA512_RSA_PKCS_PSS'].map((n) => [ck[n], ['u', 'u', 'u']] as const),
-  // CK_MAC_GENERAL_PARAMS is a CK_ULONG
-  ...['CKM_AES_MAC_GENERAL', 'CKM_AES_CMAC_GENERAL', 'CKM_DES3_MAC_GENERAL', 'CKM_MD5_HMAC_GENERAL',
-    'CKM_SHA_1_HMAC_GENERAL', 'CKM_SHA224_HMAC_GENERAL', 'CKM_SHA256_HMAC_GENERAL', 'CKM_SHA384_HMAC_GENERAL',
-    'CKM_SHA512_HMAC_GENERAL'].map((n) => [ck[n], ['u']] as const),
-  // CK_EXTRACT_PARAMS is a CK_ULONG
-  [ck.CKM_EXTRACT_KEY_FROM_KEY, ['u']],
-  // CK_AES_CTR_PARAMS { ulCounterBits, cb[16] }
-  [ck.CKM_AES_CTR, ['u', 16]],
-]);
-
-function readULong(buf: Buffer, off: number, a: ArchLayout): number {
+/** Reads one CK_ULONG in layout `a`; ~0 becomes -1. */
+export function readULong(buf: Buffer, off: number, a: ArchLayout): number {
   if (a.ulongSize === 8) {
     const v = a.littleEndian ? buf.readBigUInt64LE(off) : buf.readBigUInt64BE(off);
     // ~0UL stays recognisable; other values above 2^53 are not PKCS#11 numbers.
@@ -116,28 +101,4 @@ export function convertAttributeLength(type: number, len: number, from: ArchLayo
 export function convertAttributeValue(type: number, value: Buffer, from: ArchLayout, to: ArchLayout): Buffer {
   if (!ULONG_ATTRIBUTES.has(type)) return value;
   return convertULongArray(value, from, to);
-}
-
-/** Converts a mechanism parameter with a known pointer-free layout; others pass unchanged. */
-export function convertMechanismParameter(mech: number, param: Buffer, from: ArchLayout, to: ArchLayout): Buffer {
-  const layout = PARAM_LAYOUTS.get(mech);
-  if (!layout || sameLayout(from, to)) return param;
-  const fromSize = layout.reduce<number>((s, m) => s + (m === 'u' ? from.ulongSize : m), 0);
-  if (param.length !== fromSize) return param;
-  const toSize = layout.reduce<number>((s, m) => s + (m === 'u' ? to.ulongSize : m), 0);
-  const out = Buffer.alloc(toSize);
-  let i = 0;
-  let o = 0;
-  for (const m of layout) {
-    if (m === 'u') {
-      writeULong(out, o, readULong(param, i, from), to);
-      i += from.ulongSize;
-      o += to.ulongSize;
-    } else {
-      param.copy(out, o, i, i + m);
-      i += m;
-      o += m;
-    }
-  }
-  return out;
 }

@@ -1,4 +1,5 @@
 import { LoadedModule, Pkcs11jsBackend } from '../bindings/pkcs11js-backend';
+import { declarePlainParameterMechanisms } from '../pkcs11/mechanism-shapes';
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
 import { AppRegistry } from './dispatch/connection-state';
 import type { ConnectionState } from './dispatch/connection-state';
@@ -19,6 +20,7 @@ export interface Pkcs11Stack {
 
 /** Loads and initializes every configured module once in this process and builds the layer stack. */
 export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
+  declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
   const modules = new Map<string, LoadedModule>();
   try {
     for (const m of s.modules) modules.set(m.alias, new LoadedModule(m.alias, m.path));

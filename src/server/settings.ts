@@ -10,4 +10,6 @@ export interface DaemonSettings {
   /** Worker processes; 0 serves in the main process. */
   workers: number;
   maxRecordSize: number;
+  /** processor.plain_parameter_mechanisms: unknown mechanisms whose raw parameter passes as bytes. */
+  plainParameterMechanisms?: number[];
 }

@@ -20,7 +20,7 @@ const MODULES = 'modules = [("softhsm", "/usr/lib/softhsm/libsofthsm2.so"), ("hs
 /** Patterns compare by source; the compiled RegExp is checked separately. */
 function view(cfg: FilterConfig): unknown {
   return JSON.parse(
-    JSON.stringify({ ...cfg, file: undefined, raw: undefined }, (_k, v: unknown) =>
+    JSON.stringify({ ...cfg, file: undefined, raw: undefined, data: undefined, sourceMap: undefined }, (_k, v: unknown) =>
       v instanceof RegExp ? v.source : v,
     ),
   );

@@ -14,10 +14,10 @@ import {
   archLayout,
   convertAttributeLength,
   convertAttributeValue,
-  convertMechanismParameter,
   NATIVE_ARCH,
 } from '../../pkcs11/arch';
 import type { ArchLayout } from '../../pkcs11/arch';
+import { convertMechanismParameter } from '../../pkcs11/mechanism-shapes';
 import type { ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke } from './generic';
 

@@ -9,7 +9,7 @@ import type {
   px_mechanism_typed,
   RoleFields,
 } from '../../generated/pkcs11_rpc';
-import { constantName, ck, rvName } from '../../pkcs11/constants';
+import { type CkName, constantName, ck, rvName } from '../../pkcs11/constants';
 import { rvOf } from '../../pkcs11/errors';
 import type { ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
@@ -24,12 +24,14 @@ const SECRET_FIELDS: ReadonlySet<string> = new Set(['pin', 'oldPin', 'newPin', '
  * reach a log, so the list is of what is known to be harmless.
  */
 const SHOWN_ATTRIBUTES: ReadonlySet<number> = new Set(
-  [
+  (
+    [
     'CKA_CLASS', 'CKA_TOKEN', 'CKA_PRIVATE', 'CKA_LABEL', 'CKA_ID', 'CKA_KEY_TYPE', 'CKA_MODIFIABLE',
     'CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_SIGN', 'CKA_VERIFY', 'CKA_WRAP',
     'CKA_UNWRAP', 'CKA_DERIVE', 'CKA_MODULUS_BITS', 'CKA_VALUE_LEN', 'CKA_LOCAL', 'CKA_NEVER_EXTRACTABLE',
     'CKA_ALWAYS_SENSITIVE', 'CKA_CERTIFICATE_TYPE', 'CKA_KEY_GEN_MECHANISM',
-  ].map((n) => ck[n]),
+    ] as const satisfies readonly CkName[]
+  ).map((n) => ck[n]),
 );
 
 function fmtAttr(a: px_attribute): string {

@@ -1,0 +1,41 @@
+/**
+ * The configuration that took effect, as log lines: what the daemon serves,
+ * with which modules, limits and policy. No secrets: PINs never appear in a
+ * configuration, and wrapping_format_key is shown only as set or not.
+ */
+import type { DaemonConfig } from './daemon-config';
+import { NOT_ENFORCED, matchPointers } from './not-enforced';
+import type { Plain } from './syntax';
+
+export interface EffectiveRuntime {
+  workers: number;
+  trace: boolean;
+  maxRecordSize: number;
+}
+
+const hex = (v: number): string => `0x${v.toString(16)}`;
+
+export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, endpoints: readonly string[], version: string): string[] {
+  const { server: sc, filter: fc } = dc;
+  // Policy keys present with their neutral value: shown so a reader sees they were read, not dropped.
+  const neutral: string[] = [];
+  for (const e of NOT_ENFORCED) {
+    if (e.file !== 'filter') continue;
+    for (const m of matchPointers(fc.data, e.pointer)) neutral.push(`${m.pointer.slice(1)} (neutral)`);
+  }
+  const raw = fc.raw as { [k: string]: Plain };
+  const lines = [
+    `pkcs11proxyd ${version}: effective configuration (${sc.file}, ${fc.file})`,
+    `  listen: ${endpoints.join(', ')}`,
+    `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}`).join(', ')} (default ${fc.defaultModule})`,
+    `  workers: ${rt.workers === 0 ? 'none (served in the main process)' : rt.workers}`,
+    `  limits: max_record_size ${rt.maxRecordSize}`,
+    `  mechanism parameters: table of known shapes${
+      sc.plainParameterMechanisms.length > 0 ? `; plain bytes also for ${sc.plainParameterMechanisms.map(hex).join(', ')}` : ''
+    }`,
+    `  policy: pass-through (no filter key with an effect is accepted yet)${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''}`,
+    `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
+    `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? 'on' : 'off'}`,
+  ];
+  return lines;
+}

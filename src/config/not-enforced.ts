@@ -1,0 +1,168 @@
+/**
+ * Keys the schemas accept but the daemon does not enforce yet. The daemon's
+ * loader (daemon-config.ts) refuses a configuration that gives one of them a
+ * value with an effect: exit 78, `file:line:col: key 'k': not enforced yet
+ * (...)`. A neutral value (one that means what the key's absence means) is
+ * allowed, so files written for Caml Crush that spell the default still load.
+ * The parsers (parseServerConfig, parseFilterConfig) accept every key; this
+ * table is the one place that says what is not honoured. The issue that
+ * implements a key removes its entry.
+ *
+ * Every other key of server-schema.ts and filter-schema.ts is honoured; where
+ * is listed in HONOURED below (kept next to this table so both are read
+ * together; a test checks that the two cover every schema key).
+ */
+import type { Plain } from './syntax';
+
+export interface PendingKey {
+  readonly file: 'server' | 'filter';
+  /** JSON pointer of the key; `*` stands for any one segment (a list index). */
+  readonly pointer: string;
+  /**
+   * True when the value has no effect (absent: every value is refused).
+   * `parent` is the block holding the key.
+   */
+  readonly neutral?: (value: Plain, parent: { readonly [k: string]: Plain }) => boolean;
+  /** The neutral values, for the message. */
+  readonly neutralText?: string;
+  /** What will enforce it: the key is refused as "not enforced yet". */
+  readonly until?: string;
+  /** Why it will not be: the key is refused as "not supported". */
+  readonly unsupported?: string;
+}
+
+type Rules = Array<[string, Plain]>;
+const isEmptyList = (v: Plain): boolean => Array.isArray(v) && v.length === 0;
+/** A list of (ALIAS_REGEX, LIST) rules whose lists are all empty: a DENY list that denies nothing. */
+const denyNothing = (v: Plain): boolean => Array.isArray(v) && (v as Rules).every((r) => isEmptyList(r[1]));
+/** A list of (ALIAS_REGEX, yes|no) rules that all say no: the default, whichever rule matches first. */
+const allNo = (v: Plain): boolean => Array.isArray(v) && (v as Rules).every((r) => r[1] === 'no' || r[1] === 'false');
+const is =
+  (...values: Plain[]) =>
+  (v: Plain): boolean =>
+    values.includes(v);
+const FILTER_ENGINE = 'the filter engine, next issue';
+
+export const NOT_ENFORCED: readonly PendingKey[] = [
+  // ---- filter.conf: the filter layer is a pass-through until the filter engine lands ----
+  { file: 'filter', pointer: '/forbidden_mechanisms', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/forbidden_functions', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/remove_padding_oracles', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
+  // ALLOW lists: a rule with an empty list hides every object, so only [] is neutral.
+  { file: 'filter', pointer: '/allowed_labels', neutral: isEmptyList, neutralText: '[]', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/allowed_ids', neutral: isEmptyList, neutralText: '[]', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/enforce_ro_sessions', neutral: allNo, neutralText: '[] or rules that all say no', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/forbid_admin_operations', neutral: allNo, neutralText: '[] or rules that all say no', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/filter_actions_pre', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
+  { file: 'filter', pointer: '/filter_actions_post', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
+  // Only wrapping_format_patch reads it; a key nobody reads is a secret left lying around.
+  { file: 'filter', pointer: '/wrapping_format_key', neutral: is(''), neutralText: '""', until: FILTER_ENGINE },
+
+  // ---- pkcs11proxyd.conf ----
+  { file: 'server', pointer: '/netplex/service/*/user', until: 'privilege drop, issue 9' },
+  { file: 'server', pointer: '/netplex/service/*/group', until: 'privilege drop, issue 9' },
+  { file: 'server', pointer: '/netplex/service/*/processor/use_ssl', neutral: is(false), neutralText: 'false', until: 'the TLS issue' },
+  {
+    file: 'server',
+    pointer: '/netplex/service/*/processor/libnames',
+    neutral: is(''),
+    neutralText: '""',
+    unsupported: 'modules come from filter_config; move them to its `modules`',
+  },
+  // netplex process model. Caml Crush requires one connection per process
+  // (conn_limit = 1, one job per thread, free capacities 1); pkcs11proxyd
+  // gives each connection its own virtual handles and login share instead, so
+  // those values are met. Other values ask for something the daemon does not do.
+  { file: 'server', pointer: '/netplex/service/*/conn_limit', neutral: is(1), neutralText: '1', unsupported: 'connections are isolated whatever their count' },
+  { file: 'server', pointer: '/netplex/service/*/startup_timeout', until: 'supervision (worker start timeout)' },
+  { file: 'server', pointer: '/netplex/service/*/gc_when_idle', neutral: is(false), neutralText: 'false', unsupported: 'no use without netplex' },
+  ...(['max_jobs_per_thread', 'min_free_jobs_capacity', 'max_free_jobs_capacity', 'recommended_jobs_per_thread'] as const).map(
+    (k): PendingKey => ({
+      file: 'server',
+      pointer: `/netplex/service/*/workload_manager/${k}`,
+      neutral: is(1),
+      neutralText: '1',
+      unsupported: 'workers serve many isolated connections',
+    }),
+  ),
+  { file: 'server', pointer: '/netplex/service/*/workload_manager/inactivity_timeout', unsupported: 'the worker pool is fixed' },
+  { file: 'server', pointer: '/netplex/service/*/workload_manager/greedy_accepts', unsupported: 'no use without netplex' },
+  { file: 'server', pointer: '/netplex/service/*/protocol/*/lstn_reuseaddr', neutral: is(true), neutralText: 'true', unsupported: 'Node.js always sets SO_REUSEADDR on TCP listeners' },
+  // One logger, on stderr (the log file when detached).
+  { file: 'server', pointer: '/netplex/controller/logging/*/type', neutral: is('stderr'), neutralText: '"stderr"', unsupported: 'pkcs11proxyd logs to stderr' },
+  ...(['max_level', 'format', 'component', 'subchannel', 'file', 'identifier', 'facility'] as const).map(
+    (k): PendingKey => ({
+      file: 'server',
+      pointer: `/netplex/controller/logging/*/${k}`,
+      unsupported: 'use controller.max_level',
+    }),
+  ),
+];
+
+/**
+ * Where each other key takes effect. Keys of a block also listed in
+ * NOT_ENFORCED are honoured for their neutral values.
+ */
+export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<string, string>>>> = {
+  filter: {
+    modules: 'the backends (cli.ts -> DaemonSettings.modules)',
+    debug: 'shown in the effective configuration; the pass-through filter has no messages to select',
+    log_subchannel: 'shown in the effective configuration; one logger, no subchannels',
+  },
+  server: {
+    'netplex.controller.max_level': 'log threshold (cli.ts; PKCS11PROXYD_LOG wins)',
+    'netplex.controller.socket_directory': 'base of relative local socket paths (server-config.ts)',
+    'netplex.service.name': 'the effective configuration log',
+    'netplex.service.protocol.name': 'checked non-empty; one protocol kind',
+    'netplex.service.protocol.lstn_backlog': 'listener (transport, helper D)',
+    'netplex.service.protocol.so_keepalive': 'listener (transport, helper D)',
+    'netplex.service.protocol.tcp_nodelay': 'listener (transport, helper D)',
+    'netplex.service.protocol.local_chmod': 'listener socket mode',
+    'netplex.service.protocol.local_chown': 'listener socket owner',
+    'netplex.service.protocol.address': 'listen addresses',
+    'netplex.service.processor.type': 'checked: rpc_pkcs11',
+    'netplex.service.processor.filter_config': 'modules and policy',
+    'netplex.service.processor.max_record_size': 'record size limit',
+    'netplex.service.processor.workers': 'worker count',
+    'netplex.service.processor.pid_file': 'pid file when detached',
+    'netplex.service.processor.plain_parameter_mechanisms': 'mechanism-shapes.ts (raw parameters passed as bytes)',
+    'netplex.service.processor.tls': 'inert while use_ssl is false (Caml Crush reads TLS keys only with use_ssl)',
+    'netplex.service.processor.cafile': 'inert while use_ssl is false',
+    'netplex.service.processor.certfile': 'inert while use_ssl is false',
+    'netplex.service.processor.certkey': 'inert while use_ssl is false',
+    'netplex.service.processor.cipher_suite': 'inert while use_ssl is false',
+    'netplex.service.processor.dh_params': 'inert while use_ssl is false',
+    'netplex.service.processor.ec_curve_name': 'inert while use_ssl is false',
+    'netplex.service.processor.verify_depth': 'inert while use_ssl is false',
+    'netplex.service.processor.allowed_clients_cert_path': 'inert while use_ssl is false',
+    'netplex.service.workload_manager.type': 'constant: threads is the worker count; dynamic: max_threads caps it',
+    'netplex.service.workload_manager.threads': 'worker count when processor.workers is absent (type constant)',
+    'netplex.service.workload_manager.max_threads': 'upper bound of the worker count',
+  },
+};
+
+/** Every concrete pointer in `data` that `pattern` (with `*` segments) names, with its parent block. */
+export function matchPointers(
+  data: Plain,
+  pattern: string,
+): Array<{ pointer: string; value: Plain; parent: { readonly [k: string]: Plain } }> {
+  const segs = pattern.split('/').slice(1);
+  const out: Array<{ pointer: string; value: Plain; parent: { readonly [k: string]: Plain } }> = [];
+  const walk = (node: Plain, i: number, at: string, parent: { readonly [k: string]: Plain } | null): void => {
+    if (i === segs.length) {
+      if (parent !== null) out.push({ pointer: at, value: node, parent });
+      return;
+    }
+    if (node === null || typeof node !== 'object') return;
+    const seg = segs[i];
+    if (Array.isArray(node)) {
+      if (seg !== '*') return;
+      node.forEach((child, k) => walk(child, i + 1, `${at}/${k}`, parent));
+      return;
+    }
+    const keys = seg === '*' ? Object.keys(node) : Object.prototype.hasOwnProperty.call(node, seg) ? [seg] : [];
+    for (const k of keys) walk(node[k], i + 1, `${at}/${k}`, node);
+  };
+  walk(data, 0, '', null);
+  return out;
+}
