@@ -133,6 +133,8 @@ const slot = m.C_GetSlotList(true).find((id) => (m.C_GetTokenInfo(id).flags & p.
 const session = m.C_OpenSession(slot, p.CKF_SERIAL_SESSION);
 class SyncBackend extends rpc.Pkcs11Passthrough {
   C_GetSessionInfo(_c, a) {
+    // Session 3: the same module call, answered after a turn of the event loop (a call that waits).
+    if (a.session === 3) return new Promise((resolve) => setImmediate(() => resolve(this.C_GetSessionInfo(_c, { session: 1 }))));
     if (a.session !== 1) return { rv: p.CKR_SESSION_HANDLE_INVALID, info: { slotID: 0, state: 0, flags: 0, deviceError: 0 } };
     const i = m.C_GetSessionInfo(session);
     return { rv: 0, info: { slotID: 0, state: i.state, flags: i.flags, deviceError: i.deviceError } };
@@ -152,19 +154,31 @@ const results = outs.map((o) => ({
   kind: o.kind,
   rv: o.kind === 'success_framed' ? rpc.xdrDecode(def.ret, o.frame.subarray(${FRAMED_REPLY_PREFIX_SIZE})).rv : null,
 }));
-m.C_Finalize();
-process.stdout.write(JSON.stringify({ promises, results }));
+// A call behind one that waits starts after it, and the replies come in arrival order.
+const order = [];
+const waiting = d.handleCall(header, rpc.xdrEncode(def.args, { session: 3 }));
+const behind = d.handleCall(header, rpc.xdrEncode(def.args, { session: 2 }));
+const queued = { waiting: waiting instanceof Promise, behind: behind instanceof Promise };
+Promise.all([waiting.then(() => order.push('waiting')), behind.then(() => order.push('behind'))]).then(() => {
+  const after = d.handleCall(header, args[0]);
+  m.C_Finalize();
+  process.stdout.write(JSON.stringify({ promises, results, queued, order, afterIsPromise: after instanceof Promise }));
+});
 `;
 
 describe('dispatcher over a stack that answers without waiting', () => {
-  it('answers a framed reply directly, creating no promise', () => {
+  it('answers a framed reply directly, creating no promise; queues only behind a call in flight', () => {
     const hsm = createSoftHsm(['sync']);
     try {
       const out = execFileSync(process.execPath, ['-e', PROBE], {
         env: { ...hsm.env, ROOT: path.resolve(__dirname, '../..'), MODULE: SOFTHSM_MODULE },
       });
-      const r = JSON.parse(out.toString()) as { promises: number; results: { promise: boolean; kind: string; rv: number }[] };
+      const r = JSON.parse(out.toString()) as Record<string, unknown>;
       expect(r).toEqual({
+        queued: { waiting: true, behind: true },
+        order: ['waiting', 'behind'],
+        // Once nothing is in flight, calls answer directly again.
+        afterIsPromise: false,
         promises: 0,
         results: [
           { promise: false, kind: 'success_framed', rv: ck.CKR_OK },
