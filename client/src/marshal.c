@@ -1,15 +1,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attribute_shapes.gen.h"
 #include "marshal.h"
 
 /* Largest output buffer announced per attribute in C_GetAttributeValue. */
 #define PX_MAX_ATTR_BUFFER (16UL * 1024 * 1024)
 
-/* Attribute types whose values hold pointers (CK_ATTRIBUTE arrays):
- * raw bytes cannot carry them. */
+/* Nested templates (CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE,
+ * CKA_DERIVE_TEMPLATE: CK_ATTRIBUTE arrays) hold pointers, which raw bytes
+ * cannot carry. Every other shape, CK_ULONG arrays such as
+ * CKA_ALLOWED_MECHANISMS included, is plain bytes in this process's layout
+ * (rpc/attributes.table). */
 static bool attr_has_pointers(CK_ATTRIBUTE_TYPE type) {
-  return (type & CKF_ARRAY_ATTRIBUTE) != 0;
+  return px_attr_shape_of(type) == PX_ATTR_TEMPLATE;
 }
 
 CK_RV px_template_in(const CK_ATTRIBUTE *t, CK_ULONG n, px_template *out) {
@@ -117,14 +121,17 @@ CK_RV px_template_out(CK_ATTRIBUTE *t, CK_ULONG n, const px_template *reply,
       t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
       continue;
     }
-    if (t[i].pValue == NULL) {
-      t[i].ulValueLen = got > 0 ? (CK_ULONG)got : (CK_ULONG)r->valueLen;
-      continue;
-    }
+    /* A nested template's bytes from the wire cannot be a CK_ATTRIBUTE
+     * array of this process: unavailable, in the size query too, so that
+     * the query and the call agree. */
     if (attr_has_pointers(t[i].type) && (got > 0 || r->valueLen > 0)) {
       t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
       if (rv == CKR_OK)
         rv = CKR_ATTRIBUTE_SENSITIVE;
+      continue;
+    }
+    if (t[i].pValue == NULL) {
+      t[i].ulValueLen = got > 0 ? (CK_ULONG)got : (CK_ULONG)r->valueLen;
       continue;
     }
     CK_ULONG need = got > 0 ? (CK_ULONG)got : (CK_ULONG)r->valueLen;

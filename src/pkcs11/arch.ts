@@ -1,4 +1,5 @@
-import { type CkName, ck } from './constants';
+import { ATTR_SHAPE, ATTRIBUTE_NAMES, attributeShape } from '../generated/attribute-shapes';
+import type { AttrShape } from '../generated/attribute-shapes';
 
 /** C_SetupArch codes (wire facts of program 4 version 3). */
 export const ARCH_LE64 = 1;
@@ -33,24 +34,6 @@ export const NATIVE_ARCH: ArchLayout = (() => {
   return LAYOUTS.get(code)!;
 })();
 
-/**
- * Attribute types whose value is one CK_ULONG (or, for CKA_ALLOWED_MECHANISMS,
- * an array of them) and so depends on the peer's layout.
- */
-export const ULONG_ATTRIBUTES: ReadonlySet<number> = new Set(
-  (
-    [
-    'CKA_CLASS', 'CKA_CERTIFICATE_TYPE', 'CKA_CERTIFICATE_CATEGORY', 'CKA_JAVA_MIDP_SECURITY_DOMAIN',
-    'CKA_NAME_HASH_ALGORITHM', 'CKA_KEY_TYPE', 'CKA_MODULUS_BITS', 'CKA_PRIME_BITS', 'CKA_SUBPRIME_BITS',
-    'CKA_VALUE_BITS', 'CKA_VALUE_LEN', 'CKA_KEY_GEN_MECHANISM', 'CKA_HW_FEATURE_TYPE', 'CKA_PIXEL_X',
-    'CKA_PIXEL_Y', 'CKA_RESOLUTION', 'CKA_CHAR_ROWS', 'CKA_CHAR_COLUMNS', 'CKA_BITS_PER_PIXEL',
-    'CKA_MECHANISM_TYPE', 'CKA_OTP_FORMAT', 'CKA_OTP_LENGTH', 'CKA_OTP_TIME_INTERVAL',
-    'CKA_OTP_CHALLENGE_REQUIREMENT', 'CKA_OTP_TIME_REQUIREMENT', 'CKA_OTP_COUNTER_REQUIREMENT',
-    'CKA_OTP_PIN_REQUIREMENT', 'CKA_AUTH_PIN_FLAGS', 'CKA_ALLOWED_MECHANISMS',
-    ] as const satisfies readonly CkName[]
-  ).map((n) => ck[n]),
-);
-
 /** Reads one CK_ULONG in layout `a`; ~0 becomes -1. */
 export function readULong(buf: Buffer, off: number, a: ArchLayout): number {
   if (a.ulongSize === 8) {
@@ -81,8 +64,7 @@ function sameLayout(a: ArchLayout, b: ArchLayout): boolean {
 
 /**
  * Re-encodes an array of CK_ULONGs from one layout to another. A value whose
- * length is not a whole number of CK_ULONGs is returned unchanged: the
- * backend will reject it as it would for a local caller.
+ * length is not a whole number of CK_ULONGs is returned unchanged.
  */
 export function convertULongArray(value: Buffer, from: ArchLayout, to: ArchLayout): Buffer {
   if (sameLayout(from, to) || value.length % from.ulongSize !== 0) return value;
@@ -92,13 +74,70 @@ export function convertULongArray(value: Buffer, from: ArchLayout, to: ArchLayou
   return out;
 }
 
-/** Length an attribute value of `len` bytes in layout `from` has in layout `to`. */
+/**
+ * Why an attribute value cannot be carried: its length does not fit its
+ * shape in the sender's layout, or it holds the sender's pointers.
+ */
+export class AttributeShapeError extends Error {
+  readonly code = 'ATTRIBUTE_SHAPE';
+  constructor(
+    readonly type: number,
+    readonly detail: string,
+  ) {
+    super(`attribute ${ATTRIBUTE_NAMES.get(type) ?? '0x' + type.toString(16)}: ${detail}`);
+    this.name = 'AttributeShapeError';
+  }
+}
+
+/** True for shapes whose bytes depend on the CK_ULONG layout. */
+function ulongShaped(shape: AttrShape): boolean {
+  return shape === ATTR_SHAPE.ULONG || shape === ATTR_SHAPE.ULONGS;
+}
+
+/**
+ * Length, in layout `to`, of an attribute value that is `len` bytes in
+ * layout `from` (as convertAttributeValue re-encodes it). -1
+ * (CK_UNAVAILABLE_INFORMATION) and lengths that are no whole number of
+ * CK_ULONGs stay as they are.
+ */
 export function convertAttributeLength(type: number, len: number, from: ArchLayout, to: ArchLayout): number {
-  if (len < 0 || !ULONG_ATTRIBUTES.has(type) || sameLayout(from, to) || len % from.ulongSize !== 0) return len;
+  if (len < 0 || sameLayout(from, to) || !ulongShaped(attributeShape(type)) || len % from.ulongSize !== 0) return len;
   return (len / from.ulongSize) * to.ulongSize;
 }
 
+/**
+ * Size, in layout `to`, of a C_GetAttributeValue output buffer of `len`
+ * bytes in layout `from`: room for as many whole CK_ULONGs. A 32-bit
+ * caller's 4-byte CKA_CLASS buffer is an 8-byte one for a 64-bit module; a
+ * 6-byte buffer for CKA_ALLOWED_MECHANISMS holds one mechanism.
+ */
+export function convertAttributeCapacity(type: number, len: number, from: ArchLayout, to: ArchLayout): number {
+  if (len < 0 || sameLayout(from, to) || !ulongShaped(attributeShape(type))) return len;
+  return Math.floor(len / from.ulongSize) * to.ulongSize;
+}
+
+/**
+ * Checks a value sent by a client against its type's shape: a CK_ULONG is
+ * exactly one CK_ULONG of the client's layout, a CK_ULONG array a whole
+ * number of them, a nested template (CK_ATTRIBUTE array) is never carried as
+ * bytes since its pValue members are addresses in the client's memory
+ * (only the empty template has none). Throws AttributeShapeError.
+ */
+export function checkAttributeValue(type: number, value: Buffer, from: ArchLayout): void {
+  const shape = attributeShape(type);
+  if (shape === ATTR_SHAPE.ULONG && value.length !== from.ulongSize) {
+    throw new AttributeShapeError(type, `a CK_ULONG is ${from.ulongSize} bytes, got ${value.length}`);
+  }
+  if (shape === ATTR_SHAPE.ULONGS && value.length % from.ulongSize !== 0) {
+    throw new AttributeShapeError(type, `${value.length} bytes is not a whole number of ${from.ulongSize}-byte CK_ULONGs`);
+  }
+  if (shape === ATTR_SHAPE.TEMPLATE && value.length !== 0) {
+    throw new AttributeShapeError(type, 'a nested template holds pointers into the client\'s memory');
+  }
+}
+
+/** Re-encodes an attribute value's CK_ULONGs (per its shape) from layout `from` to `to`; other shapes pass as they are. */
 export function convertAttributeValue(type: number, value: Buffer, from: ArchLayout, to: ArchLayout): Buffer {
-  if (!ULONG_ATTRIBUTES.has(type)) return value;
+  if (sameLayout(from, to) || !ulongShaped(attributeShape(type))) return value;
   return convertULongArray(value, from, to);
 }

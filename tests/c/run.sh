@@ -38,7 +38,7 @@ ok() { passed=$((passed + 1)); echo "PASS $*"; }
 ko() { failed=$((failed + 1)); echo "FAIL $*"; }
 
 make -C "$root/client" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
-make -C "$here" build/test_client >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+make -C "$here" build/test_client build/test_attrs >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/p11client-tests.XXXXXX")
 cleanup() {
@@ -112,6 +112,38 @@ for group in sizes mechanisms; do
 done
 kill "$refragment_pid" 2>/dev/null
 wait "$refragment_pid" 2>/dev/null
+
+# ---- attribute value shapes (test_attrs.c) ----
+# Our library under valgrind or the sanitizers; against our daemon also
+# Caml Crush's client library (uninstrumented: OCaml's runtime is not ours).
+run_attrs() { # name, library, command prefix...
+  local name=$1 attrs_lib=$2; shift 2
+  local out="$work/test-attrs-$name.log"
+  P11CLIENT_LIB="$attrs_lib" "$@" >"$out" 2>&1
+  local rc=$? summary gp=0 gf=0
+  summary=$(tail -n 1 "$out")
+  if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    gp=${BASH_REMATCH[1]} gf=${BASH_REMATCH[2]}
+  fi
+  passed=$((passed + gp))
+  if [ $rc -eq 0 ] && [ "$gf" -eq 0 ] && [ "$gp" -gt 0 ]; then
+    echo "PASS C tests [attrs, $name]: $summary"
+  else
+    failed=$((failed + gf + 1))
+    echo "FAIL C tests [attrs, $name] (exit $rc): $summary"
+    sed 's/^/    /' "$out" | tail -n 40
+  fi
+}
+attrs_bin="$here/build/test_attrs"
+if [ "$SANITIZERS" = 1 ]; then
+  make -C "$here" build/test_attrs-san >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+  attrs_bin="$here/build/test_attrs-san"
+fi
+run_attrs ours "$lib" "${vg[@]}" "$attrs_bin"
+camlcrush_client=/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so
+if [ "$DAEMON" = ours ] && [ "$SANITIZERS" != 1 ]; then
+  P11TEST_CLIENT=camlcrush run_attrs camlcrush "$camlcrush_client" "$here/build/test_attrs"
+fi
 
 if [ "$SANITIZERS" = 1 ]; then
   echo "$passed passed, $failed failed"

@@ -28,9 +28,9 @@ describe('src/generated/pkcs11_{rpc_codecs,calls,rpc}.ts', () => {
     for (const f of FILES) expect(fs.readFileSync(path.join(dir, f), 'utf8')).toBe(fs.readFileSync(committed(f), 'utf8'));
   });
 
-  it('npm run generate writes exactly these files', () => {
-    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { generate: string } };
-    expect(pkg.scripts.generate).toContain(`main.js ${args('src/generated').join(' ')}`);
+  it('npm run generate:xdr writes exactly these files', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['generate:xdr']).toContain(`main.js ${args('src/generated').join(' ')}`);
   });
 
   it('--check accepts the committed files and rejects a stale one', () => {
