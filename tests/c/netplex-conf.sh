@@ -16,7 +16,8 @@ CONF
 # Writes DIR/filter.conf (only `modules`, a pass-through policy) and
 # DIR/pkcs11proxyd.conf in Caml Crush's netplex syntax, which both Debian's
 # Caml Crush daemon and ours load. Caml Crush needs the workload_manager
-# block; ours accepts and ignores it.
+# block; ours honours max_threads as a cap on its workers and accepts the
+# one-job-per-process values Caml Crush requires (src/config/not-enforced.ts).
 write_netplex_conf() {
   local dir=$1 module=$2 alias=$3 address=$4
   cat > "$dir/filter.conf" <<CONF

@@ -69,4 +69,9 @@ describe('src/generated/pkcs11-constants.ts', () => {
     expect(ck.CKR_PUBLIC_KEY_INVALID).toBe(0x1b9);
     expect(ck.CKR_UNWRAPPING_KEY_HANDLE_INVALID).toBe(0xf0);
   });
+
+  it('is typed: a misspelt name does not compile (checked by npm run typecheck)', () => {
+    // @ts-expect-error CKR_TYPO is not a PKCS#11 constant
+    expect(ck.CKR_TYPO).toBeUndefined();
+  });
 });
