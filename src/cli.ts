@@ -176,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
       trace: o.trace,
       workers: o.workers ?? sc.workers ?? os.availableParallelism(),
       maxRecordSize: sc.maxRecordSize,
+      connectionLimits: sc.connectionLimits,
     };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
   } catch (e) {

@@ -64,7 +64,10 @@ describe('unix sockets', () => {
     ]);
     const c = await connect({ path: p });
     expectEcho(await rawCall(c, 1, ECHO_PROG, ECHO_VERS, PROC.ECHO, xdrOpaque('u')), 1, 'u');
-    expect(program.opened).toEqual([{ id: 1, transport: 'unix', remote: 'unix' }]);
+    // SO_PEERCRED names this very process: it called connect(2).
+    expect(program.opened).toEqual([
+      { id: 1, transport: 'unix', remote: 'unix', peer: { transport: 'unix', uid: process.getuid!(), gid: process.getgid!(), pid: process.pid } },
+    ]);
   });
 
   it.each([
@@ -163,7 +166,12 @@ describe('TCP', () => {
     expect(res.port).toBeGreaterThan(0);
     const c = await connect({ host: '127.0.0.1', port: res.port! });
     expectEcho(await rawCall(c, 4, ECHO_PROG, ECHO_VERS, PROC.ECHO, xdrOpaque('tcp')), 4, 'tcp');
-    expect(program.opened[0]).toEqual({ id: 1, transport: 'tcp', remote: `127.0.0.1:${c.socket.localPort}` });
+    expect(program.opened[0]).toEqual({
+      id: 1,
+      transport: 'tcp',
+      remote: `127.0.0.1:${c.socket.localPort}`,
+      peer: { transport: 'tcp', address: '127.0.0.1', port: c.socket.localPort },
+    });
   });
 
   it('listens on unix and TCP addresses at once', async () => {
