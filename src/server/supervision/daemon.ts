@@ -301,6 +301,9 @@ export class Daemon {
       peer: h.peer,
       initial: h.initial.toString('base64'),
     };
+    // Without `server`, Node sends a plain socket: the worker's copy is not tracked by our
+    // net.Server, whose close() would otherwise wait for every connection the workers serve.
+    (h.sock as unknown as { server: unknown }).server = null;
     // keepOpen: our descriptor stays open until the worker's 'taken' (or its death).
     child.send(msg, h.sock, { keepOpen: true }, (err) => {
       if (err && w.pending.get(h.id) === h) {
@@ -320,10 +323,11 @@ export class Daemon {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    await this.listener?.close();
+    const closed = this.listener?.close();
     for (const w of this.slots) this.rescue(w);
-    await Promise.all(
-      this.slots.map(
+    await Promise.all([
+      closed,
+      ...this.slots.map(
         (w) =>
           new Promise<void>((res) => {
             const c = w.child;
@@ -332,7 +336,7 @@ export class Daemon {
             c.kill('SIGTERM');
           }),
       ),
-    );
+    ]);
     if (this.inProcess) await this.inProcess.shutdown();
   }
 }

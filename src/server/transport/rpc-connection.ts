@@ -51,6 +51,8 @@ export class RpcConnection {
   /** Handler promises not yet settled; close() waits for zero. */
   private running = 0;
   private readPaused = false;
+  /** A pump() is scheduled for the next turn of the event loop. */
+  private pumpScheduled = false;
   /** Set while pump() runs, so completions inside it do not re-enter. */
   private pumping = false;
   /** The peer sent FIN: finish pending replies, then end our side. */
@@ -117,7 +119,12 @@ export class RpcConnection {
     return this.heldReplyBytes() >= this.opts.maxReplyBytes;
   }
 
-  /** Dispatch backlog records while within the pending-call and held-reply bounds. */
+  /**
+   * Dispatch backlog records while within the pending-call and held-reply bounds. After a call
+   * that went asynchronous the rest waits for the next turn of the event loop: its reply's bytes
+   * are then counted, and other connections' calls run in between, so one connection's pipeline
+   * of costly calls cannot hold the loop.
+   */
   private pump(): void {
     if (this.pumping) return;
     this.pumping = true;
@@ -129,13 +136,27 @@ export class RpcConnection {
         this.slots.length < this.opts.maxPendingCalls &&
         !this.overReplyBound()
       ) {
+        const running = this.running;
         this.dispatch(this.backlog.shift()!);
+        if (this.running > running && this.backlog.length > 0) {
+          this.pumpLater();
+          break;
+        }
       }
     } finally {
       this.pumping = false;
     }
     this.updateFlow();
     this.maybeEnd();
+  }
+
+  private pumpLater(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   private updateFlow(): void {

@@ -25,6 +25,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra keys for the netplex protocol block (e.g. local_chmod). */
   protocolExtra?: string;
+  /** Extra keys for the netplex processor block (e.g. max_reply_bytes). */
+  processorExtra?: string;
 }
 
 export interface RunningDaemon {
@@ -51,7 +53,7 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
   fs.writeFileSync(
     serverConf,
     `netplex { service { name = "t"; protocol { name = "rpc_pkcs11"; ${o.protocolExtra ?? ''} address { type = "local"; path = "${socketPath}"; }; ${tcp} };
-       processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
+       processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} ${o.processorExtra ?? ''} }; }; };\n`,
   );
   const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
   if (o.trace) args.push('-debug-pkcs11');
