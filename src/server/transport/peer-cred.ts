@@ -29,10 +29,13 @@ function packageRoot(): string {
   return dir;
 }
 
-/** Loads the addon; throws (with the path) when it was not built. Called before a Unix listener binds. */
+/** Loads the addon; throws (with the path and the fix) when it was not built. Called before a Unix listener binds. */
 export function loadPeerCredAddon(): void {
   if (addon) return;
   const file = path.join(packageRoot(), 'native', 'peercred', 'build', 'Release', 'peercred.node');
+  if (!fs.existsSync(file)) {
+    throw new Error(`the SO_PEERCRED addon ${file} is missing: run 'npm run build' (it needs node-gyp and a C compiler)`);
+  }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   addon = require(file) as PeerCredAddon;
 }
