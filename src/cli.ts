@@ -187,6 +187,7 @@ export async function main(argv: string[]): Promise<number> {
       workers: o.workers ?? sc.workers ?? defaultWorkers,
       maxRecordSize: sc.maxRecordSize,
       plainParameterMechanisms: sc.plainParameterMechanisms,
+      connectionLimits: sc.connectionLimits,
     };
     loaded = { server: sc, filter: fc };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');

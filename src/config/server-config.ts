@@ -5,15 +5,42 @@
 import path from 'path';
 import type { SchemaObject } from 'ajv';
 import { readConfigText } from './read';
-import { DEFAULT_MAX_RECORD_SIZE, type LOG_LEVELS, serverSchema } from './server-schema';
+import {
+  DEFAULT_MAX_INFLIGHT_CALLS,
+  DEFAULT_MAX_RECORD_SIZE,
+  DEFAULT_MAX_REPLY_BYTES,
+  DEFAULT_STALL_TIMEOUT_MS,
+  type LOG_LEVELS,
+  serverSchema,
+} from './server-schema';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { compileSchema, invalidAt, validatePlain } from './validate';
 import { constantByName } from '../pkcs11/constants';
 import { MECHANISM_SHAPES } from '../pkcs11/mechanism-shapes';
 
+/** Socket options of the protocol block an address belongs to (absent: the daemon's default). */
+interface SocketKeys {
+  /** lstn_backlog */
+  backlog?: number;
+  /** tcp_nodelay (TCP only) */
+  tcpNoDelay?: boolean;
+  /** so_keepalive (TCP only) */
+  keepAlive?: boolean;
+}
+
 export type ListenAddress =
-  | { type: 'local'; path: string; mode?: number; owner?: string; group?: string }
-  | { type: 'internet'; host: string; port: number };
+  | ({ type: 'local'; path: string; mode?: number; owner?: string; group?: string } & SocketKeys)
+  | ({ type: 'internet'; host: string; port: number } & SocketKeys);
+
+/** Per-connection bounds (processor keys, ours). */
+export interface ConnectionLimits {
+  /** max_inflight_calls: calls read and not yet answered, above which reading pauses. */
+  maxPendingCalls: number;
+  /** max_reply_bytes: encoded replies held for a slow reader, above which no call is dispatched. */
+  maxReplyBytes: number;
+  /** stall_timeout_ms: a reader that takes none of its held replies this long is dropped. */
+  stallTimeoutMs: number;
+}
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -43,6 +70,8 @@ export interface ServerConfig {
   tls?: TlsSettings;
   /** processor.max_record_size (our key). */
   maxRecordSize: number;
+  /** processor.max_inflight_calls, max_reply_bytes, stall_timeout_ms (our keys), defaults filled in. */
+  connectionLimits: ConnectionLimits;
   /** processor.workers (our key); null = daemon default. */
   workers: number | null;
   /** processor.pid_file (our key), absolute. */
@@ -78,6 +107,9 @@ interface ProtocolBlock {
   name: string;
   local_chmod?: number | string;
   local_chown?: string;
+  lstn_backlog?: number;
+  tcp_nodelay?: boolean;
+  so_keepalive?: boolean;
   address: AddressBlock[];
 }
 interface TlsBlock {
@@ -98,6 +130,9 @@ interface ProcessorBlock {
   verify_depth?: number;
   tls?: TlsBlock;
   max_record_size?: number;
+  max_inflight_calls?: number;
+  max_reply_bytes?: number;
+  stall_timeout_ms?: number;
   workers?: number;
   pid_file?: string;
   plain_parameter_mechanisms?: string;
@@ -197,10 +232,14 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
       else mode = r;
     }
     const [owner, group] = proto.local_chown ? proto.local_chown.split(':') : [undefined, undefined];
+    const keys: SocketKeys = {};
+    if (proto.lstn_backlog !== undefined) keys.backlog = proto.lstn_backlog;
+    if (proto.tcp_nodelay !== undefined) keys.tcpNoDelay = proto.tcp_nodelay;
+    if (proto.so_keepalive !== undefined) keys.keepAlive = proto.so_keepalive;
     proto.address.forEach((addr, ai) => {
       const ap = `${pp}/address/${ai}`;
       if (addr.type === 'local') {
-        const a: ListenAddress = { type: 'local', path: fromSocketDir(addr.path as string) };
+        const a: ListenAddress = { type: 'local', path: fromSocketDir(addr.path as string), ...keys };
         if (mode !== undefined) a.mode = mode;
         if (owner !== undefined) a.owner = owner;
         if (group !== undefined) a.group = group;
@@ -208,7 +247,7 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
       } else {
         const r = parseBind(addr.bind as string);
         if (typeof r === 'string') fail(`${ap}/bind`, r);
-        else listen.push({ type: 'internet', host: r.host, port: r.port });
+        else listen.push({ type: 'internet', host: r.host, port: r.port, ...keys });
       }
     });
   });
@@ -262,6 +301,11 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     filterConfig: proc.filter_config !== undefined ? fromConf(proc.filter_config) : null,
     useTls,
     maxRecordSize: proc.max_record_size ?? DEFAULT_MAX_RECORD_SIZE,
+    connectionLimits: {
+      maxPendingCalls: proc.max_inflight_calls ?? DEFAULT_MAX_INFLIGHT_CALLS,
+      maxReplyBytes: proc.max_reply_bytes ?? DEFAULT_MAX_REPLY_BYTES,
+      stallTimeoutMs: proc.stall_timeout_ms ?? DEFAULT_STALL_TIMEOUT_MS,
+    },
     workers: proc.workers ?? null,
     pidFile: proc.pid_file !== undefined ? fromConf(proc.pid_file) : null,
     user: service.user ?? null,

@@ -14,6 +14,10 @@ import type { SchemaObject } from 'ajv';
 export const DEFAULT_MAX_RECORD_SIZE = 16 * 1024 * 1024;
 export const MIN_MAX_RECORD_SIZE = 4096;
 export const MAX_MAX_RECORD_SIZE = 1024 * 1024 * 1024;
+/** Per-connection bounds; the transport's own defaults (rpc-connection.ts) are the same numbers. */
+export const DEFAULT_MAX_INFLIGHT_CALLS = 16;
+export const DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 export const MAX_WORKERS = 1024;
 
 type S = SchemaObject;
@@ -115,10 +119,10 @@ const protocol = block(
   'Listening sockets of the service.',
   {
     name: str('netplex protocol name; Caml Crush uses "rpc_pkcs11".', { minLength: 1 }),
-    lstn_backlog: int('listen(2) backlog.', { minimum: 1 }),
+    lstn_backlog: int('listen(2) backlog of the sockets of this protocol (default 1024; the kernel caps it at net.core.somaxconn).', { minimum: 1, maximum: 65535 }),
     lstn_reuseaddr: bool('Set SO_REUSEADDR on listening sockets.'),
-    so_keepalive: bool('Set SO_KEEPALIVE on accepted sockets.'),
-    tcp_nodelay: bool('Set TCP_NODELAY on accepted sockets.'),
+    so_keepalive: bool('Set SO_KEEPALIVE on accepted TCP sockets of this protocol (default true).'),
+    tcp_nodelay: bool('Set TCP_NODELAY on accepted TCP sockets of this protocol (default true).'),
     local_chmod: {
       type: ['integer', 'string'],
       description:
@@ -181,6 +185,18 @@ const processor = block(
     max_record_size: int(
       `pkcs11proxyd extension: largest accepted RPC record in bytes (default ${DEFAULT_MAX_RECORD_SIZE}). Larger records close the connection.`,
       { minimum: MIN_MAX_RECORD_SIZE, maximum: MAX_MAX_RECORD_SIZE },
+    ),
+    max_inflight_calls: int(
+      `pkcs11proxyd extension: calls read from one connection and not yet answered, above which the daemon stops reading it (default ${DEFAULT_MAX_INFLIGHT_CALLS}).`,
+      { minimum: 1, maximum: 4096 },
+    ),
+    max_reply_bytes: int(
+      `pkcs11proxyd extension: bytes of replies held for one connection that does not read them, above which no further call of it is run (default ${DEFAULT_MAX_REPLY_BYTES}).`,
+      { minimum: 4096, maximum: MAX_MAX_RECORD_SIZE },
+    ),
+    stall_timeout_ms: int(
+      `pkcs11proxyd extension: a connection over max_reply_bytes whose peer takes no bytes for this long is closed (default ${DEFAULT_STALL_TIMEOUT_MS}).`,
+      { minimum: 100, maximum: 3_600_000 },
     ),
     workers: int('pkcs11proxyd extension: number of worker processes (default: chosen by the daemon).', {
       minimum: 1,

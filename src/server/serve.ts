@@ -51,6 +51,7 @@ export function createPkcs11Server(s: DaemonSettings, log: Logger, workerIndex: 
   const pkcs11 = createPkcs11Stack(s, log, workerIndex);
   const server = new RpcServer({
     maxRecordSize: s.maxRecordSize,
+    ...s.connectionLimits,
     createHandler: (info) => pkcs11.createDispatcher(info),
     log: (level, msg) => log(level, msg),
   });

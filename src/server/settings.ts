@@ -1,5 +1,12 @@
 import type { ListenAddress } from './transport/types';
 
+/** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
+export interface ConnectionLimits {
+  maxPendingCalls: number;
+  maxReplyBytes: number;
+  stallTimeoutMs: number;
+}
+
 /** What one daemon process needs to serve; plain data so it can be handed to workers. */
 export interface DaemonSettings {
   listen: ListenAddress[];
@@ -12,4 +19,6 @@ export interface DaemonSettings {
   maxRecordSize: number;
   /** processor.plain_parameter_mechanisms: unknown mechanisms whose raw parameter passes as bytes. */
   plainParameterMechanisms?: number[];
+  /** Absent: the transport's defaults. */
+  connectionLimits?: ConnectionLimits;
 }

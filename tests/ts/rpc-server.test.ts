@@ -5,7 +5,7 @@ import os from 'os';
 import path from 'path';
 import { RpcServer } from '../../src/server/transport/rpc-server';
 import type { ConnectionInfo, RpcServerOptions } from '../../src/server/transport/types';
-import { RawRpcClient, rawCall, xdrOpaque, type ParsedReply } from './helpers/raw-rpc-client';
+import { authSysBody, RawRpcClient, rawCall, xdrOpaque, type ParsedReply } from './helpers/raw-rpc-client';
 import { ECHO_PROG, ECHO_VERS, EchoProgram, PROC } from './helpers/rpc-echo-program';
 
 let dir: string;
@@ -56,6 +56,22 @@ function codeOf(e: unknown): unknown {
 }
 
 describe('unix sockets', () => {
+  it('records the AUTH_SYS credential of the latest call in the connection info', async () => {
+    const { server, program } = makeServer();
+    const p = path.join(dir, 'auth.sock');
+    await server.listen([{ type: 'local', path: p }]);
+    const c = await connect({ path: p });
+    const call = (xid: number, credFlavor: number, cred: Buffer) =>
+      c.call({ xid, prog: ECHO_PROG, vers: ECHO_VERS, proc: PROC.ECHO, args: xdrOpaque('a'), credFlavor, cred });
+    expectEcho(await call(1, 0, Buffer.alloc(0)), 1, 'a');
+    expect(program.opened[0].authSys).toBeUndefined();
+    expectEcho(await call(2, 1, authSysBody({ stamp: 7, machine: 'box', uid: 1001, gid: 1002, gids: [5, 6] })), 2, 'a');
+    expect(program.opened[0].authSys).toEqual({ stamp: 7, machineName: 'box', uid: 1001, gid: 1002, gids: [5, 6] });
+    expectEcho(await call(3, 1, authSysBody({ uid: 0, gid: 0 })), 3, 'a');
+    expect(program.opened[0].authSys).toMatchObject({ uid: 0, gid: 0, gids: [] });
+    c.socket.destroy();
+  });
+
   it('listens on a path and serves calls', async () => {
     const { server, program } = makeServer();
     const p = path.join(dir, 'a.sock');
@@ -64,7 +80,10 @@ describe('unix sockets', () => {
     ]);
     const c = await connect({ path: p });
     expectEcho(await rawCall(c, 1, ECHO_PROG, ECHO_VERS, PROC.ECHO, xdrOpaque('u')), 1, 'u');
-    expect(program.opened).toEqual([{ id: 1, transport: 'unix', remote: 'unix' }]);
+    // SO_PEERCRED names this very process: it called connect(2).
+    expect(program.opened).toEqual([
+      { id: 1, transport: 'unix', remote: 'unix', peer: { transport: 'unix', uid: process.getuid!(), gid: process.getgid!(), pid: process.pid } },
+    ]);
   });
 
   it.each([
@@ -163,7 +182,12 @@ describe('TCP', () => {
     expect(res.port).toBeGreaterThan(0);
     const c = await connect({ host: '127.0.0.1', port: res.port! });
     expectEcho(await rawCall(c, 4, ECHO_PROG, ECHO_VERS, PROC.ECHO, xdrOpaque('tcp')), 4, 'tcp');
-    expect(program.opened[0]).toEqual({ id: 1, transport: 'tcp', remote: `127.0.0.1:${c.socket.localPort}` });
+    expect(program.opened[0]).toEqual({
+      id: 1,
+      transport: 'tcp',
+      remote: `127.0.0.1:${c.socket.localPort}`,
+      peer: { transport: 'tcp', address: '127.0.0.1', port: c.socket.localPort },
+    });
   });
 
   it('listens on unix and TCP addresses at once', async () => {

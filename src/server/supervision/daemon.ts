@@ -1,26 +1,32 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import { errorMessage } from '../../pkcs11/errors';
 import type { Logger } from '../log';
-import type { ListenAddress, ListenResult } from '../transport/types';
+import type { ListenAddress, ListenResult, PeerIdentity } from '../transport/types';
 import { PROCEDURES, px_JoinApp_argsCodec, xdrDecode } from '../../generated/pkcs11_rpc';
-import { applySocketPermissions, removeStaleSocket } from '../transport/local-socket';
+import { DEFAULT_SOCKET_OPTIONS, describePeer, Listener } from '../transport/listener';
 import { RecordAssembler } from '../transport/record-marking';
 import { parseCall } from '../transport/rpc-message';
 import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
-
-/** Delay before replacing a worker that died, doubled per consecutive death, capped. */
-const RESPAWN_BASE_MS = 200;
-const RESPAWN_MAX_MS = 10_000;
+import { Backoff, DEFAULT_BACKOFF } from './backoff';
+import type { ConnMessage, ToPrimary } from './handover';
 
 /** The primary reads at most one record of this size from a new connection to route it. */
 const FIRST_RECORD_PEEK_MAX = 4096;
 /** ...and waits at most this long for it. */
 const FIRST_RECORD_WAIT_MS = 2000;
 const JOIN_APP = PROCEDURES.find((p) => p.name === 'px_JoinApp')!;
+
+/**
+ * glibc's malloc raises its mmap threshold each time a large block is freed,
+ * after which large reply buffers come from the heap and are not given back
+ * to the system when freed. A fixed threshold keeps every block of 256 KiB
+ * or more in its own mapping, unmapped on free.
+ */
+const WORKER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: String(256 * 1024), MALLOC_ARENA_MAX: '2' };
 
 /**
  * Worker index named by the token of a px_JoinApp call, or null for any
@@ -44,7 +50,22 @@ interface WorkerSlot {
   index: number;
   child: ChildProcess | null;
   ready: boolean;
-  deaths: number;
+  /** When it last became ready (ms, monotonic-ish Date.now), for the backoff's stable-run test. */
+  readyAt: number;
+  backoff: Backoff;
+  /** Connections sent to this worker and not yet acknowledged, by hand-over id. */
+  pending: Map<number, Handover>;
+}
+
+/** A connection between accept and a worker's acknowledgement: the primary still holds its descriptor. */
+interface Handover {
+  id: number;
+  sock: net.Socket;
+  addr: ListenAddress;
+  peer: PeerIdentity;
+  initial: Buffer;
+  /** Workers it was sent to; a connection is re-sent at most once per worker. */
+  tried: Set<number>;
 }
 
 /**
@@ -52,13 +73,18 @@ interface WorkerSlot {
  * connections and spreads them over worker processes (each with its own
  * module instances), so cheap calls as well as crypto use every core.
  * Workers start one after another: SoftHSM2 races when several processes
- * initialize one token store at once.
+ * initialize one token store at once. A worker that dies is replaced after
+ * a delay that grows while it keeps dying (backoff.ts).
  */
 export class Daemon {
-  private servers: net.Server[] = [];
+  private listener: Listener | null = null;
   private slots: WorkerSlot[] = [];
   private rr = 0;
+  private nextHandover = 1;
   private stopping = false;
+  /** False while no worker is ready; logged on each change, not per refused connection. */
+  private serving = true;
+  private refused = 0;
   private inProcess: ReturnType<typeof createPkcs11Server> | null = null;
   endpoints: ListenResult[] = [];
 
@@ -75,11 +101,17 @@ export class Daemon {
         d.endpoints = await d.inProcess.server.listen(s.listen);
       } else {
         for (let i = 0; i < s.workers; i++) {
-          const slot: WorkerSlot = { index: i, child: null, ready: false, deaths: 0 };
+          const slot: WorkerSlot = { index: i, child: null, ready: false, readyAt: 0, backoff: new Backoff(DEFAULT_BACKOFF), pending: new Map() };
           d.slots.push(slot);
           await d.spawn(slot);
         }
-        for (const addr of s.listen) d.endpoints.push(await d.bind(addr));
+        d.listener = await Listener.open(s.listen, {
+          socket: DEFAULT_SOCKET_OPTIONS,
+          pauseOnConnect: true,
+          log: (level, msg) => log(level, msg),
+          onConnection: ({ sock, addr, peer }) => d.accept(sock, addr, peer),
+        });
+        d.endpoints = d.listener.results;
       }
     } catch (e) {
       await d.stop();
@@ -88,10 +120,12 @@ export class Daemon {
     return d;
   }
 
+  /** Resolves once the worker is ready; rejects if it exits first. */
   private spawn(slot: WorkerSlot): Promise<void> {
     return new Promise((resolve, reject) => {
       const child = fork(path.join(__dirname, 'worker-main.js'), [], {
         env: {
+          ...WORKER_MALLOC_ENV,
           ...process.env,
           PKCS11PROXYD_WORKER_INDEX: String(slot.index),
           PKCS11PROXYD_SETTINGS: JSON.stringify(this.s),
@@ -102,55 +136,88 @@ export class Daemon {
       slot.child = child;
       slot.ready = false;
       let settled = false;
-      child.on('message', (m: { t: string }) => {
-        if (m.t === 'ready' && !settled) {
+      child.on('message', (m: ToPrimary) => {
+        if (m.t === 'taken') {
+          const h = slot.pending.get(m.id);
+          if (h === undefined) return;
+          slot.pending.delete(m.id);
+          // The worker holds its own descriptor now; ours only keeps the connection alive.
+          h.sock.destroy();
+        } else if (m.t === 'ready' && !settled) {
           settled = true;
           slot.ready = true;
-          slot.deaths = 0;
+          slot.readyAt = Date.now();
+          this.updateServing();
           resolve();
         }
       });
-      // The IPC channel closes as the process dies: stop handing it connections at once.
+      // The IPC channel closes as the process dies, after its last message was read: every
+      // connection still unacknowledged was never taken, so it goes elsewhere or is closed.
       child.on('disconnect', () => {
         slot.ready = false;
+        this.updateServing();
+        this.rescue(slot);
       });
       child.on('exit', (code, signal) => {
         slot.ready = false;
         slot.child = null;
+        this.updateServing();
+        this.rescue(slot);
+        if (this.stopping) return;
         if (!settled) {
           settled = true;
           reject(new DaemonStartError(`worker ${slot.index} failed to start (exit ${code ?? signal})`));
-          return;
+          // At start-up the caller gives up; later, a worker that cannot start keeps backing off.
+          if (this.listener === null) return;
         }
-        if (this.stopping) return;
-        slot.deaths += 1;
-        const delay = Math.min(RESPAWN_MAX_MS, RESPAWN_BASE_MS * 2 ** (slot.deaths - 1));
-        this.log('error', `worker ${slot.index} exited (${code ?? signal}); its connections are lost; restarting in ${delay} ms`);
+        const uptime = slot.readyAt > 0 ? Date.now() - slot.readyAt : 0;
+        slot.readyAt = 0;
+        const delay = slot.backoff.died(uptime);
+        this.log(
+          'error',
+          `worker ${slot.index} exited (${code ?? signal}); its connections are lost; ` +
+            `restarting in ${delay} ms (death ${slot.backoff.count} in a row)`,
+        );
         setTimeout(() => {
-          if (!this.stopping) this.spawn(slot).catch((e) => this.log('error', errorMessage(e)));
+          if (this.stopping) return;
+          this.spawn(slot).then(
+            () => this.log('info', `worker ${slot.index} ready again (pid ${slot.child?.pid})`),
+            () => undefined,
+          );
         }, delay).unref();
       });
     });
   }
 
-  private async bind(addr: ListenAddress): Promise<ListenResult> {
-    const server = net.createServer({ pauseOnConnect: true }, (sock) => this.dispatch(sock, addr));
-    server.on('error', (e) => this.log('error', `listener: ${errorMessage(e)}`));
-    this.servers.push(server);
-    if (addr.type === 'local') {
-      await removeStaleSocket(addr.path);
-      await new Promise<void>((res, rej) => {
-        server.once('error', rej);
-        server.listen(addr.path, () => res());
-      });
-      await applySocketPermissions(addr.path, addr);
-      return { addr, path: addr.path };
+  private readyWorkers(): WorkerSlot[] {
+    return this.slots.filter((w) => w.ready && w.child !== null && w.child.connected);
+  }
+
+  private updateServing(): void {
+    if (this.stopping || this.listener === null) return;
+    const now = this.readyWorkers().length > 0;
+    if (now === this.serving) return;
+    this.serving = now;
+    if (now) {
+      this.log('info', `a worker is ready: accepting connections again (${this.refused} closed meanwhile)`);
+      this.refused = 0;
+    } else {
+      this.log('error', 'no worker ready: new connections are closed until one is');
     }
-    await new Promise<void>((res, rej) => {
-      server.once('error', rej);
-      server.listen(addr.port, addr.host, () => res());
-    });
-    return { addr, port: (server.address() as net.AddressInfo).port };
+  }
+
+  private refuse(sock: net.Socket): void {
+    this.refused += 1;
+    sock.destroy();
+  }
+
+  private accept(sock: net.Socket, addr: ListenAddress, peer: PeerIdentity): void {
+    sock.on('error', () => sock.destroy());
+    if (this.stopping || this.readyWorkers().length === 0) {
+      this.refuse(sock);
+      return;
+    }
+    this.route(sock, addr, peer);
   }
 
   /**
@@ -158,17 +225,19 @@ export class Daemon {
    * call goes to the worker its token names, anything else round-robin.
    * The bytes read travel with the socket to the worker.
    */
-  private dispatch(sock: net.Socket, addr: ListenAddress): void {
+  private route(sock: net.Socket, addr: ListenAddress, peer: PeerIdentity): void {
     const chunks: Buffer[] = [];
     let length = 0;
     let routed = false;
     let target: number | null = null;
     const peek = new RecordAssembler(FIRST_RECORD_PEEK_MAX);
-    const route = () => {
+    const done = () => {
       if (routed) return;
       routed = true;
       clearTimeout(timer);
       sock.off('data', onData);
+      sock.off('end', done);
+      sock.off('close', onClose);
       sock.pause();
       // pause() only stops 'data' events: libuv keeps reading into the stream
       // until the handle is closed after the hand-over, and a client that
@@ -180,8 +249,8 @@ export class Daemon {
         chunks.push(extra);
         length += extra.length;
       }
-      const initial = Buffer.concat(chunks, length);
-      this.handOff(sock, addr, initial, target);
+      const h: Handover = { id: this.nextHandover++, sock, addr, peer, initial: Buffer.concat(chunks, length), tried: new Set() };
+      this.handOff(h, target);
     };
     const onData = (c: Buffer) => {
       chunks.push(c);
@@ -191,57 +260,74 @@ export class Daemon {
         records = peek.push(c);
       } catch {
         // Larger than any routing record: round-robin, the worker applies the real limit.
-        route();
+        done();
         return;
       }
       if (records.length > 0) {
         target = joinTarget(records[0]);
-        route();
+        done();
       }
     };
-    // A silent client is handed over as is; the worker applies the protocol's rules.
-    const timer = setTimeout(route, FIRST_RECORD_WAIT_MS);
-    sock.on('data', onData);
-    sock.once('error', () => {
+    const onClose = () => {
       routed = true;
       clearTimeout(timer);
-      sock.destroy();
-    });
-    sock.once('end', route);
+    };
+    // A silent client is handed over as is; the worker applies the protocol's rules.
+    const timer = setTimeout(done, FIRST_RECORD_WAIT_MS);
+    sock.on('data', onData);
+    sock.once('end', done);
+    sock.once('close', onClose);
     sock.resume();
   }
 
-  private handOff(sock: net.Socket, addr: ListenAddress, initial: Buffer, target: number | null): void {
-    const ready = this.slots.filter((w) => w.ready && w.child);
-    if (ready.length === 0) {
-      this.log('warn', 'no worker ready; connection refused');
-      sock.destroy();
+  /** Sends the connection to a ready worker it was not sent to yet (the named one first), or closes it. */
+  private handOff(h: Handover, target: number | null): void {
+    if (h.sock.destroyed) return;
+    const ready = this.readyWorkers().filter((w) => !h.tried.has(w.index));
+    if (this.stopping || ready.length === 0) {
+      this.refuse(h.sock);
       return;
     }
     const w = (target !== null && ready.find((x) => x.index === target)) || ready[this.rr++ % ready.length];
-    const remote = addr.type === 'local' ? 'unix' : `${sock.remoteAddress}:${sock.remotePort}`;
-    const msg = { t: 'conn', transport: addr.type === 'local' ? 'unix' : 'tcp', remote, initial: initial.toString('base64') };
-    w.child!.send(msg, sock, (err) => {
-      if (err && !sock.destroyed && w.child === null && this.slots.some((x) => x.ready && x !== w)) {
-        // The worker died between the pick and the send: give the socket to another one.
-        this.handOff(sock, addr, initial, null);
-        return;
-      }
-      if (err) {
-        this.log('warn', `handing a connection to worker ${w.index} failed: ${errorMessage(err)}`);
-        sock.destroy();
+    const child = w.child!;
+    h.tried.add(w.index);
+    w.pending.set(h.id, h);
+    const transport = h.addr.type === 'local' ? 'unix' : 'tcp';
+    const msg: ConnMessage = {
+      t: 'conn',
+      id: h.id,
+      transport,
+      remote: transport === 'unix' ? 'unix' : describePeer(h.peer),
+      peer: h.peer,
+      initial: h.initial.toString('base64'),
+    };
+    // Without `server`, Node sends a plain socket: the worker's copy is not tracked by our
+    // net.Server, whose close() would otherwise wait for every connection the workers serve.
+    (h.sock as unknown as { server: unknown }).server = null;
+    // keepOpen: our descriptor stays open until the worker's 'taken' (or its death).
+    child.send(msg, h.sock, { keepOpen: true }, (err) => {
+      if (err && w.pending.get(h.id) === h) {
+        w.pending.delete(h.id);
+        this.handOff(h, null);
       }
     });
+  }
+
+  /** Connections sent to a worker that is gone without taking them: re-route or close. */
+  private rescue(slot: WorkerSlot): void {
+    if (slot.pending.size === 0) return;
+    const lost = [...slot.pending.values()];
+    slot.pending.clear();
+    for (const h of lost) this.handOff(h, null);
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.servers.map((s) => new Promise<void>((res) => s.close(() => res()))));
-    for (const a of this.s.listen) {
-      if (a.type === 'local') await removeStaleSocket(a.path).catch(() => undefined);
-    }
-    await Promise.all(
-      this.slots.map(
+    const closed = this.listener?.close();
+    for (const w of this.slots) this.rescue(w);
+    await Promise.all([
+      closed,
+      ...this.slots.map(
         (w) =>
           new Promise<void>((res) => {
             const c = w.child;
@@ -250,7 +336,7 @@ export class Daemon {
             c.kill('SIGTERM');
           }),
       ),
-    );
+    ]);
     if (this.inProcess) await this.inProcess.shutdown();
   }
 }

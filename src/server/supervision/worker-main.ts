@@ -3,14 +3,12 @@ import { errorMessage } from '../../pkcs11/errors';
 import { createLogger } from '../log';
 import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
+import type { ToPrimary, ToWorker } from './handover';
 
 /**
  * Entry point of a worker process. The primary owns the listening sockets and
  * hands each accepted connection to one worker; a worker owns the module
- * instances, sessions and login state of its connections.
- * Messages from the primary: {t:'conn', transport, remote, initial} with the
- * socket (initial: base64 of the bytes the primary read to route it),
- * {t:'stop'}. To the primary: {t:'ready'} once the modules are initialized.
+ * instances, sessions and login state of its connections. Protocol: handover.ts.
  */
 function main(): void {
   const index = Number(process.env.PKCS11PROXYD_WORKER_INDEX ?? '0');
@@ -23,6 +21,9 @@ function main(): void {
     log('error', errorMessage(e));
     process.exit(1);
   }
+  const send = (m: ToPrimary): void => {
+    process.send?.(m);
+  };
   let nextId = 0;
   let stopping = false;
   const stop = () => {
@@ -30,18 +31,23 @@ function main(): void {
     stopping = true;
     void served.shutdown().finally(() => process.exit(0));
   };
-  process.on('message', (msg: { t: string; transport?: 'unix' | 'tcp'; remote?: string; initial?: string }, handle?: net.Socket) => {
-    if (msg.t === 'conn' && handle) {
+  process.on('message', (msg: ToWorker, handle?: net.Socket) => {
+    if (msg.t === 'conn') {
+      // Acknowledge before the first byte is read: from here on this process owns the
+      // connection, and its death closes it (the kernel drops our descriptor) instead of
+      // leaving it to the primary.
+      send({ t: 'taken', id: msg.id });
+      if (!handle) return;
       nextId += 1;
       const initial = msg.initial ? Buffer.from(msg.initial, 'base64') : undefined;
-      served.server.attachSocket(handle, { id: nextId, transport: msg.transport ?? 'unix', remote: msg.remote ?? 'unix' }, initial);
+      served.server.attachSocket(handle, { id: nextId, transport: msg.transport, remote: msg.remote, peer: msg.peer }, initial);
     } else if (msg.t === 'stop') stop();
   });
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   // The primary is gone: nobody can hand us connections or stop us.
   process.on('disconnect', stop);
-  process.send?.({ t: 'ready' });
+  send({ t: 'ready' });
 }
 
 main();

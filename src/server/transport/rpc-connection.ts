@@ -1,16 +1,21 @@
 /**
  * One RPC connection: stream -> records -> calls -> handler -> replies, in request order.
- * Calls may overlap (pipelining). Reading pauses while too many calls are unanswered or the socket's
- * write buffer is full, so a peer cannot make the daemon buffer without bound.
+ * Calls may overlap (pipelining). Two bounds keep a peer from making the daemon buffer without
+ * limit: at most `maxPendingCalls` calls dispatched and unanswered, and at most `maxReplyBytes` of
+ * encoded replies held (in order behind a slower call, or in the socket's write buffer) before the
+ * next call is dispatched. Over either bound reading pauses (the kernel's buffers then push back on
+ * the peer); a peer that takes none of its replies for `stallTimeoutMs` is dropped.
  */
 import type net from 'net';
 import { getErrorCode, getErrorMessage } from './errors';
 import { frameRecord, RecordAssembler } from './record-marking';
-import { encodeReply, fillSuccessFrame, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
+import { AuthFlavor, encodeReply, fillSuccessFrame, parseAuthSysCred, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
 import { FRAMED_REPLY_PREFIX_SIZE } from './types';
 import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger, XdrArgsReader } from './types';
 
-export const DEFAULT_MAX_PENDING_CALLS = 64;
+export const DEFAULT_MAX_PENDING_CALLS = 16;
+export const DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 
 /** Socket errors that only mean the peer went away. */
 const PEER_GONE_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED']);
@@ -18,6 +23,8 @@ const PEER_GONE_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREA
 export interface RpcConnectionOptions {
   maxRecordSize: number;
   maxPendingCalls: number;
+  maxReplyBytes: number;
+  stallTimeoutMs: number;
   log: RpcLogger;
   /** Bytes already read from the socket by its previous owner; processed first. */
   initial?: Buffer;
@@ -38,9 +45,15 @@ export class RpcConnection {
   private readonly backlog: Buffer[] = [];
   /** Dispatched calls whose replies are not yet written, oldest first. */
   private readonly slots: ReplySlot[] = [];
+  /** Bytes of the frames in `slots` that are ready and not yet written. */
+  private readyBytes = 0;
+  /** Armed while dispatch is blocked on replies the peer does not take. */
+  private stallTimer: NodeJS.Timeout | null = null;
   /** Handler promises not yet settled; close() waits for zero. */
   private running = 0;
   private readPaused = false;
+  /** A pump() is scheduled for the next turn of the event loop. */
+  private pumpScheduled = false;
   /** Set while pump() runs, so completions inside it do not re-enter. */
   private pumping = false;
   /** The peer sent FIN: finish pending replies, then end our side. */
@@ -50,6 +63,8 @@ export class RpcConnection {
   private socketClosed = false;
   private handlerCloseStarted = false;
   private readonly tag: string;
+  /** Copy of the last AUTH_SYS body seen, so an unchanged credential is not decoded again. */
+  private authSysBody: Buffer | null = null;
 
   constructor(
     private readonly socket: net.Socket,
@@ -64,7 +79,11 @@ export class RpcConnection {
     socket.allowHalfOpen = true;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
-    socket.on('drain', () => this.pump());
+    socket.on('drain', () => {
+      // The peer took bytes: whatever stall was being timed made progress.
+      this.disarmStall();
+      this.pump();
+    });
     socket.on('error', (e: Error) => this.onError(e));
     socket.on('close', () => this.onClose());
     if (socket.destroyed) process.nextTick(() => this.onClose());
@@ -92,7 +111,21 @@ export class RpcConnection {
     this.pump();
   }
 
-  /** Dispatch backlog records while within the pending-call and write-buffer limits. */
+  /** Bytes of encoded replies this connection holds: ready in order, or in the socket's write buffer. */
+  private heldReplyBytes(): number {
+    return this.readyBytes + this.socket.writableLength;
+  }
+
+  private overReplyBound(): boolean {
+    return this.heldReplyBytes() >= this.opts.maxReplyBytes;
+  }
+
+  /**
+   * Dispatch backlog records while within the pending-call and held-reply bounds. After a call
+   * that went asynchronous the rest waits for the next turn of the event loop: its reply's bytes
+   * are then counted, and other connections' calls run in between, so one connection's pipeline
+   * of costly calls cannot hold the loop.
+   */
   private pump(): void {
     if (this.pumping) return;
     this.pumping = true;
@@ -102,9 +135,14 @@ export class RpcConnection {
         !this.socketClosed &&
         this.backlog.length > 0 &&
         this.slots.length < this.opts.maxPendingCalls &&
-        !this.socket.writableNeedDrain
+        !this.overReplyBound()
       ) {
+        const running = this.running;
         this.dispatch(this.backlog.shift()!);
+        if (this.running > running && this.backlog.length > 0) {
+          this.pumpLater();
+          break;
+        }
       }
     } finally {
       this.pumping = false;
@@ -113,12 +151,22 @@ export class RpcConnection {
     this.maybeEnd();
   }
 
+  private pumpLater(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
   private updateFlow(): void {
     if (this.socketClosed || this.failed) return;
-    const blocked =
-      this.backlog.length > 0 ||
-      this.slots.length >= this.opts.maxPendingCalls ||
-      this.socket.writableNeedDrain;
+    const replies = this.overReplyBound();
+    // Only bytes the peer does not take can stall for good; calls in flight finish on their own.
+    if (replies && this.socket.writableLength > 0) this.armStall();
+    else this.disarmStall();
+    const blocked = this.backlog.length > 0 || this.slots.length >= this.opts.maxPendingCalls || replies;
     if (blocked && !this.readPaused) {
       this.readPaused = true;
       this.socket.pause();
@@ -149,14 +197,48 @@ export class RpcConnection {
         this.enqueueReady({ kind: 'auth_error', xid: parsed.xid, stat: parsed.stat });
         return;
       case 'call':
+        if (parsed.header.credFlavor === AuthFlavor.AUTH_SYS) this.noteAuthSys(parsed.header.cred);
         this.invoke(parsed.header, parsed.args, parsed.reader);
         return;
     }
   }
 
+  /** parseCall has already checked the body is one well-formed authsys_parms. */
+  private noteAuthSys(cred: Buffer): void {
+    const last = this.authSysBody;
+    if (last !== null && last.equals(cred)) return;
+    this.authSysBody = Buffer.from(cred);
+    this.info.authSys = parseAuthSysCred(cred);
+  }
+
   private enqueueReady(reply: RpcReply): void {
-    this.slots.push({ frame: frameRecord(encodeReply(reply)) });
+    const frame = frameRecord(encodeReply(reply));
+    this.slots.push({ frame });
+    this.readyBytes += frame.length;
     this.flush();
+  }
+
+  private armStall(): void {
+    if (this.stallTimer !== null) return;
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      if (this.socketClosed || !this.overReplyBound()) return;
+      this.opts.log(
+        'warn',
+        `${this.tag}: closing: peer took no reply bytes for ${this.opts.stallTimeoutMs} ms ` +
+          `with ${this.heldReplyBytes()} bytes held (max_reply_bytes ${this.opts.maxReplyBytes})`,
+      );
+      this.failed = true;
+      this.backlog.length = 0;
+      this.socket.destroy();
+    }, this.opts.stallTimeoutMs);
+    this.stallTimer.unref();
+  }
+
+  private disarmStall(): void {
+    if (this.stallTimer === null) return;
+    clearTimeout(this.stallTimer);
+    this.stallTimer = null;
   }
 
   private invoke(header: RpcCallHeader, args: Buffer, reader: XdrArgsReader): void {
@@ -212,6 +294,7 @@ export class RpcConnection {
         valid.kind === 'success_framed' && fillSuccessFrame(valid.frame, header.xid)
           ? valid.frame
           : frameRecord(encodeReply({ kind: 'accepted', xid: header.xid, outcome: valid }));
+      this.readyBytes += slot.frame.length;
     } catch (e) {
       this.opts.log('error', `${this.tag}: xid ${header.xid}: cannot encode reply: ${getErrorMessage(e)}`);
       this.fail(e);
@@ -221,11 +304,15 @@ export class RpcConnection {
     this.pump();
   }
 
-  /** Write every ready reply at the head of the queue, one write per record. */
+  /**
+   * Write every ready reply at the head of the queue, one write per record. The bytes move from
+   * `readyBytes` to the socket's write buffer; heldReplyBytes() counts both.
+   */
   private flush(): void {
     while (this.slots.length > 0 && this.slots[0].frame !== null) {
-      const { frame } = this.slots.shift()!;
-      if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(frame!);
+      const frame = this.slots.shift()!.frame!;
+      this.readyBytes -= frame.length;
+      if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(frame);
     }
   }
 
@@ -257,8 +344,10 @@ export class RpcConnection {
   private onClose(): void {
     if (this.socketClosed) return;
     this.socketClosed = true;
+    this.disarmStall();
     this.backlog.length = 0;
     this.slots.length = 0;
+    this.readyBytes = 0;
     this.opts.log('debug', `${this.tag}: closed`);
     this.maybeCloseHandler();
   }

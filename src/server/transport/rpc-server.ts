@@ -1,31 +1,27 @@
-/** Listeners (unix and TCP) and the set of live RPC connections. */
-import net from 'net';
-import {
-  getErrorCode,
-  getErrorMessage,
-  RpcAddressInUseError,
-  RpcListenError,
-  RpcOptionError,
-  RpcServerClosedError,
-} from './errors';
-import { applySocketPermissions, removeStaleSocket } from './local-socket';
+/** The set of live RPC connections of one process, and (with `-workers 0`) its listener. */
+import type net from 'net';
+import { getErrorMessage, RpcOptionError, RpcServerClosedError } from './errors';
+import { DEFAULT_SOCKET_OPTIONS, describePeer, Listener } from './listener';
+import type { AcceptedSocket } from './listener';
 import { DEFAULT_MAX_RECORD_SIZE } from './record-marking';
-import { DEFAULT_MAX_PENDING_CALLS, RpcConnection } from './rpc-connection';
+import {
+  DEFAULT_MAX_PENDING_CALLS,
+  DEFAULT_MAX_REPLY_BYTES,
+  DEFAULT_STALL_TIMEOUT_MS,
+  RpcConnection,
+} from './rpc-connection';
 import { createTraceLogger } from './rpc-trace';
 import type { ConnectionInfo, ListenAddress, ListenResult, RpcLogger, RpcServerOptions } from './types';
 
 /** Node's Buffer limit bounds a record, which is held in one buffer. */
 const MAX_RECORD_SIZE_LIMIT = 0x7fffffff;
 
-interface Listener {
-  server: net.Server;
-  addr: ListenAddress;
-}
-
 export class RpcServer {
   private readonly log: RpcLogger;
   private readonly maxRecordSize: number;
   private readonly maxPendingCalls: number;
+  private readonly maxReplyBytes: number;
+  private readonly stallTimeoutMs: number;
   private readonly listeners: Listener[] = [];
   /** Connections whose handler has not finished closing. */
   private readonly connections = new Set<RpcConnection>();
@@ -36,6 +32,8 @@ export class RpcServer {
     this.log = opts.log ?? createTraceLogger();
     this.maxRecordSize = opts.maxRecordSize ?? DEFAULT_MAX_RECORD_SIZE;
     this.maxPendingCalls = opts.maxPendingCalls ?? DEFAULT_MAX_PENDING_CALLS;
+    this.maxReplyBytes = opts.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
+    this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     if (
       !Number.isInteger(this.maxRecordSize) ||
       this.maxRecordSize < 1 ||
@@ -45,6 +43,12 @@ export class RpcServer {
     }
     if (!Number.isInteger(this.maxPendingCalls) || this.maxPendingCalls < 1) {
       throw new RpcOptionError('maxPendingCalls must be a positive integer');
+    }
+    if (!Number.isInteger(this.maxReplyBytes) || this.maxReplyBytes < 1) {
+      throw new RpcOptionError('maxReplyBytes must be a positive integer');
+    }
+    if (!Number.isInteger(this.stallTimeoutMs) || this.stallTimeoutMs < 1) {
+      throw new RpcOptionError('stallTimeoutMs must be a positive integer');
     }
     if (typeof opts.createHandler !== 'function')
       throw new RpcOptionError('createHandler must be a function');
@@ -60,27 +64,18 @@ export class RpcServer {
    */
   async listen(addrs: ListenAddress[]): Promise<ListenResult[]> {
     if (this.closing) throw new RpcServerClosedError();
-    const bound: Listener[] = [];
-    const results: ListenResult[] = [];
-    try {
-      for (const addr of addrs) {
-        const { listener, result } =
-          addr.type === 'local' ? await this.listenLocal(addr) : await this.listenInternet(addr);
-        bound.push(listener);
-        results.push(result);
-        if (this.closing) throw new RpcServerClosedError();
-      }
-    } catch (e) {
-      await Promise.all(bound.map((l) => closeServer(l.server)));
-      throw e;
+    const listener = await Listener.open(addrs, {
+      socket: this.opts.socket ?? DEFAULT_SOCKET_OPTIONS,
+      pauseOnConnect: false,
+      log: this.log,
+      onConnection: (a) => this.accept(a),
+    });
+    if (this.closing) {
+      await listener.close();
+      throw new RpcServerClosedError();
     }
-    this.listeners.push(...bound);
-    for (const r of results) {
-      const where =
-        r.addr.type === 'local' ? r.addr.path : describe({ ...r.addr, port: r.port ?? r.addr.port });
-      this.log('info', `listening on ${where}`);
-    }
-    return results;
+    this.listeners.push(listener);
+    return listener.results;
   }
 
   /**
@@ -106,12 +101,14 @@ export class RpcServer {
     const conn = new RpcConnection(sock, info, handler, {
       maxRecordSize: this.maxRecordSize,
       maxPendingCalls: this.maxPendingCalls,
+      maxReplyBytes: this.maxReplyBytes,
+      stallTimeoutMs: this.stallTimeoutMs,
       log: this.log,
       initial,
     });
     this.connections.add(conn);
     void conn.closed.then(() => this.connections.delete(conn));
-    this.log('debug', `conn ${info.id} (${info.transport} ${info.remote}): open`);
+    this.log('debug', `conn ${info.id} (${info.transport} ${info.remote}): open, peer ${describePeer(info.peer)}`);
   }
 
   /**
@@ -125,86 +122,20 @@ export class RpcServer {
 
   private async doClose(): Promise<void> {
     const listeners = this.listeners.splice(0);
-    const stopped = Promise.all(listeners.map((l) => closeServer(l.server)));
+    const stopped = Promise.all(listeners.map((l) => l.close()));
     const conns = [...this.connections];
     for (const c of conns) c.destroy();
     await Promise.all([stopped, ...conns.map((c) => c.closed)]);
   }
 
-  private accept(sock: net.Socket, transport: 'unix' | 'tcp'): void {
-    if (transport === 'tcp') {
-      sock.setNoDelay(true);
-      sock.setKeepAlive(true);
-    }
+  private accept({ sock, addr, peer }: AcceptedSocket): void {
+    const transport = addr.type === 'local' ? 'unix' : 'tcp';
     const info: ConnectionInfo = {
       id: this.nextConnectionId++,
       transport,
-      remote: transport === 'unix' ? 'unix' : formatPeer(sock),
+      remote: transport === 'unix' ? 'unix' : describePeer(peer),
+      peer,
     };
     this.attachSocket(sock, info);
   }
-
-  private newNetServer(transport: 'unix' | 'tcp'): net.Server {
-    const server = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, transport));
-    server.on('error', (e) => this.log('error', `listener error: ${getErrorMessage(e)}`));
-    return server;
-  }
-
-  private async listenLocal(
-    addr: Extract<ListenAddress, { type: 'local' }>,
-  ): Promise<{ listener: Listener; result: ListenResult }> {
-    await removeStaleSocket(addr.path);
-    const server = this.newNetServer('unix');
-    await bind(server, { path: addr.path }, addr.path);
-    try {
-      await applySocketPermissions(addr.path, addr);
-    } catch (e) {
-      await closeServer(server);
-      throw e;
-    }
-    return { listener: { server, addr }, result: { addr, path: addr.path } };
-  }
-
-  private async listenInternet(
-    addr: Extract<ListenAddress, { type: 'internet' }>,
-  ): Promise<{ listener: Listener; result: ListenResult }> {
-    const server = this.newNetServer('tcp');
-    await bind(server, { host: addr.host, port: addr.port }, describe(addr));
-    const bound = server.address();
-    const port = typeof bound === 'object' && bound !== null ? bound.port : addr.port;
-    return { listener: { server, addr }, result: { addr, port } };
-  }
-}
-
-function bind(server: net.Server, options: net.ListenOptions, label: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (e: Error): void => {
-      server.off('listening', onListening);
-      reject(
-        getErrorCode(e) === 'EADDRINUSE' ? new RpcAddressInUseError(label) : new RpcListenError(label, e),
-      );
-    };
-    const onListening = (): void => {
-      server.off('error', onError);
-      resolve();
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen(options);
-  });
-}
-
-function closeServer(server: net.Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
-}
-
-function describe(addr: ListenAddress): string {
-  if (addr.type === 'local') return addr.path;
-  return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
-}
-
-function formatPeer(sock: net.Socket): string {
-  const host = sock.remoteAddress;
-  if (host === undefined) return 'unknown';
-  return host.includes(':') ? `[${host}]:${sock.remotePort}` : `${host}:${sock.remotePort}`;
 }

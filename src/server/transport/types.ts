@@ -39,11 +39,30 @@ export type CallOutcome =
   | { kind: 'garbage_args' }
   | { kind: 'system_err' };
 
+/** Who is at the other end, as the kernel tells it (not as the peer claims). */
+export type PeerIdentity =
+  /** SO_PEERCRED: the process that called connect(2), at that moment. */
+  | { transport: 'unix'; uid: number; gid: number; pid: number }
+  | { transport: 'tcp'; address: string; port: number };
+
+/** The AUTH_SYS credential of a call (RFC 5531 appendix A): what the client claims, unverified. */
+export interface AuthSysCred {
+  stamp: number;
+  machineName: string;
+  uid: number;
+  gid: number;
+  gids: number[];
+}
+
 export interface ConnectionInfo {
   id: number;
   transport: 'unix' | 'tcp';
-  /** Peer address as `host:port` (`[v6]:port`), or 'unix'. */
+  /** Peer address as `host:port` (`[v6]:port`), or 'unix'; for logs. */
   remote: string;
+  /** Set for every connection accepted by a Listener; absent only for in-process callers (benchmarks). */
+  peer?: PeerIdentity;
+  /** The AUTH_SYS credential of the latest call that carried one (AUTH_NONE calls leave it). */
+  authSys?: AuthSysCred;
 }
 
 /** Per-connection program state, created by `RpcServerOptions.createHandler`. */
@@ -81,11 +100,36 @@ export interface RpcServerOptions {
    * (DEFAULT_MAX_PENDING_CALLS).
    */
   maxPendingCalls?: number;
+  /**
+   * Bytes of encoded replies held for one connection (queued in order or in the socket's write
+   * buffer) above which no further call is dispatched; default 4 MiB (DEFAULT_MAX_REPLY_BYTES).
+   */
+  maxReplyBytes?: number;
+  /**
+   * How long a connection may stay blocked on a reader that takes nothing before it is dropped, ms;
+   * default 30 s (DEFAULT_STALL_TIMEOUT_MS).
+   */
+  stallTimeoutMs?: number;
+  /** Options of accepted sockets; default DEFAULT_SOCKET_OPTIONS. */
+  socket?: SocketOptions;
 }
 
+/** netplex protocol keys `tcp_nodelay`, `so_keepalive`, `lstn_backlog`. */
+export interface SocketOptions {
+  /** TCP_NODELAY on accepted TCP sockets: a reply is one small write the client waits for. */
+  tcpNoDelay: boolean;
+  /** SO_KEEPALIVE on accepted TCP sockets, so a vanished peer's connection is reaped. */
+  keepAlive: boolean;
+  /** listen(2) backlog (the kernel caps it at net.core.somaxconn). */
+  backlog: number;
+}
+
+/** Per-address overrides of SocketOptions (from the address's netplex protocol block). */
+type AddressSocketKeys = Partial<SocketOptions>;
+
 export type ListenAddress =
-  | { type: 'local'; path: string; mode?: number; owner?: string | number; group?: string | number }
-  | { type: 'internet'; host: string; port: number };
+  | ({ type: 'local'; path: string; mode?: number; owner?: string | number; group?: string | number } & AddressSocketKeys)
+  | ({ type: 'internet'; host: string; port: number } & AddressSocketKeys);
 
 export interface ListenResult {
   addr: ListenAddress;

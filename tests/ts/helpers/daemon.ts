@@ -25,7 +25,7 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra keys for the netplex protocol block (e.g. local_chmod). */
   protocolExtra?: string;
-  /** Extra keys for the netplex processor block (e.g. plain_parameter_mechanisms). */
+  /** Extra keys for the netplex processor block (e.g. plain_parameter_mechanisms, max_reply_bytes). */
   processorExtra?: string;
 }
 

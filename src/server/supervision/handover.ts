@@ -1,0 +1,23 @@
+/**
+ * Messages between the primary and its workers (JSON over the IPC channel).
+ * A connection travels as {t:'conn'} with the socket attached; the primary
+ * keeps its own descriptor until the worker answers {t:'taken'} with the same
+ * id, so a worker that dies first never takes a connection with it: the
+ * primary gives the socket to another worker or closes it.
+ */
+import type { PeerIdentity } from '../transport/types';
+
+export interface ConnMessage {
+  t: 'conn';
+  /** Hand-over id, unique in the primary's life. */
+  id: number;
+  transport: 'unix' | 'tcp';
+  remote: string;
+  peer: PeerIdentity;
+  /** base64 of the bytes the primary read to route the connection. */
+  initial: string;
+}
+
+export type ToWorker = ConnMessage | { t: 'stop' };
+
+export type ToPrimary = { t: 'ready' } | { t: 'taken'; id: number };
