@@ -14,7 +14,9 @@
 #   BENCH_WORKLOADS (default "sessioninfo getattr find ecdsa rsa aescbc"),
 #   BENCH_SYSTEMS (default all five), BENCH_OURS_WORKERS (our daemon's
 #   -workers; default: its own, one per core), KEEP_WORKDIR=1,
-#   BENCH_RESULTS=FILE (also write the raw RESULT lines there).
+#   BENCH_RESULTS=FILE (also write the raw RESULT lines there),
+#   BENCH_OURS_LIB (the client library of the ours-* systems; default
+#   client/build/libp11client.so, e.g. an older build to compare).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +26,7 @@ CLIENTS=${BENCH_CLIENTS:-"1 4"}
 WORKLOADS=${BENCH_WORKLOADS:-"sessioninfo getattr find ecdsa rsa aescbc"}
 SYSTEMS=${BENCH_SYSTEMS:-"direct ours-unix ours-tcp camlcrush p11kit"}
 SOFTHSM_LIB=/usr/lib/softhsm/libsofthsm2.so
-OURS_LIB="$root/client/build/libp11client.so"
+OURS_LIB=${BENCH_OURS_LIB:-"$root/client/build/libp11client.so"}
 CAML_LIB=/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so
 P11KIT_LIB=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
 PIN=1234

@@ -1,15 +1,19 @@
 /*
  * Internal declarations of libp11client (pkcs11proxyd client library).
- * Layers: config.c (settings), transport.c (sockets, RPC handles and the
- * per-connection handshake), state.c (library state, the daemon-side
- * application, connections, session table, login replay), pkcs11.c (the
- * C_* entry points), interface.c (function lists and C_GetInterface*).
+ * Layers, bottom up: config.c (settings); record.c (record marking over
+ * the socket) and wire.c (ONC RPC calls on it); transport.c (sockets and the per-connection handshake);
+ * the library state, split by concern and sharing state.h: state.c
+ * (initialize, finalize, call brackets), conn.c (connections, idle pool,
+ * control connection), session_table.c, sessions.c, login.c, app.c
+ * (application epoch), fork.c; the C_* entry points by function group,
+ * sharing calls.h: fn_general.c, fn_sessions.c, fn_objects.c, fn_crypto.c,
+ * fn_keys.c, with fn_calls.c the helpers for recurring call shapes;
+ * interface.c (function lists and C_GetInterface*).
  */
 #ifndef PX_H
 #define PX_H
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -48,10 +52,31 @@ void px_config_free(struct px_config *cfg);
 /* Parses a socket address setting into cfg; 0 on success. */
 int px_config_parse_address(struct px_config *cfg, const char *addr);
 
-/* ---- connections (transport.c / state.c) ---- */
-struct px_conn {
-  CLIENT *clnt;
+/* ---- RPC transport of one connection (wire.c, record.c) ---- */
+struct px_wire {
+  /* Handed to the rpcgen stubs; its ops vector is wire.c's. */
+  CLIENT client;
   int fd;
+  u_int prog, vers;
+  uint32_t xid;          /* of the last call */
+  int64_t timeout_ms;    /* per round trip */
+  enum clnt_stat last;   /* status of the last call (clnt_geterr) */
+  unsigned char *buf;    /* record being sent, then the reply record */
+  size_t cap;
+};
+
+/* Takes ownership of fd. No allocation; the buffer is made on first use. */
+void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
+                  unsigned long timeout_s);
+/* Closes the descriptor and frees the buffer; safe to call twice. */
+void px_wire_close(struct px_wire *w);
+/* Text for the debug channel. */
+const char *px_wire_strerror(enum clnt_stat st);
+
+/* ---- connections (transport.c / conn.c) ---- */
+struct px_conn {
+  CLIENT *clnt; /* &wire.client */
+  struct px_wire wire;
   /* Held for a whole round trip; sessions owned by this connection and
    * their output caches are only touched while it is held. */
   pthread_mutex_t lock;
@@ -70,6 +95,9 @@ struct px_conn {
    * (a daemon without the extension). Set before listing, then fixed. */
   unsigned app_epoch;
   struct px_conn *next;
+  /* Registry of every connection from px_conn_open to its destruction
+   * (transport.c, its own lock). */
+  struct px_conn *reg_prev, *reg_next;
 };
 
 /* Connects. Without a token: C_SetupArch, C_LoadModule and C_Initialize.
@@ -85,19 +113,19 @@ CK_RV px_conn_app_token(struct px_conn *c,
                         unsigned char token[PX_APP_TOKEN_SIZE]);
 /* Sends C_Finalize when the connection is healthy, then closes it. */
 void px_conn_destroy(struct px_conn *c, bool say_finalize);
-/* Fork child: closes the descriptor copy only, sends nothing. */
-void px_conn_abandon(struct px_conn *c);
+/* Fork: the prepare handler holds the registry lock across fork() (after
+ * the state lock); the parent handler releases it; the child handler calls
+ * px_conn_abandon_all, which closes the descriptor copy of every
+ * connection, listed in the state or not (one a parent thread was opening
+ * or finalizing), frees them without taking their locks, sends nothing,
+ * and releases the registry lock. */
+void px_conn_registry_lock(void);
+void px_conn_registry_unlock(void);
+void px_conn_abandon_all(void);
 
-/* Round trip bracket: blocks SIGPIPE in the calling thread so a dead
- * daemon cannot kill the process, and marks the connection broken on any
- * transport failure. px_rpc_end returns CKR_OK or CKR_DEVICE_ERROR. */
-struct px_rpc {
-  sigset_t old_mask;
-  bool pipe_was_pending;
-};
-void px_rpc_begin(struct px_rpc *r);
-CK_RV px_rpc_end(struct px_rpc *r, struct px_conn *c, enum clnt_stat st,
-                 const char *what);
+/* Result of one round trip: marks the connection broken on any transport
+ * failure. Returns CKR_OK or CKR_DEVICE_ERROR. */
+CK_RV px_rpc_done(struct px_conn *c, enum clnt_stat st, const char *what);
 
 /* ---- output cache for the size-query protocol (state.c) ---- */
 struct px_out_cache {
@@ -110,7 +138,7 @@ struct px_out_cache {
 };
 void px_out_cache_clear(struct px_out_cache *oc);
 
-/* ---- sessions (state.c) ---- */
+/* ---- sessions (state.c, session_table.c, sessions.c, login.c) ---- */
 struct px_session {
   CK_SESSION_HANDLE handle;  /* handed to the application: remote in
                                 application mode, else this library's */
@@ -120,6 +148,8 @@ struct px_session {
   struct px_out_cache cache; /* guarded by conn->lock */
   unsigned refs;             /* table membership + calls; state lock */
   bool listed;
+  size_t index;              /* position in the table's array */
+  struct px_session *hnext;  /* hash chain of the table */
 };
 
 /* A session-scoped call in progress: holds refs and conn->lock. */
@@ -142,7 +172,7 @@ void px_session_leave(struct px_call *call);
 CK_RV px_control_enter(struct px_call *call, CK_RV unreachable_rv);
 void px_control_leave(struct px_call *call);
 
-/* Session lifecycle helpers used by pkcs11.c. */
+/* Session lifecycle helpers used by fn_sessions.c. */
 CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
                       CK_SESSION_HANDLE_PTR out);
 CK_RV px_session_close(CK_SESSION_HANDLE h);

@@ -1,10 +1,10 @@
 /*
- * Sockets and RPC handles. One px_conn is one socket with its own CLIENT
- * (tirpc clnt_vc). A connection that starts an application sends
- * C_SetupArch (this process's CK_ULONG layout), C_LoadModule (alias bytes)
- * and C_Initialize; a connection joining an existing application sends
- * px_JoinApp(token) as its first record (the daemon routes the connection
- * by it), then C_SetupArch only.
+ * Sockets and the per-connection handshake. One px_conn is one socket
+ * with its own RPC transport (wire.c). A connection that starts an
+ * application sends C_SetupArch (this process's CK_ULONG layout),
+ * C_LoadModule (alias bytes) and C_Initialize; a connection joining an
+ * existing application sends px_JoinApp(token) as its first record (the
+ * daemon routes the connection by it), then C_SetupArch only.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,45 +20,13 @@
 
 #include "px.h"
 
-/* SIGPIPE during a round trip: a write to a dead daemon must fail the call,
- * not kill the application, so SIGPIPE is blocked in the calling thread and a
- * SIGPIPE the call raised is consumed afterwards. Only a failed write raises
- * one, so a successful call costs the two mask changes and nothing more. A
- * SIGPIPE can be pending from before the call only if the thread already
- * blocked it; only then is the pending set looked at first, so that the
- * application's own signal is left alone. */
-void px_rpc_begin(struct px_rpc *r) {
-  sigset_t pipe_set;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &r->old_mask);
-  r->pipe_was_pending = false;
-  if (sigismember(&r->old_mask, SIGPIPE) == 1) {
-    sigset_t pending;
-    sigemptyset(&pending);
-    r->pipe_was_pending =
-        sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
-  }
-}
-
-CK_RV px_rpc_end(struct px_rpc *r, struct px_conn *c, enum clnt_stat st,
-                 const char *what) {
-  if (st != RPC_SUCCESS && !r->pipe_was_pending) {
-    sigset_t pipe_set, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigemptyset(&pending);
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-      struct timespec zero = {0, 0};
-      while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-      }
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &r->old_mask, NULL);
+/* Transport failures retire the connection: a reply may be half read, so
+ * the stream cannot be trusted for another call. */
+CK_RV px_rpc_done(struct px_conn *c, enum clnt_stat st, const char *what) {
   if (st == RPC_SUCCESS)
     return CKR_OK;
   atomic_store(&c->broken, true);
-  px_debug("%s: RPC failed: %s", what, clnt_sperrno(st));
+  px_debug("%s: RPC failed: %s", what, px_wire_strerror(st));
   return CKR_DEVICE_ERROR;
 }
 
@@ -123,13 +91,11 @@ static int64_t local_arch(void) {
 /* px_JoinApp: a refusal (the application is gone) is returned as the
  * daemon's rv, a transport failure as CKR_DEVICE_ERROR. */
 static CK_RV join_app(struct px_conn *c, const unsigned char *token) {
-  struct px_rpc r;
   px_rv rv = 0;
   px_JoinApp_args ja;
   ja.token.token_len = PX_APP_TOKEN_SIZE;
   ja.token.token_val = (char *)token;
-  px_rpc_begin(&r);
-  CK_RV st = px_rpc_end(&r, c, px_joinapp_3(ja, &rv, c->clnt), "px_JoinApp");
+  CK_RV st = px_rpc_done(c, px_joinapp_3(ja, &rv, c->clnt), "px_JoinApp");
   if (st != CKR_OK)
     return st;
   if (rv != CKR_OK) {
@@ -140,11 +106,9 @@ static CK_RV join_app(struct px_conn *c, const unsigned char *token) {
 }
 
 static CK_RV setup_arch(struct px_conn *c) {
-  struct px_rpc r;
   px_rv rv = 0;
   C_SetupArch_args sa = {.arch = local_arch()};
-  px_rpc_begin(&r);
-  CK_RV st = px_rpc_end(&r, c, c_setuparch_3(sa, &rv, c->clnt), "C_SetupArch");
+  CK_RV st = px_rpc_done(c, c_setuparch_3(sa, &rv, c->clnt), "C_SetupArch");
   if (st != CKR_OK)
     return st;
   px_debug("C_SetupArch: client arch %lld, server arch %lld",
@@ -158,15 +122,13 @@ static CK_RV setup_arch(struct px_conn *c) {
 }
 
 static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
-  struct px_rpc r;
   px_rv rv = 0;
   CK_RV st;
   C_LoadModule_args lm;
   lm.alias.px_bytes_len = (u_int)strlen(libname);
   lm.alias.px_bytes_val = (char *)libname;
   rv = 0;
-  px_rpc_begin(&r);
-  st = px_rpc_end(&r, c, c_loadmodule_3(lm, &rv, c->clnt), "C_LoadModule");
+  st = px_rpc_done(c, c_loadmodule_3(lm, &rv, c->clnt), "C_LoadModule");
   if (st != CKR_OK)
     return st;
   if (rv != CKR_OK) {
@@ -176,8 +138,7 @@ static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
   }
 
   rv = 0;
-  px_rpc_begin(&r);
-  st = px_rpc_end(&r, c, c_initialize_3(&rv, c->clnt), "C_Initialize");
+  st = px_rpc_done(c, c_initialize_3(&rv, c->clnt), "C_Initialize");
   if (st != CKR_OK)
     return st;
   /* A daemon sharing one module between connections may already have
@@ -187,6 +148,34 @@ static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
     return (CK_RV)rv;
   }
   return CKR_OK;
+}
+
+/* Every connection object, listed in the state or not; see px.h. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct px_conn *reg_head;
+
+void px_conn_registry_lock(void) { pthread_mutex_lock(&reg_lock); }
+void px_conn_registry_unlock(void) { pthread_mutex_unlock(&reg_lock); }
+
+static void reg_add(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  c->reg_prev = NULL;
+  c->reg_next = reg_head;
+  if (reg_head != NULL)
+    reg_head->reg_prev = c;
+  reg_head = c;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  if (c->reg_prev != NULL)
+    c->reg_prev->reg_next = c->reg_next;
+  else
+    reg_head = c->reg_next;
+  if (c->reg_next != NULL)
+    c->reg_next->reg_prev = c->reg_prev;
+  pthread_mutex_unlock(&reg_lock);
 }
 
 CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
@@ -207,29 +196,14 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
   if (fd < 0)
     return CKR_DEVICE_ERROR;
 
-  struct sockaddr_storage peer;
-  socklen_t peer_len = sizeof peer;
-  memset(&peer, 0, sizeof peer);
-  getpeername(fd, (struct sockaddr *)&peer, &peer_len);
-  struct netbuf nb = {.maxlen = sizeof peer, .len = peer_len, .buf = &peer};
-  CLIENT *clnt = clnt_vc_create(fd, &nb, PKCS11_PROG, PKCS11_V3, 0, 0);
-  if (clnt == NULL) {
-    px_debug("connect: clnt_vc_create failed: %s",
-             clnt_spcreateerror("pkcs11proxyd"));
-    close(fd);
-    return CKR_DEVICE_ERROR;
-  }
-  clnt_control(clnt, CLSET_FD_CLOSE, NULL);
-  struct timeval tv = {.tv_sec = (time_t)cfg->rpc_timeout, .tv_usec = 0};
-  clnt_control(clnt, CLSET_TIMEOUT, (char *)&tv);
-
   struct px_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
-    clnt_destroy(clnt);
+    close(fd);
     return CKR_HOST_MEMORY;
   }
-  c->clnt = clnt;
-  c->fd = fd;
+  px_wire_init(&c->wire, fd, PKCS11_PROG, PKCS11_V3, cfg->rpc_timeout);
+  c->clnt = &c->wire.client;
+  reg_add(c);
   pthread_mutex_init(&c->lock, NULL);
   atomic_init(&c->broken, false);
 
@@ -251,18 +225,16 @@ CK_RV px_conn_app_token(struct px_conn *c,
                         unsigned char token[PX_APP_TOKEN_SIZE]) {
   px_GetAppToken_ret res;
   memset(&res, 0, sizeof res);
-  struct px_rpc r;
   pthread_mutex_lock(&c->lock);
-  px_rpc_begin(&r);
   enum clnt_stat cs = px_getapptoken_3(&res, c->clnt);
   /* A daemon without the extension (Caml Crush) sends a complete
    * PROC_UNAVAIL reply: the connection stays usable. */
   bool refused = cs == RPC_PROCUNAVAIL || cs == RPC_PROGVERSMISMATCH ||
                  cs == RPC_PROGUNAVAIL;
-  CK_RV rv = px_rpc_end(&r, c, refused ? RPC_SUCCESS : cs, "px_GetAppToken");
+  CK_RV rv = px_rpc_done(c, refused ? RPC_SUCCESS : cs, "px_GetAppToken");
   pthread_mutex_unlock(&c->lock);
   if (refused) {
-    px_debug("px_GetAppToken: %s", clnt_sperrno(cs));
+    px_debug("px_GetAppToken: %s", px_wire_strerror(cs));
     rv = CKR_FUNCTION_NOT_SUPPORTED;
   } else if (rv == CKR_OK && res.rv != CKR_OK) {
     px_debug("px_GetAppToken returned 0x%llx", (unsigned long long)res.rv);
@@ -282,35 +254,25 @@ void px_conn_destroy(struct px_conn *c, bool say_finalize) {
     return;
   if (say_finalize && !atomic_load(&c->broken)) {
     px_rv rv = 0;
-    struct px_rpc r;
     pthread_mutex_lock(&c->lock);
-    px_rpc_begin(&r);
-    px_rpc_end(&r, c, c_finalize_3(&rv, c->clnt), "C_Finalize");
+    px_rpc_done(c, c_finalize_3(&rv, c->clnt), "C_Finalize");
     pthread_mutex_unlock(&c->lock);
   }
-  clnt_destroy(c->clnt);
+  reg_remove(c);
+  px_wire_close(&c->wire);
   pthread_mutex_destroy(&c->lock);
   free(c);
 }
 
-/* Orphaned CLIENT handles of a forked child. They are kept reachable but
- * never used or freed: tirpc's destroy path takes locks a parent thread
- * may have held at fork time. */
-static CLIENT **orphans;
-static size_t n_orphans, cap_orphans;
-
-void px_conn_abandon(struct px_conn *c) {
-  if (c->fd >= 0)
-    close(c->fd);
-  if (n_orphans == cap_orphans) {
-    size_t ncap = cap_orphans ? cap_orphans * 2 : 8;
-    CLIENT **n = realloc(orphans, ncap * sizeof *n);
-    if (n != NULL) {
-      orphans = n;
-      cap_orphans = ncap;
-    }
+/* In a forked child: a connection's lock may be held by a parent thread
+ * that does not exist here, so it is neither taken nor destroyed; nothing
+ * else in the transport is shared. */
+void px_conn_abandon_all(void) {
+  while (reg_head != NULL) {
+    struct px_conn *c = reg_head;
+    reg_head = c->reg_next;
+    px_wire_close(&c->wire);
+    free(c);
   }
-  if (n_orphans < cap_orphans)
-    orphans[n_orphans++] = c->clnt;
-  free(c);
+  pthread_mutex_unlock(&reg_lock);
 }

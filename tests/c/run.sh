@@ -69,34 +69,49 @@ if [ "$VALGRIND" = 1 ]; then
       --errors-for-leak-kinds=definite,possible
       --suppressions="$here/valgrind.supp")
 fi
-groups="args sizes threads fork restart config mechanisms app"
+groups="args sizes threads fork forkthread manysessions restart config mechanisms app"
 # Caml Crush forks one daemon process per connection, each calling
 # C_Initialize on the same SoftHSM2 store; SoftHSM2 2.6.1 races when several
 # processes do that at once, so four threads opening sessions together fail
 # there at random. The threads group exercises our client's concurrency and
 # runs against our daemon; the interop run keeps every other group.
-if [ "$DAEMON" = camlcrush ]; then groups="args sizes fork restart config mechanisms app"; fi
-for group in $groups; do
-  out="$work/test-$group.log"
+if [ "$DAEMON" = camlcrush ]; then groups="args sizes fork forkthread manysessions restart config mechanisms app"; fi
+# run_group LABEL GROUP: one test_client group; its checks count one by one,
+# and a run that ends badly (valgrind or sanitizer error, crash) counts one
+# more failure.
+run_group() {
+  local label=$1 group=$2
+  local out="$work/test-${label//[^a-z]/_}.log"
   "${vg[@]}" "$test_client" "$group" >"$out" 2>&1
-  rc=$?
+  local rc=$?
+  local summary gp=0 gf=0
   summary=$(tail -n 1 "$out")
-  # The group's own checks count one by one; a run that ends badly (valgrind or
-  # sanitizer error, crash) counts one more failure.
-  gp=0 gf=0
   if [[ $summary =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     gp=${BASH_REMATCH[1]} gf=${BASH_REMATCH[2]}
   fi
   if [ $rc -eq 0 ] && [ "$gf" -eq 0 ] && [ "$gp" -gt 0 ]; then
     passed=$((passed + gp))
-    echo "PASS C tests [$group]: $summary"
+    echo "PASS C tests [$label]: $summary"
   else
     passed=$((passed + gp))
     failed=$((failed + gf + 1))
-    echo "FAIL C tests [$group] (exit $rc${vg:+, valgrind}${san:+, sanitizers}): $summary"
+    echo "FAIL C tests [$label] (exit $rc${vg:+, valgrind}${san:+, sanitizers}): $summary"
     sed 's/^/    /' "$out" | tail -n 40
   fi
+}
+for group in $groups; do run_group "$group" "$group"; done
+
+# The same calls with every reply split into fragments that arrive in
+# pieces (tests/c/refragment.py relays to the daemon under test).
+python3 "$here/refragment.py" "$work/refragment.sock" "$PKCS11PROXY_SOCKET_PATH" \
+  2>"$work/refragment.log" &
+refragment_pid=$!
+for _ in $(seq 1 100); do [ -S "$work/refragment.sock" ] && break; sleep 0.05; done
+for group in sizes mechanisms; do
+  PKCS11PROXY_SOCKET_PATH="$work/refragment.sock" run_group "$group, fragmented replies" "$group"
 done
+kill "$refragment_pid" 2>/dev/null
+wait "$refragment_pid" 2>/dev/null
 
 # ---- attribute value shapes (test_attrs.c) ----
 # Our library under valgrind or the sanitizers; against our daemon also

@@ -3,21 +3,27 @@
  * Environment: P11CLIENT_LIB (library path), PKCS11PROXY_* (client
  * settings), P11TEST_RESTART_CMD (restarts the daemon; restart and app
  * groups), DAEMON (ours or camlcrush).
- * Usage: test_client [group...]; groups: args sizes threads fork restart
- * config mechanisms app (DAEMON=ours expects the typed mechanism
- * procedures and connections joined into one application).
+ * Usage: test_client [group...]; groups: args sizes threads fork
+ * forkthread manysessions restart config mechanisms app (DAEMON=ours
+ * expects the typed mechanism procedures and connections joined into one
+ * application).
  * Prints "N passed, M failed" last; exits non-zero on any failure.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -448,6 +454,22 @@ static void test_sizes(void) {
   bl = sizeof back;
   CHECK_RV(f->C_Decrypt(s, ct, ctl, back, &bl), CKR_OK);
   CHECK(bl == 40 && memcmp(back, pt, 40) == 0, "round trip");
+  /* 1 MiB each way: requests and replies larger than the transport's
+   * 64 KiB buffer. */
+  const CK_ULONG big = 1024 * 1024;
+  CK_BYTE *bin = malloc(big), *bct = malloc(big + 16), *bback = malloc(big);
+  for (CK_ULONG i = 0; i < big; i++)
+    bin[i] = (CK_BYTE)(i * 7 + (i >> 12));
+  CK_ULONG bctl = big + 16, bbl = big;
+  CHECK_RV(f->C_EncryptInit(s, &cbc, aes), CKR_OK);
+  CHECK_RV(f->C_Encrypt(s, bin, big, bct, &bctl), CKR_OK);
+  CHECK(bctl == big + 16, "1 MiB ciphertext length %lu", bctl);
+  CHECK_RV(f->C_DecryptInit(s, &cbc, aes), CKR_OK);
+  CHECK_RV(f->C_Decrypt(s, bct, bctl, bback, &bbl), CKR_OK);
+  CHECK(bbl == big && memcmp(bback, bin, big) == 0, "1 MiB round trip");
+  free(bin);
+  free(bct);
+  free(bback);
   CHECK_RV(f->C_CloseSession(s), CKR_OK);
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
 }
@@ -531,7 +553,285 @@ static void test_fork(void) {
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
 }
 
+/* ---- group: forkthread ---- */
+/* One thread keeps a slow call in flight (RSA-4096 key pair generation,
+ * seconds in the daemon) while another forks. The child must re-initialize
+ * and work: nothing the in-flight call holds (connection lock, transport
+ * state) may be needed in the child. The child's new sockets reuse the
+ * parent's descriptor numbers, so transport state keyed by descriptor that
+ * a parent thread left busy would block the child's calls. */
+struct midcall {
+  CK_SESSION_HANDLE s;
+  atomic_int tid;
+  atomic_bool stop;
+  int calls, ok;
+};
+
+static void *keygen_loop(void *arg) {
+  struct midcall *m = arg;
+  atomic_store(&m->tid, (int)gettid());
+  CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+  CK_ULONG bits = 4096;
+  CK_BYTE e[] = {1, 0, 1};
+  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &no, sizeof no},
+                        {CKA_VERIFY, &yes, sizeof yes},
+                        {CKA_MODULUS_BITS, &bits, sizeof bits},
+                        {CKA_PUBLIC_EXPONENT, e, sizeof e}};
+  CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &no, sizeof no},
+                         {CKA_SIGN, &yes, sizeof yes}};
+  while (!atomic_load(&m->stop)) {
+    CK_OBJECT_HANDLE hpub, hpriv;
+    m->calls++;
+    if (f->C_GenerateKeyPair(m->s, &mech, pub, 4, priv, 2, &hpub, &hpriv) ==
+        CKR_OK) {
+      m->ok++;
+      f->C_DestroyObject(m->s, hpub);
+      f->C_DestroyObject(m->s, hpriv);
+    }
+  }
+  return NULL;
+}
+
+/* Whether thread `tid` of this process is blocked in poll/ppoll, i.e.
+ * waiting for a reply (/proc/PID/task/TID/syscall starts with the number). */
+static bool in_poll(int tid) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return false;
+  bool yes = fgets(buf, sizeof buf, fp) != NULL &&
+             (strtol(buf, NULL, 10) == SYS_poll ||
+              strtol(buf, NULL, 10) == SYS_ppoll);
+  fclose(fp);
+  return yes;
+}
+
+static int count_sockets(void);
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void fork_during_init(void);
+
+static void test_forkthread(void) {
+  CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+  CK_SLOT_ID slot = token_slot();
+  CK_SESSION_HANDLE s = user_session(slot);
+  struct midcall m = {.s = open_rw(slot)};
+  pthread_t t;
+  pthread_create(&t, NULL, keygen_loop, &m);
+  /* Polls (no sleep as synchronisation) until the thread waits for the
+   * daemon's reply; 60 s deadline. */
+  bool mid = false;
+  for (double end = now_s() + 60; !mid && now_s() < end;) {
+    int tid = atomic_load(&m.tid);
+    mid = tid != 0 && in_poll(tid);
+    if (!mid)
+      sched_yield();
+  }
+  CHECK(mid, "the key generation thread is waiting for the daemon");
+  int res_pipe[2];
+  CHECK(pipe(res_pipe) == 0, "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(res_pipe[0]);
+    int bad = 0;
+    /* The parent's sockets, the one with the call in flight included,
+     * are closed in the child. */
+    bad |= (count_sockets() != 0) << 8;
+    CK_SESSION_INFO si;
+    bad |= f->C_GetSessionInfo(m.s, &si) != CKR_CRYPTOKI_NOT_INITIALIZED;
+    bad |= (f->C_Initialize(NULL) != CKR_OK) << 1;
+    CK_SESSION_HANDLE cs = CK_INVALID_HANDLE, cs2 = CK_INVALID_HANDLE;
+    CK_SLOT_ID cslot = token_slot();
+    bad |= (f->C_OpenSession(cslot, CKF_SERIAL_SESSION, NULL, NULL, &cs) !=
+            CKR_OK)
+           << 2;
+    bad |= (f->C_OpenSession(cslot, CKF_SERIAL_SESSION, NULL, NULL, &cs2) !=
+            CKR_OK)
+           << 3;
+    bad |= (f->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4) != CKR_OK) << 4;
+    bad |= (!sign_verify(cs, "in child")) << 5;
+    bad |= (!sign_verify(cs2, "in child, second session")) << 6;
+    bad |= (f->C_Finalize(NULL) != CKR_OK) << 7;
+    bad |= (count_sockets() != 0) << 9;
+    /* The result goes through the pipe and the child ends with SIGKILL:
+     * what the parent thread's call had allocated is referenced only from
+     * that thread's stack, which has no thread here, so a leak check at exit
+     * (valgrind, LeakSanitizer) would report it. */
+    fflush(NULL);
+    if (write(res_pipe[1], &bad, sizeof bad) != sizeof bad)
+      _exit(3);
+    kill(getpid(), SIGKILL);
+  }
+  CHECK(pid > 0, "fork");
+  close(res_pipe[1]);
+  /* Waits for the child's result with a deadline: a deadlock fails. */
+  struct pollfd pf = {.fd = res_pipe[0], .events = POLLIN};
+  int bad = -1;
+  if (poll(&pf, 1, 60 * 1000) == 1 &&
+      read(res_pipe[0], &bad, sizeof bad) != sizeof bad)
+    bad = -2;
+  close(res_pipe[0]);
+  if (bad == -1)
+    kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  CHECK(bad == 0,
+        "child forked mid-call re-initializes and signs in time (%s 0x%x)",
+        bad == -1 ? "deadlocked: no result after 60 s," : "result", bad);
+  atomic_store(&m.stop, true);
+  pthread_join(t, NULL);
+  CHECK(m.calls > 0 && m.ok == m.calls, "parent thread: %d/%d key pairs",
+        m.ok, m.calls);
+  CHECK(sign_verify(s, "after fork"), "parent still signs after fork");
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+  fork_during_init();
+}
+
+/* A thread keeps opening and closing the library (C_Initialize, C_Finalize):
+ * whenever it waits for the daemon, its connection is outside the state's
+ * connection list (being set up, or being finalized). A child forked then
+ * must still find none of the parent's sockets open, and work. */
+struct initloop {
+  atomic_int tid;
+  atomic_bool stop;
+  int rounds, ok;
+};
+
+static void *init_loop(void *arg) {
+  struct initloop *l = arg;
+  atomic_store(&l->tid, (int)gettid());
+  while (!atomic_load(&l->stop)) {
+    l->rounds++;
+    if (f->C_Initialize(NULL) == CKR_OK && f->C_Finalize(NULL) == CKR_OK)
+      l->ok++;
+  }
+  return NULL;
+}
+
+static void fork_during_init(void) {
+  struct initloop l = {0};
+  pthread_t t;
+  pthread_create(&t, NULL, init_loop, &l);
+  bool mid = false;
+  for (double end = now_s() + 60; !mid && now_s() < end;) {
+    int tid = atomic_load(&l.tid);
+    mid = tid != 0 && in_poll(tid);
+    if (!mid)
+      sched_yield();
+  }
+  CHECK(mid, "the initialize loop waits for the daemon");
+  int res_pipe[2];
+  CHECK(pipe(res_pipe) == 0, "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(res_pipe[0]);
+    int bad = (count_sockets() != 0);
+    bad |= (f->C_Initialize(NULL) != CKR_OK) << 1;
+    CK_SESSION_HANDLE cs = CK_INVALID_HANDLE;
+    bad |= (f->C_OpenSession(token_slot(), CKF_SERIAL_SESSION, NULL, NULL,
+                             &cs) != CKR_OK)
+           << 2;
+    bad |= (f->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR)PIN, 4) != CKR_OK) << 3;
+    bad |= (!sign_verify(cs, "in child of an initialize loop")) << 4;
+    bad |= (f->C_Finalize(NULL) != CKR_OK) << 5;
+    fflush(NULL);
+    if (write(res_pipe[1], &bad, sizeof bad) != sizeof bad)
+      _exit(3);
+    kill(getpid(), SIGKILL); /* see test_forkthread */
+  }
+  close(res_pipe[1]);
+  struct pollfd pf = {.fd = res_pipe[0], .events = POLLIN};
+  int bad = -1;
+  if (poll(&pf, 1, 60 * 1000) == 1 &&
+      read(res_pipe[0], &bad, sizeof bad) != sizeof bad)
+    bad = -2;
+  close(res_pipe[0]);
+  if (bad == -1)
+    kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  CHECK(bad == 0,
+        "child forked during C_Initialize/C_Finalize: no inherited socket, "
+        "works (%s 0x%x)",
+        bad == -1 ? "deadlocked: no result after 60 s," : "result", bad);
+  atomic_store(&l.stop, true);
+  pthread_join(t, NULL);
+  CHECK(l.rounds > 0 && l.ok == l.rounds, "initialize loop: %d/%d rounds",
+        l.ok, l.rounds);
+}
+
+/* ---- group: manysessions ---- */
+/* The library's session cap (4096) of sessions on one connection (shared
+ * mode), a call on each, then closing every other one: the table's lookup
+ * finds each handle among thousands, and a closed handle is gone. */
+#define MANY_SESSIONS 4096
+static void test_manysessions(void) {
+  setenv("PKCS11PROXY_SESSION_CONNECTIONS", "shared", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_OK);
+  unsetenv("PKCS11PROXY_SESSION_CONNECTIONS");
+  CK_SLOT_ID slot = token_slot();
+  CK_SESSION_HANDLE *h = calloc(MANY_SESSIONS, sizeof *h);
+  size_t n = 0;
+  CK_RV rv = CKR_OK;
+  while (n < MANY_SESSIONS &&
+         (rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
+                                &h[n])) == CKR_OK)
+    n++;
+  /* A daemon may cap an application's sessions below the library's. */
+  CHECK(n == MANY_SESSIONS || (n >= 1000 && rv == CKR_SESSION_COUNT),
+        "%zu sessions opened (last rv 0x%lx)", n, (unsigned long)rv);
+  CK_SESSION_HANDLE extra;
+  CHECK_RV(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &extra),
+           CKR_SESSION_COUNT);
+  size_t ok = 0, distinct = 1;
+  for (size_t i = 0; i < n; i++) {
+    CK_SESSION_INFO si;
+    if (f->C_GetSessionInfo(h[i], &si) == CKR_OK && si.slotID == slot &&
+        si.state == CKS_RO_PUBLIC_SESSION)
+      ok++;
+    if (i > 0 && h[i] != h[i - 1])
+      distinct++;
+  }
+  CHECK(ok == n && distinct == n, "C_GetSessionInfo on each: %zu/%zu ok",
+        ok, n);
+  size_t closed = 0;
+  for (size_t i = 0; i < n; i += 2)
+    closed += f->C_CloseSession(h[i]) == CKR_OK;
+  CHECK(closed == (n + 1) / 2, "closed %zu of %zu", closed, (n + 1) / 2);
+  size_t right = 0;
+  for (size_t i = 0; i < n; i++) {
+    CK_SESSION_INFO si;
+    rv = f->C_GetSessionInfo(h[i], &si);
+    right += rv == (i % 2 == 0 ? CKR_SESSION_HANDLE_INVALID : CKR_OK);
+  }
+  CHECK(right == n, "closed handles invalid, open ones valid: %zu/%zu", right,
+        n);
+  CK_SESSION_HANDLE again = CK_INVALID_HANDLE;
+  CHECK_RV(f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &again),
+           CKR_OK);
+  CK_SESSION_INFO si;
+  CHECK_RV(f->C_GetSessionInfo(again, &si), CKR_OK);
+  CHECK_RV(f->C_CloseAllSessions(slot), CKR_OK);
+  CHECK_RV(f->C_GetSessionInfo(h[n - 1], &si), CKR_SESSION_HANDLE_INVALID);
+  CHECK_RV(f->C_GetSessionInfo(again, &si), CKR_SESSION_HANDLE_INVALID);
+  free(h);
+  CHECK_RV(f->C_Finalize(NULL), CKR_OK);
+}
+
 /* ---- group: restart ---- */
+static atomic_int sigpipes;
+static void count_sigpipe(int sig) {
+  (void)sig;
+  atomic_fetch_add(&sigpipes, 1);
+}
+
 static void test_restart(void) {
   const char *cmd = getenv("P11TEST_RESTART_CMD");
   if (cmd == NULL) {
@@ -543,9 +843,10 @@ static void test_restart(void) {
   CK_SESSION_HANDLE s = user_session(slot);
   CHECK(sign_verify(s, "before restart"), "signs before restart");
   CHECK(system(cmd) == 0, "restart command");
-  /* The next call writes to a dead socket (EPIPE, SIGPIPE). The library
-   * consumes the SIGPIPE it caused, but one the application already had
-   * pending (SIGPIPE blocked in this thread) stays pending. */
+  /* The next call writes to a dead socket (EPIPE). The library writes
+   * with MSG_NOSIGNAL and never touches the signal mask, so a SIGPIPE the
+   * application already had pending (blocked in this thread) stays
+   * pending. */
   sigset_t pipe_set, old_mask, pending;
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
@@ -562,8 +863,18 @@ static void test_restart(void) {
   sigtimedwait(&pipe_set, NULL, &zero);
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
   CHECK_RV(f->C_GetSessionInfo(s, &si), CKR_SESSION_HANDLE_INVALID);
+  /* The control connection's write to the dead daemon raises no SIGPIPE
+   * for the application's handler either. */
+  struct sigaction sa, old_sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = count_sigpipe;
+  sigaction(SIGPIPE, &sa, &old_sa);
+  atomic_store(&sigpipes, 0);
   CK_ULONG n = 0;
   rv = f->C_GetSlotList(CK_TRUE, NULL, &n);
+  CHECK(atomic_load(&sigpipes) == 0, "no SIGPIPE delivered (%d)",
+        atomic_load(&sigpipes));
+  sigaction(SIGPIPE, &old_sa, NULL);
   CHECK(rv == CKR_OK || rv == CKR_FUNCTION_FAILED,
         "slot call after restart: OK after reconnect or FUNCTION_FAILED "
         "(0x%lx)",
@@ -1250,6 +1561,8 @@ int main(int argc, char **argv) {
     void (*fn)(void);
   } groups[] = {{"args", test_args},       {"sizes", test_sizes},
                 {"threads", test_threads}, {"fork", test_fork},
+                {"forkthread", test_forkthread},
+                {"manysessions", test_manysessions},
                 {"restart", test_restart},
                 {"config", test_config},   {"mechanisms", test_mechanisms},
                 {"app", test_app}};
