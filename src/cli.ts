@@ -176,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
       trace: o.trace,
       workers: o.workers ?? sc.workers ?? os.availableParallelism(),
       maxRecordSize: sc.maxRecordSize,
+      limits: sc.limits,
     };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
   } catch (e) {

@@ -5,7 +5,14 @@
 import path from 'path';
 import type { SchemaObject } from 'ajv';
 import { readConfigText } from './read';
-import { DEFAULT_MAX_RECORD_SIZE, type LOG_LEVELS, serverSchema } from './server-schema';
+import {
+  DEFAULT_MAX_RANDOM_LENGTH,
+  DEFAULT_MAX_RECORD_SIZE,
+  DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP,
+  DEFAULT_MAX_SESSIONS_PER_APP,
+  type LOG_LEVELS,
+  serverSchema,
+} from './server-schema';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { compileSchema, invalidAt, validatePlain } from './validate';
 
@@ -43,6 +50,8 @@ export interface ServerConfig {
   maxRecordSize: number;
   /** processor.workers (our key); null = daemon default. */
   workers: number | null;
+  /** processor.max_sessions_per_app, max_session_object_bytes_per_app, max_random_length (our keys). */
+  limits: { maxSessions: number; maxSessionObjectBytes: number; maxRandomLength: number };
   /** processor.pid_file (our key), absolute. */
   pidFile: string | null;
   /** service.user: privilege drop target (not applied yet). */
@@ -89,6 +98,9 @@ interface ProcessorBlock {
   tls?: TlsBlock;
   max_record_size?: number;
   workers?: number;
+  max_sessions_per_app?: number;
+  max_session_object_bytes_per_app?: number;
+  max_random_length?: number;
   pid_file?: string;
 }
 interface ServiceBlock {
@@ -237,6 +249,11 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     useTls,
     maxRecordSize: proc.max_record_size ?? DEFAULT_MAX_RECORD_SIZE,
     workers: proc.workers ?? null,
+    limits: {
+      maxSessions: proc.max_sessions_per_app ?? DEFAULT_MAX_SESSIONS_PER_APP,
+      maxSessionObjectBytes: proc.max_session_object_bytes_per_app ?? DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP,
+      maxRandomLength: proc.max_random_length ?? DEFAULT_MAX_RANDOM_LENGTH,
+    },
     pidFile: proc.pid_file !== undefined ? fromConf(proc.pid_file) : null,
     user: service.user ?? null,
     group: service.group ?? null,
