@@ -67,10 +67,10 @@ test('a C_Logout the module refuses returns its CK_RV and outsiders stay outside
   // x leaves while the module still refuses: nobody holds the login, everyone is an outsider.
   await x.c.close();
   expect(await find(z.c, z.s, 'secret')).toBe(0);
-  // The SO cannot log in over the user login the faulty still has.
+  // The SO cannot log in over the user login the module still has.
   expect(await z.c.call('C_Login', { session: z.s, userType: p.CKU_SO, pin: Buffer.from(SO_PIN) })).toBe(p.CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
 
-  // The faulty accepts again: a user joins with the right PIN, logs out, and the faulty is logged out.
+  // The module accepts again: a user joins with the right PIN, logs out, and the module is logged out.
   faulty.heal();
   expect(await z.c.call('C_Login', { session: z.s, userType: p.CKU_USER, pin: Buffer.from('0000') })).toBe(p.CKR_PIN_INCORRECT);
   expect(await z.c.call('C_Login', { session: z.s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) })).toBe(p.CKR_OK);
@@ -83,7 +83,7 @@ test('a C_Logout the module refuses returns its CK_RV and outsiders stay outside
 test('a session object stays its creator\'s when the module cannot tell whether it is a token object', async () => {
   const x = await openSession();
   const z = await openSession();
-  // The layer asks CKA_TOKEN after creating; the faulty fails that question.
+  // The layer asks CKA_TOKEN after creating; the module fails that question.
   faulty.fail('C_GetAttributeValue', p.CKR_DEVICE_ERROR);
   const template = [ulong(p.CKA_CLASS, p.CKO_DATA), bool(p.CKA_TOKEN, false), bool(p.CKA_PRIVATE, false), bytes(p.CKA_LABEL, 'x-only')];
   expect((await x.c.call('C_CreateObject', { session: x.s, template })).rv).toBe(p.CKR_OK);
