@@ -186,6 +186,7 @@ type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptI
 /** An open module session as the backend keeps it. */
 interface SessionRecord {
   readonly handle: Buffer;
+  readonly slotID: number;
   /** Mechanism of the active operation per *Init call; feeds the cost model's kinds. */
   readonly ops: Map<string, number>;
 }
@@ -419,7 +420,7 @@ export class Pkcs11jsBackend implements Backend {
   async C_OpenSession(c: BackendContext, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
     const h = this.m(c).C_OpenSession(this.slot(a.slotID), a.flags);
     const session = fromHandle(h);
-    this.sessions.set(session, { handle: h, ops: new Map() });
+    this.sessions.set(session, { handle: h, slotID: a.slotID, ops: new Map() });
     return { rv: CKR_OK, session };
   }
   async C_CloseSession(c: BackendContext, a: C_CloseSession_args): Promise<px_rv> {
@@ -429,9 +430,10 @@ export class Pkcs11jsBackend implements Backend {
     return CKR_OK;
   }
   async C_CloseAllSessions(c: BackendContext, a: C_CloseAllSessions_args): Promise<px_rv> {
-    // Never reached for a client (the handle layer closes only the caller's
-    // sessions); kept for completeness of the interface.
+    // Reached only when the caller holds every session of this process on
+    // the slot (the handle layer closes others' sessions one by one).
     this.m(c).C_CloseAllSessions(this.slot(a.slotID));
+    for (const [h, s] of this.sessions) if (s.slotID === a.slotID) this.sessions.delete(h);
     return CKR_OK;
   }
 

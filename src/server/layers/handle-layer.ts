@@ -29,8 +29,12 @@ const MAX_HANDLE = 0xffffffff;
 const WORKER_BITS = 4;
 /** Bytes counted per session object on top of the attribute bytes the client gave (module bookkeeping, key material it generates). */
 export const SESSION_OBJECT_OVERHEAD = 1024;
-/** Sessions closed per event-loop turn when an application goes away, so other connections are served in between. */
-const CLOSE_SLICE = 256;
+/**
+ * Module time spent closing sessions before yielding to the event loop, so
+ * other connections are served in between (a module's C_CloseSession may
+ * cost time linear in its open sessions: SoftHSM2 2.6 scans all its handles).
+ */
+const CLOSE_SLICE_MS = 2;
 
 /** One virtual session: the backend (alias) and module session it stands for. */
 interface SessionEntry {
@@ -53,6 +57,8 @@ class HandleTables {
   readonly objects = new Map<number, ObjectEntry>();
   /** Module object number → virtual, so an object found twice keeps one handle. All entries share the application's alias. */
   readonly objectsByModule = new Map<number, number>();
+  /** Open sessions per slot. */
+  readonly perSlot = new Map<number, number>();
   sessionObjectBytes = 0;
 }
 
@@ -100,8 +106,18 @@ function asksToken(t: unknown): boolean {
   return a !== undefined && a.value.length > 0 && a.value[0] !== 0;
 }
 
-function yieldTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+/** Yields to the event loop once CLOSE_SLICE_MS of work has passed since the last yield. */
+class Slicer {
+  private since = performance.now();
+  async tick(): Promise<void> {
+    if (performance.now() - this.since < CLOSE_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.since = performance.now();
+  }
+}
+
+function slotKey(alias: string, slotID: number): string {
+  return `${alias}\u0000${slotID}`;
 }
 
 export interface HandleLayerOptions {
@@ -127,6 +143,8 @@ export interface HandleLayerOptions {
 export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
   private counter = 0;
   private readonly backends = new Map<string, BackendObjects>();
+  /** Open sessions of all applications per backend slot (slotKey). */
+  private readonly slotSessions = new Map<string, number>();
   private readonly workerIndex: number;
   private readonly log?: Logger;
   private readonly limits: AppLimits;
@@ -316,12 +334,31 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const t = this.tables(conn);
     if (t.sessions.size >= this.limits.maxSessions) return { rv: ck.CKR_SESSION_COUNT, session: 0 };
     const alias = aliasOf(conn, this.defaultAlias);
-    const r = await this.next.C_OpenSession(conn, a);
-    if (r.rv !== CKR_OK) return r;
+    // Counted before the module is asked, so a close-all never misses a session being opened.
+    const k = slotKey(alias, a.slotID);
+    this.slotSessions.set(k, (this.slotSessions.get(k) ?? 0) + 1);
+    let r: C_OpenSession_ret;
+    try {
+      r = await this.next.C_OpenSession(conn, a);
+    } catch (e) {
+      this.uncount(k);
+      throw e;
+    }
+    if (r.rv !== CKR_OK) {
+      this.uncount(k);
+      return r;
+    }
     const v = this.mint();
     t.sessions.set(v, { alias, module: r.session, slotID: a.slotID, objects: new Set() });
+    t.perSlot.set(a.slotID, (t.perSlot.get(a.slotID) ?? 0) + 1);
     r.session = v;
     return r;
+  }
+
+  private uncount(k: string): void {
+    const all = (this.slotSessions.get(k) ?? 1) - 1;
+    if (all > 0) this.slotSessions.set(k, all);
+    else this.slotSessions.delete(k);
   }
 
   async C_CloseSession(conn: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
@@ -329,9 +366,45 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const s = this.session(t, aliasOf(conn, this.defaultAlias), a.session);
     const rv = await this.next.C_CloseSession(conn, { session: s.module });
     // The session is gone for the client whatever the module said.
-    t.sessions.delete(a.session);
-    this.dropSessionObjects(t, s);
+    this.forgetSession(t, a.session, s);
     return rv;
+  }
+
+  /** Drops a closed session from every table. */
+  private forgetSession(t: HandleTables, v: number, s: SessionEntry): void {
+    if (!t.sessions.delete(v)) return;
+    this.dropSessionObjects(t, s);
+    const left = (t.perSlot.get(s.slotID) ?? 1) - 1;
+    if (left > 0) t.perSlot.set(s.slotID, left);
+    else t.perSlot.delete(s.slotID);
+    this.uncount(slotKey(s.alias, s.slotID));
+  }
+
+  /**
+   * Closes the application's sessions on one slot. When they are all the
+   * sessions this process has there, one module C_CloseAllSessions does it
+   * (linear in the module too); otherwise one C_CloseSession each, yielding
+   * to the event loop between slices. Returns how many the module closed.
+   */
+  private async closeSlot(conn: ConnectionState, t: HandleTables, alias: string, slotID: number): Promise<number> {
+    const mine = [...t.sessions].filter(([, s]) => s.slotID === slotID && s.alias === alias);
+    if (mine.length === 0) return 0;
+    if (mine.length === this.slotSessions.get(slotKey(alias, slotID))) {
+      const rv = await this.next.C_CloseAllSessions(conn, { slotID }).catch((e: unknown) => rvOf(e));
+      if (rv === CKR_OK) {
+        for (const [v, s] of mine) this.forgetSession(t, v, s);
+        return mine.length;
+      }
+    }
+    const slicer = new Slicer();
+    let closed = 0;
+    for (const [v, s] of mine) {
+      await slicer.tick();
+      const rv = await this.next.C_CloseSession(conn, { session: s.module }).catch((e: unknown) => rvOf(e));
+      if (rv === CKR_OK) closed += 1;
+      this.forgetSession(t, v, s);
+    }
+    return closed;
   }
 
   /**
@@ -342,15 +415,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
   async C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
     const slot = await this.next.C_GetSlotInfo(conn, { slotID: a.slotID });
     if (slot.rv !== CKR_OK) return slot.rv;
-    const t = this.tables(conn);
-    let n = 0;
-    for (const [v, s] of [...t.sessions]) {
-      if (s.slotID !== a.slotID) continue;
-      if (++n % CLOSE_SLICE === 0) await yieldTurn();
-      t.sessions.delete(v);
-      await this.next.C_CloseSession(conn, { session: s.module }).catch(() => undefined);
-      this.dropSessionObjects(t, s);
-    }
+    await this.closeSlot(conn, this.tables(conn), aliasOf(conn, this.defaultAlias), a.slotID);
     return CKR_OK;
   }
 
@@ -389,22 +454,18 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
 
   /**
    * Releases the application's sessions; the module itself stays
-   * initialized for the others. Linear in the number of sessions, and in
-   * slices of CLOSE_SLICE per event-loop turn.
+   * initialized for the others. Linear in the number of sessions (see
+   * closeSlot).
    */
   async C_Finalize(conn: ConnectionState): Promise<px_rv> {
     const t = this.tables(conn);
-    let closed = 0;
-    let n = 0;
     const total = t.sessions.size;
-    for (const s of t.sessions.values()) {
-      if (++n % CLOSE_SLICE === 0) await yieldTurn();
-      const rv = await this.next.C_CloseSession(conn, { session: s.module }).catch((e: unknown) => rvOf(e));
-      if (rv === CKR_OK) closed += 1;
-      this.dropSessionObjects(t, s);
-    }
+    let closed = 0;
+    const slots = new Map<string, { alias: string; slotID: number }>();
+    for (const s of t.sessions.values()) slots.set(slotKey(s.alias, s.slotID), { alias: s.alias, slotID: s.slotID });
+    for (const { alias, slotID } of slots.values()) closed += await this.closeSlot(conn, t, alias, slotID);
     this.log?.('debug', `[conn ${conn.id}] released: closed ${closed} of ${total} module sessions`);
-    t.sessions.clear();
+    for (const [v, s] of [...t.sessions]) this.forgetSession(t, v, s);
     t.objects.clear();
     t.objectsByModule.clear();
     t.sessionObjectBytes = 0;

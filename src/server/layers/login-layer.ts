@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
 import type {
+  C_CloseAllSessions_args,
   C_CloseSession_args,
   C_FindObjectsInit_args,
   C_FindObjects_args,
@@ -198,6 +199,29 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     } else if (left === 0) {
       await this.release(conn, t, false);
     }
+    return rv;
+  }
+
+  /**
+   * Reached only when the caller holds every session this process has on
+   * the token (the handle layer closes others' sessions one by one): the
+   * module closed them all and logged the token out.
+   */
+  async C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
+    const rv = await this.next.C_CloseAllSessions(conn, a);
+    if (rv !== CKR_OK) return rv;
+    const key = this.tokenKey(conn, a.slotID);
+    const t = this.token(key);
+    const c = this.conn(conn);
+    for (const s of t.sessions) {
+      c.sessions.delete(s);
+      c.emptySearch.delete(s);
+    }
+    c.perToken.delete(key);
+    t.sessions.clear();
+    t.userType = null;
+    t.pinTag = null;
+    t.holders.clear();
     return rv;
   }
 
