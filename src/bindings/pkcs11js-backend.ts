@@ -262,7 +262,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   private sh(session: number): Buffer {
-    return this.sessions.get(session)?.handle ?? this.sh(session);
+    return this.sessions.get(session)?.handle ?? toHandle(session);
   }
 
   private slot(slotID: number): Buffer {

@@ -392,7 +392,11 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     if (mine.length === this.slotSessions.get(slotKey(alias, slotID))) {
       const rv = await this.next.C_CloseAllSessions(conn, { slotID }).catch((e: unknown) => rvOf(e));
       if (rv === CKR_OK) {
-        for (const [v, s] of mine) this.forgetSession(t, v, s);
+        const slicer = new Slicer();
+        for (const [v, s] of mine) {
+          await slicer.tick();
+          this.forgetSession(t, v, s);
+        }
         return mine.length;
       }
     }
