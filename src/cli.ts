@@ -188,6 +188,7 @@ export async function main(argv: string[]): Promise<number> {
       maxRecordSize: sc.maxRecordSize,
       plainParameterMechanisms: sc.plainParameterMechanisms,
       connectionLimits: sc.connectionLimits,
+      limits: sc.limits,
     };
     loaded = { server: sc, filter: fc };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');

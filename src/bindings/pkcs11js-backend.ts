@@ -50,7 +50,6 @@ import type {
   C_WaitForSlotEvent_args,
   C_WaitForSlotEvent_ret,
   C_WrapKey_args,
-  Pkcs11Calls,
   px_DeriveKeyTyped_args,
   px_GenerateKeyPairTyped_args,
   px_GenerateKeyTyped_args,
@@ -77,15 +76,14 @@ import {
   CKR_BUFFER_TOO_SMALL,
   CKR_FUNCTION_NOT_PARALLEL,
   CKR_FUNCTION_NOT_SUPPORTED,
-  CKR_GENERAL_ERROR,
   CKR_OK,
   CK_UNAVAILABLE_INFORMATION_WIRE,
   ck,
 } from '../pkcs11/constants';
 import { NATIVE_ARCH } from '../pkcs11/arch';
-import { Pkcs11Error, rvOf } from '../pkcs11/errors';
+import { rvOf } from '../pkcs11/errors';
 import { CallCostModel } from './call-cost';
-import type { ConnectionState } from '../server/dispatch/connection-state';
+import type { Backend, BackendContext, BackendLimits } from './backend';
 import { rawMechanism as mechanism, typedMechanism } from './mech-params';
 
 /** Largest output the daemon will allocate for one call (matches the default record limit). */
@@ -185,11 +183,19 @@ function inBuf(b: Buffer): Buffer {
 
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
-const OP_INITS = ['C_DigestInit', 'C_SignInit', 'C_VerifyInit', 'C_EncryptInit', 'C_DecryptInit', 'C_SignRecoverInit', 'C_VerifyRecoverInit'];
-
-function opKey(c: ConnectionState, session: number, init: string): string {
-  return `${c.moduleAlias ?? ''}\u0000${session}\u0000${init}`;
+/** An open module session as the backend keeps it. */
+interface SessionRecord {
+  readonly handle: Buffer;
+  readonly slotID: number;
+  /** Mechanism of the active operation per *Init call; feeds the cost model's kinds. */
+  readonly ops: Map<string, number>;
 }
+
+/** Object handle Buffers kept at most; the cache is dropped whole when full. */
+const OBJECT_HANDLE_CACHE = 4096;
+const SLOT_HANDLE_CACHE = 64;
+/** C_GenerateRandom output produced per event-loop turn (pkcs11js has no async variant). */
+const RANDOM_SLICE = 64 * 1024;
 
 /** One PKCS#11 module loaded and initialized once in this process. */
 export class LoadedModule {
@@ -224,27 +230,61 @@ export class LoadedModule {
 }
 
 /**
- * Bottom of the stack: turns calls into pkcs11js calls on the connection's
- * module. Handles here are the module's own numbers. It keeps no
- * per-connection state: C_Initialize/C_Finalize/C_LoadModule are answered
- * by the layers above and never reach a module's process-wide functions.
+ * One module as a backend: turns calls into pkcs11js calls. Handles here are
+ * the module's own numbers. C_Initialize/C_Finalize/C_LoadModule are
+ * answered by the layers above and never reach the module's process-wide
+ * functions.
  */
-export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
+export class Pkcs11jsBackend implements Backend {
   private readonly inflight = new Set<pkcs11js.Mechanism>();
+  private readonly p11: pkcs11js.PKCS11;
+  readonly alias: string;
+  /** Open module sessions: their handle Buffer, built once, and the mechanism of each active operation. */
+  private readonly sessions = new Map<number, SessionRecord>();
+  /** Handle Buffers of objects named recently; bounded, rebuilt on demand. */
+  private readonly objectHandles = new Map<number, Buffer>();
+  private readonly slotHandles = new Map<number, Buffer>();
 
   constructor(
-    private readonly modules: ReadonlyMap<string, LoadedModule>,
-    private readonly defaultAlias: string,
-  ) {}
-
-  private m(conn: ConnectionState): pkcs11js.PKCS11 {
-    const mod = this.modules.get(conn.moduleAlias ?? this.defaultAlias);
-    if (!mod) throw new Pkcs11Error(CKR_GENERAL_ERROR);
-    return mod.p11;
+    private readonly module: LoadedModule,
+    private readonly limits: BackendLimits,
+  ) {
+    this.p11 = module.p11;
+    this.alias = module.alias;
   }
 
-  /** Mechanism of each session's active operation, by opKey(); feeds the cost model's kinds. */
-  private readonly opMechanisms = new Map<string, number>();
+  finalize(): void {
+    this.module.finalize();
+  }
+
+  private m(_c: BackendContext): pkcs11js.PKCS11 {
+    return this.p11;
+  }
+
+  private sh(session: number): Buffer {
+    return this.sessions.get(session)?.handle ?? toHandle(session);
+  }
+
+  private slot(slotID: number): Buffer {
+    let b = this.slotHandles.get(slotID);
+    if (b === undefined) {
+      if (this.slotHandles.size >= SLOT_HANDLE_CACHE) this.slotHandles.clear();
+      b = toHandle(slotID);
+      this.slotHandles.set(slotID, b);
+    }
+    return b;
+  }
+
+  private oh(object: number): Buffer {
+    let b = this.objectHandles.get(object);
+    if (b === undefined) {
+      if (this.objectHandles.size >= OBJECT_HANDLE_CACHE) this.objectHandles.clear();
+      b = toHandle(object);
+      this.objectHandles.set(object, b);
+    }
+    return b;
+  }
+
   private readonly cost = new CallCostModel();
 
   /**
@@ -263,9 +303,9 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
   }
 
   /** The *Init calls that take a mechanism and a key. */
-  private async keyInit(c: ConnectionState, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): Promise<px_rv> {
-    this.m(c)[op](toHandle(session), m, toHandle(key));
-    this.opMechanisms.set(opKey(c, session, op), m.mechanism);
+  private async keyInit(c: BackendContext, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): Promise<px_rv> {
+    this.m(c)[op](this.sh(session), m, this.oh(key));
+    this.sessions.get(session)?.ops.set(op, m.mechanism);
     return CKR_OK;
   }
 
@@ -273,33 +313,33 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
    * Runs a data call of the operation `init` started on `session`, inline or
    * on the libuv pool as its measured cost says (see call-cost.ts).
    */
-  private timed<T>(c: ConnectionState, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): Promise<T> {
-    const mech = this.opMechanisms.get(opKey(c, session, init));
+  private timed<T>(c: BackendContext, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): Promise<T> {
+    const mech = this.sessions.get(session)?.ops.get(init);
     return this.cost.run(CallCostModel.key(call, mech, input), input, sync, async);
   }
 
-  async C_SetupArch(_c: ConnectionState, _a: C_SetupArch_args): Promise<px_rv> {
+  async C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): Promise<px_rv> {
     return NATIVE_ARCH.code;
   }
-  async C_LoadModule(_c: ConnectionState, a: C_LoadModule_args): Promise<px_rv> {
-    return this.modules.has(a.alias.toString('utf8')) ? CKR_OK : CKR_ARGUMENTS_BAD;
+  async C_LoadModule(_c: BackendContext, a: C_LoadModule_args): Promise<px_rv> {
+    return a.alias.toString('utf8') === this.alias ? CKR_OK : CKR_ARGUMENTS_BAD;
   }
-  async C_Initialize(_c: ConnectionState): Promise<px_rv> {
+  async C_Initialize(_c: BackendContext): Promise<px_rv> {
     return CKR_OK;
   }
-  async C_Finalize(_c: ConnectionState): Promise<px_rv> {
+  async C_Finalize(_c: BackendContext): Promise<px_rv> {
     return CKR_OK;
   }
 
   // Application joining is the connection layer's business; a module never sees it.
-  async px_GetAppToken(_c: ConnectionState): Promise<px_GetAppToken_ret> {
+  async px_GetAppToken(_c: BackendContext): Promise<px_GetAppToken_ret> {
     return { rv: CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
   }
-  async px_JoinApp(_c: ConnectionState, _a: px_JoinApp_args): Promise<px_rv> {
+  async px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): Promise<px_rv> {
     return CKR_FUNCTION_NOT_SUPPORTED;
   }
 
-  async C_GetInfo(c: ConnectionState): Promise<C_GetInfo_ret> {
+  async C_GetInfo(c: BackendContext): Promise<C_GetInfo_ret> {
     const i = this.m(c).C_GetInfo();
     return {
       rv: CKR_OK,
@@ -313,14 +353,14 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     };
   }
 
-  async C_GetSlotList(c: ConnectionState, a: C_GetSlotList_args): Promise<C_GetSlotList_ret> {
+  async C_GetSlotList(c: BackendContext, a: C_GetSlotList_args): Promise<C_GetSlotList_ret> {
     const slots = this.m(c).C_GetSlotList(a.tokenPresent !== 0).map(fromHandle);
     if (a.count === 0) return { rv: CKR_OK, slotList: [], count: slots.length };
     if (a.count < slots.length) return { rv: CKR_BUFFER_TOO_SMALL, slotList: [], count: slots.length };
     return { rv: CKR_OK, slotList: slots, count: slots.length };
   }
 
-  async C_WaitForSlotEvent(c: ConnectionState, a: C_WaitForSlotEvent_args): Promise<C_WaitForSlotEvent_ret> {
+  async C_WaitForSlotEvent(c: BackendContext, a: C_WaitForSlotEvent_args): Promise<C_WaitForSlotEvent_ret> {
     // Only the non-blocking form is passed on: a blocking wait would hold the event loop.
     if ((a.flags & ck.CKF_DONT_BLOCK) === 0) return { rv: CKR_FUNCTION_NOT_SUPPORTED, slotID: 0 };
     const slot = this.m(c).C_WaitForSlotEvent(a.flags);
@@ -328,8 +368,8 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return { rv: CKR_OK, slotID: fromHandle(slot) };
   }
 
-  async C_GetSlotInfo(c: ConnectionState, a: C_GetSlotInfo_args): Promise<C_GetSlotInfo_ret> {
-    const i = this.m(c).C_GetSlotInfo(toHandle(a.slotID));
+  async C_GetSlotInfo(c: BackendContext, a: C_GetSlotInfo_args): Promise<C_GetSlotInfo_ret> {
+    const i = this.m(c).C_GetSlotInfo(this.slot(a.slotID));
     return {
       rv: CKR_OK,
       info: {
@@ -342,8 +382,8 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     };
   }
 
-  async C_GetTokenInfo(c: ConnectionState, a: C_GetTokenInfo_args): Promise<C_GetTokenInfo_ret> {
-    const i = this.m(c).C_GetTokenInfo(toHandle(a.slotID));
+  async C_GetTokenInfo(c: BackendContext, a: C_GetTokenInfo_args): Promise<C_GetTokenInfo_ret> {
+    const i = this.m(c).C_GetTokenInfo(this.slot(a.slotID));
     return {
       rv: CKR_OK,
       info: {
@@ -369,127 +409,145 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     };
   }
 
-  async C_Login(c: ConnectionState, a: C_Login_args): Promise<px_rv> {
-    this.m(c).C_Login(toHandle(a.session), a.userType, pinString(a.pin));
+  async C_Login(c: BackendContext, a: C_Login_args): Promise<px_rv> {
+    this.m(c).C_Login(this.sh(a.session), a.userType, pinString(a.pin));
     return CKR_OK;
   }
-  async C_Logout(c: ConnectionState, a: C_Logout_args): Promise<px_rv> {
-    this.m(c).C_Logout(toHandle(a.session));
+  async C_Logout(c: BackendContext, a: C_Logout_args): Promise<px_rv> {
+    this.m(c).C_Logout(this.sh(a.session));
     return CKR_OK;
   }
-  async C_OpenSession(c: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
-    const h = this.m(c).C_OpenSession(toHandle(a.slotID), a.flags);
-    return { rv: CKR_OK, session: fromHandle(h) };
+  async C_OpenSession(c: BackendContext, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
+    const h = this.m(c).C_OpenSession(this.slot(a.slotID), a.flags);
+    const session = fromHandle(h);
+    this.sessions.set(session, { handle: h, slotID: a.slotID, ops: new Map() });
+    return { rv: CKR_OK, session };
   }
-  async C_CloseSession(c: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
-    this.m(c).C_CloseSession(toHandle(a.session));
-    for (const init of OP_INITS) this.opMechanisms.delete(opKey(c, a.session, init));
+  async C_CloseSession(c: BackendContext, a: C_CloseSession_args): Promise<px_rv> {
+    this.m(c).C_CloseSession(this.sh(a.session));
+    // The module forgets the session's objects; their cached handles are just numbers.
+    this.sessions.delete(a.session);
     return CKR_OK;
   }
-  async C_CloseAllSessions(c: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
-    // Never reached for a client (the handle layer closes only the caller's
-    // sessions); kept for completeness of the interface.
-    this.m(c).C_CloseAllSessions(toHandle(a.slotID));
+  async C_CloseAllSessions(c: BackendContext, a: C_CloseAllSessions_args): Promise<px_rv> {
+    // Reached only when the caller holds every session of this process on
+    // the slot (the handle layer closes others' sessions one by one).
+    this.m(c).C_CloseAllSessions(this.slot(a.slotID));
+    for (const [h, s] of this.sessions) if (s.slotID === a.slotID) this.sessions.delete(h);
     return CKR_OK;
   }
 
-  async C_GetMechanismList(c: ConnectionState, a: C_GetMechanismList_args): Promise<C_GetMechanismList_ret> {
-    const list = this.m(c).C_GetMechanismList(toHandle(a.slotID));
+  async C_GetMechanismList(c: BackendContext, a: C_GetMechanismList_args): Promise<C_GetMechanismList_ret> {
+    const list = this.m(c).C_GetMechanismList(this.slot(a.slotID));
     if (a.count === 0) return { rv: CKR_OK, mechanismList: [], count: list.length };
     if (a.count < list.length) return { rv: CKR_BUFFER_TOO_SMALL, mechanismList: [], count: list.length };
     return { rv: CKR_OK, mechanismList: list, count: list.length };
   }
 
-  async C_GetSessionInfo(c: ConnectionState, a: C_GetSessionInfo_args): Promise<C_GetSessionInfo_ret> {
-    const i = this.m(c).C_GetSessionInfo(toHandle(a.session));
+  async C_GetSessionInfo(c: BackendContext, a: C_GetSessionInfo_args): Promise<C_GetSessionInfo_ret> {
+    const i = this.m(c).C_GetSessionInfo(this.sh(a.session));
     return {
       rv: CKR_OK,
       info: { slotID: fromHandle(i.slotID), state: i.state, flags: ul(i.flags), deviceError: i.deviceError },
     };
   }
 
-  async C_GetMechanismInfo(c: ConnectionState, a: C_GetMechanismInfo_args): Promise<C_GetMechanismInfo_ret> {
-    const i = this.m(c).C_GetMechanismInfo(toHandle(a.slotID), a.type);
+  async C_GetMechanismInfo(c: BackendContext, a: C_GetMechanismInfo_args): Promise<C_GetMechanismInfo_ret> {
+    const i = this.m(c).C_GetMechanismInfo(this.slot(a.slotID), a.type);
     return { rv: CKR_OK, info: { minKeySize: ul(i.minKeySize), maxKeySize: ul(i.maxKeySize), flags: ul(i.flags) } };
   }
 
-  async C_InitPIN(c: ConnectionState, a: C_InitPIN_args): Promise<px_rv> {
-    this.m(c).C_InitPIN(toHandle(a.session), pinString(a.pin));
+  async C_InitPIN(c: BackendContext, a: C_InitPIN_args): Promise<px_rv> {
+    this.m(c).C_InitPIN(this.sh(a.session), pinString(a.pin));
     return CKR_OK;
   }
-  async C_SetPIN(c: ConnectionState, a: C_SetPIN_args): Promise<px_rv> {
-    this.m(c).C_SetPIN(toHandle(a.session), pinString(a.oldPin), pinString(a.newPin));
+  async C_SetPIN(c: BackendContext, a: C_SetPIN_args): Promise<px_rv> {
+    this.m(c).C_SetPIN(this.sh(a.session), pinString(a.oldPin), pinString(a.newPin));
     return CKR_OK;
   }
-  async C_SeedRandom(c: ConnectionState, a: C_SeedRandom_args): Promise<px_rv> {
-    this.m(c).C_SeedRandom(toHandle(a.session), inBuf(a.seed));
+  async C_SeedRandom(c: BackendContext, a: C_SeedRandom_args): Promise<px_rv> {
+    this.m(c).C_SeedRandom(this.sh(a.session), inBuf(a.seed));
     return CKR_OK;
   }
-  async C_InitToken(c: ConnectionState, a: C_InitToken_args): Promise<px_rv> {
+  async C_InitToken(c: BackendContext, a: C_InitToken_args): Promise<px_rv> {
     // The label is a blank-padded 32-byte field; pkcs11js pads it again.
-    this.m(c).C_InitToken(toHandle(a.slotID), pinString(a.pin), a.label.toString('utf8').replace(/ +$/, ''));
+    this.m(c).C_InitToken(this.slot(a.slotID), pinString(a.pin), a.label.toString('utf8').replace(/ +$/, ''));
     return CKR_OK;
   }
-  async C_GenerateRandom(c: ConnectionState, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
-    if (a.length < 0 || a.length > MAX_OUTPUT) return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
+  /**
+   * pkcs11js has no async C_GenerateRandom, so long outputs are produced in
+   * RANDOM_SLICE pieces, one per event-loop turn, so other connections are
+   * served in between. Beyond the configured cap: CKR_ARGUMENTS_BAD.
+   */
+  async C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
+    if (a.length < 0 || a.length > Math.min(MAX_OUTPUT, this.limits.maxRandomLength)) return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
+    const h = this.sh(a.session);
     // pkcs11js refuses an empty buffer; ask for one byte so the module still
     // judges the session, and return nothing, as a zero-length call would.
-    const out = this.m(c).C_GenerateRandom(toHandle(a.session), Buffer.alloc(Math.max(1, a.length)));
-    return bytesRet(a.length === 0 ? EMPTY : out);
+    if (a.length <= RANDOM_SLICE) {
+      const out = this.p11.C_GenerateRandom(h, Buffer.alloc(Math.max(1, a.length)));
+      return bytesRet(a.length === 0 ? EMPTY : out);
+    }
+    const out = Buffer.allocUnsafe(a.length);
+    for (let off = 0; off < a.length; off += RANDOM_SLICE) {
+      if (off > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      this.p11.C_GenerateRandom(h, out.subarray(off, Math.min(a.length, off + RANDOM_SLICE)));
+    }
+    return bytesRet(out);
   }
 
-  async C_FindObjectsInit(c: ConnectionState, a: C_FindObjectsInit_args): Promise<px_rv> {
-    this.m(c).C_FindObjectsInit(toHandle(a.session), template(a.template));
+  async C_FindObjectsInit(c: BackendContext, a: C_FindObjectsInit_args): Promise<px_rv> {
+    this.m(c).C_FindObjectsInit(this.sh(a.session), template(a.template));
     return CKR_OK;
   }
-  async C_FindObjects(c: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+  async C_FindObjects(c: BackendContext, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
     if (a.maxObjectCount < 0) return { rv: CKR_ARGUMENTS_BAD, objects: [], count: 0 };
     if (a.maxObjectCount === 0) return { rv: CKR_OK, objects: [], count: 0 };
-    const found = this.m(c).C_FindObjects(toHandle(a.session), Math.min(a.maxObjectCount, 65536)).map(fromHandle);
+    const found = this.m(c).C_FindObjects(this.sh(a.session), Math.min(a.maxObjectCount, 65536)).map(fromHandle);
     return { rv: CKR_OK, objects: found, count: found.length };
   }
-  async C_FindObjectsFinal(c: ConnectionState, a: C_FindObjectsFinal_args): Promise<px_rv> {
-    this.m(c).C_FindObjectsFinal(toHandle(a.session));
+  async C_FindObjectsFinal(c: BackendContext, a: C_FindObjectsFinal_args): Promise<px_rv> {
+    this.m(c).C_FindObjectsFinal(this.sh(a.session));
     return CKR_OK;
   }
 
-  async C_GenerateKey(c: ConnectionState, a: C_GenerateKey_args): Promise<px_object_ret> {
+  async C_GenerateKey(c: BackendContext, a: C_GenerateKey_args): Promise<px_object_ret> {
     return this.generateKey(c, a.session, mechanism(a.mechanism), a.template);
   }
-  async px_GenerateKeyTyped(c: ConnectionState, a: px_GenerateKeyTyped_args): Promise<px_object_ret> {
+  async px_GenerateKeyTyped(c: BackendContext, a: px_GenerateKeyTyped_args): Promise<px_object_ret> {
     return this.generateKey(c, a.session, typedMechanism(a.mechanism), a.template);
   }
-  private async generateKey(c: ConnectionState, session: number, m: pkcs11js.Mechanism, t: px_attribute[]): Promise<px_object_ret> {
-    const h = await this.pinned(m, () => this.m(c).C_GenerateKeyAsync(toHandle(session), m, template(t)));
+  private async generateKey(c: BackendContext, session: number, m: pkcs11js.Mechanism, t: px_attribute[]): Promise<px_object_ret> {
+    const h = await this.pinned(m, () => this.m(c).C_GenerateKeyAsync(this.sh(session), m, template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  async C_GenerateKeyPair(c: ConnectionState, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
+  async C_GenerateKeyPair(c: BackendContext, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
     return this.generateKeyPair(c, a.session, mechanism(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
   }
-  async px_GenerateKeyPairTyped(c: ConnectionState, a: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
+  async px_GenerateKeyPairTyped(c: BackendContext, a: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
     return this.generateKeyPair(c, a.session, typedMechanism(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
   }
   private async generateKeyPair(
-    c: ConnectionState,
+    c: BackendContext,
     session: number,
     m: pkcs11js.Mechanism,
     pub: px_attribute[],
     priv: px_attribute[],
   ): Promise<C_GenerateKeyPair_ret> {
     const p11 = this.m(c);
-    const kp = await this.pinned(m, () => p11.C_GenerateKeyPairAsync(toHandle(session), m, template(pub), template(priv)));
+    const kp = await this.pinned(m, () => p11.C_GenerateKeyPairAsync(this.sh(session), m, template(pub), template(priv)));
     return { rv: CKR_OK, publicKey: fromHandle(kp.publicKey), privateKey: fromHandle(kp.privateKey) };
   }
-  async C_CreateObject(c: ConnectionState, a: C_CreateObject_args): Promise<px_object_ret> {
-    return { rv: CKR_OK, object: fromHandle(this.m(c).C_CreateObject(toHandle(a.session), template(a.template))) };
+  async C_CreateObject(c: BackendContext, a: C_CreateObject_args): Promise<px_object_ret> {
+    return { rv: CKR_OK, object: fromHandle(this.m(c).C_CreateObject(this.sh(a.session), template(a.template))) };
   }
-  async C_CopyObject(c: ConnectionState, a: C_CopyObject_args): Promise<px_object_ret> {
-    const h = this.m(c).C_CopyObject(toHandle(a.session), toHandle(a.object), template(a.template));
+  async C_CopyObject(c: BackendContext, a: C_CopyObject_args): Promise<px_object_ret> {
+    const h = this.m(c).C_CopyObject(this.sh(a.session), this.oh(a.object), template(a.template));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
-  async C_DestroyObject(c: ConnectionState, a: C_DestroyObject_args): Promise<px_rv> {
-    this.m(c).C_DestroyObject(toHandle(a.session), toHandle(a.object));
+  async C_DestroyObject(c: BackendContext, a: C_DestroyObject_args): Promise<px_rv> {
+    this.m(c).C_DestroyObject(this.sh(a.session), this.oh(a.object));
     return CKR_OK;
   }
 
@@ -499,10 +557,10 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
    * asking again one attribute at a time. A value-less request attribute is a
    * size query; otherwise `valueLen` is the caller's buffer size.
    */
-  async C_GetAttributeValue(c: ConnectionState, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
+  async C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
     const p11 = this.m(c);
-    const session = toHandle(a.session);
-    const object = toHandle(a.object);
+    const session = this.sh(a.session);
+    const object = this.oh(a.object);
     let values: Array<Buffer | undefined | number>;
     try {
       values = p11.C_GetAttributeValue(session, object, a.template.map((t) => ({ type: t.type }))).map(
@@ -539,40 +597,40 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     return { rv, template: out };
   }
 
-  async C_SetAttributeValue(c: ConnectionState, a: C_SetAttributeValue_args): Promise<px_rv> {
-    this.m(c).C_SetAttributeValue(toHandle(a.session), toHandle(a.object), template(a.template));
+  async C_SetAttributeValue(c: BackendContext, a: C_SetAttributeValue_args): Promise<px_rv> {
+    this.m(c).C_SetAttributeValue(this.sh(a.session), this.oh(a.object), template(a.template));
     return CKR_OK;
   }
-  async C_GetObjectSize(c: ConnectionState, a: C_GetObjectSize_args): Promise<C_GetObjectSize_ret> {
-    return { rv: CKR_OK, size: ul(this.m(c).C_GetObjectSize(toHandle(a.session), toHandle(a.object))) };
+  async C_GetObjectSize(c: BackendContext, a: C_GetObjectSize_args): Promise<C_GetObjectSize_ret> {
+    return { rv: CKR_OK, size: ul(this.m(c).C_GetObjectSize(this.sh(a.session), this.oh(a.object))) };
   }
 
-  async C_WrapKey(c: ConnectionState, a: C_WrapKey_args): Promise<px_bytes_ret> {
+  async C_WrapKey(c: BackendContext, a: C_WrapKey_args): Promise<px_bytes_ret> {
     return this.wrapKey(c, a.session, mechanism(a.mechanism), a.wrappingKey, a.key);
   }
-  async px_WrapKeyTyped(c: ConnectionState, a: px_WrapKeyTyped_args): Promise<px_bytes_ret> {
+  async px_WrapKeyTyped(c: BackendContext, a: px_WrapKeyTyped_args): Promise<px_bytes_ret> {
     return this.wrapKey(c, a.session, typedMechanism(a.mechanism), a.wrappingKey, a.key);
   }
   private async wrapKey(
-    c: ConnectionState,
+    c: BackendContext,
     session: number,
     m: pkcs11js.Mechanism,
     wrappingKey: number,
     key: number,
   ): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const args = [toHandle(session), m, toHandle(wrappingKey), toHandle(key)] as const;
+    const args = [this.sh(session), m, this.oh(wrappingKey), this.oh(key)] as const;
     return bytesRet(await this.pinned(m, () => withOutput(4096, (out) => p11.C_WrapKeyAsync(...args, out))));
   }
 
-  async C_UnwrapKey(c: ConnectionState, a: C_UnwrapKey_args): Promise<px_object_ret> {
+  async C_UnwrapKey(c: BackendContext, a: C_UnwrapKey_args): Promise<px_object_ret> {
     return this.unwrapKey(c, a.session, mechanism(a.mechanism), a.unwrappingKey, a.wrappedKey, a.template);
   }
-  async px_UnwrapKeyTyped(c: ConnectionState, a: px_UnwrapKeyTyped_args): Promise<px_object_ret> {
+  async px_UnwrapKeyTyped(c: BackendContext, a: px_UnwrapKeyTyped_args): Promise<px_object_ret> {
     return this.unwrapKey(c, a.session, typedMechanism(a.mechanism), a.unwrappingKey, a.wrappedKey, a.template);
   }
   private async unwrapKey(
-    c: ConnectionState,
+    c: BackendContext,
     session: number,
     m: pkcs11js.Mechanism,
     unwrappingKey: number,
@@ -580,226 +638,226 @@ export class Pkcs11jsBackend implements Pkcs11Calls<ConnectionState> {
     t: px_attribute[],
   ): Promise<px_object_ret> {
     const p11 = this.m(c);
-    const h = await this.pinned(m, () => p11.C_UnwrapKeyAsync(toHandle(session), m, toHandle(unwrappingKey), wrapped, template(t)));
+    const h = await this.pinned(m, () => p11.C_UnwrapKeyAsync(this.sh(session), m, this.oh(unwrappingKey), wrapped, template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  async C_DeriveKey(c: ConnectionState, a: C_DeriveKey_args): Promise<px_object_ret> {
+  async C_DeriveKey(c: BackendContext, a: C_DeriveKey_args): Promise<px_object_ret> {
     return this.deriveKey(c, a.session, mechanism(a.mechanism), a.baseKey, a.template);
   }
-  async px_DeriveKeyTyped(c: ConnectionState, a: px_DeriveKeyTyped_args): Promise<px_object_ret> {
+  async px_DeriveKeyTyped(c: BackendContext, a: px_DeriveKeyTyped_args): Promise<px_object_ret> {
     return this.deriveKey(c, a.session, typedMechanism(a.mechanism), a.baseKey, a.template);
   }
   private async deriveKey(
-    c: ConnectionState,
+    c: BackendContext,
     session: number,
     m: pkcs11js.Mechanism,
     baseKey: number,
     t: px_attribute[],
   ): Promise<px_object_ret> {
     const p11 = this.m(c);
-    const h = await this.pinned(m, () => p11.C_DeriveKeyAsync(toHandle(session), m, toHandle(baseKey), template(t)));
+    const h = await this.pinned(m, () => p11.C_DeriveKeyAsync(this.sh(session), m, this.oh(baseKey), template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  private digestInit(c: ConnectionState, session: number, m: pkcs11js.Mechanism): px_rv {
-    this.m(c).C_DigestInit(toHandle(session), m);
-    this.opMechanisms.set(opKey(c, session, 'C_DigestInit'), m.mechanism);
+  private digestInit(c: BackendContext, session: number, m: pkcs11js.Mechanism): px_rv {
+    this.m(c).C_DigestInit(this.sh(session), m);
+    this.sessions.get(session)?.ops.set('C_DigestInit', m.mechanism);
     return CKR_OK;
   }
-  async C_DigestInit(c: ConnectionState, a: px_session_mechanism_args): Promise<px_rv> {
+  async C_DigestInit(c: BackendContext, a: px_session_mechanism_args): Promise<px_rv> {
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
-  async px_DigestInitTyped(c: ConnectionState, a: px_session_mechanism_typed_args): Promise<px_rv> {
+  async px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): Promise<px_rv> {
     return this.digestInit(c, a.session, typedMechanism(a.mechanism));
   }
-  async C_Digest(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_Digest(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(128, (out) =>
         this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => p11.C_Digest(h, inBuf(a.data), out), () => p11.C_DigestAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_DigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
-    this.m(c).C_DigestUpdate(toHandle(a.session), inBuf(a.data));
+  async C_DigestUpdate(c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+    this.m(c).C_DigestUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  async C_DigestFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+  async C_DigestFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(128, (out) => this.timed(c, 'C_DigestFinal', 'C_DigestInit', a.session, 0, () => p11.C_DigestFinal(h, out), () => p11.C_DigestFinalAsync(h, out))),
     );
   }
-  async C_DigestKey(c: ConnectionState, a: C_DigestKey_args): Promise<px_rv> {
-    this.m(c).C_DigestKey(toHandle(a.session), toHandle(a.key));
+  async C_DigestKey(c: BackendContext, a: C_DigestKey_args): Promise<px_rv> {
+    this.m(c).C_DigestKey(this.sh(a.session), this.oh(a.key));
     return CKR_OK;
   }
 
-  async C_SignInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+  async C_SignInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_SignInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_SignInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  async px_SignInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Sign(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_Sign(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(1024, (out) =>
         this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => p11.C_Sign(h, inBuf(a.data), out), () => p11.C_SignAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_SignUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
-    this.m(c).C_SignUpdate(toHandle(a.session), inBuf(a.data));
+  async C_SignUpdate(c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+    this.m(c).C_SignUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  async C_SignFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+  async C_SignFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(1024, (out) => this.timed(c, 'C_SignFinal', 'C_SignInit', a.session, 0, () => p11.C_SignFinal(h, out), () => p11.C_SignFinalAsync(h, out))),
     );
   }
 
-  async C_VerifyInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+  async C_VerifyInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_VerifyInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_VerifyInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  async px_VerifyInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Verify(c: ConnectionState, a: C_Verify_args): Promise<px_rv> {
+  async C_Verify(c: BackendContext, a: C_Verify_args): Promise<px_rv> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     const ok = await this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature)), () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature)));
     return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
   }
-  async C_VerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_rv> {
-    this.m(c).C_VerifyUpdate(toHandle(a.session), inBuf(a.data));
+  async C_VerifyUpdate(c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+    this.m(c).C_VerifyUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  async C_VerifyFinal(c: ConnectionState, a: C_VerifyFinal_args): Promise<px_rv> {
+  async C_VerifyFinal(c: BackendContext, a: C_VerifyFinal_args): Promise<px_rv> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     const ok = await this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, inBuf(a.signature)), () => p11.C_VerifyFinalAsync(h, inBuf(a.signature)));
     return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
   }
 
-  async C_EncryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+  async C_EncryptInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_EncryptInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_EncryptInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  async px_EncryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Encrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_Encrypt(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(a.data.length + 256, (out) =>
         this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => p11.C_Encrypt(h, inBuf(a.data), out), () => p11.C_EncryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_EncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_EncryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(toHandle(a.session), inBuf(a.data), out)));
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(this.sh(a.session), inBuf(a.data), out)));
   }
-  async C_EncryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+  async C_EncryptFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(256, (out) => this.timed(c, 'C_EncryptFinal', 'C_EncryptInit', a.session, 0, () => p11.C_EncryptFinal(h, out), () => p11.C_EncryptFinalAsync(h, out))),
     );
   }
 
-  async C_DecryptInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+  async C_DecryptInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_DecryptInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_DecryptInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  async px_DecryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Decrypt(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_Decrypt(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(a.data.length + 256, (out) =>
         this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => p11.C_Decrypt(h, inBuf(a.data), out), () => p11.C_DecryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_DecryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_DecryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(toHandle(a.session), inBuf(a.data), out)));
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(this.sh(a.session), inBuf(a.data), out)));
   }
-  async C_DecryptFinal(c: ConnectionState, a: px_session_args): Promise<px_bytes_ret> {
+  async C_DecryptFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    const h = toHandle(a.session);
+    const h = this.sh(a.session);
     return bytesRet(
       await withOutput(256, (out) => this.timed(c, 'C_DecryptFinal', 'C_DecryptInit', a.session, 0, () => p11.C_DecryptFinal(h, out), () => p11.C_DecryptFinalAsync(h, out))),
     );
   }
 
-  async C_SignRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+  async C_SignRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_SignRecoverInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  async px_SignRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_SignRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_SignRecover(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(toHandle(a.session), inBuf(a.data), out)));
+    return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(this.sh(a.session), inBuf(a.data), out)));
   }
-  async C_VerifyRecoverInit(c: ConnectionState, a: px_session_mechanism_key_args): Promise<px_rv> {
+  async C_VerifyRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_VerifyRecoverInitTyped(c: ConnectionState, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  async px_VerifyRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_VerifyRecover(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_VerifyRecover(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(toHandle(a.session), inBuf(a.data), out)));
+    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(this.sh(a.session), inBuf(a.data), out)));
   }
 
-  async C_DigestEncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_DigestEncryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  async C_SignEncryptUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_SignEncryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  async C_DecryptDigestUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_DecryptDigestUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  async C_DecryptVerifyUpdate(c: ConnectionState, a: px_session_data_args): Promise<px_bytes_ret> {
+  async C_DecryptVerifyUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const p11 = this.m(c);
     return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(toHandle(a.session), inBuf(a.data), out)),
+      await withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
 
   // pkcs11js does not expose these four. Operation state is not portable
   // across processes anyway, and the two legacy calls answer as 2.40 requires.
-  async C_GetOperationState(_c: ConnectionState, _a: px_session_args): Promise<px_bytes_ret> {
+  async C_GetOperationState(_c: BackendContext, _a: px_session_args): Promise<px_bytes_ret> {
     return { rv: CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  async C_SetOperationState(_c: ConnectionState, _a: C_SetOperationState_args): Promise<px_rv> {
+  async C_SetOperationState(_c: BackendContext, _a: C_SetOperationState_args): Promise<px_rv> {
     return CKR_FUNCTION_NOT_SUPPORTED;
   }
-  async C_GetFunctionStatus(_c: ConnectionState, _a: px_session_args): Promise<px_rv> {
+  async C_GetFunctionStatus(_c: BackendContext, _a: px_session_args): Promise<px_rv> {
     return CKR_FUNCTION_NOT_PARALLEL;
   }
-  async C_CancelFunction(_c: ConnectionState, _a: px_session_args): Promise<px_rv> {
+  async C_CancelFunction(_c: BackendContext, _a: px_session_args): Promise<px_rv> {
     return CKR_FUNCTION_NOT_PARALLEL;
   }
 }

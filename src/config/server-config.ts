@@ -7,8 +7,11 @@ import type { SchemaObject } from 'ajv';
 import { readConfigText } from './read';
 import {
   DEFAULT_MAX_INFLIGHT_CALLS,
+  DEFAULT_MAX_RANDOM_LENGTH,
   DEFAULT_MAX_RECORD_SIZE,
   DEFAULT_MAX_REPLY_BYTES,
+  DEFAULT_MAX_SESSIONS_PER_APP,
+  DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP,
   DEFAULT_STALL_TIMEOUT_MS,
   type LOG_LEVELS,
   serverSchema,
@@ -74,6 +77,8 @@ export interface ServerConfig {
   connectionLimits: ConnectionLimits;
   /** processor.workers (our key); null = daemon default. */
   workers: number | null;
+  /** processor.max_sessions_per_app, max_session_object_bytes_per_app, max_random_length (our keys). */
+  limits: { maxSessions: number; maxSessionObjectBytes: number; maxRandomLength: number };
   /** processor.pid_file (our key), absolute. */
   pidFile: string | null;
   /** service.user: privilege drop target (not applied yet). */
@@ -134,6 +139,9 @@ interface ProcessorBlock {
   max_reply_bytes?: number;
   stall_timeout_ms?: number;
   workers?: number;
+  max_sessions_per_app?: number;
+  max_session_object_bytes_per_app?: number;
+  max_random_length?: number;
   pid_file?: string;
   plain_parameter_mechanisms?: string;
 }
@@ -307,6 +315,11 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
       stallTimeoutMs: proc.stall_timeout_ms ?? DEFAULT_STALL_TIMEOUT_MS,
     },
     workers: proc.workers ?? null,
+    limits: {
+      maxSessions: proc.max_sessions_per_app ?? DEFAULT_MAX_SESSIONS_PER_APP,
+      maxSessionObjectBytes: proc.max_session_object_bytes_per_app ?? DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP,
+      maxRandomLength: proc.max_random_length ?? DEFAULT_MAX_RANDOM_LENGTH,
+    },
     pidFile: proc.pid_file !== undefined ? fromConf(proc.pid_file) : null,
     user: service.user ?? null,
     group: service.group ?? null,

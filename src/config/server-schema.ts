@@ -19,6 +19,12 @@ export const DEFAULT_MAX_INFLIGHT_CALLS = 16;
 export const DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 export const MAX_WORKERS = 1024;
+/** Per-application limits (processor keys max_sessions_per_app, max_session_object_bytes_per_app, max_random_length). */
+export const DEFAULT_MAX_SESSIONS_PER_APP = 16384;
+export const DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP = 64 * 1024 * 1024;
+export const DEFAULT_MAX_RANDOM_LENGTH = 1024 * 1024;
+/** The daemon never allocates more than this for one call's output. */
+export const MAX_MAX_RANDOM_LENGTH = 16 * 1024 * 1024;
 
 type S = SchemaObject;
 
@@ -207,6 +213,18 @@ const processor = block(
     ),
     plain_parameter_mechanisms: str(
       'pkcs11proxyd extension: mechanisms (numbers, decimal or 0x hex, or CKM_ names; separated by spaces or commas) whose parameter is plain bytes. A raw parameter of a mechanism unknown to pkcs11proxyd is refused (CKR_MECHANISM_PARAM_INVALID) unless listed here; list only vendor mechanisms whose parameter holds no pointer. Mechanisms pkcs11proxyd knows cannot be listed.',
+    ),
+    max_sessions_per_app: int(
+      `pkcs11proxyd extension: open sessions per PKCS#11 application (default ${DEFAULT_MAX_SESSIONS_PER_APP}); C_OpenSession beyond it answers CKR_SESSION_COUNT.`,
+      { minimum: 1, maximum: 1 << 24 },
+    ),
+    max_session_object_bytes_per_app: int(
+      `pkcs11proxyd extension: bytes of session objects per application, counted as attribute bytes given plus 1 KiB per object (default ${DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP}); beyond: CKR_DEVICE_MEMORY.`,
+      { minimum: 0, maximum: 2 ** 40 },
+    ),
+    max_random_length: int(
+      `pkcs11proxyd extension: longest C_GenerateRandom output in bytes (default ${DEFAULT_MAX_RANDOM_LENGTH}); longer asks answer CKR_ARGUMENTS_BAD.`,
+      { minimum: 0, maximum: MAX_MAX_RANDOM_LENGTH },
     ),
   },
   ['type'],

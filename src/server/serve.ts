@@ -1,3 +1,4 @@
+import type { Backend } from '../bindings/backend';
 import { LoadedModule, Pkcs11jsBackend } from '../bindings/pkcs11js-backend';
 import { declarePlainParameterMechanisms } from '../pkcs11/mechanism-shapes';
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
@@ -7,11 +8,15 @@ import { Pkcs11Dispatcher } from './dispatch/dispatcher';
 import type { Logger } from './log';
 import { RpcServer } from './transport';
 import type { ConnectionInfo } from './transport/types';
+import { DEFAULT_APP_LIMITS } from './settings';
 import type { DaemonSettings } from './settings';
+import { RouterLayer } from './layers/router-layer';
 import { buildStack } from './stack';
 
 /** The PKCS#11 side of a process: its module instances and the layer stack over them. */
 export interface Pkcs11Stack {
+  /** The layer stack itself, for in-process callers (tests, benchmarks). */
+  readonly stack: Pkcs11Calls<ConnectionState>;
   /** A handler for one RPC connection. */
   createDispatcher(info: ConnectionInfo): Pkcs11Dispatcher;
   /** C_Finalize every module; the stack is unusable afterwards. */
@@ -21,27 +26,29 @@ export interface Pkcs11Stack {
 /** Loads and initializes every configured module once in this process and builds the layer stack. */
 export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
   declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
-  const modules = new Map<string, LoadedModule>();
+  const limits = s.limits ?? DEFAULT_APP_LIMITS;
+  const backends = new Map<string, Backend>();
   try {
-    for (const m of s.modules) modules.set(m.alias, new LoadedModule(m.alias, m.path));
+    for (const m of s.modules) backends.set(m.alias, new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits));
   } catch (e) {
-    for (const m of modules.values()) m.finalize();
+    for (const b of backends.values()) b.finalize();
     throw e;
   }
-  const backend = new Pkcs11jsBackend(modules, s.defaultAlias);
   const apps = new AppRegistry(workerIndex);
-  const stack: Pkcs11Calls<ConnectionState> = buildStack(backend, {
-    aliases: new Set(modules.keys()),
+  const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
+    aliases: new Set(backends.keys()),
     defaultAlias: s.defaultAlias,
     trace: s.trace,
     log,
     workerIndex,
     apps,
+    limits,
   });
   return {
+    stack,
     createDispatcher: (info) => new Pkcs11Dispatcher(info, stack, log, apps),
     finalize: () => {
-      for (const m of modules.values()) m.finalize();
+      for (const b of backends.values()) b.finalize();
     },
   };
 }

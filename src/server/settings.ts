@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DEFAULT_MAX_SESSIONS_PER_APP } from '../config/server-schema';
 import type { ListenAddress } from './transport/types';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
@@ -6,6 +7,22 @@ export interface ConnectionLimits {
   maxReplyBytes: number;
   stallTimeoutMs: number;
 }
+
+/** Per-application bounds (processor keys in pkcs11proxyd.conf); see DEFAULT_APP_LIMITS. */
+export interface AppLimits {
+  /** Open sessions per application; C_OpenSession beyond it answers CKR_SESSION_COUNT. */
+  maxSessions: number;
+  /** Session-object bytes per application (attribute bytes given + SESSION_OBJECT_OVERHEAD each); beyond: CKR_DEVICE_MEMORY. */
+  maxSessionObjectBytes: number;
+  /** Longest C_GenerateRandom output; longer asks answer CKR_ARGUMENTS_BAD. */
+  maxRandomLength: number;
+}
+
+export const DEFAULT_APP_LIMITS: Readonly<AppLimits> = Object.freeze({
+  maxSessions: DEFAULT_MAX_SESSIONS_PER_APP,
+  maxSessionObjectBytes: DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP,
+  maxRandomLength: DEFAULT_MAX_RANDOM_LENGTH,
+});
 
 /** What one daemon process needs to serve; plain data so it can be handed to workers. */
 export interface DaemonSettings {
@@ -21,4 +38,6 @@ export interface DaemonSettings {
   plainParameterMechanisms?: number[];
   /** Absent: the transport's defaults. */
   connectionLimits?: ConnectionLimits;
+  /** Missing: DEFAULT_APP_LIMITS. */
+  limits?: AppLimits;
 }

@@ -5,8 +5,10 @@ import { ArchLayer } from './layers/arch-layer';
 import { ConnectionLayer } from './layers/connection-layer';
 import { HandleLayer } from './layers/handle-layer';
 import { LoginLayer } from './layers/login-layer';
+import type { RouterLayer } from './layers/router-layer';
 import { TraceLayer } from './layers/trace-layer';
 import type { Logger } from './log';
+import type { AppLimits } from './settings';
 
 export interface StackOptions {
   aliases: ReadonlySet<string>;
@@ -16,19 +18,21 @@ export interface StackOptions {
   log: Logger;
   workerIndex: number;
   apps: AppRegistry;
+  limits: AppLimits;
 }
 
 /**
  * The one place the layers are assembled, top (client side) to bottom
  * (module side):
  *   trace → connection life cycle → CK_ULONG layout → filter → virtual
- *   handles → shared login → backend module.
+ *   handles → shared login → router → backend (one per module alias).
  * Each layer sees what the layer above produced: the filter sees native
- * layout and client handles; the login layer sees module handles.
+ * layout and client handles; the login layer sees module handles; the
+ * backends see a BackendContext, not the connection state.
  */
-export function buildStack(backend: Pkcs11Calls<ConnectionState>, o: StackOptions): Pkcs11Calls<ConnectionState> {
-  let s: Pkcs11Calls<ConnectionState> = new LoginLayer(backend);
-  s = new HandleLayer(s, o.workerIndex, o.log);
+export function buildStack(router: RouterLayer, o: StackOptions): Pkcs11Calls<ConnectionState> {
+  let s: Pkcs11Calls<ConnectionState> = new LoginLayer(router.asCalls(), o.defaultAlias);
+  s = new HandleLayer(s, { workerIndex: o.workerIndex, log: o.log, limits: o.limits, defaultAlias: o.defaultAlias });
   s = new FilterLayer(s);
   s = new ArchLayer(s);
   s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps);

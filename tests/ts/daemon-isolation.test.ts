@@ -126,11 +126,13 @@ describe('shared login', () => {
     // C_Finalize of one client does not finalize or log out the other.
     expect(await a.c.call('C_Finalize', undefined)).toBe(p.CKR_OK);
     expect((await b.c.call('C_GetSessionInfo', { session: b.s })).info.state).toBe(CKS_RW_USER_FUNCTIONS);
-    // b leaves by disconnecting; a new client finds the module logged out (public state, must log in).
+    // b leaves by disconnecting; a new client finds the module logged out:
+    // an SO login succeeds only then (over a user login it is CKR_USER_ANOTHER_ALREADY_LOGGED_IN).
     b.c.raw.destroy();
     const e = await openLoggedIn();
-    await waitFor(async () => (await e.c.call('C_Login', { session: e.s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) })) === p.CKR_OK);
-    expect((await e.c.call('C_GetSessionInfo', { session: e.s })).info.state).toBe(CKS_RW_USER_FUNCTIONS);
+    await waitFor(async () => (await e.c.call('C_Login', { session: e.s, userType: p.CKU_SO, pin: Buffer.from('123456') })) === p.CKR_OK);
+    expect((await e.c.call('C_GetSessionInfo', { session: e.s })).info.state).toBe(4);
+    expect(await e.c.call('C_Logout', { session: e.s })).toBe(p.CKR_OK);
     await e.c.close();
     await a.c.close();
   });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { BackendContext } from '../../bindings/backend';
 import type { ArchLayout } from '../../pkcs11/arch';
 import { NATIVE_ARCH } from '../../pkcs11/arch';
 
@@ -11,6 +12,9 @@ import { NATIVE_ARCH } from '../../pkcs11/arch';
  * `layerState`, keyed by a symbol private to that layer.
  */
 export class Application {
+  private static lastId = 0;
+  /** Daemon-wide application number (a backend's BackendContext.appId). */
+  readonly id = ++Application.lastId;
   /** Backend alias chosen by C_LoadModule; null means the default module. */
   moduleAlias: string | null = null;
   /** Set by C_Initialize, cleared by C_Finalize and when the last connection leaves. */
@@ -18,6 +22,8 @@ export class Application {
   readonly layerState = new Map<symbol, unknown>();
   /** Connections bound to this application; its state is released when it drops to 0. */
   connections = 1;
+  /** The router layer's context for this application's backend; rebuilt when the alias changes. */
+  backendContext: BackendContext | null = null;
   /** Set once px_GetAppToken has published the application for joining. */
   token: Buffer | null = null;
 }

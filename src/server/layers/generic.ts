@@ -1,4 +1,5 @@
 import { CALL_INVOKERS, PROCEDURES } from '../../generated/pkcs11_rpc';
+import { rvOf } from '../../pkcs11/errors';
 import type { CallName, MaybePromise, Pkcs11Calls } from '../../generated/pkcs11_rpc';
 import type { ConnectionState } from '../dispatch/connection-state';
 
@@ -26,4 +27,16 @@ export function installGeneric(layer: object, proto: object, handler: GenericHan
 /** Calls `name` on the next layer down. */
 export function invoke(next: Pkcs11Calls<ConnectionState>, name: CallName, conn: ConnectionState, args: unknown): MaybePromise<unknown> {
   return CALL_INVOKERS[name](next, conn, args);
+}
+
+/**
+ * Runs a call of the layer below for its CK_RV alone: a thrown or rejected
+ * PKCS#11 error becomes its CK_RV, so cleanup paths need no try/catch.
+ */
+export async function settle(call: () => MaybePromise<number>): Promise<number> {
+  try {
+    return await call();
+  } catch (e) {
+    return rvOf(e);
+  }
 }

@@ -7,74 +7,169 @@ import type {
   C_FindObjects_ret,
   C_OpenSession_args,
   C_OpenSession_ret,
+  C_SetAttributeValue_args,
+  CallName,
   Pkcs11Calls,
+  px_attribute,
   px_rv,
 } from '../../generated/pkcs11_rpc';
 import { ck, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
-
-const CKA_TOKEN = ck.CKA_TOKEN;
-import { Pkcs11Error, rvOf } from '../../pkcs11/errors';
+import { Pkcs11Error } from '../../pkcs11/errors';
 import type { Application, ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
-import { installGeneric, invoke } from './generic';
+import type { AppLimits } from '../settings';
+import { installGeneric, invoke, settle } from './generic';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS, V3_CALL_OF_TYPED } from './object-fields';
+import { aliasOf } from './router-layer';
 
+const CKA_TOKEN = ck.CKA_TOKEN;
 /** Handles are CK_ULONGs; keep them below 2^32 so 32-bit clients can hold them. */
 const MAX_HANDLE = 0xffffffff;
 /** Low bits of every virtual handle carry the worker index, so numbers never repeat across workers. */
 const WORKER_BITS = 4;
+/** Bytes counted per session object on top of the attribute bytes the client gave (module bookkeeping, key material it generates). */
+export const SESSION_OBJECT_OVERHEAD = 1024;
+/**
+ * Module time spent closing sessions before yielding to the event loop, so
+ * other connections are served in between (a module's C_CloseSession may
+ * cost time linear in its open sessions: SoftHSM2 2.6 scans all its handles).
+ */
+const CLOSE_SLICE_MS = 2;
 
-
+/** One virtual session: the backend (alias) and module session it stands for. */
 interface SessionEntry {
-  readonly backend: number;
+  readonly alias: string;
+  readonly module: number;
   readonly slotID: number;
+  /** Module numbers of the session objects created in this session; the module destroys them with it. */
+  readonly objects: Set<number>;
 }
 
-/** One connection's view: virtual number → backend number. */
+/** One virtual object handle. */
+interface ObjectEntry {
+  readonly alias: string;
+  readonly module: number;
+}
+
+/** One application's view: virtual number → backend number, and its usage counted against AppLimits. */
 class HandleTables {
   readonly sessions = new Map<number, SessionEntry>();
-  readonly objects = new Map<number, number>();
-  /** backend object → virtual, so an object found twice keeps one handle. */
-  readonly objectsByBackend = new Map<number, number>();
+  readonly objects = new Map<number, ObjectEntry>();
+  /** Module object number → virtual, so an object found twice keeps one handle. All entries share the application's alias. */
+  readonly objectsByModule = new Map<number, number>();
+  /** Open sessions per slot. */
+  readonly perSlot = new Map<number, number>();
+  sessionObjectBytes = 0;
 }
 
 const STATE = Symbol('handles');
 
-/** Calls that create objects: their session objects belong to the creating connection. */
+/** Calls that create objects: their session objects belong to the creating application. */
 const CREATING_CALLS: ReadonlySet<string> = new Set([
   'C_CreateObject', 'C_CopyObject', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_UnwrapKey', 'C_DeriveKey',
 ]);
 
+/** The template argument that describes each created-object result field. */
+const TEMPLATE_OF_RESULT: Readonly<Record<(typeof OBJECT_RESULT_FIELDS)[number], string>> = {
+  object: 'template',
+  publicKey: 'publicKeyTemplate',
+  privateKey: 'privateKeyTemplate',
+};
+
 /** A session object's creator: the module shows session objects to every session of this process. */
 interface SessionObjectOwner {
-  app: Application;
-  /** Module session that created it; the module destroys the object with that session. */
-  session: number;
+  readonly app: Application;
+  /** Virtual session that created it; the module destroys the object with that session. */
+  readonly session: SessionEntry;
+  /** Bytes counted against the application's maxSessionObjectBytes. */
+  bytes: number;
+}
+
+/** What the layer knows about the objects of one backend, by module object number. */
+class BackendObjects {
+  readonly owners = new Map<number, SessionObjectOwner>();
+  /** Objects the module answered CKA_TOKEN = true for: visible to all. */
+  readonly tokenObjects = new Set<number>();
+}
+
+function templateBytes(t: unknown): number {
+  if (!Array.isArray(t)) return 0;
+  let n = 0;
+  for (const a of t as px_attribute[]) n += a.value.length;
+  return n;
+}
+
+/** True when the template asks for a token object (CKA_TOKEN = CK_TRUE). */
+function asksToken(t: unknown): boolean {
+  if (!Array.isArray(t)) return false;
+  const a = (t as px_attribute[]).find((x) => x.type === CKA_TOKEN);
+  return a !== undefined && a.value.length > 0 && a.value[0] !== 0;
+}
+
+/** Yields to the event loop once CLOSE_SLICE_MS of work has passed since the last yield. */
+class Slicer {
+  private since = performance.now();
+  async tick(): Promise<void> {
+    if (performance.now() - this.since < CLOSE_SLICE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.since = performance.now();
+  }
+}
+
+function slotKey(alias: string, slotID: number): string {
+  return `${alias}\u0000${slotID}`;
+}
+
+export interface HandleLayerOptions {
+  workerIndex: number;
+  log?: Logger;
+  limits: AppLimits;
+  defaultAlias: string;
 }
 
 /**
  * Virtual handles: clients see the daemon's own session and object numbers,
- * never the module's. A connection can only name handles it was given, so
- * another connection's handle is CKR_SESSION_HANDLE_INVALID /
- * CKR_OBJECT_HANDLE_INVALID here. This indirection is what later lets a
- * session move to another backend.
+ * never a module's. Every virtual handle and every session-object owner
+ * record carries the backend (alias) it belongs to, so module numbers of two
+ * backends never meet. An application can only name handles it was given on
+ * its backend: anything else is CKR_SESSION_HANDLE_INVALID /
+ * CKR_*_HANDLE_INVALID here.
+ *
+ * Session objects are visible only to their creating application. The owner
+ * is recorded as soon as the module answers the creating call, before the
+ * result goes up; a session object with no known owner (created by a call
+ * still in flight) is invisible to everyone.
  */
 export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
   private counter = 0;
-  /** Module object number → creator, for session objects only (token objects are shared by design). */
-  private readonly sessionObjects = new Map<number, SessionObjectOwner>();
+  private readonly backends = new Map<string, BackendObjects>();
+  /** Open sessions of all applications per backend slot (slotKey). */
+  private readonly slotSessions = new Map<string, number>();
+  private readonly workerIndex: number;
+  private readonly log?: Logger;
+  private readonly limits: AppLimits;
+  private readonly defaultAlias: string;
 
-  constructor(
-    next: Pkcs11Calls<ConnectionState>,
-    private readonly workerIndex = 0,
-    private readonly log?: Logger,
-  ) {
+  constructor(next: Pkcs11Calls<ConnectionState>, o: HandleLayerOptions) {
     super(next);
+    this.workerIndex = o.workerIndex;
+    this.log = o.log;
+    this.limits = o.limits;
+    this.defaultAlias = o.defaultAlias;
     installGeneric(this, HandleLayer.prototype, (name, conn, args) => this.translate(name, conn, args));
   }
 
   private tables(conn: ConnectionState): HandleTables {
     return conn.stateFor(STATE, () => new HandleTables());
+  }
+
+  private objectsOf(alias: string): BackendObjects {
+    let b = this.backends.get(alias);
+    if (!b) {
+      b = new BackendObjects();
+      this.backends.set(alias, b);
+    }
+    return b;
   }
 
   private mint(): number {
@@ -84,106 +179,238 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     return h;
   }
 
-  private backendSession(t: HandleTables, h: unknown): number {
+  private session(t: HandleTables, alias: string, h: unknown): SessionEntry {
     const s = typeof h === 'number' ? t.sessions.get(h) : undefined;
-    if (!s) throw new Pkcs11Error(CKR_SESSION_HANDLE_INVALID);
-    return s.backend;
+    if (!s || s.alias !== alias) throw new Pkcs11Error(CKR_SESSION_HANDLE_INVALID);
+    return s;
   }
 
-  private virtualObject(t: HandleTables, backend: number): number {
-    let v = t.objectsByBackend.get(backend);
+  private virtualObject(t: HandleTables, alias: string, module: number): number {
+    let v = t.objectsByModule.get(module);
     if (v === undefined) {
       v = this.mint();
-      t.objects.set(v, backend);
-      t.objectsByBackend.set(backend, v);
+      t.objects.set(v, { alias, module });
+      t.objectsByModule.set(module, v);
     }
     return v;
   }
 
-  private async translate(name: Parameters<typeof invoke>[1], conn: ConnectionState, args: unknown): Promise<unknown> {
+  private async translate(name: CallName, conn: ConnectionState, args: unknown): Promise<unknown> {
+    if (args === null || typeof args !== 'object') return invoke(this.next, name, conn, args);
+    const alias = aliasOf(conn, this.defaultAlias);
     const t = this.tables(conn);
-    let a = args;
-    if (args !== null && typeof args === 'object') {
-      const copy: Record<string, unknown> = { ...(args as Record<string, unknown>) };
-      if ('session' in copy) copy.session = this.backendSession(t, copy.session);
-      for (const [field, spec] of OBJECT_ARG_FIELDS) {
-        if (!(field in copy)) continue;
-        const v = copy[field] as number;
-        if (v === 0 && spec.zeroAllowed) continue;
-        const b = t.objects.get(v);
-        if (b === undefined) throw new Pkcs11Error(spec.rv);
-        copy[field] = b;
-      }
-      a = copy;
+    const a: Record<string, unknown> = { ...(args as Record<string, unknown>) };
+    const entry = 'session' in a ? this.session(t, alias, a.session) : undefined;
+    if (entry) a.session = entry.module;
+    for (const [field, spec] of OBJECT_ARG_FIELDS) {
+      if (!(field in a)) continue;
+      const v = a[field] as number;
+      if (v === 0 && spec.zeroAllowed) continue;
+      const o = t.objects.get(v);
+      if (o === undefined || o.alias !== alias) throw new Pkcs11Error(spec.rv);
+      a[field] = o.module;
     }
+    const creating = entry !== undefined && CREATING_CALLS.has(V3_CALL_OF_TYPED.get(name) ?? name);
+    // A copy is at least as large as a session object it copies.
+    const copied = name === 'C_CopyObject' ? (this.objectsOf(alias).owners.get(a.object as number)?.bytes ?? 0) : 0;
+    const estimates = creating ? this.reserve(t, a, copied) : undefined;
     const r = await invoke(this.next, name, conn, a);
     if (r === null || typeof r !== 'object' || (r as { rv: number }).rv !== CKR_OK) return r;
-    const out: Record<string, unknown> = { ...(r as Record<string, unknown>) };
-    const session = (a as { session?: number } | undefined)?.session;
+    const out = r as Record<string, unknown>;
+    if (!estimates || !entry) {
+      for (const f of OBJECT_RESULT_FIELDS) if (typeof out[f] === 'number') out[f] = this.virtualObject(t, alias, out[f] as number);
+      return out;
+    }
+    // Claimed before anything else can run: until the module says it is a
+    // token object, only the creator sees it.
+    const objects = this.objectsOf(alias);
+    const created: Array<[number, SessionObjectOwner]> = [];
     for (const f of OBJECT_RESULT_FIELDS) {
-      if (typeof out[f] !== 'number') continue;
-      if (CREATING_CALLS.has(V3_CALL_OF_TYPED.get(name) ?? name) && session !== undefined) await this.claimIfSessionObject(conn, session, out[f] as number);
-      out[f] = this.virtualObject(t, out[f] as number);
+      const m = out[f];
+      if (typeof m !== 'number') continue;
+      const owner: SessionObjectOwner = { app: conn.app, session: entry, bytes: estimates[f] };
+      objects.owners.set(m, owner);
+      objects.tokenObjects.delete(m);
+      entry.objects.add(m);
+      t.sessionObjectBytes += owner.bytes;
+      created.push([m, owner]);
+      out[f] = this.virtualObject(t, alias, m);
+    }
+    for (const [m, owner] of created) {
+      if ((await this.isTokenObject(conn, entry.module, m)) !== true) continue;
+      if (objects.owners.get(m) === owner) objects.owners.delete(m);
+      entry.objects.delete(m);
+      t.sessionObjectBytes -= owner.bytes;
+      objects.tokenObjects.add(m);
     }
     return out;
   }
 
-  private async claimIfSessionObject(conn: ConnectionState, session: number, object: number): Promise<void> {
-    const r = await this.next.C_GetAttributeValue(conn, {
-      session,
-      object,
-      template: [{ type: CKA_TOKEN, value: Buffer.alloc(1), valueLen: 1 }],
-    });
-    const v = r.template[0]?.value;
-    if (r.rv === CKR_OK && v !== undefined && v.length === 1 && v[0] === 0) this.sessionObjects.set(object, { app: conn.app, session });
+  /**
+   * Bytes each created object will count for, checked against the
+   * application's limit before the module is asked. A template asking for a
+   * token object counts nothing.
+   */
+  private reserve(t: HandleTables, a: Record<string, unknown>, copied: number): Record<string, number> {
+    const est: Record<string, number> = {};
+    let total = 0;
+    for (const f of OBJECT_RESULT_FIELDS) {
+      const tpl = a[TEMPLATE_OF_RESULT[f]];
+      est[f] = tpl === undefined || asksToken(tpl) ? 0 : templateBytes(tpl) + SESSION_OBJECT_OVERHEAD + (f === 'object' ? copied : 0);
+      total += est[f];
+    }
+    if (t.sessionObjectBytes + total > this.limits.maxSessionObjectBytes) throw new Pkcs11Error(ck.CKR_DEVICE_MEMORY);
+    return est;
   }
 
-  private visible(conn: ConnectionState, object: number): boolean {
-    const owner = this.sessionObjects.get(object);
-    return owner === undefined || owner.app === conn.app;
+  /** CKA_TOKEN of a module object: true/false, or undefined when the module does not answer. */
+  private async isTokenObject(conn: ConnectionState, session: number, object: number): Promise<boolean | undefined> {
+    try {
+      const r = await this.next.C_GetAttributeValue(conn, {
+        session,
+        object,
+        template: [{ type: CKA_TOKEN, value: Buffer.alloc(1), valueLen: 1 }],
+      });
+      const v = r.template[0]?.value;
+      if (r.rv !== CKR_OK || v === undefined || v.length !== 1) return undefined;
+      return v[0] !== 0;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether `conn` may see a module object its search found. */
+  private async visible(conn: ConnectionState, objects: BackendObjects, session: number, object: number): Promise<boolean> {
+    const owner = objects.owners.get(object);
+    if (owner !== undefined) return owner.app === conn.app;
+    if (objects.tokenObjects.has(object)) return true;
+    if ((await this.isTokenObject(conn, session, object)) !== true) return false;
+    // A creating call may have claimed it meanwhile.
+    const claimed = objects.owners.get(object);
+    if (claimed !== undefined) return claimed.app === conn.app;
+    objects.tokenObjects.add(object);
+    return true;
   }
 
   /**
-   * Drops other connections' session objects from the results, asking the
+   * Drops other applications' session objects from the results, asking the
    * module for more so the caller still gets up to maxObjectCount.
    */
   async C_FindObjects(conn: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+    const alias = aliasOf(conn, this.defaultAlias);
     const t = this.tables(conn);
-    const session = this.backendSession(t, a.session);
+    const session = this.session(t, alias, a.session).module;
+    const known = this.objectsOf(alias);
     const objects: number[] = [];
     for (;;) {
       const want = a.maxObjectCount - objects.length;
       const r = await this.next.C_FindObjects(conn, { session, maxObjectCount: want });
       if (r.rv !== CKR_OK) return objects.length ? { rv: CKR_OK, objects, count: objects.length } : r;
-      for (const o of r.objects) if (this.visible(conn, o)) objects.push(this.virtualObject(t, o));
+      for (const o of r.objects) if (await this.visible(conn, known, session, o)) objects.push(this.virtualObject(t, alias, o));
       if (r.objects.length < want || want <= 0 || objects.length >= a.maxObjectCount) break;
     }
     return { rv: CKR_OK, objects, count: objects.length };
   }
 
-  private forgetSessionObjects(pred: (o: SessionObjectOwner) => boolean): void {
-    for (const [obj, owner] of this.sessionObjects) if (pred(owner)) this.sessionObjects.delete(obj);
+  /** Forgets the session objects a closed session took with it, and their virtual handles: cost linear in their number. */
+  private dropSessionObjects(t: HandleTables, s: SessionEntry): void {
+    const known = this.objectsOf(s.alias);
+    for (const m of s.objects) {
+      const owner = known.owners.get(m);
+      if (owner?.session === s) {
+        known.owners.delete(m);
+        t.sessionObjectBytes -= owner.bytes;
+      }
+      const v = t.objectsByModule.get(m);
+      if (v !== undefined) {
+        t.objectsByModule.delete(m);
+        t.objects.delete(v);
+      }
+    }
+    s.objects.clear();
   }
 
   async C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
-    const r = await this.next.C_OpenSession(conn, a);
-    if (r.rv !== CKR_OK) return r;
+    const t = this.tables(conn);
+    if (t.sessions.size >= this.limits.maxSessions) return { rv: ck.CKR_SESSION_COUNT, session: 0 };
+    const alias = aliasOf(conn, this.defaultAlias);
+    // Counted before the module is asked, so a close-all never misses a session being opened.
+    const k = slotKey(alias, a.slotID);
+    this.slotSessions.set(k, (this.slotSessions.get(k) ?? 0) + 1);
+    let r: C_OpenSession_ret;
+    try {
+      r = await this.next.C_OpenSession(conn, a);
+    } catch (e) {
+      this.uncount(k);
+      throw e;
+    }
+    if (r.rv !== CKR_OK) {
+      this.uncount(k);
+      return r;
+    }
     const v = this.mint();
-    this.tables(conn).sessions.set(v, { backend: r.session, slotID: a.slotID });
-    return { rv: r.rv, session: v };
+    t.sessions.set(v, { alias, module: r.session, slotID: a.slotID, objects: new Set() });
+    t.perSlot.set(a.slotID, (t.perSlot.get(a.slotID) ?? 0) + 1);
+    r.session = v;
+    return r;
+  }
+
+  private uncount(k: string): void {
+    const all = (this.slotSessions.get(k) ?? 1) - 1;
+    if (all > 0) this.slotSessions.set(k, all);
+    else this.slotSessions.delete(k);
   }
 
   async C_CloseSession(conn: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
     const t = this.tables(conn);
-    const backend = this.backendSession(t, a.session);
-    const rv = await this.next.C_CloseSession(conn, { session: backend });
+    const s = this.session(t, aliasOf(conn, this.defaultAlias), a.session);
+    const rv = await this.next.C_CloseSession(conn, { session: s.module });
     // The session is gone for the client whatever the module said.
-    t.sessions.delete(a.session);
-    this.forgetSessionObjects((o) => o.app === conn.app && o.session === backend);
+    this.forgetSession(t, a.session, s);
     return rv;
   }
 
-  /** Closes only this connection's sessions on the slot: other clients share the module. */
+  /** Drops a closed session from every table. */
+  private forgetSession(t: HandleTables, v: number, s: SessionEntry): void {
+    if (!t.sessions.delete(v)) return;
+    this.dropSessionObjects(t, s);
+    const left = (t.perSlot.get(s.slotID) ?? 1) - 1;
+    if (left > 0) t.perSlot.set(s.slotID, left);
+    else t.perSlot.delete(s.slotID);
+    this.uncount(slotKey(s.alias, s.slotID));
+  }
+
+  /**
+   * Closes the application's sessions on one slot. When they are all the
+   * sessions this process has there, one module C_CloseAllSessions does it
+   * (linear in the module too); otherwise one C_CloseSession each, yielding
+   * to the event loop between slices. Returns how many the module closed.
+   */
+  private async closeSlot(conn: ConnectionState, t: HandleTables, alias: string, slotID: number): Promise<number> {
+    const mine = [...t.sessions].filter(([, s]) => s.slotID === slotID && s.alias === alias);
+    if (mine.length === 0) return 0;
+    if (mine.length === this.slotSessions.get(slotKey(alias, slotID))) {
+      const rv = await settle(() => this.next.C_CloseAllSessions(conn, { slotID }));
+      if (rv === CKR_OK) {
+        const slicer = new Slicer();
+        for (const [v, s] of mine) {
+          await slicer.tick();
+          this.forgetSession(t, v, s);
+        }
+        return mine.length;
+      }
+    }
+    const slicer = new Slicer();
+    let closed = 0;
+    for (const [v, s] of mine) {
+      await slicer.tick();
+      const rv = await settle(() => this.next.C_CloseSession(conn, { session: s.module }));
+      if (rv === CKR_OK) closed += 1;
+      this.forgetSession(t, v, s);
+    }
+    return closed;
+  }
+
   /**
    * Closes the caller's sessions on the slot one by one: the module's
    * C_CloseAllSessions would close every application's. The slot is checked
@@ -192,42 +419,60 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
   async C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
     const slot = await this.next.C_GetSlotInfo(conn, { slotID: a.slotID });
     if (slot.rv !== CKR_OK) return slot.rv;
-    const t = this.tables(conn);
-    for (const [v, s] of [...t.sessions]) {
-      if (s.slotID !== a.slotID) continue;
-      t.sessions.delete(v);
-      await Promise.resolve().then(() => this.next.C_CloseSession(conn, { session: s.backend })).catch(() => undefined);
-      this.forgetSessionObjects((o) => o.app === conn.app && o.session === s.backend);
-    }
+    await this.closeSlot(conn, this.tables(conn), aliasOf(conn, this.defaultAlias), a.slotID);
     return CKR_OK;
   }
 
   async C_DestroyObject(conn: ConnectionState, a: C_DestroyObject_args): Promise<px_rv> {
     const t = this.tables(conn);
     const rv = (await this.translate('C_DestroyObject', conn, a)) as px_rv;
-    if (rv === CKR_OK) {
-      const b = t.objects.get(a.object);
-      t.objects.delete(a.object);
-      if (b !== undefined) t.objectsByBackend.delete(b);
+    const o = t.objects.get(a.object);
+    if (rv !== CKR_OK || o === undefined) return rv;
+    t.objects.delete(a.object);
+    t.objectsByModule.delete(o.module);
+    const known = this.objectsOf(o.alias);
+    known.tokenObjects.delete(o.module);
+    const owner = known.owners.get(o.module);
+    if (owner !== undefined) {
+      known.owners.delete(o.module);
+      owner.session.objects.delete(o.module);
+      t.sessionObjectBytes -= owner.bytes;
     }
     return rv;
   }
 
-  /** Releases this connection's sessions; the module itself stays initialized for the others. */
+  /** Attribute bytes written to a session object count against the application's limit (never given back before the object goes). */
+  async C_SetAttributeValue(conn: ConnectionState, a: C_SetAttributeValue_args): Promise<px_rv> {
+    const t = this.tables(conn);
+    const o = t.objects.get(a.object);
+    const owner = o === undefined ? undefined : this.objectsOf(o.alias).owners.get(o.module);
+    const grow = owner?.app === conn.app ? templateBytes(a.template) : 0;
+    if (grow > 0 && t.sessionObjectBytes + grow > this.limits.maxSessionObjectBytes) return ck.CKR_DEVICE_MEMORY;
+    const rv = (await this.translate('C_SetAttributeValue', conn, a)) as px_rv;
+    if (rv === CKR_OK && owner !== undefined && grow > 0) {
+      owner.bytes += grow;
+      t.sessionObjectBytes += grow;
+    }
+    return rv;
+  }
+
+  /**
+   * Releases the application's sessions; the module itself stays
+   * initialized for the others. Linear in the number of sessions (see
+   * closeSlot).
+   */
   async C_Finalize(conn: ConnectionState): Promise<px_rv> {
     const t = this.tables(conn);
+    const total = t.sessions.size;
     let closed = 0;
-    for (const s of t.sessions.values()) {
-      const rv = await Promise.resolve()
-        .then(() => this.next.C_CloseSession(conn, { session: s.backend }))
-        .catch((e: unknown) => rvOf(e));
-      if (rv === CKR_OK) closed += 1;
-    }
-    this.log?.('debug', `[conn ${conn.id}] released: closed ${closed} of ${t.sessions.size} module sessions`);
-    t.sessions.clear();
-    this.forgetSessionObjects((o) => o.app === conn.app);
+    const slots = new Map<string, { alias: string; slotID: number }>();
+    for (const s of t.sessions.values()) slots.set(slotKey(s.alias, s.slotID), { alias: s.alias, slotID: s.slotID });
+    for (const { alias, slotID } of slots.values()) closed += await this.closeSlot(conn, t, alias, slotID);
+    this.log?.('debug', `[conn ${conn.id}] released: closed ${closed} of ${total} module sessions`);
+    for (const [v, s] of [...t.sessions]) this.forgetSession(t, v, s);
     t.objects.clear();
-    t.objectsByBackend.clear();
+    t.objectsByModule.clear();
+    t.sessionObjectBytes = 0;
     return this.next.C_Finalize(conn);
   }
 }

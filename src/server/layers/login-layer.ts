@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
 import type {
+  C_CloseAllSessions_args,
   C_CloseSession_args,
   C_FindObjectsInit_args,
   C_FindObjects_args,
@@ -36,13 +37,16 @@ import {
 } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { Application, ConnectionState } from '../dispatch/connection-state';
-import { installGeneric, invoke } from './generic';
+import { installGeneric, invoke, settle } from './generic';
+import { aliasOf } from './router-layer';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
 
 /**
- * Login state of one token in this process, shared by all its connections.
- * Invariant: `userType !== null` iff the module is logged in, iff `holders`
- * is not empty.
+ * Login state of one token (backend alias + slot) in this process, shared by
+ * all its applications. Invariants: `userType !== null` iff the module is
+ * (or may still be) logged in; `holders` not empty implies `userType !==
+ * null`. Holders empty with `userType` set means the module refused or has
+ * not yet confirmed C_Logout: everyone is an outsider.
  */
 interface TokenLogin {
   userType: number | null;
@@ -51,11 +55,15 @@ interface TokenLogin {
   pinTag: Buffer | null;
   /** Every open module session on the token, all connections. */
   sessions: Set<number>;
+  /** Set while the module's C_Logout runs; logins wait for it. */
+  logout: Promise<void> | null;
 }
 
 interface ConnLogin {
   /** Module session → token key. */
   sessions: Map<number, string>;
+  /** Token key → number of this application's sessions on it. */
+  perToken: Map<string, number>;
   /** Sessions whose search must return nothing (private-only search by a public connection). */
   emptySearch: Set<number>;
 }
@@ -80,23 +88,26 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
   private readonly tokens = new Map<string, TokenLogin>();
   private readonly pinKey = randomBytes(32);
 
-  constructor(next: Pkcs11Calls<ConnectionState>) {
+  constructor(
+    next: Pkcs11Calls<ConnectionState>,
+    private readonly defaultAlias: string,
+  ) {
     super(next);
     installGeneric(this, LoginLayer.prototype, (name, conn, args) => this.guarded(name, conn, args));
   }
 
   private conn(conn: ConnectionState): ConnLogin {
-    return conn.stateFor(STATE, () => ({ sessions: new Map(), emptySearch: new Set() }));
+    return conn.stateFor(STATE, () => ({ sessions: new Map(), perToken: new Map(), emptySearch: new Set() }));
   }
 
   private tokenKey(conn: ConnectionState, slotID: number): string {
-    return `${conn.moduleAlias ?? ''}\u0000${slotID}`;
+    return `${aliasOf(conn, this.defaultAlias)}\u0000${slotID}`;
   }
 
   private token(key: string): TokenLogin {
     let t = this.tokens.get(key);
     if (!t) {
-      t = { userType: null, holders: new Set(), pinTag: null, sessions: new Set() };
+      t = { userType: null, holders: new Set(), pinTag: null, sessions: new Set(), logout: null };
       this.tokens.set(key, t);
     }
     return t;
@@ -117,19 +128,49 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     return t.userType !== null && !t.holders.has(conn.app);
   }
 
-  private async release(conn: ConnectionState, t: TokenLogin): Promise<void> {
-    if (!t.holders.delete(conn.app) || t.holders.size > 0) return;
+  /**
+   * Ends the caller's share of the token's login. When it was the last
+   * share the module is logged out, and until it confirms, the token stays
+   * guarded: everyone is an outsider. If the module refuses, the module is
+   * still logged in, so the login record stays (others stay outsiders); with
+   * `keepShare` (an explicit C_Logout) the caller keeps its share, and the
+   * module's CK_RV is returned.
+   */
+  private async release(conn: ConnectionState, t: TokenLogin, keepShare: boolean): Promise<number> {
+    if (!t.holders.delete(conn.app) || t.holders.size > 0 || t.userType === null) return CKR_OK;
     const any = t.sessions.values().next();
-    t.userType = null;
-    t.pinTag = null;
-    if (!any.done) await Promise.resolve().then(() => this.next.C_Logout(conn, { session: any.value })).catch(() => undefined);
+    if (any.done) {
+      // No session left: the module logged the process out with the last one.
+      t.userType = null;
+      t.pinTag = null;
+      return CKR_OK;
+    }
+    const run = settle(() => this.next.C_Logout(conn, { session: any.value }));
+    t.logout = run.then(() => undefined);
+    let rv: number;
+    try {
+      rv = await run;
+    } finally {
+      t.logout = null;
+    }
+    if (rv === CKR_OK || rv === CKR_USER_NOT_LOGGED_IN) {
+      if (t.holders.size === 0) {
+        t.userType = null;
+        t.pinTag = null;
+      }
+      return CKR_OK;
+    }
+    if (keepShare) t.holders.add(conn.app);
+    return rv;
   }
 
   async C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
     const r = await this.next.C_OpenSession(conn, a);
     if (r.rv === CKR_OK) {
       const key = this.tokenKey(conn, a.slotID);
-      this.conn(conn).sessions.set(r.session, key);
+      const c = this.conn(conn);
+      c.sessions.set(r.session, key);
+      c.perToken.set(key, (c.perToken.get(key) ?? 0) + 1);
       this.token(key).sessions.add(r.session);
     }
     return r;
@@ -142,6 +183,9 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     if (key === undefined) return rv;
     c.sessions.delete(a.session);
     c.emptySearch.delete(a.session);
+    const left = (c.perToken.get(key) ?? 1) - 1;
+    if (left > 0) c.perToken.set(key, left);
+    else c.perToken.delete(key);
     const t = this.token(key);
     t.sessions.delete(a.session);
     if (t.sessions.size === 0) {
@@ -149,9 +193,32 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
       t.userType = null;
       t.pinTag = null;
       t.holders.clear();
-    } else if (![...c.sessions.values()].includes(key)) {
-      await this.release(conn, t);
+    } else if (left === 0) {
+      await this.release(conn, t, false);
     }
+    return rv;
+  }
+
+  /**
+   * Reached only when the caller holds every session this process has on
+   * the token (the handle layer closes others' sessions one by one): the
+   * module closed them all and logged the token out.
+   */
+  async C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
+    const rv = await this.next.C_CloseAllSessions(conn, a);
+    if (rv !== CKR_OK) return rv;
+    const key = this.tokenKey(conn, a.slotID);
+    const t = this.token(key);
+    const c = this.conn(conn);
+    for (const s of t.sessions) {
+      c.sessions.delete(s);
+      c.emptySearch.delete(s);
+    }
+    c.perToken.delete(key);
+    t.sessions.clear();
+    t.userType = null;
+    t.pinTag = null;
+    t.holders.clear();
     return rv;
   }
 
@@ -161,6 +228,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     if (t.holders.has(conn.app)) {
       return t.userType === a.userType ? CKR_USER_ALREADY_LOGGED_IN : CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
     }
+    while (t.logout) await t.logout;
     if (t.userType === null) {
       const rv = await this.next.C_Login(conn, a);
       if (rv === CKR_OK) {
@@ -179,8 +247,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
   async C_Logout(conn: ConnectionState, a: C_Logout_args): Promise<px_rv> {
     const t = this.tokenOfSession(conn, a.session);
     if (!t.holders.has(conn.app)) return CKR_USER_NOT_LOGGED_IN;
-    await this.release(conn, t);
-    return CKR_OK;
+    return this.release(conn, t, true);
   }
 
   async C_SetPIN(conn: ConnectionState, a: C_SetPIN_args): Promise<px_rv> {
@@ -199,7 +266,8 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     if (!t.holders.has(conn.app)) state = rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
     else if (t.userType === CKU_SO) state = CKS_RW_SO_FUNCTIONS;
     else state = rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
-    return { rv: r.rv, info: { ...r.info, state } };
+    r.info.state = state;
+    return r;
   }
 
   async C_FindObjectsInit(conn: ConnectionState, a: C_FindObjectsInit_args): Promise<px_rv> {
@@ -229,11 +297,12 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
 
   async C_Finalize(conn: ConnectionState): Promise<px_rv> {
     for (const t of this.tokens.values()) {
-      if (t.holders.has(conn.app)) await this.release(conn, t);
+      if (t.holders.has(conn.app)) await this.release(conn, t, false);
     }
     const c = this.conn(conn);
     for (const [s, key] of c.sessions) this.token(key).sessions.delete(s);
     c.sessions.clear();
+    c.perToken.clear();
     c.emptySearch.clear();
     return this.next.C_Finalize(conn);
   }

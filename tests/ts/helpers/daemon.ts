@@ -25,8 +25,10 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra keys for the netplex protocol block (e.g. local_chmod). */
   protocolExtra?: string;
-  /** Extra keys for the netplex processor block (e.g. plain_parameter_mechanisms, max_reply_bytes). */
+  /** Extra keys for the netplex processor block (e.g. plain_parameter_mechanisms, max_reply_bytes, max_sessions_per_app). */
   processorExtra?: string;
+  /** filter.conf `modules`, first is the default; default: SoftHSM2 as "softhsm" on the daemon's store. */
+  modules?: Array<{ alias: string; path: string }>;
 }
 
 export interface RunningDaemon {
@@ -47,7 +49,8 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
   const hsm = createSoftHsm(o.tokens ?? ['test']);
   const socketPath = path.join(hsm.dir, 'p11pd.sock');
   const filterConf = path.join(hsm.dir, 'filter.conf');
-  fs.writeFileSync(filterConf, `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n${o.filterExtra ?? ''}\n`);
+  const modules = (o.modules ?? [{ alias: 'softhsm', path: SOFTHSM_MODULE }]).map((m) => `("${m.alias}", "${m.path}")`).join('; ');
+  fs.writeFileSync(filterConf, `modules = [${modules}]\n${o.filterExtra ?? ''}\n`);
   const tcp = o.tcp ? `address { type = "internet"; bind = "127.0.0.1:0"; };` : '';
   const serverConf = path.join(hsm.dir, 'pkcs11proxyd.conf');
   fs.writeFileSync(
