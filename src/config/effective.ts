@@ -29,7 +29,10 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     `  listen: ${endpoints.join(', ')}`,
     `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}`).join(', ')} (default ${fc.defaultModule})`,
     `  workers: ${rt.workers === 0 ? 'none (served in the main process)' : rt.workers}`,
-    `  limits: max_record_size ${rt.maxRecordSize}`,
+    `  limits: max_record_size ${rt.maxRecordSize}; per connection: max_inflight_calls ${sc.connectionLimits.maxPendingCalls}, ` +
+      `max_reply_bytes ${sc.connectionLimits.maxReplyBytes}, stall_timeout_ms ${sc.connectionLimits.stallTimeoutMs}; ` +
+      `per application: max_sessions_per_app ${sc.limits.maxSessions}, ` +
+      `max_session_object_bytes_per_app ${sc.limits.maxSessionObjectBytes}, max_random_length ${sc.limits.maxRandomLength}`,
     `  mechanism parameters: table of known shapes${
       sc.plainParameterMechanisms.length > 0 ? `; plain bytes also for ${sc.plainParameterMechanisms.map(hex).join(', ')}` : ''
     }`,
