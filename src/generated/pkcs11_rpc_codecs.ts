@@ -116,6 +116,9 @@ export class ReusableSink implements XdrSink {
  * far, to a new slab; the old slab lives as long as its views. Encoding is synchronous, so one sink serves
  * every message of a process.
  */
+/** Bytes of room left after a large write in a grown slab (the fields that follow an opaque). */
+const LARGE_WRITE_SLACK = 1024;
+
 export class SlabSink implements XdrSink {
   private buf: Buffer;
   private start = 0;
@@ -186,7 +189,11 @@ export class SlabSink implements XdrSink {
   private ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
     const used = this.off - this.start;
-    const next = Buffer.allocUnsafe(Math.max(this.slabSize, 2 * (used + n)));
+    // A large write (an opaque of data) gets just the room it needs plus a little for the fields
+    // after it: the frame keeps its whole buffer alive until the socket took it, so doubling would
+    // hold twice the reply's bytes for a slow reader. Many small writes grow by doubling.
+    const size = n > this.slabSize / 4 ? used + n + LARGE_WRITE_SLACK : 2 * (used + n);
+    const next = Buffer.allocUnsafe(Math.max(this.slabSize, size));
     this.buf.copy(next, 0, this.start, this.off);
     this.buf = next;
     this.start = 0;

@@ -28,6 +28,8 @@ function isThenable<T>(v: unknown): v is PromiseLike<T> {
  * arrival order, as a PKCS#11 application's calls on one thread would.
  */
 export class Pkcs11Dispatcher implements RpcConnectionHandler {
+  /** Calls of one connection run one at a time, in arrival order. */
+  readonly sequential = true;
   readonly conn: ConnectionState;
   /** The last call that had to wait (for the stack or for the call before it); it never rejects. */
   private queue: Promise<unknown> = Promise.resolve();

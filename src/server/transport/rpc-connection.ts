@@ -124,7 +124,10 @@ export class RpcConnection {
    * Dispatch backlog records while within the pending-call and held-reply bounds. After a call
    * that went asynchronous the rest waits for the next turn of the event loop: its reply's bytes
    * are then counted, and other connections' calls run in between, so one connection's pipeline
-   * of costly calls cannot hold the loop.
+   * of costly calls cannot hold the loop. A sequential handler (it runs one call at a time
+   * anyway) gets no call while one runs: each reply's bytes are then counted before the next
+   * call may add more, where calls admitted behind a running one would each add a reply past
+   * max_reply_bytes.
    */
   private pump(): void {
     if (this.pumping) return;
@@ -134,6 +137,7 @@ export class RpcConnection {
         !this.failed &&
         !this.socketClosed &&
         this.backlog.length > 0 &&
+        (this.running === 0 || !this.handler.sequential) &&
         this.slots.length < this.opts.maxPendingCalls &&
         !this.overReplyBound()
       ) {
@@ -260,13 +264,16 @@ export class RpcConnection {
     this.running++;
     void Promise.resolve(result)
       .then(
-        (outcome) => this.complete(slot, header, outcome),
-        (e: unknown) => this.complete(slot, header, this.handlerFailed(header, e)),
+        (outcome) => {
+          this.running--;
+          this.complete(slot, header, outcome);
+        },
+        (e: unknown) => {
+          this.running--;
+          this.complete(slot, header, this.handlerFailed(header, e));
+        },
       )
-      .finally(() => {
-        this.running--;
-        this.maybeCloseHandler();
-      });
+      .finally(() => this.maybeCloseHandler());
   }
 
   private handlerFailed(header: RpcCallHeader, e: unknown): CallOutcome {

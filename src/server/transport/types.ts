@@ -68,6 +68,12 @@ export interface ConnectionInfo {
 /** Per-connection program state, created by `RpcServerOptions.createHandler`. */
 export interface RpcConnectionHandler {
   /**
+   * The handler runs this connection's calls one at a time, in order (a PKCS#11 application's
+   * calls on one connection): the transport then hands it the next call only when the running
+   * one has answered, so held reply bytes are checked before every call.
+   */
+  readonly sequential?: boolean;
+  /**
    * Handle one call. Calls on one connection may overlap (pipelining); replies are still sent in
    * request order. A throw or rejection becomes a SYSTEM_ERR reply.
    * A `success` body must be a whole number of XDR units (length % 4 === 0), else SYSTEM_ERR is sent.

@@ -4,6 +4,7 @@ import type { Pkcs11Dispatcher } from '../../../src/server/dispatch/dispatcher';
 import { createPkcs11Stack } from '../../../src/server/serve';
 import type { Pkcs11Stack } from '../../../src/server/serve';
 import type { AppLimits } from '../../../src/server/settings';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../../../src/server/transport/types';
 import type { RpcCallHeader } from '../../../src/server/transport/types';
 
 export type ArgsOf<N extends CallName> = Parameters<Pkcs11Calls<null>[N]> extends [unknown, infer A] ? A : void;
@@ -30,6 +31,8 @@ export class InProcessClient implements Pkcs11Caller {
     if (!def) throw new Error(`no procedure ${name}`);
     const header: RpcCallHeader = { xid: this.xid++, rpcvers: 2, prog: PKCS11_PROG, vers: PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 };
     const out = await this.dispatcher.handleCall(header, args === undefined ? Buffer.alloc(0) : xdrEncode(def.args, args as never));
+    // The dispatcher answers with the reply frame, the record mark and reply header still to be filled in front.
+    if (out.kind === 'success_framed') return xdrDecode(def.ret, out.frame.subarray(FRAMED_REPLY_PREFIX_SIZE)) as RetOf<N>;
     if (out.kind !== 'success') throw new Error(`${name}: RPC failure ${out.kind}`);
     return xdrDecode(def.ret, out.body) as RetOf<N>;
   }
