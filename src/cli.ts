@@ -1,3 +1,4 @@
+import { ProxyError } from './errors';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -66,7 +67,7 @@ function logThreshold(l: ConfigLogLevel): LogLevel {
   }
 }
 
-export class UsageError extends Error {
+export class UsageError extends ProxyError {
   readonly code = 'USAGE';
 }
 

@@ -1,3 +1,4 @@
+import { ProxyError } from '../errors';
 import * as pkcs11js from 'pkcs11js';
 import type {
   C_CloseAllSessions_args,
@@ -95,7 +96,7 @@ const OUTPUT_GROWTH = 4;
 
 const EMPTY = Buffer.alloc(0);
 
-export class BackendError extends Error {
+export class BackendError extends ProxyError {
   readonly code = 'BACKEND_LOAD';
 }
 

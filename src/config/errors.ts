@@ -1,3 +1,4 @@
+import { ProxyError } from '../errors';
 /** Stable codes carried by every configuration failure. Tests and callers check these, not messages. */
 export type ConfigErrorCode = 'CONFIG_INVALID' | 'CONFIG_SYNTAX' | 'CONFIG_IO';
 
@@ -7,7 +8,7 @@ export type ConfigErrorCode = 'CONFIG_INVALID' | 'CONFIG_SYNTAX' | 'CONFIG_IO';
  * `key` is the dotted path of the offending entry (`netplex.service[0].name`),
  * `rule` the rule it broke, without position or key.
  */
-export class ConfigError extends Error {
+export class ConfigError extends ProxyError {
   constructor(
     readonly code: ConfigErrorCode,
     readonly file: string,

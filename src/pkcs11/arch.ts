@@ -1,3 +1,4 @@
+import { ProxyError } from '../errors';
 import { ATTR_SHAPE, ATTRIBUTE_NAMES, attributeShape } from '../generated/attribute-shapes';
 import type { AttrShape } from '../generated/attribute-shapes';
 
@@ -78,7 +79,7 @@ export function convertULongArray(value: Buffer, from: ArchLayout, to: ArchLayou
  * Why an attribute value cannot be carried: its length does not fit its
  * shape in the sender's layout, or it holds the sender's pointers.
  */
-export class AttributeShapeError extends Error {
+export class AttributeShapeError extends ProxyError {
   readonly code = 'ATTRIBUTE_SHAPE';
   constructor(
     readonly type: number,

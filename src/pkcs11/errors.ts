@@ -1,3 +1,4 @@
+import { ProxyError } from '../errors';
 import { CKR_GENERAL_ERROR, rvName } from './constants';
 
 /**
@@ -5,7 +6,7 @@ import { CKR_GENERAL_ERROR, rvName } from './constants';
  * it into the procedure's error result with this rv. It never crosses the
  * wire as anything but the rv.
  */
-export class Pkcs11Error extends Error {
+export class Pkcs11Error extends ProxyError {
   readonly code: string;
   constructor(
     readonly rv: number,

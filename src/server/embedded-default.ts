@@ -1,3 +1,4 @@
+import { ProxyError } from '../errors';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,7 +11,7 @@ export const EMBEDDED_TOKEN_LABEL = 'pkcs11proxyd';
 export const EMBEDDED_USER_PIN = '1234';
 export const EMBEDDED_SO_PIN = '12345678';
 
-export class EmbeddedDefaultError extends Error {
+export class EmbeddedDefaultError extends ProxyError {
   readonly code = 'EMBEDDED_DEFAULT';
 }
 

@@ -1,3 +1,4 @@
+import { ProxyError } from '../../errors';
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import type net from 'node:net';
@@ -42,7 +43,7 @@ function joinTarget(record: Buffer): number | null {
   }
 }
 
-export class DaemonStartError extends Error {
+export class DaemonStartError extends ProxyError {
   readonly code = 'DAEMON_START';
 }
 

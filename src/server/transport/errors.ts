@@ -1,6 +1,7 @@
+import { ProxyError } from '../../errors';
 /** Errors of the ONC RPC transport. Callers and tests check `code`, never the message. */
 
-export class RpcError extends Error {
+export class RpcError extends ProxyError {
   constructor(
     readonly code: string,
     message: string,
