@@ -42,15 +42,26 @@ export class CallCostModel {
 
   /**
    * Runs `sync` inline or `async` on the pool as the kind's history says,
-   * and learns from the time it took.
+   * and learns from the time it took. Inline, the result (or the error) comes
+   * without a promise.
    */
-  async run<T>(key: string, inputLength: number, sync: () => T, async: () => Promise<T>): Promise<T> {
+  run<T>(key: string, inputLength: number, sync: () => T, async: () => Promise<T>): T | Promise<T> {
     const t0 = process.hrtime.bigint();
-    const inline = this.runInline(key, inputLength);
-    try {
-      return inline ? sync() : await async();
-    } finally {
-      this.record(key, Number(process.hrtime.bigint() - t0) / 1000);
+    const learn = (): void => this.record(key, Number(process.hrtime.bigint() - t0) / 1000);
+    if (this.runInline(key, inputLength)) {
+      try {
+        return sync();
+      } finally {
+        learn();
+      }
     }
+    let p: Promise<T>;
+    try {
+      p = async();
+    } catch (e) {
+      learn();
+      throw e;
+    }
+    return p.finally(learn);
   }
 }

@@ -1,5 +1,6 @@
 import { ProxyError } from '../errors';
 import * as pkcs11js from 'pkcs11js';
+import { isPromise } from '../generated/pkcs11_rpc';
 import type {
   C_CloseAllSessions_args,
   C_CloseSession_args,
@@ -69,6 +70,7 @@ import type {
   px_session_mechanism_typed_args,
   px_session_mechanism_typed_key_args,
   px_version,
+  MaybePromise,
 } from '../generated/pkcs11_rpc';
 import {
   CKR_ARGUMENTS_BAD,
@@ -158,16 +160,37 @@ function bytesRet(data: Buffer): px_bytes_ret {
  * CKR_BUFFER_TOO_SMALL. The protocol has no output length (the whole output is
  * returned), so the daemon sizes the buffer itself.
  */
-async function withOutput(guess: number, fn: (out: Buffer) => Buffer | Promise<Buffer>): Promise<Buffer> {
+function withOutput(guess: number, fn: (out: Buffer) => MaybePromise<Buffer>): MaybePromise<Buffer> {
   let size = Math.max(MIN_OUTPUT_GUESS, guess);
   for (;;) {
+    let r: MaybePromise<Buffer>;
     try {
-      return await fn(Buffer.alloc(size));
+      r = fn(Buffer.alloc(size));
     } catch (e) {
-      if (rvOf(e) !== CKR_BUFFER_TOO_SMALL || size >= MAX_OUTPUT) throw e;
-      size = Math.min(MAX_OUTPUT, size * OUTPUT_GROWTH);
+      size = grownOutput(e, size);
+      continue;
     }
+    if (!isPromise(r)) return r;
+    // On the pool: a retry with a larger buffer continues asynchronously.
+    const tried = size;
+    return r.then(undefined, (e: unknown) => withOutput(grownOutput(e, tried), fn));
   }
+}
+
+/** The next output buffer size after `e`, or `e` rethrown when it is not CKR_BUFFER_TOO_SMALL or the cap is reached. */
+function grownOutput(e: unknown, size: number): number {
+  if (rvOf(e) !== CKR_BUFFER_TOO_SMALL || size >= MAX_OUTPUT) throw e;
+  return Math.min(MAX_OUTPUT, size * OUTPUT_GROWTH);
+}
+
+/** The bytes result of an output, without a promise when the output came without one. */
+function outputRet(b: MaybePromise<Buffer>): MaybePromise<px_bytes_ret> {
+  return isPromise(b) ? b.then(bytesRet) : bytesRet(b);
+}
+
+/** C_Verify*'s CK_RV from pkcs11js's verdict. */
+function verifyRv(ok: MaybePromise<boolean>): MaybePromise<px_rv> {
+  return isPromise(ok) ? ok.then((v) => (v ? CKR_OK : ck.CKR_SIGNATURE_INVALID)) : ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
 }
 
 /**
@@ -294,7 +317,7 @@ export class Pkcs11jsBackend implements Backend {
    * the module reads them on a libuv thread, so they are kept referenced
    * until the call settles.
    */
-  private async pinned<T>(m: pkcs11js.Mechanism, fn: () => Promise<T>): Promise<T> {
+  private async pinned<T>(m: pkcs11js.Mechanism, fn: () => MaybePromise<T>): Promise<T> {
     this.inflight.add(m);
     try {
       return await fn();
@@ -304,7 +327,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   /** The *Init calls that take a mechanism and a key. */
-  private async keyInit(c: BackendContext, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): Promise<px_rv> {
+  private keyInit(c: BackendContext, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): px_rv {
     this.m(c)[op](this.sh(session), m, this.oh(key));
     this.sessions.get(session)?.ops.set(op, m.mechanism);
     return CKR_OK;
@@ -314,33 +337,33 @@ export class Pkcs11jsBackend implements Backend {
    * Runs a data call of the operation `init` started on `session`, inline or
    * on the libuv pool as its measured cost says (see call-cost.ts).
    */
-  private timed<T>(c: BackendContext, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): Promise<T> {
+  private timed<T>(c: BackendContext, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): MaybePromise<T> {
     const mech = this.sessions.get(session)?.ops.get(init);
     return this.cost.run(CallCostModel.key(call, mech, input), input, sync, async);
   }
 
-  async C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): Promise<px_rv> {
+  C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): px_rv {
     return NATIVE_ARCH.code;
   }
-  async C_LoadModule(_c: BackendContext, a: C_LoadModule_args): Promise<px_rv> {
+  C_LoadModule(_c: BackendContext, a: C_LoadModule_args): px_rv {
     return a.alias.toString('utf8') === this.alias ? CKR_OK : CKR_ARGUMENTS_BAD;
   }
-  async C_Initialize(_c: BackendContext): Promise<px_rv> {
+  C_Initialize(_c: BackendContext): px_rv {
     return CKR_OK;
   }
-  async C_Finalize(_c: BackendContext): Promise<px_rv> {
+  C_Finalize(_c: BackendContext): px_rv {
     return CKR_OK;
   }
 
   // Application joining is the connection layer's business; a module never sees it.
-  async px_GetAppToken(_c: BackendContext): Promise<px_GetAppToken_ret> {
+  px_GetAppToken(_c: BackendContext): px_GetAppToken_ret {
     return { rv: CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
   }
-  async px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): Promise<px_rv> {
+  px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): px_rv {
     return CKR_FUNCTION_NOT_SUPPORTED;
   }
 
-  async C_GetInfo(c: BackendContext): Promise<C_GetInfo_ret> {
+  C_GetInfo(c: BackendContext): C_GetInfo_ret {
     const i = this.m(c).C_GetInfo();
     return {
       rv: CKR_OK,
@@ -354,14 +377,14 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  async C_GetSlotList(c: BackendContext, a: C_GetSlotList_args): Promise<C_GetSlotList_ret> {
+  C_GetSlotList(c: BackendContext, a: C_GetSlotList_args): C_GetSlotList_ret {
     const slots = this.m(c).C_GetSlotList(a.tokenPresent !== 0).map(fromHandle);
     if (a.count === 0) return { rv: CKR_OK, slotList: [], count: slots.length };
     if (a.count < slots.length) return { rv: CKR_BUFFER_TOO_SMALL, slotList: [], count: slots.length };
     return { rv: CKR_OK, slotList: slots, count: slots.length };
   }
 
-  async C_WaitForSlotEvent(c: BackendContext, a: C_WaitForSlotEvent_args): Promise<C_WaitForSlotEvent_ret> {
+  C_WaitForSlotEvent(c: BackendContext, a: C_WaitForSlotEvent_args): C_WaitForSlotEvent_ret {
     // Only the non-blocking form is passed on: a blocking wait would hold the event loop.
     if ((a.flags & ck.CKF_DONT_BLOCK) === 0) return { rv: CKR_FUNCTION_NOT_SUPPORTED, slotID: 0 };
     const slot = this.m(c).C_WaitForSlotEvent(a.flags);
@@ -369,7 +392,7 @@ export class Pkcs11jsBackend implements Backend {
     return { rv: CKR_OK, slotID: fromHandle(slot) };
   }
 
-  async C_GetSlotInfo(c: BackendContext, a: C_GetSlotInfo_args): Promise<C_GetSlotInfo_ret> {
+  C_GetSlotInfo(c: BackendContext, a: C_GetSlotInfo_args): C_GetSlotInfo_ret {
     const i = this.m(c).C_GetSlotInfo(this.slot(a.slotID));
     return {
       rv: CKR_OK,
@@ -383,7 +406,7 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  async C_GetTokenInfo(c: BackendContext, a: C_GetTokenInfo_args): Promise<C_GetTokenInfo_ret> {
+  C_GetTokenInfo(c: BackendContext, a: C_GetTokenInfo_args): C_GetTokenInfo_ret {
     const i = this.m(c).C_GetTokenInfo(this.slot(a.slotID));
     return {
       rv: CKR_OK,
@@ -410,27 +433,27 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  async C_Login(c: BackendContext, a: C_Login_args): Promise<px_rv> {
+  C_Login(c: BackendContext, a: C_Login_args): px_rv {
     this.m(c).C_Login(this.sh(a.session), a.userType, pinString(a.pin));
     return CKR_OK;
   }
-  async C_Logout(c: BackendContext, a: C_Logout_args): Promise<px_rv> {
+  C_Logout(c: BackendContext, a: C_Logout_args): px_rv {
     this.m(c).C_Logout(this.sh(a.session));
     return CKR_OK;
   }
-  async C_OpenSession(c: BackendContext, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
+  C_OpenSession(c: BackendContext, a: C_OpenSession_args): C_OpenSession_ret {
     const h = this.m(c).C_OpenSession(this.slot(a.slotID), a.flags);
     const session = fromHandle(h);
     this.sessions.set(session, { handle: h, slotID: a.slotID, ops: new Map() });
     return { rv: CKR_OK, session };
   }
-  async C_CloseSession(c: BackendContext, a: C_CloseSession_args): Promise<px_rv> {
+  C_CloseSession(c: BackendContext, a: C_CloseSession_args): px_rv {
     this.m(c).C_CloseSession(this.sh(a.session));
     // The module forgets the session's objects; their cached handles are just numbers.
     this.sessions.delete(a.session);
     return CKR_OK;
   }
-  async C_CloseAllSessions(c: BackendContext, a: C_CloseAllSessions_args): Promise<px_rv> {
+  C_CloseAllSessions(c: BackendContext, a: C_CloseAllSessions_args): px_rv {
     // Reached only when the caller holds every session of this process on
     // the slot (the handle layer closes others' sessions one by one).
     this.m(c).C_CloseAllSessions(this.slot(a.slotID));
@@ -438,14 +461,14 @@ export class Pkcs11jsBackend implements Backend {
     return CKR_OK;
   }
 
-  async C_GetMechanismList(c: BackendContext, a: C_GetMechanismList_args): Promise<C_GetMechanismList_ret> {
+  C_GetMechanismList(c: BackendContext, a: C_GetMechanismList_args): C_GetMechanismList_ret {
     const list = this.m(c).C_GetMechanismList(this.slot(a.slotID));
     if (a.count === 0) return { rv: CKR_OK, mechanismList: [], count: list.length };
     if (a.count < list.length) return { rv: CKR_BUFFER_TOO_SMALL, mechanismList: [], count: list.length };
     return { rv: CKR_OK, mechanismList: list, count: list.length };
   }
 
-  async C_GetSessionInfo(c: BackendContext, a: C_GetSessionInfo_args): Promise<C_GetSessionInfo_ret> {
+  C_GetSessionInfo(c: BackendContext, a: C_GetSessionInfo_args): C_GetSessionInfo_ret {
     const i = this.m(c).C_GetSessionInfo(this.sh(a.session));
     return {
       rv: CKR_OK,
@@ -453,24 +476,24 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  async C_GetMechanismInfo(c: BackendContext, a: C_GetMechanismInfo_args): Promise<C_GetMechanismInfo_ret> {
+  C_GetMechanismInfo(c: BackendContext, a: C_GetMechanismInfo_args): C_GetMechanismInfo_ret {
     const i = this.m(c).C_GetMechanismInfo(this.slot(a.slotID), a.type);
     return { rv: CKR_OK, info: { minKeySize: ul(i.minKeySize), maxKeySize: ul(i.maxKeySize), flags: ul(i.flags) } };
   }
 
-  async C_InitPIN(c: BackendContext, a: C_InitPIN_args): Promise<px_rv> {
+  C_InitPIN(c: BackendContext, a: C_InitPIN_args): px_rv {
     this.m(c).C_InitPIN(this.sh(a.session), pinString(a.pin));
     return CKR_OK;
   }
-  async C_SetPIN(c: BackendContext, a: C_SetPIN_args): Promise<px_rv> {
+  C_SetPIN(c: BackendContext, a: C_SetPIN_args): px_rv {
     this.m(c).C_SetPIN(this.sh(a.session), pinString(a.oldPin), pinString(a.newPin));
     return CKR_OK;
   }
-  async C_SeedRandom(c: BackendContext, a: C_SeedRandom_args): Promise<px_rv> {
+  C_SeedRandom(c: BackendContext, a: C_SeedRandom_args): px_rv {
     this.m(c).C_SeedRandom(this.sh(a.session), inBuf(a.seed));
     return CKR_OK;
   }
-  async C_InitToken(c: BackendContext, a: C_InitToken_args): Promise<px_rv> {
+  C_InitToken(c: BackendContext, a: C_InitToken_args): px_rv {
     // The label is a blank-padded 32-byte field; pkcs11js pads it again.
     this.m(c).C_InitToken(this.slot(a.slotID), pinString(a.pin), a.label.toString('utf8').replace(/ +$/, ''));
     return CKR_OK;
@@ -480,7 +503,7 @@ export class Pkcs11jsBackend implements Backend {
    * RANDOM_SLICE pieces, one per event-loop turn, so other connections are
    * served in between. Beyond the configured cap: CKR_ARGUMENTS_BAD.
    */
-  async C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
+  C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): MaybePromise<px_bytes_ret> {
     if (a.length < 0 || a.length > Math.min(MAX_OUTPUT, this.limits.maxRandomLength)) return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
     const h = this.sh(a.session);
     // pkcs11js refuses an empty buffer; ask for one byte so the module still
@@ -489,25 +512,28 @@ export class Pkcs11jsBackend implements Backend {
       const out = this.p11.C_GenerateRandom(h, Buffer.alloc(Math.max(1, a.length)));
       return bytesRet(a.length === 0 ? EMPTY : out);
     }
-    const out = Buffer.allocUnsafe(a.length);
-    for (let off = 0; off < a.length; off += RANDOM_SLICE) {
+    return this.randomSliced(h, a.length);
+  }
+  private async randomSliced(h: pkcs11js.Handle, length: number): Promise<px_bytes_ret> {
+    const out = Buffer.allocUnsafe(length);
+    for (let off = 0; off < length; off += RANDOM_SLICE) {
       if (off > 0) await new Promise<void>((resolve) => setImmediate(resolve));
-      this.p11.C_GenerateRandom(h, out.subarray(off, Math.min(a.length, off + RANDOM_SLICE)));
+      this.p11.C_GenerateRandom(h, out.subarray(off, Math.min(length, off + RANDOM_SLICE)));
     }
     return bytesRet(out);
   }
 
-  async C_FindObjectsInit(c: BackendContext, a: C_FindObjectsInit_args): Promise<px_rv> {
+  C_FindObjectsInit(c: BackendContext, a: C_FindObjectsInit_args): px_rv {
     this.m(c).C_FindObjectsInit(this.sh(a.session), template(a.template));
     return CKR_OK;
   }
-  async C_FindObjects(c: BackendContext, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+  C_FindObjects(c: BackendContext, a: C_FindObjects_args): C_FindObjects_ret {
     if (a.maxObjectCount < 0) return { rv: CKR_ARGUMENTS_BAD, objects: [], count: 0 };
     if (a.maxObjectCount === 0) return { rv: CKR_OK, objects: [], count: 0 };
     const found = this.m(c).C_FindObjects(this.sh(a.session), Math.min(a.maxObjectCount, 65536)).map(fromHandle);
     return { rv: CKR_OK, objects: found, count: found.length };
   }
-  async C_FindObjectsFinal(c: BackendContext, a: C_FindObjectsFinal_args): Promise<px_rv> {
+  C_FindObjectsFinal(c: BackendContext, a: C_FindObjectsFinal_args): px_rv {
     this.m(c).C_FindObjectsFinal(this.sh(a.session));
     return CKR_OK;
   }
@@ -540,14 +566,14 @@ export class Pkcs11jsBackend implements Backend {
     const kp = await this.pinned(m, () => p11.C_GenerateKeyPairAsync(this.sh(session), m, template(pub), template(priv)));
     return { rv: CKR_OK, publicKey: fromHandle(kp.publicKey), privateKey: fromHandle(kp.privateKey) };
   }
-  async C_CreateObject(c: BackendContext, a: C_CreateObject_args): Promise<px_object_ret> {
+  C_CreateObject(c: BackendContext, a: C_CreateObject_args): px_object_ret {
     return { rv: CKR_OK, object: fromHandle(this.m(c).C_CreateObject(this.sh(a.session), template(a.template))) };
   }
-  async C_CopyObject(c: BackendContext, a: C_CopyObject_args): Promise<px_object_ret> {
+  C_CopyObject(c: BackendContext, a: C_CopyObject_args): px_object_ret {
     const h = this.m(c).C_CopyObject(this.sh(a.session), this.oh(a.object), template(a.template));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
-  async C_DestroyObject(c: BackendContext, a: C_DestroyObject_args): Promise<px_rv> {
+  C_DestroyObject(c: BackendContext, a: C_DestroyObject_args): px_rv {
     this.m(c).C_DestroyObject(this.sh(a.session), this.oh(a.object));
     return CKR_OK;
   }
@@ -558,7 +584,7 @@ export class Pkcs11jsBackend implements Backend {
    * asking again one attribute at a time. A value-less request attribute is a
    * size query; otherwise `valueLen` is the caller's buffer size.
    */
-  async C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
+  C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): C_GetAttributeValue_ret {
     const p11 = this.m(c);
     const session = this.sh(a.session);
     const object = this.oh(a.object);
@@ -598,11 +624,11 @@ export class Pkcs11jsBackend implements Backend {
     return { rv, template: out };
   }
 
-  async C_SetAttributeValue(c: BackendContext, a: C_SetAttributeValue_args): Promise<px_rv> {
+  C_SetAttributeValue(c: BackendContext, a: C_SetAttributeValue_args): px_rv {
     this.m(c).C_SetAttributeValue(this.sh(a.session), this.oh(a.object), template(a.template));
     return CKR_OK;
   }
-  async C_GetObjectSize(c: BackendContext, a: C_GetObjectSize_args): Promise<C_GetObjectSize_ret> {
+  C_GetObjectSize(c: BackendContext, a: C_GetObjectSize_args): C_GetObjectSize_ret {
     return { rv: CKR_OK, size: ul(this.m(c).C_GetObjectSize(this.sh(a.session), this.oh(a.object))) };
   }
 
@@ -666,199 +692,185 @@ export class Pkcs11jsBackend implements Backend {
     this.sessions.get(session)?.ops.set('C_DigestInit', m.mechanism);
     return CKR_OK;
   }
-  async C_DigestInit(c: BackendContext, a: px_session_mechanism_args): Promise<px_rv> {
+  C_DigestInit(c: BackendContext, a: px_session_mechanism_args): px_rv {
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
-  async px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): Promise<px_rv> {
+  px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): px_rv {
     return this.digestInit(c, a.session, typedMechanism(a.mechanism));
   }
-  async C_Digest(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Digest(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(128, (out) =>
+    return outputRet(withOutput(128, (out) =>
         this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => p11.C_Digest(h, inBuf(a.data), out), () => p11.C_DigestAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_DigestUpdate(c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+  C_DigestUpdate(c: BackendContext, a: px_session_data_args): px_rv {
     this.m(c).C_DigestUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  async C_DigestFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_DigestFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(128, (out) => this.timed(c, 'C_DigestFinal', 'C_DigestInit', a.session, 0, () => p11.C_DigestFinal(h, out), () => p11.C_DigestFinalAsync(h, out))),
+    return outputRet(withOutput(128, (out) => this.timed(c, 'C_DigestFinal', 'C_DigestInit', a.session, 0, () => p11.C_DigestFinal(h, out), () => p11.C_DigestFinalAsync(h, out))),
     );
   }
-  async C_DigestKey(c: BackendContext, a: C_DigestKey_args): Promise<px_rv> {
+  C_DigestKey(c: BackendContext, a: C_DigestKey_args): px_rv {
     this.m(c).C_DigestKey(this.sh(a.session), this.oh(a.key));
     return CKR_OK;
   }
 
-  async C_SignInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_SignInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
     return this.keyInit(c, 'C_SignInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_SignInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_SignInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Sign(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Sign(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(1024, (out) =>
+    return outputRet(withOutput(1024, (out) =>
         this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => p11.C_Sign(h, inBuf(a.data), out), () => p11.C_SignAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_SignUpdate(c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+  C_SignUpdate(c: BackendContext, a: px_session_data_args): px_rv {
     this.m(c).C_SignUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  async C_SignFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_SignFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(1024, (out) => this.timed(c, 'C_SignFinal', 'C_SignInit', a.session, 0, () => p11.C_SignFinal(h, out), () => p11.C_SignFinalAsync(h, out))),
+    return outputRet(withOutput(1024, (out) => this.timed(c, 'C_SignFinal', 'C_SignInit', a.session, 0, () => p11.C_SignFinal(h, out), () => p11.C_SignFinalAsync(h, out))),
     );
   }
 
-  async C_VerifyInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_VerifyInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
     return this.keyInit(c, 'C_VerifyInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_VerifyInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_VerifyInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Verify(c: BackendContext, a: C_Verify_args): Promise<px_rv> {
+  C_Verify(c: BackendContext, a: C_Verify_args): MaybePromise<px_rv> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    const ok = await this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature)), () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature)));
-    return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
+    return verifyRv(this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature)), () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature))));
   }
-  async C_VerifyUpdate(c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+  C_VerifyUpdate(c: BackendContext, a: px_session_data_args): px_rv {
     this.m(c).C_VerifyUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  async C_VerifyFinal(c: BackendContext, a: C_VerifyFinal_args): Promise<px_rv> {
+  C_VerifyFinal(c: BackendContext, a: C_VerifyFinal_args): MaybePromise<px_rv> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    const ok = await this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, inBuf(a.signature)), () => p11.C_VerifyFinalAsync(h, inBuf(a.signature)));
-    return ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
+    return verifyRv(this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, inBuf(a.signature)), () => p11.C_VerifyFinalAsync(h, inBuf(a.signature))));
   }
 
-  async C_EncryptInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_EncryptInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
     return this.keyInit(c, 'C_EncryptInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_EncryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_EncryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Encrypt(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Encrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(a.data.length + 256, (out) =>
+    return outputRet(withOutput(a.data.length + 256, (out) =>
         this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => p11.C_Encrypt(h, inBuf(a.data), out), () => p11.C_EncryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_EncryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_EncryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(this.sh(a.session), inBuf(a.data), out)));
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(this.sh(a.session), inBuf(a.data), out)));
   }
-  async C_EncryptFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_EncryptFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(256, (out) => this.timed(c, 'C_EncryptFinal', 'C_EncryptInit', a.session, 0, () => p11.C_EncryptFinal(h, out), () => p11.C_EncryptFinalAsync(h, out))),
+    return outputRet(withOutput(256, (out) => this.timed(c, 'C_EncryptFinal', 'C_EncryptInit', a.session, 0, () => p11.C_EncryptFinal(h, out), () => p11.C_EncryptFinalAsync(h, out))),
     );
   }
 
-  async C_DecryptInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_DecryptInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
     return this.keyInit(c, 'C_DecryptInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_DecryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_DecryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_Decrypt(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Decrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(a.data.length + 256, (out) =>
+    return outputRet(withOutput(a.data.length + 256, (out) =>
         this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => p11.C_Decrypt(h, inBuf(a.data), out), () => p11.C_DecryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
-  async C_DecryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_DecryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(this.sh(a.session), inBuf(a.data), out)));
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(this.sh(a.session), inBuf(a.data), out)));
   }
-  async C_DecryptFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_DecryptFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return bytesRet(
-      await withOutput(256, (out) => this.timed(c, 'C_DecryptFinal', 'C_DecryptInit', a.session, 0, () => p11.C_DecryptFinal(h, out), () => p11.C_DecryptFinalAsync(h, out))),
+    return outputRet(withOutput(256, (out) => this.timed(c, 'C_DecryptFinal', 'C_DecryptInit', a.session, 0, () => p11.C_DecryptFinal(h, out), () => p11.C_DecryptFinalAsync(h, out))),
     );
   }
 
-  async C_SignRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_SignRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_SignRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_SignRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_SignRecover(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_SignRecover(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(1024, (out) => p11.C_SignRecover(this.sh(a.session), inBuf(a.data), out)));
+    return outputRet(withOutput(1024, (out) => p11.C_SignRecover(this.sh(a.session), inBuf(a.data), out)));
   }
-  async C_VerifyRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_VerifyRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, mechanism(a.mechanism), a.key);
   }
-  async px_VerifyRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_VerifyRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  async C_VerifyRecover(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_VerifyRecover(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(await withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(this.sh(a.session), inBuf(a.data), out)));
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(this.sh(a.session), inBuf(a.data), out)));
   }
 
-  async C_DigestEncryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_DigestEncryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  async C_SignEncryptUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_SignEncryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  async C_DecryptDigestUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_DecryptDigestUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  async C_DecryptVerifyUpdate(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_DecryptVerifyUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
-    return bytesRet(
-      await withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
+    return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
 
   // pkcs11js does not expose these four. Operation state is not portable
   // across processes anyway, and the two legacy calls answer as 2.40 requires.
-  async C_GetOperationState(_c: BackendContext, _a: px_session_args): Promise<px_bytes_ret> {
+  C_GetOperationState(_c: BackendContext, _a: px_session_args): px_bytes_ret {
     return { rv: CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  async C_SetOperationState(_c: BackendContext, _a: C_SetOperationState_args): Promise<px_rv> {
+  C_SetOperationState(_c: BackendContext, _a: C_SetOperationState_args): px_rv {
     return CKR_FUNCTION_NOT_SUPPORTED;
   }
-  async C_GetFunctionStatus(_c: BackendContext, _a: px_session_args): Promise<px_rv> {
+  C_GetFunctionStatus(_c: BackendContext, _a: px_session_args): px_rv {
     return CKR_FUNCTION_NOT_PARALLEL;
   }
-  async C_CancelFunction(_c: BackendContext, _a: px_session_args): Promise<px_rv> {
+  C_CancelFunction(_c: BackendContext, _a: px_session_args): px_rv {
     return CKR_FUNCTION_NOT_PARALLEL;
   }
 }
