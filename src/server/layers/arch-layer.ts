@@ -4,6 +4,7 @@ import type {
   C_GetAttributeValue_args,
   C_GetAttributeValue_ret,
   C_SetupArch_args,
+  MaybePromise,
   Pkcs11Calls,
   px_attribute,
   px_mechanism,
@@ -32,7 +33,7 @@ import {
 } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { ConnectionState } from '../dispatch/connection-state';
-import { installGeneric, invoke } from './generic';
+import { installGeneric, invoke, then } from './generic';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -126,7 +127,7 @@ export class ArchLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   /** Answers with the daemon's own code; the caller's layout applies to this connection from now on. */
-  async C_SetupArch(conn: ConnectionState, a: C_SetupArch_args): Promise<px_rv> {
+  C_SetupArch(conn: ConnectionState, a: C_SetupArch_args): px_rv {
     const layout = archLayout(a.arch);
     if (!layout) return ARCH_UNSUPPORTED;
     conn.arch = layout.code === NATIVE_ARCH.code ? NATIVE_ARCH : layout;
@@ -141,7 +142,7 @@ export class ArchLayer extends Pkcs11Passthrough<ConnectionState> {
    * through, and its answer would hold the daemon's addresses. It is
    * answered unavailable, as a value that cannot be revealed.
    */
-  async C_GetAttributeValue(conn: ConnectionState, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
+  C_GetAttributeValue(conn: ConnectionState, a: C_GetAttributeValue_args): MaybePromise<C_GetAttributeValue_ret> {
     const native = conn.arch === NATIVE_ARCH;
     const nested = a.template.some(isNested);
     if (native && !nested) return this.next.C_GetAttributeValue(conn, a);
@@ -149,23 +150,25 @@ export class ArchLayer extends Pkcs11Passthrough<ConnectionState> {
     const request = native
       ? asked
       : asked.map((t) => ({ type: t.type, value: t.value, valueLen: convertAttributeCapacity(t.type, t.valueLen, conn.arch, NATIVE_ARCH) }));
-    const r =
+    const answered: MaybePromise<C_GetAttributeValue_ret> =
       request.length > 0
-        ? await this.next.C_GetAttributeValue(conn, { session: a.session, object: a.object, template: request })
+        ? this.next.C_GetAttributeValue(conn, { session: a.session, object: a.object, template: request })
         : { rv: CKR_OK, template: [] };
-    if (r.template.length !== request.length || !isPerAttributeRv(r.rv)) return r;
-    const answers = native
-      ? r.template
-      : r.template.map((t) => {
-          const value = convertAttributeValue(t.type, t.value, NATIVE_ARCH, conn.arch);
-          const valueLen = t.value.length > 0 ? value.length : convertAttributeLength(t.type, t.valueLen, NATIVE_ARCH, conn.arch);
-          return { type: t.type, value, valueLen };
-        });
-    if (!nested) return { rv: r.rv, template: answers };
-    let i = 0;
-    const template = a.template.map((t) =>
-      isNested(t) ? { type: t.type, value: EMPTY, valueLen: CK_UNAVAILABLE_INFORMATION_WIRE } : answers[i++],
-    );
-    return { rv: r.rv === CKR_OK ? CKR_ATTRIBUTE_SENSITIVE : r.rv, template };
+    return then(answered, (r) => {
+      if (r.template.length !== request.length || !isPerAttributeRv(r.rv)) return r;
+      const answers = native
+        ? r.template
+        : r.template.map((t) => {
+            const value = convertAttributeValue(t.type, t.value, NATIVE_ARCH, conn.arch);
+            const valueLen = t.value.length > 0 ? value.length : convertAttributeLength(t.type, t.valueLen, NATIVE_ARCH, conn.arch);
+            return { type: t.type, value, valueLen };
+          });
+      if (!nested) return { rv: r.rv, template: answers };
+      let i = 0;
+      const template = a.template.map((t) =>
+        isNested(t) ? { type: t.type, value: EMPTY, valueLen: CK_UNAVAILABLE_INFORMATION_WIRE } : answers[i++],
+      );
+      return { rv: r.rv === CKR_OK ? CKR_ATTRIBUTE_SENSITIVE : r.rv, template };
+    });
   }
 }

@@ -1,9 +1,9 @@
 import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
-import type { C_LoadModule_args, CallName, Pkcs11Calls, px_GetAppToken_ret, px_JoinApp_args, px_rv } from '../../generated/pkcs11_rpc';
+import type { C_LoadModule_args, CallName, MaybePromise, Pkcs11Calls, px_GetAppToken_ret, px_JoinApp_args, px_rv } from '../../generated/pkcs11_rpc';
 import { CKR_ARGUMENTS_BAD, CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_OK } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { AppRegistry, ConnectionState } from '../dispatch/connection-state';
-import { installGeneric, invoke } from './generic';
+import { installGeneric, invoke, then } from './generic';
 
 /** Calls allowed before C_Initialize: the connection preamble. */
 const PREAMBLE: ReadonlySet<CallName> = new Set<CallName>(['C_SetupArch', 'C_LoadModule', 'C_Initialize', 'px_JoinApp', 'px_GetAppToken']);
@@ -29,7 +29,7 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   /** An unknown alias is refused rather than mapped to the default: fail closed. */
-  async C_LoadModule(conn: ConnectionState, a: C_LoadModule_args): Promise<px_rv> {
+  C_LoadModule(conn: ConnectionState, a: C_LoadModule_args): px_rv {
     const alias = a.alias.toString('utf8').replace(/\0+$/, '');
     if (conn.initialized) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     if (alias !== '' && !this.aliases.has(alias)) return CKR_ARGUMENTS_BAD;
@@ -37,7 +37,7 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
     return CKR_OK;
   }
 
-  async C_Initialize(conn: ConnectionState): Promise<px_rv> {
+  C_Initialize(conn: ConnectionState): px_rv {
     if (conn.initialized) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     if (conn.moduleAlias === null) conn.moduleAlias = this.defaultAlias;
     conn.initialized = true;
@@ -45,7 +45,7 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   /** Publishes the caller's application so its other connections can join it. */
-  async px_GetAppToken(conn: ConnectionState): Promise<px_GetAppToken_ret> {
+  px_GetAppToken(conn: ConnectionState): px_GetAppToken_ret {
     return { rv: CKR_OK, token: this.apps.publish(conn.app) };
   }
 
@@ -53,7 +53,7 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
    * Binds this connection to a published application. Only a fresh
    * connection may join: its own (empty) application is dropped.
    */
-  async px_JoinApp(conn: ConnectionState, a: px_JoinApp_args): Promise<px_rv> {
+  px_JoinApp(conn: ConnectionState, a: px_JoinApp_args): px_rv {
     const own = conn.app;
     if (own.initialized || own.layerState.size > 0 || own.token !== null) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     const app = this.apps.find(a.token);
@@ -64,11 +64,10 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
     return CKR_OK;
   }
 
-  async C_Finalize(conn: ConnectionState): Promise<px_rv> {
+  C_Finalize(conn: ConnectionState): MaybePromise<px_rv> {
     if (!conn.initialized) return CKR_CRYPTOKI_NOT_INITIALIZED;
     conn.initialized = false;
-    await this.next.C_Finalize(conn);
-    return CKR_OK;
+    return then(this.next.C_Finalize(conn), () => CKR_OK);
   }
 }
 

@@ -1,4 +1,4 @@
-import { CALL_INVOKERS, PROCEDURES } from '../../generated/pkcs11_rpc';
+import { CALL_INVOKERS, isPromise, PROCEDURES } from '../../generated/pkcs11_rpc';
 import { rvOf } from '../../pkcs11/errors';
 import type { CallName, MaybePromise, Pkcs11Calls } from '../../generated/pkcs11_rpc';
 import type { ConnectionState } from '../dispatch/connection-state';
@@ -39,4 +39,13 @@ export async function settle(call: () => MaybePromise<number>): Promise<number> 
   } catch (e) {
     return rvOf(e);
   }
+}
+
+/**
+ * `f` applied to a call's result: at once when the result is there (no
+ * promise made), after it settles when it is a promise. A rejection or a
+ * synchronous throw skips `f`, as an `await` would.
+ */
+export function then<T, U>(r: MaybePromise<T>, f: (v: T) => MaybePromise<U>): MaybePromise<U> {
+  return isPromise(r) ? r.then(f) : f(r);
 }

@@ -1,4 +1,4 @@
-import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
+import { callFieldsOf, isPromise, Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
 import type {
   C_CloseAllSessions_args,
   C_CloseSession_args,
@@ -8,7 +8,9 @@ import type {
   C_OpenSession_args,
   C_OpenSession_ret,
   C_SetAttributeValue_args,
+  CallFields,
   CallName,
+  MaybePromise,
   Pkcs11Calls,
   px_attribute,
   px_rv,
@@ -18,8 +20,8 @@ import { Pkcs11Error } from '../../pkcs11/errors';
 import type { Application, ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
 import type { AppLimits } from '../settings';
-import { installGeneric, invoke, settle } from './generic';
-import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS, V3_CALL_OF_TYPED } from './object-fields';
+import { installGeneric, invoke, settle, then } from './generic';
+import { OBJECT_RESULT_FIELDS, V3_CALL_OF_TYPED } from './object-fields';
 import { aliasOf } from './router-layer';
 
 const CKA_TOKEN = ck.CKA_TOKEN;
@@ -195,47 +197,85 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     return v;
   }
 
-  private async translate(name: CallName, conn: ConnectionState, args: unknown): Promise<unknown> {
+  /**
+   * Rewrites the session and object handles of a call's arguments (CALL_FIELDS) into module numbers
+   * and the object handles of its result into virtual ones. The result is post-processed as soon as
+   * it is there: without a promise when the layer below answered without one.
+   */
+  private translate(name: CallName, conn: ConnectionState, args: unknown): MaybePromise<unknown> {
     if (args === null || typeof args !== 'object') return invoke(this.next, name, conn, args);
+    const f = callFieldsOf(name);
     const alias = aliasOf(conn, this.defaultAlias);
     const t = this.tables(conn);
-    const a: Record<string, unknown> = { ...(args as Record<string, unknown>) };
-    const entry = 'session' in a ? this.session(t, alias, a.session) : undefined;
-    if (entry) a.session = entry.module;
-    for (const [field, spec] of OBJECT_ARG_FIELDS) {
-      if (!(field in a)) continue;
-      const v = a[field] as number;
-      if (v === 0 && spec.zeroAllowed) continue;
+    const a = f.copyArgs(args);
+    let entry: SessionEntry | undefined;
+    for (const sf of f.args.session) {
+      const s = this.session(t, alias, sf.get(a));
+      sf.set(a, s.module);
+      entry ??= s;
+    }
+    for (const of of f.args.object) {
+      const v = of.get(a);
+      if (v === 0 && of.zeroAllowed) continue;
       const o = t.objects.get(v);
-      if (o === undefined || o.alias !== alias) throw new Pkcs11Error(spec.rv);
-      a[field] = o.module;
+      if (o === undefined || o.alias !== alias) throw new Pkcs11Error(of.invalidRv);
+      of.set(a, o.module);
     }
     const creating = entry !== undefined && CREATING_CALLS.has(V3_CALL_OF_TYPED.get(name) ?? name);
+    const named = a as Record<string, unknown>;
     // A copy is at least as large as a session object it copies.
-    const copied = name === 'C_CopyObject' ? (this.objectsOf(alias).owners.get(a.object as number)?.bytes ?? 0) : 0;
-    const estimates = creating ? this.reserve(t, a, copied) : undefined;
-    const r = await invoke(this.next, name, conn, a);
+    const copied = name === 'C_CopyObject' ? (this.objectsOf(alias).owners.get(named.object as number)?.bytes ?? 0) : 0;
+    const estimates = creating ? this.reserve(t, named, copied) : undefined;
+    return then(invoke(this.next, name, conn, a), (r) => this.translated(f, conn, alias, t, entry, estimates, r));
+  }
+
+  /** The result of a translated call with virtual object handles; session objects it created are claimed before it leaves. */
+  private translated(
+    f: CallFields<unknown, unknown>,
+    conn: ConnectionState,
+    alias: string,
+    t: HandleTables,
+    entry: SessionEntry | undefined,
+    estimates: Record<string, number> | undefined,
+    r: unknown,
+  ): MaybePromise<unknown> {
     if (r === null || typeof r !== 'object' || (r as { rv: number }).rv !== CKR_OK) return r;
-    const out = r as Record<string, unknown>;
+    const fields = f.result.object;
+    if (fields.length === 0) return r;
+    const out = f.copyResult(r);
     if (!estimates || !entry) {
-      for (const f of OBJECT_RESULT_FIELDS) if (typeof out[f] === 'number') out[f] = this.virtualObject(t, alias, out[f] as number);
+      for (const of of fields) {
+        const m = of.get(out);
+        if (typeof m === 'number') of.set(out, this.virtualObject(t, alias, m));
+      }
       return out;
     }
     // Claimed before anything else can run: until the module says it is a
     // token object, only the creator sees it.
     const objects = this.objectsOf(alias);
     const created: Array<[number, SessionObjectOwner]> = [];
-    for (const f of OBJECT_RESULT_FIELDS) {
-      const m = out[f];
+    for (const of of fields) {
+      const m = of.get(out);
       if (typeof m !== 'number') continue;
-      const owner: SessionObjectOwner = { app: conn.app, session: entry, bytes: estimates[f] };
+      const owner: SessionObjectOwner = { app: conn.app, session: entry, bytes: estimates[of.name] ?? 0 };
       objects.owners.set(m, owner);
       objects.tokenObjects.delete(m);
       entry.objects.add(m);
       t.sessionObjectBytes += owner.bytes;
       created.push([m, owner]);
-      out[f] = this.virtualObject(t, alias, m);
+      of.set(out, this.virtualObject(t, alias, m));
     }
+    return this.releaseTokenObjects(conn, t, entry, objects, created).then(() => out);
+  }
+
+  /** Created objects the module says are token objects are nobody's session objects: visible to all, counted for none. */
+  private async releaseTokenObjects(
+    conn: ConnectionState,
+    t: HandleTables,
+    entry: SessionEntry,
+    objects: BackendObjects,
+    created: Array<[number, SessionObjectOwner]>,
+  ): Promise<void> {
     for (const [m, owner] of created) {
       if ((await this.isTokenObject(conn, entry.module, m)) !== true) continue;
       if (objects.owners.get(m) === owner) objects.owners.delete(m);
@@ -243,7 +283,6 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
       t.sessionObjectBytes -= owner.bytes;
       objects.tokenObjects.add(m);
     }
-    return out;
   }
 
   /**
@@ -330,20 +369,32 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     s.objects.clear();
   }
 
-  async C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
+  C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): MaybePromise<C_OpenSession_ret> {
     const t = this.tables(conn);
     if (t.sessions.size >= this.limits.maxSessions) return { rv: ck.CKR_SESSION_COUNT, session: 0 };
     const alias = aliasOf(conn, this.defaultAlias);
     // Counted before the module is asked, so a close-all never misses a session being opened.
     const k = slotKey(alias, a.slotID);
     this.slotSessions.set(k, (this.slotSessions.get(k) ?? 0) + 1);
-    let r: C_OpenSession_ret;
+    let r: MaybePromise<C_OpenSession_ret>;
     try {
-      r = await this.next.C_OpenSession(conn, a);
+      r = this.next.C_OpenSession(conn, a);
     } catch (e) {
       this.uncount(k);
       throw e;
     }
+    if (!isPromise(r)) return this.opened(t, alias, k, a, r);
+    return r.then(
+      (v) => this.opened(t, alias, k, a, v),
+      (e: unknown) => {
+        this.uncount(k);
+        throw e;
+      },
+    );
+  }
+
+  /** Records a session the module opened (or uncounts the one it refused) and gives it a virtual handle. */
+  private opened(t: HandleTables, alias: string, k: string, a: C_OpenSession_args, r: C_OpenSession_ret): C_OpenSession_ret {
     if (r.rv !== CKR_OK) {
       this.uncount(k);
       return r;
@@ -351,8 +402,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const v = this.mint();
     t.sessions.set(v, { alias, module: r.session, slotID: a.slotID, objects: new Set() });
     t.perSlot.set(a.slotID, (t.perSlot.get(a.slotID) ?? 0) + 1);
-    r.session = v;
-    return r;
+    return { rv: r.rv, session: v };
   }
 
   private uncount(k: string): void {
@@ -361,13 +411,14 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     else this.slotSessions.delete(k);
   }
 
-  async C_CloseSession(conn: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
+  C_CloseSession(conn: ConnectionState, a: C_CloseSession_args): MaybePromise<px_rv> {
     const t = this.tables(conn);
     const s = this.session(t, aliasOf(conn, this.defaultAlias), a.session);
-    const rv = await this.next.C_CloseSession(conn, { session: s.module });
-    // The session is gone for the client whatever the module said.
-    this.forgetSession(t, a.session, s);
-    return rv;
+    return then(this.next.C_CloseSession(conn, { session: s.module }), (rv) => {
+      // The session is gone for the client whatever the module said.
+      this.forgetSession(t, a.session, s);
+      return rv;
+    });
   }
 
   /** Drops a closed session from every table. */
@@ -423,37 +474,39 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     return CKR_OK;
   }
 
-  async C_DestroyObject(conn: ConnectionState, a: C_DestroyObject_args): Promise<px_rv> {
+  C_DestroyObject(conn: ConnectionState, a: C_DestroyObject_args): MaybePromise<px_rv> {
     const t = this.tables(conn);
-    const rv = (await this.translate('C_DestroyObject', conn, a)) as px_rv;
-    const o = t.objects.get(a.object);
-    if (rv !== CKR_OK || o === undefined) return rv;
-    t.objects.delete(a.object);
-    t.objectsByModule.delete(o.module);
-    const known = this.objectsOf(o.alias);
-    known.tokenObjects.delete(o.module);
-    const owner = known.owners.get(o.module);
-    if (owner !== undefined) {
-      known.owners.delete(o.module);
-      owner.session.objects.delete(o.module);
-      t.sessionObjectBytes -= owner.bytes;
-    }
-    return rv;
+    return then(this.translate('C_DestroyObject', conn, a) as MaybePromise<px_rv>, (rv) => {
+      const o = t.objects.get(a.object);
+      if (rv !== CKR_OK || o === undefined) return rv;
+      t.objects.delete(a.object);
+      t.objectsByModule.delete(o.module);
+      const known = this.objectsOf(o.alias);
+      known.tokenObjects.delete(o.module);
+      const owner = known.owners.get(o.module);
+      if (owner !== undefined) {
+        known.owners.delete(o.module);
+        owner.session.objects.delete(o.module);
+        t.sessionObjectBytes -= owner.bytes;
+      }
+      return rv;
+    });
   }
 
   /** Attribute bytes written to a session object count against the application's limit (never given back before the object goes). */
-  async C_SetAttributeValue(conn: ConnectionState, a: C_SetAttributeValue_args): Promise<px_rv> {
+  C_SetAttributeValue(conn: ConnectionState, a: C_SetAttributeValue_args): MaybePromise<px_rv> {
     const t = this.tables(conn);
     const o = t.objects.get(a.object);
     const owner = o === undefined ? undefined : this.objectsOf(o.alias).owners.get(o.module);
     const grow = owner?.app === conn.app ? templateBytes(a.template) : 0;
     if (grow > 0 && t.sessionObjectBytes + grow > this.limits.maxSessionObjectBytes) return ck.CKR_DEVICE_MEMORY;
-    const rv = (await this.translate('C_SetAttributeValue', conn, a)) as px_rv;
-    if (rv === CKR_OK && owner !== undefined && grow > 0) {
-      owner.bytes += grow;
-      t.sessionObjectBytes += grow;
-    }
-    return rv;
+    return then(this.translate('C_SetAttributeValue', conn, a) as MaybePromise<px_rv>, (rv) => {
+      if (rv === CKR_OK && owner !== undefined && grow > 0) {
+        owner.bytes += grow;
+        t.sessionObjectBytes += grow;
+      }
+      return rv;
+    });
   }
 
   /**

@@ -14,6 +14,7 @@ import type {
   C_OpenSession_ret,
   C_SetPIN_args,
   CallName,
+  MaybePromise,
   Pkcs11Calls,
   px_rv,
   px_session_args,
@@ -37,7 +38,7 @@ import {
 } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { Application, ConnectionState } from '../dispatch/connection-state';
-import { installGeneric, invoke, settle } from './generic';
+import { installGeneric, invoke, settle, then } from './generic';
 import { aliasOf } from './router-layer';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
 
@@ -164,39 +165,41 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     return rv;
   }
 
-  async C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
-    const r = await this.next.C_OpenSession(conn, a);
-    if (r.rv === CKR_OK) {
-      const key = this.tokenKey(conn, a.slotID);
-      const c = this.conn(conn);
-      c.sessions.set(r.session, key);
-      c.perToken.set(key, (c.perToken.get(key) ?? 0) + 1);
-      this.token(key).sessions.add(r.session);
-    }
-    return r;
+  C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): MaybePromise<C_OpenSession_ret> {
+    return then(this.next.C_OpenSession(conn, a), (r) => {
+      if (r.rv === CKR_OK) {
+        const key = this.tokenKey(conn, a.slotID);
+        const c = this.conn(conn);
+        c.sessions.set(r.session, key);
+        c.perToken.set(key, (c.perToken.get(key) ?? 0) + 1);
+        this.token(key).sessions.add(r.session);
+      }
+      return r;
+    });
   }
 
-  async C_CloseSession(conn: ConnectionState, a: C_CloseSession_args): Promise<px_rv> {
+  C_CloseSession(conn: ConnectionState, a: C_CloseSession_args): MaybePromise<px_rv> {
     const c = this.conn(conn);
     const key = c.sessions.get(a.session);
-    const rv = await this.next.C_CloseSession(conn, a);
-    if (key === undefined) return rv;
-    c.sessions.delete(a.session);
-    c.emptySearch.delete(a.session);
-    const left = (c.perToken.get(key) ?? 1) - 1;
-    if (left > 0) c.perToken.set(key, left);
-    else c.perToken.delete(key);
-    const t = this.token(key);
-    t.sessions.delete(a.session);
-    if (t.sessions.size === 0) {
-      // The module logs the application out with its last session.
-      t.userType = null;
-      t.pinTag = null;
-      t.holders.clear();
-    } else if (left === 0) {
-      await this.release(conn, t, false);
-    }
-    return rv;
+    return then(this.next.C_CloseSession(conn, a), (rv) => {
+      if (key === undefined) return rv;
+      c.sessions.delete(a.session);
+      c.emptySearch.delete(a.session);
+      const left = (c.perToken.get(key) ?? 1) - 1;
+      if (left > 0) c.perToken.set(key, left);
+      else c.perToken.delete(key);
+      const t = this.token(key);
+      t.sessions.delete(a.session);
+      if (t.sessions.size === 0) {
+        // The module logs the application out with its last session.
+        t.userType = null;
+        t.pinTag = null;
+        t.holders.clear();
+      } else if (left === 0) {
+        return this.release(conn, t, false).then(() => rv);
+      }
+      return rv;
+    });
   }
 
   /**
@@ -204,22 +207,23 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
    * the token (the handle layer closes others' sessions one by one): the
    * module closed them all and logged the token out.
    */
-  async C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): Promise<px_rv> {
-    const rv = await this.next.C_CloseAllSessions(conn, a);
-    if (rv !== CKR_OK) return rv;
-    const key = this.tokenKey(conn, a.slotID);
-    const t = this.token(key);
-    const c = this.conn(conn);
-    for (const s of t.sessions) {
-      c.sessions.delete(s);
-      c.emptySearch.delete(s);
-    }
-    c.perToken.delete(key);
-    t.sessions.clear();
-    t.userType = null;
-    t.pinTag = null;
-    t.holders.clear();
-    return rv;
+  C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): MaybePromise<px_rv> {
+    return then(this.next.C_CloseAllSessions(conn, a), (rv) => {
+      if (rv !== CKR_OK) return rv;
+      const key = this.tokenKey(conn, a.slotID);
+      const t = this.token(key);
+      const c = this.conn(conn);
+      for (const s of t.sessions) {
+        c.sessions.delete(s);
+        c.emptySearch.delete(s);
+      }
+      c.perToken.delete(key);
+      t.sessions.clear();
+      t.userType = null;
+      t.pinTag = null;
+      t.holders.clear();
+      return rv;
+    });
   }
 
   async C_Login(conn: ConnectionState, a: C_Login_args): Promise<px_rv> {
@@ -250,47 +254,51 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     return this.release(conn, t, true);
   }
 
-  async C_SetPIN(conn: ConnectionState, a: C_SetPIN_args): Promise<px_rv> {
+  C_SetPIN(conn: ConnectionState, a: C_SetPIN_args): MaybePromise<px_rv> {
     const t = this.tokenOfSession(conn, a.session);
-    const rv = await this.next.C_SetPIN(conn, a);
-    if (rv === CKR_OK && t.holders.has(conn.app)) t.pinTag = this.tag(a.newPin);
-    return rv;
+    return then(this.next.C_SetPIN(conn, a), (rv) => {
+      if (rv === CKR_OK && t.holders.has(conn.app)) t.pinTag = this.tag(a.newPin);
+      return rv;
+    });
   }
 
-  async C_GetSessionInfo(conn: ConnectionState, a: C_GetSessionInfo_args): Promise<C_GetSessionInfo_ret> {
+  C_GetSessionInfo(conn: ConnectionState, a: C_GetSessionInfo_args): MaybePromise<C_GetSessionInfo_ret> {
     const t = this.tokenOfSession(conn, a.session);
-    const r = await this.next.C_GetSessionInfo(conn, a);
-    if (r.rv !== CKR_OK) return r;
-    const rw = (r.info.flags & CKF_RW_SESSION) !== 0;
-    let state: number;
-    if (!t.holders.has(conn.app)) state = rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
-    else if (t.userType === CKU_SO) state = CKS_RW_SO_FUNCTIONS;
-    else state = rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
-    r.info.state = state;
-    return r;
+    return then(this.next.C_GetSessionInfo(conn, a), (r) => {
+      if (r.rv !== CKR_OK) return r;
+      const rw = (r.info.flags & CKF_RW_SESSION) !== 0;
+      let state: number;
+      if (!t.holders.has(conn.app)) state = rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
+      else if (t.userType === CKU_SO) state = CKS_RW_SO_FUNCTIONS;
+      else state = rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
+      return { rv: r.rv, info: { slotID: r.info.slotID, state, flags: r.info.flags, deviceError: r.info.deviceError } };
+    });
   }
 
-  async C_FindObjectsInit(conn: ConnectionState, a: C_FindObjectsInit_args): Promise<px_rv> {
+  C_FindObjectsInit(conn: ConnectionState, a: C_FindObjectsInit_args): MaybePromise<px_rv> {
     const t = this.tokenOfSession(conn, a.session);
     const c = this.conn(conn);
     c.emptySearch.delete(a.session);
     if (!this.isOutsider(conn, t)) return this.next.C_FindObjectsInit(conn, a);
     const priv = a.template.find((x) => x.type === CKA_PRIVATE);
-    const rv = await this.next.C_FindObjectsInit(conn, {
+    const request = {
       session: a.session,
       template: priv ? a.template : [...a.template, { type: CKA_PRIVATE, value: Buffer.from([0]), valueLen: 1 }],
+    };
+    return then(this.next.C_FindObjectsInit(conn, request), (rv) => {
+      if (rv === CKR_OK && priv && priv.value.length > 0 && priv.value[0] !== 0) c.emptySearch.add(a.session);
+      return rv;
     });
-    if (rv === CKR_OK && priv && priv.value.length > 0 && priv.value[0] !== 0) c.emptySearch.add(a.session);
-    return rv;
   }
 
-  async C_FindObjects(conn: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
-    const r = await this.next.C_FindObjects(conn, a);
-    if (r.rv === CKR_OK && this.conn(conn).emptySearch.has(a.session)) return { rv: CKR_OK, objects: [], count: 0 };
-    return r;
+  C_FindObjects(conn: ConnectionState, a: C_FindObjects_args): MaybePromise<C_FindObjects_ret> {
+    return then(this.next.C_FindObjects(conn, a), (r) => {
+      if (r.rv === CKR_OK && this.conn(conn).emptySearch.has(a.session)) return { rv: CKR_OK, objects: [], count: 0 };
+      return r;
+    });
   }
 
-  async C_FindObjectsFinal(conn: ConnectionState, a: px_session_args): Promise<px_rv> {
+  C_FindObjectsFinal(conn: ConnectionState, a: px_session_args): MaybePromise<px_rv> {
     this.conn(conn).emptySearch.delete(a.session);
     return this.next.C_FindObjectsFinal(conn, a);
   }
@@ -318,11 +326,15 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   /** Object-using and object-creating calls by an outsider: private objects do not exist for it. */
-  private async guarded(name: CallName, conn: ConnectionState, args: unknown): Promise<unknown> {
+  private guarded(name: CallName, conn: ConnectionState, args: unknown): MaybePromise<unknown> {
     const session = (args as { session?: unknown } | undefined)?.session;
     if (typeof session !== 'number') return invoke(this.next, name, conn, args);
     const t = this.tokenOfSession(conn, session);
     if (!this.isOutsider(conn, t)) return invoke(this.next, name, conn, args);
+    return this.guardedOutsider(name, conn, args, session);
+  }
+
+  private async guardedOutsider(name: CallName, conn: ConnectionState, args: unknown, session: number): Promise<unknown> {
     const a = args as Record<string, unknown>;
     for (const [field, spec] of OBJECT_ARG_FIELDS) {
       const h = a[field];
