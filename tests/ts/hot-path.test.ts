@@ -14,7 +14,7 @@ import { ck } from '../../src/pkcs11/constants';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS, TEMPLATE_ARG_FIELDS } from '../../src/server/layers/object-fields';
 import { fillSuccessFrame } from '../../src/server/transport/rpc-message';
 import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
-import { createSoftHsm, SOFTHSM_MODULE } from './helpers/softhsm';
+import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
 
 /** The field names of a struct value's type, in order, as copyArgs reads them. */
 function fieldsRead(copy: (v: unknown) => unknown): string[] {
@@ -184,6 +184,74 @@ describe('dispatcher over a stack that answers without waiting', () => {
           { promise: false, kind: 'success_framed', rv: ck.CKR_OK },
           { promise: false, kind: 'success_framed', rv: ck.CKR_OK },
           { promise: false, kind: 'success_framed', rv: ck.CKR_SESSION_HANDLE_INVALID },
+        ],
+      });
+    } finally {
+      hsm.cleanup();
+    }
+  });
+});
+
+/**
+ * The whole in-process stack (createPkcs11Stack over real SoftHSM2: connection, arch, filter, handle and
+ * login layers, router, pkcs11js backend), in a child process on dist/ for the same reason as above.
+ * C_GetSessionInfo calls pkcs11js synchronously, so from the call bytes to the framed reply no layer
+ * has anything to wait for.
+ */
+const STACK_PROBE = `
+const path = require('path');
+const { createHook } = require('async_hooks');
+const p = require('pkcs11js');
+const dist = (f) => require(path.join(process.env.ROOT, 'dist', f));
+const rpc = dist('src/generated/pkcs11_rpc.js');
+const { createPkcs11Stack } = dist('src/server/serve.js');
+const settings = { listen: [], modules: [{ alias: 'softhsm', path: process.env.MODULE }], defaultAlias: 'softhsm', trace: false, workers: 0, maxRecordSize: 1 << 20 };
+const stack = createPkcs11Stack(settings, () => undefined, 0);
+const d = stack.createDispatcher({ id: 1, transport: 'unix', remote: 'probe' });
+const defOf = (name) => rpc.PROCEDURES.find((x) => x.name === name);
+const header = (def) => ({ xid: 9, rpcvers: 2, prog: rpc.PKCS11_PROG, vers: rpc.PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 });
+const decode = (def, o) => rpc.xdrDecode(def.ret, o.frame.subarray(${FRAMED_REPLY_PREFIX_SIZE}));
+async function call(name, args) {
+  const def = defOf(name);
+  return decode(def, await d.handleCall(header(def), rpc.xdrEncode(def.args, args)));
+}
+(async () => {
+  await call('C_Initialize', undefined);
+  const slots = (await call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList;
+  const session = (await call('C_OpenSession', { slotID: slots[0], flags: p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION })).session;
+  const login = await call('C_Login', { session, userType: p.CKU_USER, pin: Buffer.from(process.env.PIN) });
+  const def = defOf('C_GetSessionInfo');
+  const args = [session, session, session + 16].map((s) => rpc.xdrEncode(def.args, { session: s }));
+  let promises = 0;
+  const hook = createHook({ init: (_id, type) => { if (type === 'PROMISE') promises += 1; } });
+  hook.enable();
+  const outs = args.map((a) => d.handleCall(header(def), a));
+  hook.disable();
+  const results = outs.map((o) => {
+    const r = o instanceof Promise ? null : decode(def, o);
+    return { promise: o instanceof Promise, rv: r && r.rv, state: r && r.rv === 0 ? r.info.state : null };
+  });
+  await d.close();
+  stack.finalize();
+  process.stdout.write(JSON.stringify({ login, promises, results }));
+})().catch((e) => { process.stderr.write(String(e && e.stack)); process.exit(1); });
+`;
+
+describe('the full layer stack over a module call that answers synchronously', () => {
+  it('answers C_GetSessionInfo (and its CK_RV failure) without creating a promise, with the virtual login state', () => {
+    const hsm = createSoftHsm(['stack']);
+    try {
+      const out = execFileSync(process.execPath, ['-e', STACK_PROBE], {
+        env: { ...hsm.env, ROOT: path.resolve(__dirname, '../..'), MODULE: SOFTHSM_MODULE, PIN: USER_PIN },
+      });
+      expect(JSON.parse(out.toString())).toEqual({
+        login: ck.CKR_OK,
+        promises: 0,
+        results: [
+          { promise: false, rv: ck.CKR_OK, state: ck.CKS_RW_USER_FUNCTIONS },
+          { promise: false, rv: ck.CKR_OK, state: ck.CKS_RW_USER_FUNCTIONS },
+          // An unknown virtual handle: the handle layer's synchronous throw is the call's CK_RV.
+          { promise: false, rv: ck.CKR_SESSION_HANDLE_INVALID, state: null },
         ],
       });
     } finally {
