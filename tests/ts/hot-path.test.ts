@@ -227,24 +227,47 @@ async function call(name, args) {
   hook.enable();
   const outs = args.map((a) => d.handleCall(header(def), a));
   hook.disable();
+  const sessionInfoPromises = promises;
   const results = outs.map((o) => {
     const r = o instanceof Promise ? null : decode(def, o);
     return { promise: o instanceof Promise, rv: r && r.rv, state: r && r.rv === 0 ? r.info.state : null };
   });
+  // A session object created, then found: the handle layer records its owner and asks the module for
+  // CKA_TOKEN, all while the call runs; the search sifts the module's answer the same way.
+  const ul = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+  const template = [
+    { type: p.CKA_CLASS, value: ul(p.CKO_DATA), valueLen: 8 },
+    { type: p.CKA_TOKEN, value: Buffer.from([0]), valueLen: 1 },
+    { type: p.CKA_LABEL, value: Buffer.from('hot'), valueLen: 3 },
+  ];
+  const steps = [
+    ['C_CreateObject', { session, template }],
+    ['C_FindObjectsInit', { session, template: [template[2]] }],
+    ['C_FindObjects', { session, maxObjectCount: 10 }],
+    ['C_FindObjectsFinal', { session }],
+  ].map(([name, a]) => [defOf(name), rpc.xdrEncode(defOf(name).args, a)]);
+  promises = 0;
+  hook.enable();
+  const objectOuts = steps.map(([sd, a]) => d.handleCall(header(sd), a));
+  hook.disable();
+  const objects = objectOuts.map((o, i) => (o instanceof Promise ? 'promise' : decode(steps[i][0], o)));
+  const created = objects[0].object;
+  const objectCalls = { promises, rvs: objects.map((r) => (typeof r === 'number' ? r : r.rv)), found: objects[2].objects, createdIsNumber: typeof created === 'number', created };
   await d.close();
   stack.finalize();
-  process.stdout.write(JSON.stringify({ login, promises, results }));
+  process.stdout.write(JSON.stringify({ login, promises: sessionInfoPromises, results, objectCalls }));
 })().catch((e) => { process.stderr.write(String(e && e.stack)); process.exit(1); });
 `;
 
 describe('the full layer stack over a module call that answers synchronously', () => {
-  it('answers C_GetSessionInfo (and its CK_RV failure) without creating a promise, with the virtual login state', () => {
+  it('answers C_GetSessionInfo (and its CK_RV failure), C_CreateObject and a search without creating a promise', () => {
     const hsm = createSoftHsm(['stack']);
     try {
       const out = execFileSync(process.execPath, ['-e', STACK_PROBE], {
         env: { ...hsm.env, ROOT: path.resolve(__dirname, '../..'), MODULE: SOFTHSM_MODULE, PIN: USER_PIN },
       });
-      expect(JSON.parse(out.toString())).toEqual({
+      const r = JSON.parse(out.toString()) as { objectCalls: { created: number } };
+      expect(r).toEqual({
         login: ck.CKR_OK,
         promises: 0,
         results: [
@@ -253,6 +276,13 @@ describe('the full layer stack over a module call that answers synchronously', (
           // An unknown virtual handle: the handle layer's synchronous throw is the call's CK_RV.
           { promise: false, rv: ck.CKR_SESSION_HANDLE_INVALID, state: null },
         ],
+        objectCalls: {
+          promises: 0,
+          rvs: [ck.CKR_OK, ck.CKR_OK, ck.CKR_OK, ck.CKR_OK],
+          found: [r.objectCalls.created],
+          createdIsNumber: true,
+          created: r.objectCalls.created,
+        },
       });
     } finally {
       hsm.cleanup();

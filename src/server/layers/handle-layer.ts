@@ -5,6 +5,7 @@ import type {
   C_DestroyObject_args,
   C_FindObjects_args,
   C_FindObjects_ret,
+  C_GetAttributeValue_ret,
   C_OpenSession_args,
   C_OpenSession_ret,
   C_SetAttributeValue_args,
@@ -116,6 +117,33 @@ class Slicer {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.since = performance.now();
   }
+}
+
+/** CKA_TOKEN from a one-attribute C_GetAttributeValue answer; undefined unless the module gave it. */
+function tokenFlag(r: C_GetAttributeValue_ret): boolean | undefined {
+  const v = r.template[0]?.value;
+  if (r.rv !== CKR_OK || v === undefined || v.length !== 1) return undefined;
+  return v[0] !== 0;
+}
+
+/** Runs `f` on each item in order, each after the previous one finished; a promise only once one of them made one. */
+function eachInOrder<T>(items: readonly T[], f: (x: T) => MaybePromise<void>, from = 0): MaybePromise<void> {
+  for (let i = from; i < items.length; i++) {
+    const r = f(items[i]);
+    if (isPromise(r)) return r.then(() => eachInOrder(items, f, i + 1));
+  }
+  return undefined;
+}
+
+/** One C_FindObjects call of the handle layer: what it found so far. */
+interface Search {
+  readonly conn: ConnectionState;
+  readonly a: C_FindObjects_args;
+  readonly t: HandleTables;
+  readonly alias: string;
+  readonly session: number;
+  readonly known: BackendObjects;
+  readonly objects: number[];
 }
 
 function slotKey(alias: string, slotID: number): string {
@@ -265,24 +293,26 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
       created.push([m, owner]);
       of.set(out, this.virtualObject(t, alias, m));
     }
-    return this.releaseTokenObjects(conn, t, entry, objects, created).then(() => out);
+    return then(this.releaseTokenObjects(conn, t, entry, objects, created), () => out);
   }
 
   /** Created objects the module says are token objects are nobody's session objects: visible to all, counted for none. */
-  private async releaseTokenObjects(
+  private releaseTokenObjects(
     conn: ConnectionState,
     t: HandleTables,
     entry: SessionEntry,
     objects: BackendObjects,
     created: Array<[number, SessionObjectOwner]>,
-  ): Promise<void> {
-    for (const [m, owner] of created) {
-      if ((await this.isTokenObject(conn, entry.module, m)) !== true) continue;
-      if (objects.owners.get(m) === owner) objects.owners.delete(m);
-      entry.objects.delete(m);
-      t.sessionObjectBytes -= owner.bytes;
-      objects.tokenObjects.add(m);
-    }
+  ): MaybePromise<void> {
+    return eachInOrder(created, ([m, owner]) =>
+      then(this.isTokenObject(conn, entry.module, m), (token) => {
+        if (token !== true) return;
+        if (objects.owners.get(m) === owner) objects.owners.delete(m);
+        entry.objects.delete(m);
+        t.sessionObjectBytes -= owner.bytes;
+        objects.tokenObjects.add(m);
+      }),
+    );
   }
 
   /**
@@ -302,53 +332,70 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     return est;
   }
 
-  /** CKA_TOKEN of a module object: true/false, or undefined when the module does not answer. */
-  private async isTokenObject(conn: ConnectionState, session: number, object: number): Promise<boolean | undefined> {
+  /** CKA_TOKEN of a module object: true/false, or undefined when the module does not answer (error or rejection). */
+  private isTokenObject(conn: ConnectionState, session: number, object: number): MaybePromise<boolean | undefined> {
+    let r: MaybePromise<C_GetAttributeValue_ret>;
     try {
-      const r = await this.next.C_GetAttributeValue(conn, {
+      r = this.next.C_GetAttributeValue(conn, {
         session,
         object,
         template: [{ type: CKA_TOKEN, value: Buffer.alloc(1), valueLen: 1 }],
       });
-      const v = r.template[0]?.value;
-      if (r.rv !== CKR_OK || v === undefined || v.length !== 1) return undefined;
-      return v[0] !== 0;
     } catch {
       return undefined;
     }
+    return isPromise(r) ? r.then(tokenFlag, () => undefined) : tokenFlag(r);
   }
 
   /** Whether `conn` may see a module object its search found. */
-  private async visible(conn: ConnectionState, objects: BackendObjects, session: number, object: number): Promise<boolean> {
+  private visible(conn: ConnectionState, objects: BackendObjects, session: number, object: number): MaybePromise<boolean> {
     const owner = objects.owners.get(object);
     if (owner !== undefined) return owner.app === conn.app;
     if (objects.tokenObjects.has(object)) return true;
-    if ((await this.isTokenObject(conn, session, object)) !== true) return false;
-    // A creating call may have claimed it meanwhile.
-    const claimed = objects.owners.get(object);
-    if (claimed !== undefined) return claimed.app === conn.app;
-    objects.tokenObjects.add(object);
-    return true;
+    return then(this.isTokenObject(conn, session, object), (token) => {
+      if (token !== true) return false;
+      // A creating call may have claimed it meanwhile.
+      const claimed = objects.owners.get(object);
+      if (claimed !== undefined) return claimed.app === conn.app;
+      objects.tokenObjects.add(object);
+      return true;
+    });
   }
 
   /**
    * Drops other applications' session objects from the results, asking the
    * module for more so the caller still gets up to maxObjectCount.
    */
-  async C_FindObjects(conn: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+  C_FindObjects(conn: ConnectionState, a: C_FindObjects_args): MaybePromise<C_FindObjects_ret> {
     const alias = aliasOf(conn, this.defaultAlias);
     const t = this.tables(conn);
     const session = this.session(t, alias, a.session).module;
-    const known = this.objectsOf(alias);
-    const objects: number[] = [];
+    const search: Search = { conn, a, t, alias, session, known: this.objectsOf(alias), objects: [] };
+    return this.searchOn(search);
+  }
+
+  /** Asks the module for the next batch until the caller has maxObjectCount or the module has no more. */
+  private searchOn(s: Search): MaybePromise<C_FindObjects_ret> {
     for (;;) {
-      const want = a.maxObjectCount - objects.length;
-      const r = await this.next.C_FindObjects(conn, { session, maxObjectCount: want });
-      if (r.rv !== CKR_OK) return objects.length ? { rv: CKR_OK, objects, count: objects.length } : r;
-      for (const o of r.objects) if (await this.visible(conn, known, session, o)) objects.push(this.virtualObject(t, alias, o));
-      if (r.objects.length < want || want <= 0 || objects.length >= a.maxObjectCount) break;
+      const want = s.a.maxObjectCount - s.objects.length;
+      const r = this.next.C_FindObjects(s.conn, { session: s.session, maxObjectCount: want });
+      if (isPromise(r)) return r.then((v) => then(this.sift(s, want, v), (done) => done ?? this.searchOn(s)));
+      const done = this.sift(s, want, r);
+      if (isPromise(done)) return done.then((d) => d ?? this.searchOn(s));
+      if (done !== undefined) return done;
     }
-    return { rv: CKR_OK, objects, count: objects.length };
+  }
+
+  /** Keeps the visible objects of one module batch; the final answer, or undefined to ask for more. */
+  private sift(s: Search, want: number, r: C_FindObjects_ret): MaybePromise<C_FindObjects_ret | undefined> {
+    if (r.rv !== CKR_OK) return s.objects.length ? { rv: CKR_OK, objects: s.objects, count: s.objects.length } : r;
+    const finish = (): C_FindObjects_ret | undefined =>
+      r.objects.length < want || want <= 0 || s.objects.length >= s.a.maxObjectCount
+        ? { rv: CKR_OK, objects: s.objects, count: s.objects.length }
+        : undefined;
+    return then(eachInOrder(r.objects, (o) => then(this.visible(s.conn, s.known, s.session, o), (v) => {
+      if (v) s.objects.push(this.virtualObject(s.t, s.alias, o));
+    })), finish);
   }
 
   /** Forgets the session objects a closed session took with it, and their virtual handles: cost linear in their number. */
