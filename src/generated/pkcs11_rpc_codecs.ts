@@ -33,35 +33,16 @@ export interface Codec<T> {
 export type XdrSink = Pick<Writer, 'writeInt32' | 'writeUint32' | 'writeFloat32' | 'writeFloat64' | 'writeBytes' | 'writePadding'>;
 
 /**
- * An XdrSink over one growable Buffer, emptied by reset() and reused. js-xdr's Writer allocates a zeroed 8 KiB
- * buffer per message and copies it out again; on the daemon's reply path that was about a fifth of the
- * per-call CPU, so xdrEncode writes here instead. Values are range-checked by the write* helpers before they
- * reach the sink.
+ * The write half every growable sink shares: each write makes room with ensure(), then writes at `off`.
+ * Subclasses decide how the buffer grows and what a message is.
  */
-export class ReusableSink implements XdrSink {
-  private buf: Buffer;
-  private off = 0;
+abstract class GrowableSink implements XdrSink {
+  protected off = 0;
 
-  constructor(private readonly initialSize = 16 * 1024, private readonly keepLimit = 1024 * 1024) {
-    this.buf = Buffer.allocUnsafe(initialSize);
-  }
+  constructor(protected buf: Buffer) {}
 
-  get length(): number {
-    return this.off;
-  }
-
-  /** Empties the sink; a buffer grown past keepLimit by a large message is released. */
-  reset(): void {
-    this.off = 0;
-    if (this.buf.length > this.keepLimit) this.buf = Buffer.allocUnsafe(this.initialSize);
-  }
-
-  /** A copy of the bytes written since reset(). */
-  take(): Buffer {
-    const out = Buffer.allocUnsafe(this.off);
-    this.buf.copy(out, 0, 0, this.off);
-    return out;
-  }
+  /** Makes room for `n` more bytes at `off` (may replace `buf`). */
+  protected abstract ensure(n: number): void;
 
   writeInt32(v: number): void {
     this.ensure(4);
@@ -97,8 +78,37 @@ export class ReusableSink implements XdrSink {
     this.buf.fill(0, this.off, this.off + pad);
     this.off += pad;
   }
+}
 
-  private ensure(n: number): void {
+/**
+ * An XdrSink over one growable Buffer, emptied by reset() and reused. js-xdr's Writer allocates a zeroed 8 KiB
+ * buffer per message and copies it out again; on the daemon's reply path that was about a fifth of the
+ * per-call CPU, so xdrEncode writes here instead. Values are range-checked by the write* helpers before they
+ * reach the sink.
+ */
+export class ReusableSink extends GrowableSink {
+  constructor(private readonly initialSize = 16 * 1024, private readonly keepLimit = 1024 * 1024) {
+    super(Buffer.allocUnsafe(initialSize));
+  }
+
+  get length(): number {
+    return this.off;
+  }
+
+  /** Empties the sink; a buffer grown past keepLimit by a large message is released. */
+  reset(): void {
+    this.off = 0;
+    if (this.buf.length > this.keepLimit) this.buf = Buffer.allocUnsafe(this.initialSize);
+  }
+
+  /** A copy of the bytes written since reset(). */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.off);
+    this.buf.copy(out, 0, 0, this.off);
+    return out;
+  }
+
+  protected ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < this.off + n) size *= 2;
@@ -108,6 +118,9 @@ export class ReusableSink implements XdrSink {
   }
 }
 
+/** Bytes of room left after a large write in a grown slab (the fields that follow an opaque). */
+const LARGE_WRITE_SLACK = 1024;
+
 /**
  * An XdrSink that writes each message right after the previous one in a shared slab and hands it out as a
  * view, with room reserved in front for headers the caller fills in (the daemon's record mark and reply
@@ -116,16 +129,11 @@ export class ReusableSink implements XdrSink {
  * far, to a new slab; the old slab lives as long as its views. Encoding is synchronous, so one sink serves
  * every message of a process.
  */
-/** Bytes of room left after a large write in a grown slab (the fields that follow an opaque). */
-const LARGE_WRITE_SLACK = 1024;
-
-export class SlabSink implements XdrSink {
-  private buf: Buffer;
+export class SlabSink extends GrowableSink {
   private start = 0;
-  private off = 0;
 
   constructor(private readonly slabSize = 64 * 1024) {
-    this.buf = Buffer.allocUnsafe(slabSize);
+    super(Buffer.allocUnsafe(slabSize));
   }
 
   /** Starts a message with `prefix` unwritten bytes in front. */
@@ -152,41 +160,7 @@ export class SlabSink implements XdrSink {
     this.off = this.start;
   }
 
-  writeInt32(v: number): void {
-    this.ensure(4);
-    this.off = this.buf.writeInt32BE(v, this.off);
-  }
-
-  writeUint32(v: number): void {
-    this.ensure(4);
-    this.off = this.buf.writeUInt32BE(v, this.off);
-  }
-
-  writeFloat32(v: number): void {
-    this.ensure(4);
-    this.off = this.buf.writeFloatBE(v, this.off);
-  }
-
-  writeFloat64(v: number): void {
-    this.ensure(8);
-    this.off = this.buf.writeDoubleBE(v, this.off);
-  }
-
-  writeBytes(v: Uint8Array): void {
-    this.ensure(v.length);
-    this.buf.set(v, this.off);
-    this.off += v.length;
-  }
-
-  writePadding(length: number): void {
-    const pad = (4 - (length % 4)) % 4;
-    if (pad === 0) return;
-    this.ensure(pad);
-    this.buf.fill(0, this.off, this.off + pad);
-    this.off += pad;
-  }
-
-  private ensure(n: number): void {
+  protected ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
     const used = this.off - this.start;
     // A large write (an opaque of data) gets just the room it needs plus a little for the fields
