@@ -348,9 +348,7 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
     let leaked = false;
     for (const h of created) leaked = (await this.isPrivate(conn, session, h)) || leaked;
     if (!leaked) return r;
-    for (const h of created) {
-      await Promise.resolve().then(() => this.next.C_DestroyObject(conn, { session, object: h })).catch(() => undefined);
-    }
+    for (const h of created) await settle(() => this.next.C_DestroyObject(conn, { session, object: h }));
     throw new Pkcs11Error(CKR_USER_NOT_LOGGED_IN);
   }
 }
