@@ -190,6 +190,7 @@ export async function main(argv: string[]): Promise<number> {
       plainParameterMechanisms: sc.plainParameterMechanisms,
       connectionLimits: sc.connectionLimits,
       limits: sc.limits,
+      filterFile: fc.file,
     };
     loaded = { server: sc, filter: fc };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');

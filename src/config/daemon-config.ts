@@ -5,6 +5,7 @@
  */
 import type { ConfigInvalidError } from './errors';
 import { type FilterConfig, loadFilterConfig } from './filter-config';
+import { compileFilter } from '../filter/policy';
 import { NOT_ENFORCED, matchPointers } from './not-enforced';
 import { type ServerConfig, loadServerConfig } from './server-config';
 import type { Plain, SourceMap } from './syntax';
@@ -42,6 +43,8 @@ export function checkServerEnforced(sc: ServerConfig): void {
 
 export function checkFilterEnforced(fc: FilterConfig): void {
   refuseNotEnforced('filter', fc.file, fc.data, fc.sourceMap);
+  // Compiling refuses actions not implemented and actions on triggers they have no meaning for.
+  compileFilter(fc);
 }
 
 /**

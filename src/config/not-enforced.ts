@@ -31,30 +31,13 @@ export interface PendingKey {
   readonly unsupported?: string;
 }
 
-type Rules = Array<[string, Plain]>;
-const isEmptyList = (v: Plain): boolean => Array.isArray(v) && v.length === 0;
-/** A list of (ALIAS_REGEX, LIST) rules whose lists are all empty: a DENY list that denies nothing. */
-const denyNothing = (v: Plain): boolean => Array.isArray(v) && (v as Rules).every((r) => isEmptyList(r[1]));
-/** A list of (ALIAS_REGEX, yes|no) rules that all say no: the default, whichever rule matches first. */
-const allNo = (v: Plain): boolean => Array.isArray(v) && (v as Rules).every((r) => r[1] === 'no' || r[1] === 'false');
 const is =
   (...values: Plain[]) =>
   (v: Plain): boolean =>
     values.includes(v);
-const FILTER_ENGINE = 'the filter engine, next issue';
+const FILTER_ENGINE = 'wrapping_format_patch (filter engine)';
 
 export const NOT_ENFORCED: readonly PendingKey[] = [
-  // ---- filter.conf: the filter layer is a pass-through until the filter engine lands ----
-  { file: 'filter', pointer: '/forbidden_mechanisms', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/forbidden_functions', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/remove_padding_oracles', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
-  // ALLOW lists: a rule with an empty list hides every object, so only [] is neutral.
-  { file: 'filter', pointer: '/allowed_labels', neutral: isEmptyList, neutralText: '[]', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/allowed_ids', neutral: isEmptyList, neutralText: '[]', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/enforce_ro_sessions', neutral: allNo, neutralText: '[] or rules that all say no', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/forbid_admin_operations', neutral: allNo, neutralText: '[] or rules that all say no', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/filter_actions_pre', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
-  { file: 'filter', pointer: '/filter_actions_post', neutral: denyNothing, neutralText: '[] or empty lists', until: FILTER_ENGINE },
   // Only wrapping_format_patch reads it; a key nobody reads is a secret left lying around.
   { file: 'filter', pointer: '/wrapping_format_key', neutral: is(''), neutralText: '""', until: FILTER_ENGINE },
 
@@ -106,7 +89,16 @@ export const NOT_ENFORCED: readonly PendingKey[] = [
 export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<string, string>>>> = {
   filter: {
     modules: 'the backends (cli.ts -> DaemonSettings.modules)',
-    debug: 'shown in the effective configuration; the pass-through filter has no messages to select',
+    debug: 'filter refusal logs at 1 and up (src/filter/filter-layer.ts)',
+    forbidden_mechanisms: 'src/filter/filter-layer.ts (hidden from mechanism lists, refused at every call with a mechanism)',
+    forbidden_functions: 'src/filter/filter-layer.ts (CKR_FUNCTION_NOT_SUPPORTED)',
+    remove_padding_oracles: 'src/filter/filter-layer.ts (C_EncryptInit, C_SignInit, C_WrapKey, C_UnwrapKey)',
+    allowed_labels: 'src/filter/filter-layer.ts (objects outside the patterns are invisible)',
+    allowed_ids: 'src/filter/filter-layer.ts (objects outside the patterns are invisible)',
+    enforce_ro_sessions: 'src/filter/filter-layer.ts (C_OpenSession without CKF_RW_SESSION)',
+    forbid_admin_operations: 'src/filter/filter-layer.ts (C_Login as CKU_SO / CKU_CONTEXT_SPECIFIC)',
+    filter_actions_pre: 'src/filter/actions (an action not implemented refuses to start)',
+    filter_actions_post: 'src/filter/actions (an action not implemented refuses to start)',
     log_subchannel: 'shown in the effective configuration; one logger, no subchannels',
   },
   server: {

@@ -12,6 +12,8 @@ import { DEFAULT_APP_LIMITS } from './settings';
 import type { DaemonSettings } from './settings';
 import { RouterLayer } from './layers/router-layer';
 import { buildStack } from './stack';
+import { loadFilterConfig } from '../config/filter-config';
+import { compileFilter, passThroughFilter } from '../filter/policy';
 
 /** The PKCS#11 side of a process: its module instances and the layer stack over them. */
 export interface Pkcs11Stack {
@@ -35,6 +37,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     throw e;
   }
   const apps = new AppRegistry(workerIndex);
+  const filter = s.filterFile ? compileFilter(loadFilterConfig(s.filterFile)) : passThroughFilter(backends.keys());
   const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
     aliases: new Set(backends.keys()),
     defaultAlias: s.defaultAlias,
@@ -43,6 +46,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     workerIndex,
     apps,
     limits,
+    filter,
   });
   return {
     stack,

@@ -38,6 +38,8 @@ export interface DaemonSettings {
   plainParameterMechanisms?: number[];
   /** Absent: the transport's defaults. */
   connectionLimits?: ConnectionLimits;
+  /** filter.conf to enforce; each process loads and compiles it itself. Absent: no policy (tests, benchmarks). */
+  filterFile?: string;
   /** Missing: DEFAULT_APP_LIMITS. */
   limits?: AppLimits;
 }

@@ -1,5 +1,6 @@
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
 import { FilterLayer } from '../filter/filter-layer';
+import type { CompiledFilter } from '../filter/policy';
 import type { AppRegistry, ConnectionState } from './dispatch/connection-state';
 import { ArchLayer } from './layers/arch-layer';
 import { ConnectionLayer } from './layers/connection-layer';
@@ -19,6 +20,8 @@ export interface StackOptions {
   workerIndex: number;
   apps: AppRegistry;
   limits: AppLimits;
+  /** The compiled filter.conf (passThroughFilter when there is none). */
+  filter: CompiledFilter;
 }
 
 /**
@@ -33,7 +36,7 @@ export interface StackOptions {
 export function buildStack(router: RouterLayer, o: StackOptions): Pkcs11Calls<ConnectionState> {
   let s: Pkcs11Calls<ConnectionState> = new LoginLayer(router.asCalls(), o.defaultAlias);
   s = new HandleLayer(s, { workerIndex: o.workerIndex, log: o.log, limits: o.limits, defaultAlias: o.defaultAlias });
-  s = new FilterLayer(s);
+  s = new FilterLayer(s, o.filter, o.log);
   s = new ArchLayer(s);
   s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps);
   if (o.trace) s = new TraceLayer(s, o.log);

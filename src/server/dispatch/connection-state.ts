@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { BackendContext } from '../../bindings/backend';
+import type { AliasPolicy } from '../../filter/policy';
 import type { ArchLayout } from '../../pkcs11/arch';
 import { NATIVE_ARCH } from '../../pkcs11/arch';
 
@@ -24,6 +25,8 @@ export class Application {
   connections = 1;
   /** The router layer's context for this application's backend; rebuilt when the alias changes. */
   backendContext: BackendContext | null = null;
+  /** The filter policy this application is bound to, and the filter generation it came from (filter-layer.ts). */
+  filterPolicy: { readonly generation: number; readonly policy: AliasPolicy } | null = null;
   /** Set once px_GetAppToken has published the application for joining. */
   token: Buffer | null = null;
 }
@@ -45,6 +48,7 @@ export class ConnectionState {
   }
   set moduleAlias(v: string | null) {
     this.app.moduleAlias = v;
+    this.app.filterPolicy = null;
   }
   get initialized(): boolean {
     return this.app.initialized;
