@@ -59,10 +59,21 @@ let nextId = 1;
  * loaded once per process by path: each stack needs module files of its own
  * (see faulty-module.ts) or must be finalized before the next one loads.
  */
-export function startInProcess(modules: Array<{ alias: string; path: string }>, limits?: AppLimits): InProcessStack {
+/**
+ * `filterFile`: a filter.conf to enforce (its `modules` are ignored: `modules` here are loaded).
+ * `log`: receives the stack's log lines (filter refusals at debug >= 1).
+ */
+export function startInProcess(
+  modules: Array<{ alias: string; path: string }>,
+  limits?: AppLimits,
+  opts: { filterFile?: string; log?: (level: string, msg: string) => void } = {},
+): InProcessStack {
   const stack = createPkcs11Stack(
-    { listen: [], modules, defaultAlias: modules[0].alias, trace: false, workers: 0, maxRecordSize: 1 << 24, ...(limits ? { limits } : {}) },
-    () => undefined,
+    {
+      listen: [], modules, defaultAlias: modules[0].alias, trace: false, workers: 0, maxRecordSize: 1 << 24,
+      ...(limits ? { limits } : {}), ...(opts.filterFile ? { filterFile: opts.filterFile } : {}),
+    },
+    opts.log ?? (() => undefined),
     0,
   );
   const connect = () => new InProcessClient(stack.createDispatcher({ id: nextId++, transport: 'unix', remote: 'in-process' }));
