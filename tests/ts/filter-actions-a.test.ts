@@ -1,14 +1,16 @@
+import { execFileSync } from 'node:child_process';
 import { createDecipheriv } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { px_attribute, px_mechanism_typed } from '../../src/generated/pkcs11_rpc';
 import { ck } from '../../src/pkcs11/constants';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
 import { bool, bytes, mech, ulong, P256 } from './helpers/attrs';
 import { startInProcess } from './helpers/in-process';
 import type { InProcessClient, InProcessStack } from './helpers/in-process';
 import { faultyModule } from './helpers/faulty-module';
-import { createSoftHsm, USER_PIN } from './helpers/softhsm';
+import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
 import type { SoftHsmStore } from './helpers/softhsm';
 
 /**
@@ -632,4 +634,91 @@ describe.each(attacks)('attack: $name', (k) => {
   test(`is stopped with 0x${k.blocked.toString(16)} by them`, async () => {
     expect(await k.run(await open(PATCHSET))).toBe(k.blocked);
   });
+});
+
+// ---- the use-path check answers from the cache without a promise ----
+
+/**
+ * In a child process on dist/ (async_hooks counts every promise of the
+ * process): C_SignInit + C_Sign with conflicting_attributes_patch_on_existing_objects
+ * on C_SignInit, v3 and typed, twice; the promises each call's dispatch makes.
+ */
+const SIGN_PROBE = `
+const FRAMED_REPLY_PREFIX = Number(process.env.PREFIX);
+const path = require('path');
+const { createHook } = require('async_hooks');
+const dist = (f) => require(path.join(process.env.ROOT, 'dist', f));
+const rpc = dist('src/generated/pkcs11_rpc.js');
+const { ck } = dist('src/pkcs11/constants.js');
+const { createPkcs11Stack } = dist('src/server/serve.js');
+const settings = { listen: [], modules: [{ alias: 'm', path: process.env.MODULE }], defaultAlias: 'm', trace: false, workers: 0, maxRecordSize: 1 << 20, filterFile: process.env.FILTER };
+const stack = createPkcs11Stack(settings, () => undefined, 0);
+const d = stack.createDispatcher({ id: 1, transport: 'unix', remote: 'probe' });
+const defOf = (name) => rpc.PROCEDURES.find((x) => x.name === name);
+const header = (def) => ({ xid: 9, rpcvers: 2, prog: rpc.PKCS11_PROG, vers: rpc.PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 });
+const decode = (def, o) => rpc.xdrDecode(def.ret, o.frame.subarray(FRAMED_REPLY_PREFIX));
+const call = async (name, args) => decode(defOf(name), await d.handleCall(header(defOf(name)), args === undefined ? Buffer.alloc(0) : rpc.xdrEncode(defOf(name).args, args)));
+const ul = (t, v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return { type: t, value: b, valueLen: 8 }; };
+const bool = (t, v) => ({ type: t, value: Buffer.from([v ? 1 : 0]), valueLen: 1 });
+(async () => {
+  await call('C_SetupArch', { arch: 1 });
+  await call('C_LoadModule', { alias: Buffer.from('m') });
+  await call('C_Initialize', undefined);
+  let slot = -1;
+  for (const id of (await call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList) {
+    if (((await call('C_GetTokenInfo', { slotID: id })).info.flags & ck.CKF_TOKEN_INITIALIZED) !== 0) slot = id;
+  }
+  const session = (await call('C_OpenSession', { slotID: slot, flags: ck.CKF_SERIAL_SESSION | ck.CKF_RW_SESSION })).session;
+  await call('C_Login', { session, userType: ck.CKU_USER, pin: Buffer.from(process.env.PIN) });
+  const pair = await call('C_GenerateKeyPair', {
+    session, mechanism: { mechanism: ck.CKM_EC_KEY_PAIR_GEN, parameter: Buffer.alloc(0) },
+    publicKeyTemplate: [ul(ck.CKA_CLASS, ck.CKO_PUBLIC_KEY), bool(ck.CKA_TOKEN, false), bool(ck.CKA_VERIFY, true), { type: ck.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex'), valueLen: 10 }],
+    privateKeyTemplate: [ul(ck.CKA_CLASS, ck.CKO_PRIVATE_KEY), bool(ck.CKA_TOKEN, false), bool(ck.CKA_SIGN, true), bool(ck.CKA_SENSITIVE, true)],
+  });
+  const digest = Buffer.alloc(32, 5);
+  const inits = [
+    ['C_SignInit', { session, mechanism: { mechanism: ck.CKM_ECDSA, parameter: Buffer.alloc(0) }, key: pair.privateKey }],
+    ['px_SignInitTyped', { session, mechanism: { mechanism: ck.CKM_ECDSA, param: { tag: 1 } }, key: pair.privateKey }],
+  ].map(([n, a]) => [defOf(n), rpc.xdrEncode(defOf(n).args, a)]);
+  const sign = [defOf('C_Sign'), rpc.xdrEncode(defOf('C_Sign').args, { session, data: digest })];
+  let promises = 0;
+  const hook = createHook({ init: (_id, type) => { if (type === 'PROMISE') promises += 1; } });
+  const rounds = [];
+  for (let round = 0; round < 2; round++) {
+    const seen = [];
+    for (const [def, a] of inits) {
+      for (const [cd, ca] of [[def, a], sign]) {
+        promises = 0;
+        hook.enable();
+        const o = d.handleCall(header(cd), ca);
+        hook.disable();
+        const r = decode(cd, await o);
+        seen.push({ call: cd.name, promises, rv: typeof r === 'number' ? r : r.rv });
+      }
+    }
+    rounds.push(seen);
+  }
+  await d.close();
+  stack.finalize();
+  process.stdout.write(JSON.stringify({ rv: pair.rv, rounds }));
+})().catch((e) => { process.stderr.write(String(e && e.stack)); process.exit(1); });
+`;
+
+test('conflicting_attributes_patch_on_existing_objects on C_SignInit checks the key without a promise, read or cached (v3 and typed)', () => {
+  const file = path.join(dir, 'probe.conf');
+  fs.writeFileSync(file, `modules = [("m", "${SOFTHSM_MODULE}")]\n${post([['C_SignInit', 'conflicting_attributes_patch_on_existing_objects']])}\n`);
+  const out = execFileSync(process.execPath, ['-e', SIGN_PROBE], {
+    env: { ...store.env, ROOT: path.resolve(__dirname, '../..'), MODULE: SOFTHSM_MODULE, PIN: USER_PIN, FILTER: file, PREFIX: String(FRAMED_REPLY_PREFIX_SIZE) },
+  });
+  const r = JSON.parse(out.toString()) as { rv: number; rounds: Array<Array<{ call: string; promises: number; rv: number }>> };
+  expect(r.rv).toBe(ck.CKR_OK);
+  // Round 1 reads the key from the token (a synchronous module call), round 2 from the cache. C_Sign goes
+  // to the backend's pool whatever the policy (its promises are the backend's, not the filter's).
+  for (const round of r.rounds) {
+    expect(round.map((c) => c.rv)).toEqual([ck.CKR_OK, ck.CKR_OK, ck.CKR_OK, ck.CKR_OK]);
+    expect(round.filter((c) => c.call !== 'C_Sign')).toEqual([
+      { call: 'C_SignInit', promises: 0, rv: ck.CKR_OK },
+      { call: 'px_SignInitTyped', promises: 0, rv: ck.CKR_OK },
+    ]);
+  }
 });
