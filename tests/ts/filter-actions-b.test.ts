@@ -1,9 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as p from 'pkcs11js';
 import { PX_MP_AES_CBC_ENCRYPT_DATA, PX_MP_NONE } from '../../src/generated/pkcs11_rpc';
 import type { px_attribute } from '../../src/generated/pkcs11_rpc';
 import { CK_UNAVAILABLE_INFORMATION_WIRE } from '../../src/pkcs11/constants';
+import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
 import { bool, bytes, mech, query, ulong } from './helpers/attrs';
 import { faultyModule } from './helpers/faulty-module';
 import { startInProcess } from './helpers/in-process';
@@ -529,5 +531,88 @@ describe('configuration', () => {
     expect(() => startInProcess([{ alias: 'softhsm', path: modulePath }], undefined, { filterFile })).toThrow(
       /bad\.conf:2:\d+: .*prevent_sensitive_leak_patch' has no meaning for C_Sign/,
     );
+  });
+});
+
+/**
+ * Runs in a child process on dist/ (SoftHSM2 reads SOFTHSM2_CONF from the real environment; see
+ * hot-path.test.ts): with the actions attached, the calls they look at answer without a promise
+ * once the application's cache holds what they read, and a read naming no secret attribute reads
+ * nothing first.
+ */
+const PROBE = `
+const path = require('path');
+const fs = require('fs');
+const { createHook } = require('async_hooks');
+const p = require('pkcs11js');
+const dist = (f) => require(path.join(process.env.ROOT, 'dist', f));
+const rpc = dist('src/generated/pkcs11_rpc.js');
+const { createPkcs11Stack } = dist('src/server/serve.js');
+const filterFile = path.join(process.env.DIR, 'probe.conf');
+fs.writeFileSync(filterFile, 'modules = [("softhsm", "' + process.env.MODULE + '")]\\n' + process.env.FILTER + '\\n');
+const settings = { listen: [], modules: [{ alias: 'softhsm', path: process.env.MODULE }], defaultAlias: 'softhsm', trace: false, workers: 0, maxRecordSize: 1 << 20, filterFile };
+const stack = createPkcs11Stack(settings, () => undefined, 0);
+const d = stack.createDispatcher({ id: 1, transport: 'unix', remote: 'probe' });
+const defOf = (name) => rpc.PROCEDURES.find((x) => x.name === name);
+const header = (def) => ({ xid: 9, rpcvers: 2, prog: rpc.PKCS11_PROG, vers: rpc.PKCS11_V3, proc: def.proc, credFlavor: 0, cred: Buffer.alloc(0), verfFlavor: 0 });
+const decode = (def, o) => rpc.xdrDecode(def.ret, (o.frame || o.body).subarray(o.frame ? ${FRAMED_REPLY_PREFIX_SIZE} : 0));
+async function call(name, args) {
+  const def = defOf(name);
+  return decode(def, await d.handleCall(header(def), args === undefined ? Buffer.alloc(0) : rpc.xdrEncode(def.args, args)));
+}
+const ul = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+const attr = (type, value) => ({ type, value, valueLen: value.length });
+let promises = 0;
+const hook = createHook({ init: (_id, type) => { if (type === 'PROMISE') promises += 1; } });
+function counted(name, args) {
+  const def = defOf(name);
+  const bytes = rpc.xdrEncode(def.args, args);
+  promises = 0;
+  hook.enable();
+  const o = d.handleCall(header(def), bytes);
+  hook.disable();
+  const r = o instanceof Promise ? null : decode(def, o);
+  return { promises, promise: o instanceof Promise, rv: r && (typeof r === 'number' ? r : r.rv) };
+}
+(async () => {
+  await call('C_Initialize', undefined);
+  const slots = (await call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList;
+  const session = (await call('C_OpenSession', { slotID: slots[0], flags: p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION })).session;
+  await call('C_Login', { session, userType: p.CKU_USER, pin: Buffer.from(process.env.PIN) });
+  const key = (await call('C_CreateObject', { session, template: [
+    attr(p.CKA_CLASS, ul(p.CKO_SECRET_KEY)), attr(p.CKA_KEY_TYPE, ul(p.CKK_AES)), attr(p.CKA_TOKEN, Buffer.from([0])),
+    attr(p.CKA_LABEL, Buffer.from('probe')), attr(p.CKA_VALUE, Buffer.alloc(16, 9)), attr(p.CKA_ENCRYPT, Buffer.from([1])),
+  ] })).object;
+  const get = (type) => ({ session, object: key, template: [{ type, value: Buffer.alloc(32), valueLen: 32 }] });
+  const init = { session, mechanism: { mechanism: p.CKM_AES_ECB, parameter: Buffer.alloc(0) }, key };
+  const out = {};
+  out.label = counted('C_GetAttributeValue', get(p.CKA_LABEL));
+  await call('C_EncryptInit', init);
+  await call('C_EncryptFinal', { session });
+  out.encryptInit = counted('C_EncryptInit', init);
+  await call('C_EncryptFinal', { session });
+  await call('C_GetAttributeValue', get(p.CKA_VALUE));
+  out.value = counted('C_GetAttributeValue', get(p.CKA_VALUE));
+  await d.close();
+  stack.finalize();
+  process.stdout.write(JSON.stringify(out));
+})().catch((e) => { process.stderr.write(String(e && e.stack)); process.exit(1); });
+`;
+
+describe('cost', () => {
+  test('with the actions attached, attribute reads and a cached key check answer without a promise', () => {
+    const filter = post([
+      ['C_GetAttributeValue', 'prevent_sensitive_leak_patch'],
+      ['C_EncryptInit', 'dangerous_sensitive_keys_paranoid'],
+      ['C_EncryptInit', 'dangerous_sensitive_keys_escrow_encrypt'],
+    ]);
+    const out = execFileSync(process.execPath, ['-e', PROBE], {
+      env: { ...store.env, ROOT: path.resolve(__dirname, '../..'), MODULE: SOFTHSM_MODULE, PIN: USER_PIN, DIR: dir, FILTER: filter },
+    });
+    expect(JSON.parse(out.toString())).toEqual({
+      label: { promises: 0, promise: false, rv: p.CKR_OK },
+      encryptInit: { promises: 0, promise: false, rv: p.CKR_OK },
+      value: { promises: 0, promise: false, rv: p.CKR_ATTRIBUTE_SENSITIVE },
+    });
   });
 });
