@@ -97,8 +97,8 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    */
   private dumpPolicy(): void {
     if (this.filter.debug < 3) return;
-    const log = (msg: string): void => this.log('info', `filter: ${msg}`);
-    log(`debug level ${this.filter.debug}, file ${this.filter.file || '(none)'}, one logger (log_subchannel is a prefix only)`);
+    const log = (msg: string): void => this.log('info', `${this.filter.logTag}: ${msg}`);
+    log(`debug level ${this.filter.debug}, file ${this.filter.file || '(none)'}, log_subchannel: one logger, this tag on each line`);
     for (const p of this.filter.byAlias.values()) {
       const list = (xs: Iterable<string>): string => [...xs].join(', ') || '-';
       log(`alias '${p.alias}': forbidden_mechanisms: ${list([...p.forbiddenMechanisms].map((m) => constantName('CKM_', m)))}`);
@@ -200,13 +200,13 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    */
   refusal(conn: ConnectionState, name: CallName, rule: string, rv: number): void {
     if (this.filter.debug >= 1) {
-      this.log('info', `filter: ${name} refused with ${rvName(rv)} by ${rule} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id} (${conn.peer})`);
+      this.log('info', `${this.filter.logTag}: ${name} refused with ${rvName(rv)} by ${rule} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id} (${conn.peer})`);
     }
   }
 
   /** debug >= 2 (Caml Crush's "negative match"): a rule looked at the call and let it pass. */
   private passed(conn: ConnectionState, name: CallName, what: string): void {
-    this.log('info', `filter: ${name} passed ${what} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id}`);
+    this.log('info', `${this.filter.logTag}: ${name} passed ${what} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id}`);
   }
 
   private refuse(conn: ConnectionState, name: CallName, rule: string, rv: number): never {
@@ -376,7 +376,7 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
       // CKF_RW_SESSION rather than refusing); writes in it then fail with the module's CKR_SESSION_READ_ONLY.
       const flags = policy.enforceRoSessions ? req.flags & ~ck.CKF_RW_SESSION : req.flags;
       if (flags !== req.flags && this.filter.debug >= 1) {
-        this.log('info', `filter: C_OpenSession opened read-only by ${policy.ruleAt.roSessions} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
+        this.log('info', `${this.filter.logTag}: C_OpenSession opened read-only by ${policy.ruleAt.roSessions} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
       }
       return this.next.C_OpenSession(conn, { slotID: req.slotID, flags });
     }) as MaybePromise<C_OpenSession_ret>;
@@ -424,7 +424,7 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
       if (r.objects.length < want) break;
     }
     if (hidden > 0 && this.filter.debug >= 1) {
-      this.log('info', `filter: C_FindObjects hid ${hidden} object(s) by ${this.objectRules(policy)} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
+      this.log('info', `${this.filter.logTag}: C_FindObjects hid ${hidden} object(s) by ${this.objectRules(policy)} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
     }
     return { rv: CKR_OK, objects: out, count: out.length };
   }

@@ -89,6 +89,12 @@ export interface CompiledFilter {
   readonly file: string;
   /** filter.conf `debug`: refusals are logged at 1 and up, checks passed at 2, the compiled policy at start at 3. */
   readonly debug: number;
+  /**
+   * Prefix of the filter's log lines: filter.conf `log_subchannel`, `filter`
+   * without it. pkcs11proxyd has one logger; Caml Crush's Netplex subchannel
+   * (a separate log output) becomes this tag on the same output.
+   */
+  readonly logTag: string;
   readonly byAlias: ReadonlyMap<string, AliasPolicy>;
 }
 
@@ -199,7 +205,7 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
     const active = activeCalls(base);
     byAlias.set(alias, Object.freeze({ ...base, active, passThrough: active.size === 0 }));
   }
-  return Object.freeze({ generation: ++generations, file: cfg.file, debug: cfg.debug, byAlias });
+  return Object.freeze({ generation: ++generations, file: cfg.file, debug: cfg.debug, logTag: cfg.logSubchannel ?? 'filter', byAlias });
 }
 
 /**
@@ -268,5 +274,5 @@ export function passThroughFilter(aliases: Iterable<string>): CompiledFilter {
       pre: new Map(), post: new Map(), foundFilters: [], active: new Set<CallName>(), passThrough: true,
     }));
   }
-  return Object.freeze({ generation: ++generations, file: '', debug: 0, byAlias });
+  return Object.freeze({ generation: ++generations, file: '', debug: 0, logTag: 'filter', byAlias });
 }
