@@ -51,6 +51,9 @@ const PADDING_KIND: ReadonlyMap<CallName, PaddingKind> = new Map<CallName, Paddi
 /** User types forbid_admin_operations refuses at C_Login. */
 const ADMIN_USERS: ReadonlySet<number> = new Set([ck.CKU_SO, ck.CKU_CONTEXT_SPECIFIC]);
 
+/** Module answers one C_FindObjects may read to fill its page with visible objects. */
+const MAX_FIND_ROUNDS = 100_000;
+
 const ERROR_RET = new Map(PROCEDURES.map((p) => [p.name, p.errorRet]));
 
 /**
@@ -225,6 +228,8 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
         for (const field of f.args.mechanism) {
           const m = (field.get(args as never) as px_mechanism).mechanism;
           if (policy.forbiddenMechanisms.has(m)) this.refuse(conn, name, at.mechanisms.get(m)!, ck.CKR_MECHANISM_INVALID);
+          // Caml Crush, with remove_padding_oracles on unwrap, calls the module for an allowed mechanism without
+          // checking the template's label/id or running post hooks: a bypass. Here every check runs.
           const kind = PADDING_KIND.get(name);
           if (kind !== undefined && policy.paddingOracleOps.has(kind) && PADDING_ORACLE_MECHANISMS.has(m)) {
             this.refuse(conn, name, at.padding.get(kind)!, ck.CKR_MECHANISM_INVALID);
@@ -399,8 +404,10 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     if (a.maxObjectCount === 0) return this.next.C_FindObjects(conn, a);
     const out: number[] = [];
     let hidden = 0;
+    // A module that keeps answering full pages of hidden objects ends the answer early (Caml Crush stops at 100000 too).
+    let rounds = 0;
     const ctx: HookCall = { name: 'C_FindObjects', procedure: 'C_FindObjects', conn, args: a, next: this.next, objects: this.objects, policy };
-    while (out.length < a.maxObjectCount) {
+    while (out.length < a.maxObjectCount && rounds++ < MAX_FIND_ROUNDS) {
       const want = a.maxObjectCount - out.length;
       const r = await this.next.C_FindObjects(conn, { session: a.session, maxObjectCount: want });
       if (r.rv !== CKR_OK) return out.length > 0 ? { rv: CKR_OK, objects: out, count: out.length } : r;
