@@ -403,6 +403,28 @@ describe('allowed_labels and allowed_ids', () => {
       C_GenerateKeyPair: AV, C_CopyObject: AV, C_SetAttributeValue: AV, C_SetAttributeValue_id: AV, C_SetAttributeValue_ok: 0,
     });
   });
+
+  test('labels match bytewise as Caml Crush\'s Str: `.` is one byte of UTF-8; the end of the pattern is the end of the label', async () => {
+    const create = (label: string) => async (r: Run) => (await r.c.call('C_CreateObject', { session: r.s, template: aesTemplate(label) })).rv;
+    const AV = ck.CKR_ATTRIBUTE_VALUE_INVALID;
+    // "é" is two bytes: "caf." misses it, "caf.." and the literal pattern take it.
+    expect(await run('', create('café'))).toBe(ck.CKR_OK);
+    expect(await run('allowed_labels = [("m", ["caf."])]', create('café'))).toBe(AV);
+    expect(await run('allowed_labels = [("m", ["caf.."])]', create('café'))).toBe(ck.CKR_OK);
+    expect(await run('allowed_labels = [("m", ["café"])]', create('café'))).toBe(ck.CKR_OK);
+    // Str's `$` also matches before a newline, so Caml Crush would take "pub-1\nx" for "pub-1"; we do not.
+    expect(await run('allowed_labels = [("m", ["pub-1"])]', create('pub-1\nx'))).toBe(AV);
+  });
+
+  test('C_FindObjects with maxObjectCount 0 answers as without the filter, with or without a search active', async () => {
+    const zero = async (r: Run) => {
+      const idle = await r.c.call('C_FindObjects', { session: r.s, maxObjectCount: 0 });
+      await r.c.call('C_FindObjectsInit', { session: r.s, template: dataTemplate });
+      const active = await r.c.call('C_FindObjects', { session: r.s, maxObjectCount: 0 });
+      return { idle: [idle.rv, idle.count], active: [active.rv, active.count] };
+    };
+    expect(await run(LABELS_RULE, zero)).toEqual(await run('', zero));
+  });
 });
 
 /** Object handles 1..seen+64 other than `seen` that answer a label read: a client guessing handles. */
