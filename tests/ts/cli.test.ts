@@ -73,7 +73,7 @@ test('an invalid filter.conf refuses to start (fail closed)', () => {
 
 test('a policy key not enforced yet refuses to start: exit 78, file:line:col, the key (finding 1)', () => {
   const filter = path.join(tmp, 'filter.conf');
-  fs.writeFileSync(filter, 'modules = [("softhsm", "/usr/lib/softhsm/libsofthsm2.so")]\nforbidden_mechanisms = [("sof.*", [CKM_RSA_X_509])]\n');
+  fs.writeFileSync(filter, 'modules = [("softhsm", "/usr/lib/softhsm/libsofthsm2.so")]\nwrapping_format_key = "00112233445566778899aabbccddeeff"\n');
   const conf = path.join(tmp, 'p.conf');
   fs.writeFileSync(
     conf,
@@ -81,7 +81,7 @@ test('a policy key not enforced yet refuses to start: exit 78, file:line:col, th
   );
   const r = run(['-fg', '-conf', conf]);
   expect(r.status).toBe(78);
-  expect(r.stderr).toContain(`${filter}:2:1: key 'forbidden_mechanisms': not enforced yet`);
+  expect(r.stderr).toContain(`${filter}:2:1: key 'wrapping_format_key': not enforced yet`);
   expect(fs.existsSync(`${tmp}/s`)).toBe(false);
   // The same file with the service's user set: the server file is refused first.
   fs.writeFileSync(conf, fs.readFileSync(conf, 'utf8').replace('name = "x";', 'name = "x"; user = "nobody";'));
