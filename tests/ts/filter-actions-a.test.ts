@@ -206,6 +206,40 @@ const cases: Case[] = [
     refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
   },
 
+  {
+    // A CK_BBOOL is TRUE for any non-zero byte: the token reads 0x02 as TRUE, so the filter does too.
+    name: 'conflicting_attributes_patch / C_GenerateKey: CKA_DECRYPT given as the byte 0x02',
+    attach: [['C_GenerateKey', 'conflicting_attributes_patch']],
+    run: async (e) => {
+      const template = [...aesTemplate({ CKA_WRAP: T }, [ulong(ck.CKA_VALUE_LEN, 16)]), { type: ck.CKA_DECRYPT, value: Buffer.from([2]), valueLen: 1 }];
+      const r = await e.c.call('C_GenerateKey', { session: e.s, mechanism: mech(ck.CKM_AES_KEY_GEN), template });
+      if (r.rv === ck.CKR_OK) expect(await boolsOf(e, r.object, [ck.CKA_DECRYPT])).toEqual({ [ck.CKA_DECRYPT]: T });
+      return r.rv;
+    },
+    refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
+  },
+  {
+    name: 'conflicting_attributes_patch / px_GenerateKeyPairTyped: the private key is not sensitive and not extractable',
+    attach: [['C_GenerateKeyPair', 'conflicting_attributes_patch']],
+    run: async (e) => rvOf(await e.c.call('px_GenerateKeyPairTyped', {
+      session: e.s, mechanism: typed(ck.CKM_EC_KEY_PAIR_GEN), ...ecPair([bool(ck.CKA_VERIFY, T)], [bool(ck.CKA_SIGN, T), bool(ck.CKA_SENSITIVE, F), bool(ck.CKA_EXTRACTABLE, F)]),
+    })),
+    refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
+  },
+  {
+    name: 'conflicting_attributes_patch / px_UnwrapKeyTyped: unwrapped as an unwrap and encrypt key',
+    attach: [['C_UnwrapKey', 'conflicting_attributes_patch']],
+    run: async (e) => {
+      const w = await generateAes(e, WRAP_ONLY);
+      const blob = await wrap(e, w, await generateAes(e, TARGET));
+      expect(blob.rv).toBe(ck.CKR_OK);
+      return rvOf(await e.c.call('px_UnwrapKeyTyped', {
+        session: e.s, mechanism: typed(ck.CKM_AES_KEY_WRAP), unwrappingKey: w, wrappedKey: blob.data, template: aesTemplate({ CKA_UNWRAP: T, CKA_ENCRYPT: T }),
+      }));
+    },
+    refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
+  },
+
   // conflicting_attributes_patch_on_existing_objects: a key created with conflicting attributes is not used.
   ...(
     [
@@ -218,6 +252,7 @@ const cases: Case[] = [
       ['C_DeriveKey', (e: Env, k: number) => e.c.call('px_DeriveKeyTyped', { session: e.s, mechanism: deriveParam, baseKey: k, template: aesTemplate({}, [ulong(ck.CKA_VALUE_LEN, 16)]) })],
       ['C_WrapKey', async (e: Env, k: number) => wrap(e, k, await generateAes(e, TARGET)), 'C_WrapKey (wrapping key)'],
       ['C_WrapKey', async (e: Env, k: number) => wrap(e, await generateAes(e, WRAP_ONLY), k), 'C_WrapKey (wrapped key)'],
+      ['C_WrapKey', async (e: Env, k: number) => e.c.call('px_WrapKeyTyped', { session: e.s, mechanism: typed(ck.CKM_AES_KEY_WRAP), wrappingKey: await generateAes(e, WRAP_ONLY), key: k }), 'px_WrapKeyTyped (wrapped key)'],
       ['C_UnwrapKey', async (e: Env, k: number) => {
         const blob = await wrap(e, k, await generateAes(e, TARGET));
         expect(blob.rv).toBe(ck.CKR_OK);
@@ -388,6 +423,13 @@ const cases: Case[] = [
     run: async (e) => rvOf(await e.c.call('C_GenerateKey', { session: e.s, mechanism: mech(ck.CKM_AES_KEY_GEN), template: aesTemplate({ CKA_ENCRYPT: T, CKA_SIGN: T, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T }, [ulong(ck.CKA_VALUE_LEN, 16)]) })),
     refused: ck.CKR_TEMPLATE_INCONSISTENT,
   },
+  {
+    name: 'do_segregate_usage + conflicting_attributes_patch_on_existing_objects / C_SignInit: the key encrypts and signs',
+    attach: [['C_Initialize', 'do_segregate_usage'], ['C_SignInit', 'conflicting_attributes_patch_on_existing_objects']],
+    without: [['C_SignInit', 'conflicting_attributes_patch_on_existing_objects']],
+    run: async (e) => rvOf(await e.c.call('C_SignInit', { session: e.s, mechanism: mech(ck.CKM_AES_CMAC), key: await generateAes(e, { CKA_ENCRYPT: T, CKA_SIGN: T, CKA_DECRYPT: F, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T }) })),
+    refused: ck.CKR_OBJECT_HANDLE_INVALID,
+  },
 ];
 
 describe.each(cases)('$name', (k) => {
@@ -399,6 +441,20 @@ describe.each(cases)('$name', (k) => {
     const e = await open(post(k.attach));
     expect(await k.run(e)).toBe(k.refused);
   });
+});
+
+// secure_templates_patch lets the templates of its secure set through, and objects that are not keys.
+const secureAccepted: Array<[string, string, (e: Env) => Promise<unknown>]> = [
+  ['C_GenerateKey', 'a wrap/unwrap key', (e) => generateAes(e, { CKA_WRAP: T, CKA_UNWRAP: T, CKA_ENCRYPT: F, CKA_DECRYPT: F, CKA_SENSITIVE: T })],
+  ['C_GenerateKey', 'an encrypt/decrypt key', (e) => generateAes(e, { CKA_ENCRYPT: T, CKA_DECRYPT: T, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T })],
+  ['C_CreateObject', 'an imported encryption key', (e) => importAes(e, { CKA_ENCRYPT: T, CKA_WRAP: F, CKA_DECRYPT: F, CKA_SENSITIVE: T })],
+  ['C_CreateObject', 'a data object', async (e) => {
+    const r = await e.c.call('C_CreateObject', { session: e.s, template: [ulong(ck.CKA_CLASS, ck.CKO_DATA), bool(ck.CKA_TOKEN, F), bytes(ck.CKA_LABEL, 'd')] });
+    expect(r.rv).toBe(ck.CKR_OK);
+  }],
+];
+test.each(secureAccepted)('secure_templates_patch / %s: %s is accepted', async (trigger, _what, make) => {
+  await make(await open(post([[trigger, 'secure_templates_patch']])));
 });
 
 // ---- sanitize_creation_templates_patch: what the template leaves out gets Caml Crush's safe value ----
