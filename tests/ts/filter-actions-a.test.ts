@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createDecipheriv } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,6 +9,7 @@ import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
 import { bool, bytes, mech, ulong, P256 } from './helpers/attrs';
 import { startInProcess } from './helpers/in-process';
 import type { InProcessClient, InProcessStack } from './helpers/in-process';
+import { startDaemon } from './helpers/daemon';
 import { faultyModule } from './helpers/faulty-module';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
 import type { SoftHsmStore } from './helpers/softhsm';
@@ -778,3 +779,160 @@ test('conflicting_attributes_patch_on_existing_objects on C_SignInit checks the 
     ]);
   }
 });
+
+// ---- the same calls through Caml Crush's daemon (Debian's caml-crush-server) and ours, same filter.conf ----
+
+/** Debian's patchset 1 restricted to the actions of these files. */
+const COMPAT_RULES = post([
+  ...['C_EncryptInit', 'C_DecryptInit', 'C_SignInit', 'C_SignRecoverInit', 'C_VerifyInit', 'C_VerifyRecoverInit', 'C_DeriveKey', 'C_DigestKey', 'C_WrapKey', 'C_UnwrapKey', 'C_FindObjects'].map(
+    (f): [string, string] => [f, 'conflicting_attributes_patch_on_existing_objects'],
+  ),
+  ...['C_CreateObject', 'C_CopyObject', 'C_UnwrapKey', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_DeriveKey', 'C_SetAttributeValue'].map(
+    (f): [string, string] => [f, 'conflicting_attributes_patch'],
+  ),
+  ['C_CopyObject', 'sticky_attributes_patch'],
+  ['C_SetAttributeValue', 'sticky_attributes_patch'],
+  ...['C_CreateObject', 'C_CopyObject', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_DeriveKey', 'C_UnwrapKey'].map(
+    (f): [string, string] => [f, 'sanitize_creation_templates_patch'],
+  ),
+]);
+
+const CC_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
+
+/**
+ * Runs in a child process with pkcs11js over Caml Crush's client library
+ * (the same client for both daemons); prints step name -> CK_RV (and, for
+ * reads, the values); a failure without a CKR_ name is its message.
+ */
+const COMPAT_DRIVER = `
+const pkcs11js = require('pkcs11js');
+const p = new pkcs11js.PKCS11();
+p.load(process.env.CLIENT);
+p.C_Initialize();
+const A = pkcs11js;
+const out = {};
+const rvOf = (e) => { const m = /\\b(CKR_[A-Z0-9_]+)\\b/.exec(String(e && e.message)); return m && typeof A[m[1]] === 'number' ? A[m[1]] : String(e && e.message); };
+const step = (name, f) => { try { const r = f(); out[name] = 0; return r; } catch (e) { out[name] = rvOf(e); return null; } };
+const slot = p.C_GetSlotList(true).find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) !== 0);
+const s = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+p.C_Login(s, pkcs11js.CKU_USER, process.env.PIN);
+const aes = (flags, extra = []) => [
+  { type: A.CKA_CLASS, value: A.CKO_SECRET_KEY }, { type: A.CKA_KEY_TYPE, value: A.CKK_AES }, { type: A.CKA_TOKEN, value: false },
+  ...Object.entries(flags).map(([k, v]) => ({ type: A[k], value: v })), ...extra,
+];
+const gen = (name, flags) => step(name, () => p.C_GenerateKey(s, { mechanism: A.CKM_AES_KEY_GEN }, aes(flags, [{ type: A.CKA_VALUE_LEN, value: 16 }])));
+const known = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+const imp = (name, flags) => step(name, () => p.C_CreateObject(s, aes(flags, [{ type: A.CKA_VALUE, value: known }])));
+const set = (name, h, flags) => step(name, () => p.C_SetAttributeValue(s, h, Object.entries(flags).map(([k, v]) => ({ type: A[k], value: v }))));
+const wrapKey = (name, w, k) => step(name, () => p.C_WrapKey(s, { mechanism: A.CKM_AES_KEY_WRAP }, w, k, Buffer.alloc(64)));
+
+gen('generate WRAP+DECRYPT', { CKA_WRAP: true, CKA_DECRYPT: true });
+gen('generate UNWRAP+ENCRYPT', { CKA_UNWRAP: true, CKA_ENCRYPT: true });
+const w = gen('generate wrap-only key', { CKA_WRAP: true, CKA_UNWRAP: true, CKA_ENCRYPT: false, CKA_DECRYPT: false, CKA_SENSITIVE: true });
+const t = gen('generate target', { CKA_SENSITIVE: true, CKA_EXTRACTABLE: true, CKA_ENCRYPT: true, CKA_DECRYPT: false, CKA_WRAP: false, CKA_UNWRAP: false });
+set('set CKA_DECRYPT on the wrap key', w, { CKA_DECRYPT: true });
+set('clear CKA_WRAP', w, { CKA_WRAP: false });
+set('clear CKA_WRAP, set CKA_DECRYPT', w, { CKA_WRAP: false, CKA_DECRYPT: true });
+set('clear CKA_ENCRYPT of the target', t, { CKA_ENCRYPT: false });
+set('clear CKA_SENSITIVE', t, { CKA_SENSITIVE: false });
+wrapKey('wrap the target with the wrap key', w, t);
+step('C_EncryptInit with the target', () => p.C_EncryptInit(s, { mechanism: A.CKM_AES_ECB }, t));
+const t2 = gen('generate second target', { CKA_SENSITIVE: true, CKA_EXTRACTABLE: true });
+set('CKA_EXTRACTABLE TRUE -> FALSE', t2, { CKA_EXTRACTABLE: false });
+set('CKA_EXTRACTABLE FALSE -> TRUE', t2, { CKA_EXTRACTABLE: true });
+const i = imp('import a known key with CKA_WRAP', { CKA_WRAP: true, CKA_SENSITIVE: true });
+wrapKey('wrap the target with the imported key', i, t);
+const j = imp('import a known key without rights', { CKA_WRAP: false, CKA_SENSITIVE: true });
+set('set CKA_WRAP on the imported key', j, { CKA_WRAP: true });
+step('copy the wrap key without CKA_WRAP', () => p.C_CopyObject(s, w, [{ type: A.CKA_WRAP, value: false }]));
+step('copy the wrap key with CKA_DECRYPT', () => p.C_CopyObject(s, w, [{ type: A.CKA_DECRYPT, value: true }]));
+step('key pair with a private key neither sensitive nor extractable', () => p.C_GenerateKeyPair(s, { mechanism: A.CKM_EC_KEY_PAIR_GEN },
+  [{ type: A.CKA_CLASS, value: A.CKO_PUBLIC_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') }],
+  [{ type: A.CKA_CLASS, value: A.CKO_PRIVATE_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_SENSITIVE, value: false }, { type: A.CKA_EXTRACTABLE, value: false }]));
+const plain = gen('generate a key naming no role', {});
+const roles = ['CKA_WRAP', 'CKA_UNWRAP', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_SIGN', 'CKA_VERIFY', 'CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_DERIVE', 'CKA_PRIVATE'];
+out['roles of that key'] = p.C_GetAttributeValue(s, plain, roles.map((r) => ({ type: A[r] }))).map((a, k) => roles[k] + '=' + (a.value[0] ? 'TRUE' : 'FALSE')).join(' ');
+p.C_CloseSession(s);
+p.C_Finalize();
+process.stdout.write(JSON.stringify(out));
+`;
+
+function runCompatDriver(socketPath: string, env: NodeJS.ProcessEnv): Record<string, number | string> {
+  const out = execFileSync(process.execPath, ['-e', COMPAT_DRIVER], {
+    cwd: path.resolve(__dirname, '../..'),
+    env: { ...env, CLIENT: CC_CLIENT, PIN: USER_PIN, PKCS11PROXY_SOCKET_PATH: socketPath, PKCS11PROXY_LIBNAME: 'softhsm' },
+    timeout: 120_000,
+  });
+  return JSON.parse(out.toString()) as Record<string, number | string>;
+}
+
+/** Debian's Caml Crush daemon on its own store, with `rules`; resolves once its socket exists. */
+async function startCamlCrush(rules: string): Promise<{ socketPath: string; env: NodeJS.ProcessEnv; stop(): Promise<void> }> {
+  const hsm = createSoftHsm(['caml']);
+  const socketPath = path.join(hsm.dir, 'cc.sock');
+  fs.mkdirSync(path.join(hsm.dir, 'netplex'));
+  fs.writeFileSync(path.join(hsm.dir, 'filter.conf'), `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n${rules}\n`);
+  fs.writeFileSync(path.join(hsm.dir, 'pkcs11proxyd.conf'), `netplex {
+  controller { max_level = "info"; socket_directory = "${hsm.dir}/netplex"; logging { type = "stderr"; }; };
+  service {
+    name = "PKCS#11 Filtering Proxy"; conn_limit = 1;
+    protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socketPath}"; }; };
+    processor { type = "rpc_pkcs11"; filter_config = "${hsm.dir}/filter.conf"; use_ssl = false; };
+    workload_manager { type = "dynamic"; max_jobs_per_thread = 1; min_free_jobs_capacity = 1; max_free_jobs_capacity = 1; max_threads = 10; };
+  }
+}
+`);
+  const proc = spawn('/usr/bin/pkcs11proxyd', ['-fg', '-conf', path.join(hsm.dir, 'pkcs11proxyd.conf')], { env: hsm.env, stdio: 'ignore', detached: true });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const deadline = Date.now() + 30_000;
+  while (!fs.existsSync(socketPath)) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('Caml Crush did not create its socket');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    socketPath,
+    env: hsm.env,
+    async stop() {
+      process.kill(-proc.pid!, 'SIGTERM');
+      await exited;
+      hsm.cleanup();
+    },
+  };
+}
+
+test("Caml Crush's daemon and ours answer the same calls alike with these actions (two documented differences)", async () => {
+  const cc = await startCamlCrush(COMPAT_RULES);
+  let theirs: Record<string, number | string>;
+  try {
+    theirs = runCompatDriver(cc.socketPath, cc.env);
+  } finally {
+    await cc.stop();
+  }
+  const d = await startDaemon({ filterExtra: COMPAT_RULES });
+  let ours: Record<string, number | string>;
+  try {
+    ours = runCompatDriver(d.socketPath, d.hsm.env);
+  } finally {
+    await d.stop();
+  }
+  // Caml Crush checks a copy's template alone; ours checks the copy's attributes (the source's with the template applied).
+  const copy = 'copy the wrap key with CKA_DECRYPT';
+  expect({ theirs: theirs[copy], ours: ours[copy] }).toEqual({ theirs: ck.CKR_OK, ours: ck.CKR_ATTRIBUTE_VALUE_INVALID });
+  // Caml Crush cannot wrap with CKM_AES_KEY_WRAP at all (its client answers CKR_ARGUMENTS_BAD); the key itself is allowed by both.
+  const aesWrap = 'wrap the target with the wrap key';
+  expect({ theirs: theirs[aesWrap], ours: ours[aesWrap] }).toEqual({ theirs: ck.CKR_ARGUMENTS_BAD, ours: ck.CKR_OK });
+  for (const k of [copy, aesWrap]) {
+    delete theirs[k];
+    delete ours[k];
+  }
+  expect(ours).toEqual(theirs);
+  // And the table says what these patches are for.
+  expect(ours).toMatchObject({
+    'generate WRAP+DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+    'set CKA_DECRYPT on the wrap key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+    'clear CKA_WRAP, set CKA_DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+    'wrap the target with the imported key': ck.CKR_OBJECT_HANDLE_INVALID,
+    'set CKA_WRAP on the imported key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+    'roles of that key': 'CKA_WRAP=FALSE CKA_UNWRAP=FALSE CKA_ENCRYPT=FALSE CKA_DECRYPT=FALSE CKA_SIGN=FALSE CKA_VERIFY=FALSE CKA_SENSITIVE=TRUE CKA_EXTRACTABLE=FALSE CKA_DERIVE=FALSE CKA_PRIVATE=TRUE',
+  });
+}, 120_000);
