@@ -849,6 +849,10 @@ step('copy the wrap key with CKA_DECRYPT', () => p.C_CopyObject(s, w, [{ type: A
 step('key pair with a private key neither sensitive nor extractable', () => p.C_GenerateKeyPair(s, { mechanism: A.CKM_EC_KEY_PAIR_GEN },
   [{ type: A.CKA_CLASS, value: A.CKO_PUBLIC_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') }],
   [{ type: A.CKA_CLASS, value: A.CKO_PRIVATE_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_SENSITIVE, value: false }, { type: A.CKA_EXTRACTABLE, value: false }]));
+gen('generate ENCRYPT+SIGN', { CKA_ENCRYPT: true, CKA_SIGN: true, CKA_WRAP: false, CKA_UNWRAP: false, CKA_DECRYPT: false, CKA_SENSITIVE: true });
+const mac = gen('generate a MAC key', { CKA_SIGN: true, CKA_VERIFY: true, CKA_ENCRYPT: false, CKA_DECRYPT: false, CKA_WRAP: false, CKA_UNWRAP: false, CKA_SENSITIVE: true });
+set('clear CKA_SIGN', mac, { CKA_SIGN: false });
+step('C_SignInit with the MAC key', () => p.C_SignInit(s, { mechanism: A.CKM_AES_CMAC }, mac));
 const plain = gen('generate a key naming no role', {});
 const roles = ['CKA_WRAP', 'CKA_UNWRAP', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_SIGN', 'CKA_VERIFY', 'CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_DERIVE', 'CKA_PRIVATE'];
 out['roles of that key'] = p.C_GetAttributeValue(s, plain, roles.map((r) => ({ type: A[r] }))).map((a, k) => roles[k] + '=' + (a.value[0] ? 'TRUE' : 'FALSE')).join(' ');
@@ -900,39 +904,87 @@ async function startCamlCrush(rules: string): Promise<{ socketPath: string; env:
   };
 }
 
-test("Caml Crush's daemon and ours answer the same calls alike with these actions (two documented differences)", async () => {
-  const cc = await startCamlCrush(COMPAT_RULES);
+/** Patchset 2 (secure templates) restricted to the actions of these files. */
+const COMPAT_RULES_2 = post([
+  ...['C_EncryptInit', 'C_DecryptInit', 'C_SignInit', 'C_SignRecoverInit', 'C_VerifyInit', 'C_VerifyRecoverInit', 'C_DeriveKey', 'C_DigestKey', 'C_WrapKey', 'C_UnwrapKey', 'C_FindObjects'].map(
+    (f): [string, string] => [f, 'conflicting_attributes_patch_on_existing_objects'],
+  ),
+  ...['C_SetAttributeValue', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_CreateObject', 'C_CopyObject', 'C_UnwrapKey', 'C_DeriveKey'].map(
+    (f): [string, string] => [f, 'secure_templates_patch'],
+  ),
+  ...['C_CreateObject', 'C_CopyObject', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_DeriveKey', 'C_UnwrapKey'].map(
+    (f): [string, string] => [f, 'sanitize_creation_templates_patch'],
+  ),
+]);
+const SEGREGATE = '(C_Initialize, do_segregate_usage), ';
+const withSegregation = (rules: string): string => rules.replace('[(".*", [', `[(".*", [${SEGREGATE}`);
+
+/** Where the two daemons answer differently on purpose: step -> [Caml Crush, ours]. */
+const AES_WRAP_DIFFERS: Record<string, [number, number]> = {
+  // Caml Crush cannot wrap with CKM_AES_KEY_WRAP at all (its client answers CKR_ARGUMENTS_BAD); the key itself is allowed by both.
+  'wrap the target with the wrap key': [ck.CKR_ARGUMENTS_BAD, ck.CKR_OK],
+};
+const COPY_DIFFERS: Record<string, [number, number]> = {
+  // Caml Crush checks a copy's template alone; ours checks the copy's attributes (the source's with the template applied).
+  'copy the wrap key with CKA_DECRYPT': [ck.CKR_OK, ck.CKR_ATTRIBUTE_VALUE_INVALID],
+};
+
+const compatConfigs: Array<{ name: string; rules: string; differs: Record<string, [number, number]>; expected: Record<string, number | string> }> = [
+  {
+    name: 'patchset 1 (conflicting, sticky, sanitize)',
+    rules: COMPAT_RULES,
+    differs: { ...AES_WRAP_DIFFERS, ...COPY_DIFFERS },
+    expected: {
+      'generate WRAP+DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'set CKA_DECRYPT on the wrap key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'clear CKA_WRAP, set CKA_DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'wrap the target with the imported key': ck.CKR_OBJECT_HANDLE_INVALID,
+      'set CKA_WRAP on the imported key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'generate ENCRYPT+SIGN': ck.CKR_OK,
+      'clear CKA_SIGN': ck.CKR_OK,
+      'roles of that key': 'CKA_WRAP=FALSE CKA_UNWRAP=FALSE CKA_ENCRYPT=FALSE CKA_DECRYPT=FALSE CKA_SIGN=FALSE CKA_VERIFY=FALSE CKA_SENSITIVE=TRUE CKA_EXTRACTABLE=FALSE CKA_DERIVE=FALSE CKA_PRIVATE=TRUE',
+    },
+  },
+  {
+    name: 'patchset 1 with do_segregate_usage',
+    rules: withSegregation(COMPAT_RULES),
+    differs: { ...AES_WRAP_DIFFERS, ...COPY_DIFFERS },
+    expected: { 'generate ENCRYPT+SIGN': ck.CKR_ATTRIBUTE_VALUE_INVALID, 'clear CKA_SIGN': ck.CKR_ATTRIBUTE_VALUE_INVALID },
+  },
+  {
+    name: 'patchset 2 (secure templates, sanitize)',
+    rules: COMPAT_RULES_2,
+    differs: AES_WRAP_DIFFERS,
+    expected: { 'generate UNWRAP+ENCRYPT': ck.CKR_TEMPLATE_INCONSISTENT, 'clear CKA_WRAP': ck.CKR_ATTRIBUTE_READ_ONLY, 'copy the wrap key with CKA_DECRYPT': ck.CKR_TEMPLATE_INCONSISTENT },
+  },
+  {
+    name: 'patchset 2 with do_segregate_usage',
+    rules: withSegregation(COMPAT_RULES_2),
+    differs: AES_WRAP_DIFFERS,
+    expected: { 'generate ENCRYPT+SIGN': ck.CKR_TEMPLATE_INCONSISTENT, 'clear CKA_SIGN': ck.CKR_ATTRIBUTE_READ_ONLY },
+  },
+];
+
+test.each(compatConfigs)("Caml Crush's daemon and ours answer the same calls alike: $name", async ({ rules, differs, expected }) => {
+  const cc = await startCamlCrush(rules);
   let theirs: Record<string, number | string>;
   try {
     theirs = runCompatDriver(cc.socketPath, cc.env);
   } finally {
     await cc.stop();
   }
-  const d = await startDaemon({ filterExtra: COMPAT_RULES });
+  const d = await startDaemon({ filterExtra: rules });
   let ours: Record<string, number | string>;
   try {
     ours = runCompatDriver(d.socketPath, d.hsm.env);
   } finally {
     await d.stop();
   }
-  // Caml Crush checks a copy's template alone; ours checks the copy's attributes (the source's with the template applied).
-  const copy = 'copy the wrap key with CKA_DECRYPT';
-  expect({ theirs: theirs[copy], ours: ours[copy] }).toEqual({ theirs: ck.CKR_OK, ours: ck.CKR_ATTRIBUTE_VALUE_INVALID });
-  // Caml Crush cannot wrap with CKM_AES_KEY_WRAP at all (its client answers CKR_ARGUMENTS_BAD); the key itself is allowed by both.
-  const aesWrap = 'wrap the target with the wrap key';
-  expect({ theirs: theirs[aesWrap], ours: ours[aesWrap] }).toEqual({ theirs: ck.CKR_ARGUMENTS_BAD, ours: ck.CKR_OK });
-  for (const k of [copy, aesWrap]) {
-    delete theirs[k];
-    delete ours[k];
+  for (const [step, [camlCrush, us]] of Object.entries(differs)) {
+    expect({ step, theirs: theirs[step], ours: ours[step] }).toEqual({ step, theirs: camlCrush, ours: us });
+    delete theirs[step];
+    delete ours[step];
   }
   expect(ours).toEqual(theirs);
-  // And the table says what these patches are for.
-  expect(ours).toMatchObject({
-    'generate WRAP+DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
-    'set CKA_DECRYPT on the wrap key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
-    'clear CKA_WRAP, set CKA_DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
-    'wrap the target with the imported key': ck.CKR_OBJECT_HANDLE_INVALID,
-    'set CKA_WRAP on the imported key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
-    'roles of that key': 'CKA_WRAP=FALSE CKA_UNWRAP=FALSE CKA_ENCRYPT=FALSE CKA_DECRYPT=FALSE CKA_SIGN=FALSE CKA_VERIFY=FALSE CKA_SENSITIVE=TRUE CKA_EXTRACTABLE=FALSE CKA_DERIVE=FALSE CKA_PRIVATE=TRUE',
-  });
+  expect(ours).toMatchObject(Object.fromEntries(Object.entries(expected).filter(([k]) => !(k in differs))));
 }, 120_000);
