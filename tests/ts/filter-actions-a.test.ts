@@ -453,6 +453,14 @@ const secureAccepted: Array<[string, string, (e: Env) => Promise<unknown>]> = [
     const r = await e.c.call('C_CreateObject', { session: e.s, template: [ulong(ck.CKA_CLASS, ck.CKO_DATA), bool(ck.CKA_TOKEN, F), bytes(ck.CKA_LABEL, 'd')] });
     expect(r.rv).toBe(ck.CKR_OK);
   }],
+  ['C_CopyObject', 'a copy of a data object', async (e) => {
+    const r = await e.c.call('C_CreateObject', { session: e.s, template: [ulong(ck.CKA_CLASS, ck.CKO_DATA), bool(ck.CKA_TOKEN, F)] });
+    expect((await e.c.call('C_CopyObject', { session: e.s, object: r.object, template: [bytes(ck.CKA_LABEL, 'copy')] })).rv).toBe(ck.CKR_OK);
+  }],
+  ['C_SetAttributeValue', 'a new label on a key', async (e) => {
+    const k = await generateAes(e, { CKA_ENCRYPT: T, CKA_DECRYPT: T, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T });
+    expect(await e.c.call('C_SetAttributeValue', { session: e.s, object: k, template: [bytes(ck.CKA_LABEL, 'renamed'), bool(ck.CKA_ENCRYPT, T)] })).toBe(ck.CKR_OK);
+  }],
 ];
 test.each(secureAccepted)('secure_templates_patch / %s: %s is accepted', async (trigger, _what, make) => {
   await make(await open(post([[trigger, 'secure_templates_patch']])));
