@@ -6,6 +6,9 @@ import { sanitizeCreationTemplatesPatch } from './sanitize-templates';
 import { secureTemplatesPatch } from './secure-templates';
 import { doSegregateUsage } from './segregate-usage';
 import { stickyAttributesPatch } from './sticky-attributes';
+import { dangerousSensitiveKeysEscrowAll, dangerousSensitiveKeysEscrowEncrypt, dangerousSensitiveKeysParanoid } from './dangerous-sensitive-keys';
+import { nonLocalObjectsPatch } from './non-local-objects';
+import { preventSensitiveLeakPatch } from './sensitive-leak';
 
 /**
  * The built-in filter actions by their Caml Crush names. An action missing
@@ -22,4 +25,9 @@ export const ACTIONS: Readonly<Partial<Record<FilterActionName, ActionDefinition
   identity,
   c_Initialize_hook: cInitializeHook,
   c_Login_hook: cLoginHook,
+  non_local_objects_patch: nonLocalObjectsPatch,
+  prevent_sensitive_leak_patch: preventSensitiveLeakPatch,
+  dangerous_sensitive_keys_paranoid: dangerousSensitiveKeysParanoid,
+  dangerous_sensitive_keys_escrow_encrypt: dangerousSensitiveKeysEscrowEncrypt,
+  dangerous_sensitive_keys_escrow_all: dangerousSensitiveKeysEscrowAll,
 });
