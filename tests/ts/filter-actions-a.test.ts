@@ -845,6 +845,7 @@ set('clear CKA_ENCRYPT of the target', t, { CKA_ENCRYPT: false });
 set('clear CKA_SENSITIVE', t, { CKA_SENSITIVE: false });
 wrapKey('wrap the target with the wrap key', w, t);
 step('C_EncryptInit with the target', () => p.C_EncryptInit(s, { mechanism: A.CKM_AES_ECB }, t));
+if (out['C_EncryptInit with the target'] === 0) p.C_Encrypt(s, Buffer.alloc(16), Buffer.alloc(16));
 const t2 = gen('generate second target', { CKA_SENSITIVE: true, CKA_EXTRACTABLE: true });
 set('CKA_EXTRACTABLE TRUE -> FALSE', t2, { CKA_EXTRACTABLE: false });
 set('CKA_EXTRACTABLE FALSE -> TRUE', t2, { CKA_EXTRACTABLE: true });
@@ -859,8 +860,9 @@ step('key pair with a private key neither sensitive nor extractable', () => p.C_
   [{ type: A.CKA_CLASS, value: A.CKO_PRIVATE_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_SENSITIVE, value: false }, { type: A.CKA_EXTRACTABLE, value: false }]));
 gen('generate ENCRYPT+SIGN', { CKA_ENCRYPT: true, CKA_SIGN: true, CKA_WRAP: false, CKA_UNWRAP: false, CKA_DECRYPT: false, CKA_SENSITIVE: true });
 const mac = gen('generate a MAC key', { CKA_SIGN: true, CKA_VERIFY: true, CKA_ENCRYPT: false, CKA_DECRYPT: false, CKA_WRAP: false, CKA_UNWRAP: false, CKA_SENSITIVE: true });
-set('clear CKA_SIGN', mac, { CKA_SIGN: false });
 step('C_SignInit with the MAC key', () => p.C_SignInit(s, { mechanism: A.CKM_AES_CMAC }, mac));
+if (out['C_SignInit with the MAC key'] === 0) p.C_Sign(s, Buffer.alloc(16), Buffer.alloc(16));
+set('clear CKA_SIGN', mac, { CKA_SIGN: false });
 const plain = gen('generate a key naming no role', {});
 const roles = ['CKA_WRAP', 'CKA_UNWRAP', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_SIGN', 'CKA_VERIFY', 'CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_DERIVE', 'CKA_PRIVATE'];
 out['roles of that key'] = p.C_GetAttributeValue(s, plain, roles.map((r) => ({ type: A[r] }))).map((a, k) => roles[k] + '=' + (a.value[0] ? 'TRUE' : 'FALSE')).join(' ');
@@ -925,6 +927,26 @@ const COMPAT_RULES_2 = post([
   ),
 ]);
 const SEGREGATE = '(C_Initialize, do_segregate_usage), ';
+
+/** The filter_actions_post of Debian's /etc/pkcs11proxyd/filter.conf (its active patchset 1), without `action`. */
+function debianWithout(action: string): string {
+  // OCaml comments nest: drop them with a depth count (the file has no strings holding "(*").
+  const src = fs.readFileSync('/etc/pkcs11proxyd/filter.conf', 'utf8');
+  let text = '';
+  for (let i = 0, depth = 0; i < src.length; i++) {
+    if (src.startsWith('(*', i)) {
+      depth++;
+      i++;
+    } else if (depth > 0 && src.startsWith('*)', i)) {
+      depth--;
+      i++;
+    } else if (depth === 0) {
+      text += src[i];
+    }
+  }
+  const pairs = [...text.slice(text.indexOf('filter_actions_post')).matchAll(/\((C_\w+),\s*(\w+)\)/g)].map((m): [string, string] => [m[1], m[2]]);
+  return post(pairs.filter(([, a]) => a !== action));
+}
 const withSegregation = (rules: string): string => rules.replace('[(".*", [', `[(".*", [${SEGREGATE}`);
 
 /** Where the two daemons answer differently on purpose: step -> [Caml Crush, ours]. */
@@ -950,8 +972,17 @@ const compatConfigs: Array<{ name: string; rules: string; differs: Record<string
       'set CKA_WRAP on the imported key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
       'generate ENCRYPT+SIGN': ck.CKR_OK,
       'clear CKA_SIGN': ck.CKR_OK,
+      'C_SignInit with the MAC key': ck.CKR_OK,
       'roles of that key': 'CKA_WRAP=FALSE CKA_UNWRAP=FALSE CKA_ENCRYPT=FALSE CKA_DECRYPT=FALSE CKA_SIGN=FALSE CKA_VERIFY=FALSE CKA_SENSITIVE=TRUE CKA_EXTRACTABLE=FALSE CKA_DERIVE=FALSE CKA_PRIVATE=TRUE',
     },
+  },
+  {
+    // Debian's filter.conf without wrapping_format_patch (it needs a wrapping_format_key and is tested with it elsewhere).
+    name: "Debian's patchset 1 minus wrapping_format_patch",
+    rules: debianWithout('wrapping_format_patch'),
+    differs: { ...AES_WRAP_DIFFERS, ...COPY_DIFFERS },
+    // non_local_objects_patch refuses imported keys with a wrapping role.
+    expected: { 'generate WRAP+DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID, 'import a known key with CKA_WRAP': ck.CKR_TEMPLATE_INCONSISTENT, 'C_SignInit with the MAC key': ck.CKR_OK },
   },
   {
     name: 'patchset 1 with do_segregate_usage',
