@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createDecipheriv } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,6 +9,7 @@ import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
 import { bool, bytes, mech, ulong, P256 } from './helpers/attrs';
 import { startInProcess } from './helpers/in-process';
 import type { InProcessClient, InProcessStack } from './helpers/in-process';
+import { startDaemon } from './helpers/daemon';
 import { faultyModule } from './helpers/faulty-module';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
 import type { SoftHsmStore } from './helpers/softhsm';
@@ -206,6 +207,40 @@ const cases: Case[] = [
     refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
   },
 
+  {
+    // A CK_BBOOL is TRUE for any non-zero byte: the token reads 0x02 as TRUE, so the filter does too.
+    name: 'conflicting_attributes_patch / C_GenerateKey: CKA_DECRYPT given as the byte 0x02',
+    attach: [['C_GenerateKey', 'conflicting_attributes_patch']],
+    run: async (e) => {
+      const template = [...aesTemplate({ CKA_WRAP: T }, [ulong(ck.CKA_VALUE_LEN, 16)]), { type: ck.CKA_DECRYPT, value: Buffer.from([2]), valueLen: 1 }];
+      const r = await e.c.call('C_GenerateKey', { session: e.s, mechanism: mech(ck.CKM_AES_KEY_GEN), template });
+      if (r.rv === ck.CKR_OK) expect(await boolsOf(e, r.object, [ck.CKA_DECRYPT])).toEqual({ [ck.CKA_DECRYPT]: T });
+      return r.rv;
+    },
+    refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
+  },
+  {
+    name: 'conflicting_attributes_patch / px_GenerateKeyPairTyped: the private key is not sensitive and not extractable',
+    attach: [['C_GenerateKeyPair', 'conflicting_attributes_patch']],
+    run: async (e) => rvOf(await e.c.call('px_GenerateKeyPairTyped', {
+      session: e.s, mechanism: typed(ck.CKM_EC_KEY_PAIR_GEN), ...ecPair([bool(ck.CKA_VERIFY, T)], [bool(ck.CKA_SIGN, T), bool(ck.CKA_SENSITIVE, F), bool(ck.CKA_EXTRACTABLE, F)]),
+    })),
+    refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
+  },
+  {
+    name: 'conflicting_attributes_patch / px_UnwrapKeyTyped: unwrapped as an unwrap and encrypt key',
+    attach: [['C_UnwrapKey', 'conflicting_attributes_patch']],
+    run: async (e) => {
+      const w = await generateAes(e, WRAP_ONLY);
+      const blob = await wrap(e, w, await generateAes(e, TARGET));
+      expect(blob.rv).toBe(ck.CKR_OK);
+      return rvOf(await e.c.call('px_UnwrapKeyTyped', {
+        session: e.s, mechanism: typed(ck.CKM_AES_KEY_WRAP), unwrappingKey: w, wrappedKey: blob.data, template: aesTemplate({ CKA_UNWRAP: T, CKA_ENCRYPT: T }),
+      }));
+    },
+    refused: ck.CKR_ATTRIBUTE_VALUE_INVALID,
+  },
+
   // conflicting_attributes_patch_on_existing_objects: a key created with conflicting attributes is not used.
   ...(
     [
@@ -218,6 +253,7 @@ const cases: Case[] = [
       ['C_DeriveKey', (e: Env, k: number) => e.c.call('px_DeriveKeyTyped', { session: e.s, mechanism: deriveParam, baseKey: k, template: aesTemplate({}, [ulong(ck.CKA_VALUE_LEN, 16)]) })],
       ['C_WrapKey', async (e: Env, k: number) => wrap(e, k, await generateAes(e, TARGET)), 'C_WrapKey (wrapping key)'],
       ['C_WrapKey', async (e: Env, k: number) => wrap(e, await generateAes(e, WRAP_ONLY), k), 'C_WrapKey (wrapped key)'],
+      ['C_WrapKey', async (e: Env, k: number) => e.c.call('px_WrapKeyTyped', { session: e.s, mechanism: typed(ck.CKM_AES_KEY_WRAP), wrappingKey: await generateAes(e, WRAP_ONLY), key: k }), 'px_WrapKeyTyped (wrapped key)'],
       ['C_UnwrapKey', async (e: Env, k: number) => {
         const blob = await wrap(e, k, await generateAes(e, TARGET));
         expect(blob.rv).toBe(ck.CKR_OK);
@@ -388,6 +424,13 @@ const cases: Case[] = [
     run: async (e) => rvOf(await e.c.call('C_GenerateKey', { session: e.s, mechanism: mech(ck.CKM_AES_KEY_GEN), template: aesTemplate({ CKA_ENCRYPT: T, CKA_SIGN: T, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T }, [ulong(ck.CKA_VALUE_LEN, 16)]) })),
     refused: ck.CKR_TEMPLATE_INCONSISTENT,
   },
+  {
+    name: 'do_segregate_usage + conflicting_attributes_patch_on_existing_objects / C_SignInit: the key encrypts and signs',
+    attach: [['C_Initialize', 'do_segregate_usage'], ['C_SignInit', 'conflicting_attributes_patch_on_existing_objects']],
+    without: [['C_SignInit', 'conflicting_attributes_patch_on_existing_objects']],
+    run: async (e) => rvOf(await e.c.call('C_SignInit', { session: e.s, mechanism: mech(ck.CKM_AES_CMAC), key: await generateAes(e, { CKA_ENCRYPT: T, CKA_SIGN: T, CKA_DECRYPT: F, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T }) })),
+    refused: ck.CKR_OBJECT_HANDLE_INVALID,
+  },
 ];
 
 describe.each(cases)('$name', (k) => {
@@ -399,6 +442,28 @@ describe.each(cases)('$name', (k) => {
     const e = await open(post(k.attach));
     expect(await k.run(e)).toBe(k.refused);
   });
+});
+
+// secure_templates_patch lets the templates of its secure set through, and objects that are not keys.
+const secureAccepted: Array<[string, string, (e: Env) => Promise<unknown>]> = [
+  ['C_GenerateKey', 'a wrap/unwrap key', (e) => generateAes(e, { CKA_WRAP: T, CKA_UNWRAP: T, CKA_ENCRYPT: F, CKA_DECRYPT: F, CKA_SENSITIVE: T })],
+  ['C_GenerateKey', 'an encrypt/decrypt key', (e) => generateAes(e, { CKA_ENCRYPT: T, CKA_DECRYPT: T, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T })],
+  ['C_CreateObject', 'an imported encryption key', (e) => importAes(e, { CKA_ENCRYPT: T, CKA_WRAP: F, CKA_DECRYPT: F, CKA_SENSITIVE: T })],
+  ['C_CreateObject', 'a data object', async (e) => {
+    const r = await e.c.call('C_CreateObject', { session: e.s, template: [ulong(ck.CKA_CLASS, ck.CKO_DATA), bool(ck.CKA_TOKEN, F), bytes(ck.CKA_LABEL, 'd')] });
+    expect(r.rv).toBe(ck.CKR_OK);
+  }],
+  ['C_CopyObject', 'a copy of a data object', async (e) => {
+    const r = await e.c.call('C_CreateObject', { session: e.s, template: [ulong(ck.CKA_CLASS, ck.CKO_DATA), bool(ck.CKA_TOKEN, F)] });
+    expect((await e.c.call('C_CopyObject', { session: e.s, object: r.object, template: [bytes(ck.CKA_LABEL, 'copy')] })).rv).toBe(ck.CKR_OK);
+  }],
+  ['C_SetAttributeValue', 'a new label on a key', async (e) => {
+    const k = await generateAes(e, { CKA_ENCRYPT: T, CKA_DECRYPT: T, CKA_WRAP: F, CKA_UNWRAP: F, CKA_SENSITIVE: T });
+    expect(await e.c.call('C_SetAttributeValue', { session: e.s, object: k, template: [bytes(ck.CKA_LABEL, 'renamed'), bool(ck.CKA_ENCRYPT, T)] })).toBe(ck.CKR_OK);
+  }],
+];
+test.each(secureAccepted)('secure_templates_patch / %s: %s is accepted', async (trigger, _what, make) => {
+  await make(await open(post([[trigger, 'secure_templates_patch']])));
 });
 
 // ---- sanitize_creation_templates_patch: what the template leaves out gets Caml Crush's safe value ----
@@ -722,3 +787,243 @@ test('conflicting_attributes_patch_on_existing_objects on C_SignInit checks the 
     ]);
   }
 });
+
+// ---- the same calls through Caml Crush's daemon (Debian's caml-crush-server) and ours, same filter.conf ----
+
+/** Debian's patchset 1 restricted to the actions of these files. */
+const COMPAT_RULES = post([
+  ...['C_EncryptInit', 'C_DecryptInit', 'C_SignInit', 'C_SignRecoverInit', 'C_VerifyInit', 'C_VerifyRecoverInit', 'C_DeriveKey', 'C_DigestKey', 'C_WrapKey', 'C_UnwrapKey', 'C_FindObjects'].map(
+    (f): [string, string] => [f, 'conflicting_attributes_patch_on_existing_objects'],
+  ),
+  ...['C_CreateObject', 'C_CopyObject', 'C_UnwrapKey', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_DeriveKey', 'C_SetAttributeValue'].map(
+    (f): [string, string] => [f, 'conflicting_attributes_patch'],
+  ),
+  ['C_CopyObject', 'sticky_attributes_patch'],
+  ['C_SetAttributeValue', 'sticky_attributes_patch'],
+  ...['C_CreateObject', 'C_CopyObject', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_DeriveKey', 'C_UnwrapKey'].map(
+    (f): [string, string] => [f, 'sanitize_creation_templates_patch'],
+  ),
+]);
+
+const CC_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
+
+/**
+ * Runs in a child process with pkcs11js over Caml Crush's client library
+ * (the same client for both daemons); prints step name -> CK_RV (and, for
+ * reads, the values); a failure without a CKR_ name is its message.
+ */
+const COMPAT_DRIVER = `
+const pkcs11js = require('pkcs11js');
+const p = new pkcs11js.PKCS11();
+p.load(process.env.CLIENT);
+p.C_Initialize();
+const A = pkcs11js;
+const out = {};
+const rvOf = (e) => { const m = /\\b(CKR_[A-Z0-9_]+)\\b/.exec(String(e && e.message)); return m && typeof A[m[1]] === 'number' ? A[m[1]] : String(e && e.message); };
+const step = (name, f) => { try { const r = f(); out[name] = 0; return r; } catch (e) { out[name] = rvOf(e); return null; } };
+const slot = p.C_GetSlotList(true).find((s) => (p.C_GetTokenInfo(s).flags & pkcs11js.CKF_TOKEN_INITIALIZED) !== 0);
+const s = p.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+p.C_Login(s, pkcs11js.CKU_USER, process.env.PIN);
+const aes = (flags, extra = []) => [
+  { type: A.CKA_CLASS, value: A.CKO_SECRET_KEY }, { type: A.CKA_KEY_TYPE, value: A.CKK_AES }, { type: A.CKA_TOKEN, value: false },
+  ...Object.entries(flags).map(([k, v]) => ({ type: A[k], value: v })), ...extra,
+];
+const gen = (name, flags) => step(name, () => p.C_GenerateKey(s, { mechanism: A.CKM_AES_KEY_GEN }, aes(flags, [{ type: A.CKA_VALUE_LEN, value: 16 }])));
+const known = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+const imp = (name, flags) => step(name, () => p.C_CreateObject(s, aes(flags, [{ type: A.CKA_VALUE, value: known }])));
+const set = (name, h, flags) => step(name, () => p.C_SetAttributeValue(s, h, Object.entries(flags).map(([k, v]) => ({ type: A[k], value: v }))));
+const wrapKey = (name, w, k) => step(name, () => p.C_WrapKey(s, { mechanism: A.CKM_AES_KEY_WRAP }, w, k, Buffer.alloc(64)));
+
+gen('generate WRAP+DECRYPT', { CKA_WRAP: true, CKA_DECRYPT: true });
+gen('generate UNWRAP+ENCRYPT', { CKA_UNWRAP: true, CKA_ENCRYPT: true });
+const w = gen('generate wrap-only key', { CKA_WRAP: true, CKA_UNWRAP: true, CKA_ENCRYPT: false, CKA_DECRYPT: false, CKA_SENSITIVE: true });
+const t = gen('generate target', { CKA_SENSITIVE: true, CKA_EXTRACTABLE: true, CKA_ENCRYPT: true, CKA_DECRYPT: false, CKA_WRAP: false, CKA_UNWRAP: false });
+set('set CKA_DECRYPT on the wrap key', w, { CKA_DECRYPT: true });
+set('clear CKA_WRAP', w, { CKA_WRAP: false });
+set('clear CKA_WRAP, set CKA_DECRYPT', w, { CKA_WRAP: false, CKA_DECRYPT: true });
+set('clear CKA_ENCRYPT of the target', t, { CKA_ENCRYPT: false });
+set('clear CKA_SENSITIVE', t, { CKA_SENSITIVE: false });
+wrapKey('wrap the target with the wrap key', w, t);
+step('C_EncryptInit with the target', () => p.C_EncryptInit(s, { mechanism: A.CKM_AES_ECB }, t));
+if (out['C_EncryptInit with the target'] === 0) p.C_Encrypt(s, Buffer.alloc(16), Buffer.alloc(16));
+const t2 = gen('generate second target', { CKA_SENSITIVE: true, CKA_EXTRACTABLE: true });
+set('CKA_EXTRACTABLE TRUE -> FALSE', t2, { CKA_EXTRACTABLE: false });
+set('CKA_EXTRACTABLE FALSE -> TRUE', t2, { CKA_EXTRACTABLE: true });
+const i = imp('import a known key with CKA_WRAP', { CKA_WRAP: true, CKA_SENSITIVE: true });
+wrapKey('wrap the target with the imported key', i, t);
+const j = imp('import a known key without rights', { CKA_WRAP: false, CKA_SENSITIVE: true });
+set('set CKA_WRAP on the imported key', j, { CKA_WRAP: true });
+step('copy the wrap key without CKA_WRAP', () => p.C_CopyObject(s, w, [{ type: A.CKA_WRAP, value: false }]));
+step('copy the wrap key with CKA_DECRYPT', () => p.C_CopyObject(s, w, [{ type: A.CKA_DECRYPT, value: true }]));
+step('key pair with a private key neither sensitive nor extractable', () => p.C_GenerateKeyPair(s, { mechanism: A.CKM_EC_KEY_PAIR_GEN },
+  [{ type: A.CKA_CLASS, value: A.CKO_PUBLIC_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') }],
+  [{ type: A.CKA_CLASS, value: A.CKO_PRIVATE_KEY }, { type: A.CKA_TOKEN, value: false }, { type: A.CKA_SENSITIVE, value: false }, { type: A.CKA_EXTRACTABLE, value: false }]));
+gen('generate ENCRYPT+SIGN', { CKA_ENCRYPT: true, CKA_SIGN: true, CKA_WRAP: false, CKA_UNWRAP: false, CKA_DECRYPT: false, CKA_SENSITIVE: true });
+const mac = gen('generate a MAC key', { CKA_SIGN: true, CKA_VERIFY: true, CKA_ENCRYPT: false, CKA_DECRYPT: false, CKA_WRAP: false, CKA_UNWRAP: false, CKA_SENSITIVE: true });
+step('C_SignInit with the MAC key', () => p.C_SignInit(s, { mechanism: A.CKM_AES_CMAC }, mac));
+if (out['C_SignInit with the MAC key'] === 0) p.C_Sign(s, Buffer.alloc(16), Buffer.alloc(16));
+set('clear CKA_SIGN', mac, { CKA_SIGN: false });
+const plain = gen('generate a key naming no role', {});
+const roles = ['CKA_WRAP', 'CKA_UNWRAP', 'CKA_ENCRYPT', 'CKA_DECRYPT', 'CKA_SIGN', 'CKA_VERIFY', 'CKA_SENSITIVE', 'CKA_EXTRACTABLE', 'CKA_DERIVE', 'CKA_PRIVATE'];
+out['roles of that key'] = p.C_GetAttributeValue(s, plain, roles.map((r) => ({ type: A[r] }))).map((a, k) => roles[k] + '=' + (a.value[0] ? 'TRUE' : 'FALSE')).join(' ');
+p.C_CloseSession(s);
+p.C_Finalize();
+process.stdout.write(JSON.stringify(out));
+`;
+
+function runCompatDriver(socketPath: string, env: NodeJS.ProcessEnv): Record<string, number | string> {
+  const out = execFileSync(process.execPath, ['-e', COMPAT_DRIVER], {
+    cwd: path.resolve(__dirname, '../..'),
+    env: { ...env, CLIENT: CC_CLIENT, PIN: USER_PIN, PKCS11PROXY_SOCKET_PATH: socketPath, PKCS11PROXY_LIBNAME: 'softhsm' },
+    timeout: 120_000,
+  });
+  return JSON.parse(out.toString()) as Record<string, number | string>;
+}
+
+/** Debian's Caml Crush daemon on its own store, with `rules`; resolves once its socket exists. */
+async function startCamlCrush(rules: string): Promise<{ socketPath: string; env: NodeJS.ProcessEnv; stop(): Promise<void> }> {
+  const hsm = createSoftHsm(['caml']);
+  const socketPath = path.join(hsm.dir, 'cc.sock');
+  fs.mkdirSync(path.join(hsm.dir, 'netplex'));
+  fs.writeFileSync(path.join(hsm.dir, 'filter.conf'), `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n${rules}\n`);
+  fs.writeFileSync(path.join(hsm.dir, 'pkcs11proxyd.conf'), `netplex {
+  controller { max_level = "info"; socket_directory = "${hsm.dir}/netplex"; logging { type = "stderr"; }; };
+  service {
+    name = "PKCS#11 Filtering Proxy"; conn_limit = 1;
+    protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socketPath}"; }; };
+    processor { type = "rpc_pkcs11"; filter_config = "${hsm.dir}/filter.conf"; use_ssl = false; };
+    workload_manager { type = "dynamic"; max_jobs_per_thread = 1; min_free_jobs_capacity = 1; max_free_jobs_capacity = 1; max_threads = 10; };
+  }
+}
+`);
+  const proc = spawn('/usr/bin/pkcs11proxyd', ['-fg', '-conf', path.join(hsm.dir, 'pkcs11proxyd.conf')], { env: hsm.env, stdio: 'ignore', detached: true });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const deadline = Date.now() + 30_000;
+  while (!fs.existsSync(socketPath)) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('Caml Crush did not create its socket');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    socketPath,
+    env: hsm.env,
+    async stop() {
+      process.kill(-proc.pid!, 'SIGTERM');
+      await exited;
+      hsm.cleanup();
+    },
+  };
+}
+
+/** Patchset 2 (secure templates) restricted to the actions of these files. */
+const COMPAT_RULES_2 = post([
+  ...['C_EncryptInit', 'C_DecryptInit', 'C_SignInit', 'C_SignRecoverInit', 'C_VerifyInit', 'C_VerifyRecoverInit', 'C_DeriveKey', 'C_DigestKey', 'C_WrapKey', 'C_UnwrapKey', 'C_FindObjects'].map(
+    (f): [string, string] => [f, 'conflicting_attributes_patch_on_existing_objects'],
+  ),
+  ...['C_SetAttributeValue', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_CreateObject', 'C_CopyObject', 'C_UnwrapKey', 'C_DeriveKey'].map(
+    (f): [string, string] => [f, 'secure_templates_patch'],
+  ),
+  ...['C_CreateObject', 'C_CopyObject', 'C_GenerateKey', 'C_GenerateKeyPair', 'C_DeriveKey', 'C_UnwrapKey'].map(
+    (f): [string, string] => [f, 'sanitize_creation_templates_patch'],
+  ),
+]);
+const SEGREGATE = '(C_Initialize, do_segregate_usage), ';
+
+/** The filter_actions_post of Debian's /etc/pkcs11proxyd/filter.conf (its active patchset 1), without `action`. */
+function debianWithout(action: string): string {
+  // OCaml comments nest: drop them with a depth count (the file has no strings holding "(*").
+  const src = fs.readFileSync('/etc/pkcs11proxyd/filter.conf', 'utf8');
+  let text = '';
+  for (let i = 0, depth = 0; i < src.length; i++) {
+    if (src.startsWith('(*', i)) {
+      depth++;
+      i++;
+    } else if (depth > 0 && src.startsWith('*)', i)) {
+      depth--;
+      i++;
+    } else if (depth === 0) {
+      text += src[i];
+    }
+  }
+  const pairs = [...text.slice(text.indexOf('filter_actions_post')).matchAll(/\((C_\w+),\s*(\w+)\)/g)].map((m): [string, string] => [m[1], m[2]]);
+  return post(pairs.filter(([, a]) => a !== action));
+}
+const withSegregation = (rules: string): string => rules.replace('[(".*", [', `[(".*", [${SEGREGATE}`);
+
+/** Where the two daemons answer differently on purpose: step -> [Caml Crush, ours]. */
+const AES_WRAP_DIFFERS: Record<string, [number, number]> = {
+  // Caml Crush cannot wrap with CKM_AES_KEY_WRAP at all (its client answers CKR_ARGUMENTS_BAD); the key itself is allowed by both.
+  'wrap the target with the wrap key': [ck.CKR_ARGUMENTS_BAD, ck.CKR_OK],
+};
+const COPY_DIFFERS: Record<string, [number, number]> = {
+  // Caml Crush checks a copy's template alone; ours checks the copy's attributes (the source's with the template applied).
+  'copy the wrap key with CKA_DECRYPT': [ck.CKR_OK, ck.CKR_ATTRIBUTE_VALUE_INVALID],
+};
+
+const compatConfigs: Array<{ name: string; rules: string; differs: Record<string, [number, number]>; expected: Record<string, number | string> }> = [
+  {
+    name: 'patchset 1 (conflicting, sticky, sanitize)',
+    rules: COMPAT_RULES,
+    differs: { ...AES_WRAP_DIFFERS, ...COPY_DIFFERS },
+    expected: {
+      'generate WRAP+DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'set CKA_DECRYPT on the wrap key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'clear CKA_WRAP, set CKA_DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'wrap the target with the imported key': ck.CKR_OBJECT_HANDLE_INVALID,
+      'set CKA_WRAP on the imported key': ck.CKR_ATTRIBUTE_VALUE_INVALID,
+      'generate ENCRYPT+SIGN': ck.CKR_OK,
+      'clear CKA_SIGN': ck.CKR_OK,
+      'C_SignInit with the MAC key': ck.CKR_OK,
+      'roles of that key': 'CKA_WRAP=FALSE CKA_UNWRAP=FALSE CKA_ENCRYPT=FALSE CKA_DECRYPT=FALSE CKA_SIGN=FALSE CKA_VERIFY=FALSE CKA_SENSITIVE=TRUE CKA_EXTRACTABLE=FALSE CKA_DERIVE=FALSE CKA_PRIVATE=TRUE',
+    },
+  },
+  {
+    // Debian's filter.conf without wrapping_format_patch (it needs a wrapping_format_key and is tested with it elsewhere).
+    name: "Debian's patchset 1 minus wrapping_format_patch",
+    rules: debianWithout('wrapping_format_patch'),
+    differs: { ...AES_WRAP_DIFFERS, ...COPY_DIFFERS },
+    // non_local_objects_patch refuses imported keys with a wrapping role.
+    expected: { 'generate WRAP+DECRYPT': ck.CKR_ATTRIBUTE_VALUE_INVALID, 'import a known key with CKA_WRAP': ck.CKR_TEMPLATE_INCONSISTENT, 'C_SignInit with the MAC key': ck.CKR_OK },
+  },
+  {
+    name: 'patchset 1 with do_segregate_usage',
+    rules: withSegregation(COMPAT_RULES),
+    differs: { ...AES_WRAP_DIFFERS, ...COPY_DIFFERS },
+    expected: { 'generate ENCRYPT+SIGN': ck.CKR_ATTRIBUTE_VALUE_INVALID, 'clear CKA_SIGN': ck.CKR_ATTRIBUTE_VALUE_INVALID },
+  },
+  {
+    name: 'patchset 2 (secure templates, sanitize)',
+    rules: COMPAT_RULES_2,
+    differs: AES_WRAP_DIFFERS,
+    expected: { 'generate UNWRAP+ENCRYPT': ck.CKR_TEMPLATE_INCONSISTENT, 'clear CKA_WRAP': ck.CKR_ATTRIBUTE_READ_ONLY, 'copy the wrap key with CKA_DECRYPT': ck.CKR_TEMPLATE_INCONSISTENT },
+  },
+  {
+    name: 'patchset 2 with do_segregate_usage',
+    rules: withSegregation(COMPAT_RULES_2),
+    differs: AES_WRAP_DIFFERS,
+    expected: { 'generate ENCRYPT+SIGN': ck.CKR_TEMPLATE_INCONSISTENT, 'clear CKA_SIGN': ck.CKR_ATTRIBUTE_READ_ONLY },
+  },
+];
+
+test.each(compatConfigs)("Caml Crush's daemon and ours answer the same calls alike: $name", async ({ rules, differs, expected }) => {
+  const cc = await startCamlCrush(rules);
+  let theirs: Record<string, number | string>;
+  try {
+    theirs = runCompatDriver(cc.socketPath, cc.env);
+  } finally {
+    await cc.stop();
+  }
+  const d = await startDaemon({ filterExtra: rules });
+  let ours: Record<string, number | string>;
+  try {
+    ours = runCompatDriver(d.socketPath, d.hsm.env);
+  } finally {
+    await d.stop();
+  }
+  for (const [step, [camlCrush, us]] of Object.entries(differs)) {
+    expect({ step, theirs: theirs[step], ours: ours[step] }).toEqual({ step, theirs: camlCrush, ours: us });
+    delete theirs[step];
+    delete ours[step];
+  }
+  expect(ours).toEqual(theirs);
+  expect(ours).toMatchObject(Object.fromEntries(Object.entries(expected).filter(([k]) => !(k in differs))));
+}, 120_000);

@@ -5,7 +5,9 @@
  * CKA_DECRYPT (wrap a key, decrypt the blob) or CKA_UNWRAP and CKA_ENCRYPT
  * (encrypt a known key, unwrap it as a key of known value).
  */
-import { isPromise } from '../../generated/pkcs11_rpc';
+import { CALL_FIELDS, isPromise } from '../../generated/pkcs11_rpc';
+import { Pkcs11Error } from '../../pkcs11/errors';
+import { then } from '../../server/layers/generic';
 import type { CallName, MaybePromise } from '../../generated/pkcs11_rpc';
 import { ck } from '../../pkcs11/constants';
 import type { ActionContext, ActionDefinition, FoundFilter, Hook, HookAnswer, HookCall } from '../hooks';
@@ -64,10 +66,23 @@ class Conflicts {
     return false;
   }
 
-  /** True when an object's values (null: they could not be read) conflict; an unreadable object counts as conflicting. */
+  /**
+   * True when an object's values (null: they could not be read) conflict; an
+   * unreadable object counts as conflicting. Reads the values directly (no
+   * view is built): this runs on every use of a key.
+   */
   object(values: AttributeValues | null): boolean {
-    return values === null || this.found(objectView(values, this.types));
+    if (values === null) return true;
+    for (const [a, b] of this.pairs) if (holds(values, a) && holds(values, b)) return true;
+    return false;
   }
+}
+
+/** True when an object's value of `a.type` may be `a.value` (a value that is not one byte may be either). */
+function holds(values: AttributeValues, a: BoolAttr): boolean {
+  const v = values.get(a.type);
+  if (v === undefined || v === null) return false;
+  return v.length !== 1 || (v[0] !== 0) === a.value;
 }
 
 const CREATION_TRIGGERS: ReadonlySet<CallName> = new Set<CallName>([
@@ -126,19 +141,33 @@ export const conflictingAttributesPatchOnExistingObjects: ActionDefinition = {
   compile(ctx: ActionContext): Hook {
     const rules = new Conflicts(ctx.segregateUsage);
     const invalid = ck.CKR_OBJECT_HANDLE_INVALID;
+    const refuse = (call: HookCall): HookAnswer => refusal(call, invalid);
     return (call: HookCall): MaybePromise<HookAnswer> => {
-      const session = sessionOf(call);
-      const handles = objectsOf(call);
-      return firstAnswer(handles.length, (i) =>
-        recover(
-          () => {
-            const r = call.objects.cached(call.conn, session, handles[i], rules.types);
-            const judge = (v: AttributeValues): HookAnswer => (rules.object(v) ? refusal(call, invalid) : undefined);
-            return isPromise(r) ? r.then(judge) : judge(r);
-          },
-          () => refusal(call, invalid),
-        ),
-      );
+      const f = CALL_FIELDS[call.procedure].args;
+      const args = call.args as never;
+      const session = f.session.length > 0 ? (f.session[0].get(args) as number) : 0;
+      const fields = f.object;
+      // Written out (no closure per call): the cache answers at once on the hot path.
+      for (let i = 0; i < fields.length; i++) {
+        let v: MaybePromise<AttributeValues>;
+        try {
+          v = call.objects.cached(call.conn, session, fields[i].get(args) as number, rules.types);
+        } catch (e) {
+          if (e instanceof Pkcs11Error) return refuse(call);
+          throw e;
+        }
+        if (isPromise(v)) {
+          const handles = fields.slice(i).map((x) => x.get(args) as number);
+          return firstAnswer(handles.length, (j) =>
+            recover(
+              () => then(j === 0 ? v : call.objects.cached(call.conn, session, handles[j], rules.types), (x) => (rules.object(x) ? refuse(call) : undefined)),
+              () => refuse(call),
+            ),
+          );
+        }
+        if (rules.object(v)) return refuse(call);
+      }
+      return undefined;
     };
   },
   compileFoundFilter(ctx: ActionContext): FoundFilter {
