@@ -288,6 +288,26 @@ describe('prevent_sensitive_leak_patch', () => {
     });
   });
 
+  test('attached before the static checks (filter_actions_pre), its answer does not reveal an object allowed_labels hides', async () => {
+    const labels = 'allowed_labels = [(".*", ["vis.*"])]';
+    const pre = 'filter_actions_pre = [(".*", [(C_GetAttributeValue, prevent_sensitive_leak_patch)])]';
+    for (const filter of [`${labels}\n${pre}`, `${labels}\n${ACTION}`]) {
+      await withFilter(filter, async (e) => {
+        // A key generated without CKA_LABEL has an empty label: hidden by the policy, yet its creator holds the handle.
+        const g = await e.c.call('C_GenerateKey', {
+          session: e.s,
+          mechanism: mech(p.CKM_AES_KEY_GEN),
+          template: [ulong(p.CKA_VALUE_LEN, 16), bool(p.CKA_TOKEN, false), ...readable],
+        });
+        expect(g.rv).toBe(p.CKR_OK);
+        const r = await getAttrs(e, g.object, [want(p.CKA_LABEL), want(p.CKA_VALUE)]);
+        expect(r.rv).toBe(p.CKR_OBJECT_HANDLE_INVALID);
+        const v = await create(e, aesTemplate(readable, 'visible'));
+        expect((await getAttrs(e, v, [want(p.CKA_LABEL), want(p.CKA_VALUE)])).rv).toBe(p.CKR_ATTRIBUTE_SENSITIVE);
+      });
+    }
+  });
+
   test('C_SetAttributeValue of CKA_VALUE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE: SoftHSM2 refuses them itself; the action answers CKR_ATTRIBUTE_READ_ONLY', async () => {
     const attempts = [bytes(p.CKA_VALUE, Buffer.alloc(16, 7)), bool(p.CKA_ALWAYS_SENSITIVE, true), bool(p.CKA_NEVER_EXTRACTABLE, true)];
     await withFilter(PASS_THROUGH, async (e) => {
