@@ -8,6 +8,8 @@ import { CK_UNAVAILABLE_INFORMATION_WIRE } from '../../src/pkcs11/constants';
 import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
 import { bool, bytes, mech, query, ulong } from './helpers/attrs';
 import { faultyModule } from './helpers/faulty-module';
+import { ROOT, startDaemon } from './helpers/daemon';
+import { pkcs11Tool } from './helpers/pkcs11-tool';
 import { startInProcess } from './helpers/in-process';
 import type { InProcessClient } from './helpers/in-process';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
@@ -634,5 +636,30 @@ describe('cost', () => {
       encryptInit: { promises: 0, promise: false, rv: p.CKR_OK },
       value: { promises: 0, promise: false, rv: p.CKR_ATTRIBUTE_SENSITIVE },
     });
+  });
+});
+
+describe('through the daemon and our C client (pkcs11-tool)', () => {
+  const OUR_CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
+  test('pkcs11-tool --read-object of an extractable AES key: its value pass-through, refused with prevent_sensitive_leak_patch', async () => {
+    for (const filterExtra of [PASS_THROUGH, post([['C_GetAttributeValue', 'prevent_sensitive_leak_patch']])]) {
+      const d = await startDaemon({ filterExtra });
+      try {
+        const env = { ...d.hsm.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' };
+        const login = ['--login', '--pin', USER_PIN];
+        const gen = pkcs11Tool(OUR_CLIENT, [...login, '--keygen', '--key-type', 'AES:16', '--label', 'k', '--extractable'], env);
+        expect(gen.status).toBe(0);
+        const file = path.join(d.hsm.dir, 'value.bin');
+        const read = pkcs11Tool(OUR_CLIENT, [...login, '--read-object', '--type', 'secrkey', '--label', 'k', '--output-file', file], env);
+        if (filterExtra === PASS_THROUGH) {
+          expect([read.status, fs.readFileSync(file).length]).toEqual([0, 16]);
+        } else {
+          expect(fs.existsSync(file) && fs.readFileSync(file).length > 0).toBe(false);
+          expect(read.status).not.toBe(0);
+        }
+      } finally {
+        await d.stop();
+      }
+    }
   });
 });
