@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as p from 'pkcs11js';
@@ -8,6 +8,9 @@ import { CK_UNAVAILABLE_INFORMATION_WIRE } from '../../src/pkcs11/constants';
 import { FRAMED_REPLY_PREFIX_SIZE } from '../../src/server/transport/types';
 import { bool, bytes, mech, query, ulong } from './helpers/attrs';
 import { faultyModule } from './helpers/faulty-module';
+import { ROOT, startDaemon } from './helpers/daemon';
+import { pkcs11Tool } from './helpers/pkcs11-tool';
+import { P11Client } from './helpers/p11-client';
 import { startInProcess } from './helpers/in-process';
 import type { InProcessClient } from './helpers/in-process';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
@@ -286,6 +289,26 @@ describe('prevent_sensitive_leak_patch', () => {
       // The token's own errors come back unchanged: an unknown handle.
       expect((await getAttrs(e, 0x7777, [want(p.CKA_VALUE)])).rv).toBe(p.CKR_OBJECT_HANDLE_INVALID);
     });
+  });
+
+  test('attached before the static checks (filter_actions_pre), its answer does not reveal an object allowed_labels hides', async () => {
+    const labels = 'allowed_labels = [(".*", ["vis.*"])]';
+    const pre = 'filter_actions_pre = [(".*", [(C_GetAttributeValue, prevent_sensitive_leak_patch)])]';
+    for (const filter of [`${labels}\n${pre}`, `${labels}\n${ACTION}`]) {
+      await withFilter(filter, async (e) => {
+        // A key generated without CKA_LABEL has an empty label: hidden by the policy, yet its creator holds the handle.
+        const g = await e.c.call('C_GenerateKey', {
+          session: e.s,
+          mechanism: mech(p.CKM_AES_KEY_GEN),
+          template: [ulong(p.CKA_VALUE_LEN, 16), bool(p.CKA_TOKEN, false), ...readable],
+        });
+        expect(g.rv).toBe(p.CKR_OK);
+        const r = await getAttrs(e, g.object, [want(p.CKA_LABEL), want(p.CKA_VALUE)]);
+        expect(r.rv).toBe(p.CKR_OBJECT_HANDLE_INVALID);
+        const v = await create(e, aesTemplate(readable, 'visible'));
+        expect((await getAttrs(e, v, [want(p.CKA_LABEL), want(p.CKA_VALUE)])).rv).toBe(p.CKR_ATTRIBUTE_SENSITIVE);
+      });
+    }
   });
 
   test('C_SetAttributeValue of CKA_VALUE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE: SoftHSM2 refuses them itself; the action answers CKR_ATTRIBUTE_READ_ONLY', async () => {
@@ -613,6 +636,169 @@ describe('cost', () => {
       label: { promises: 0, promise: false, rv: p.CKR_OK },
       encryptInit: { promises: 0, promise: false, rv: p.CKR_OK },
       value: { promises: 0, promise: false, rv: p.CKR_ATTRIBUTE_SENSITIVE },
+    });
+  });
+});
+
+describe('through the daemon and our C client (pkcs11-tool)', () => {
+  const OUR_CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
+  test('pkcs11-tool --read-object of an extractable AES key: its value pass-through, refused with prevent_sensitive_leak_patch', async () => {
+    for (const filterExtra of [PASS_THROUGH, post([['C_GetAttributeValue', 'prevent_sensitive_leak_patch']])]) {
+      const d = await startDaemon({ filterExtra });
+      try {
+        const env = { ...d.hsm.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' };
+        const login = ['--login', '--pin', USER_PIN];
+        const gen = pkcs11Tool(OUR_CLIENT, [...login, '--keygen', '--key-type', 'AES:16', '--label', 'k', '--extractable'], env);
+        expect(gen.status).toBe(0);
+        const file = path.join(d.hsm.dir, 'value.bin');
+        const read = pkcs11Tool(OUR_CLIENT, [...login, '--read-object', '--type', 'secrkey', '--label', 'k', '--output-file', file], env);
+        if (filterExtra === PASS_THROUGH) {
+          expect([read.status, fs.readFileSync(file).length]).toEqual([0, 16]);
+        } else {
+          expect(fs.existsSync(file) && fs.readFileSync(file).length > 0).toBe(false);
+          expect(read.status).not.toBe(0);
+        }
+      } finally {
+        await d.stop();
+      }
+    }
+  });
+});
+
+/**
+ * Debian's Caml Crush daemon (/usr/bin/pkcs11proxyd) with a filter.conf, in front of a fresh SoftHSM2
+ * store, on a Unix socket; its netplex configuration as tests/c/netplex-conf.sh writes it.
+ */
+async function startCamlCrush(filter: string): Promise<{ socket: string; stop(): Promise<void> }> {
+  const hsm = createSoftHsm(['filter-b']);
+  const socket = path.join(hsm.dir, 'cc.sock');
+  fs.writeFileSync(path.join(hsm.dir, 'filter.conf'), `debug = 0\nmodules = [("softhsm", "${SOFTHSM_MODULE}")]\n${filter}\n`);
+  fs.writeFileSync(
+    path.join(hsm.dir, 'pkcs11proxyd.conf'),
+    `netplex { controller { max_level = "info"; socket_directory = "${hsm.dir}/netplex"; logging { type = "stderr"; }; };
+      service { name = "PKCS#11 Filtering Proxy"; conn_limit = 1;
+        protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socket}"; }; };
+        processor { type = "rpc_pkcs11"; filter_config = "${hsm.dir}/filter.conf"; use_ssl = false; };
+        workload_manager { type = "dynamic"; max_jobs_per_thread = 1; min_free_jobs_capacity = 1; max_free_jobs_capacity = 1; max_threads = 100; }; } }\n`,
+  );
+  const proc = spawn('/usr/bin/pkcs11proxyd', ['-fg', '-conf', path.join(hsm.dir, 'pkcs11proxyd.conf')], {
+    env: hsm.env,
+    stdio: 'ignore',
+    detached: true,
+  });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const deadline = Date.now() + 20_000;
+  while (!fs.existsSync(socket)) {
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error('Caml Crush did not create its socket');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    socket,
+    async stop() {
+      // Its netplex workers are in the process group of the daemon this test started.
+      if (proc.exitCode === null) process.kill(-proc.pid!, 'SIGTERM');
+      await exited;
+      hsm.cleanup();
+    },
+  };
+}
+
+/** One run of calls on a logged-in session; the answers that must be the same through both daemons. */
+async function compatRun(c: P11Client): Promise<Record<string, unknown>> {
+  const slot = (await c.call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList[0];
+  const s = (await c.call('C_OpenSession', { slotID: slot, flags: RW })).session;
+  expect(await c.call('C_Login', { session: s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) })).toBe(p.CKR_OK);
+  const out: Record<string, unknown> = {};
+  const createRv = async (template: px_attribute[]) => (await c.call('C_CreateObject', { session: s, template })).rv;
+  out.createWrapKey = await createRv(aesTemplate([bool(p.CKA_WRAP, true)], 'under-test'));
+  out.createUnwrapKey = await createRv(aesTemplate([bool(p.CKA_UNWRAP, true)], 'under-test'));
+  const imported = await c.call('C_CreateObject', {
+    session: s,
+    template: aesTemplate([bool(p.CKA_SENSITIVE, false), bool(p.CKA_EXTRACTABLE, true), bool(p.CKA_WRAP, false), bool(p.CKA_ENCRYPT, true)], 'under-test'),
+  });
+  out.createImported = imported.rv;
+  const k = imported.object;
+  out.setWrap = await c.call('C_SetAttributeValue', { session: s, object: k, template: [bool(p.CKA_WRAP, true)] });
+  out.copyWrap = (await c.call('C_CopyObject', { session: s, object: k, template: [bool(p.CKA_WRAP, true)] })).rv;
+  const mixed = await c.call('C_GetAttributeValue', { session: s, object: k, template: [want(p.CKA_LABEL), want(p.CKA_VALUE)] });
+  out.getMixed = { rv: mixed.rv, label: mixed.template[0]?.value.toString(), valueBytes: mixed.template[1]?.value.length, valueLen: mixed.template[1]?.valueLen };
+  out.getValue = (await c.call('C_GetAttributeValue', { session: s, object: k, template: [want(p.CKA_VALUE)] })).rv;
+  out.setAlwaysSensitive = await c.call('C_SetAttributeValue', { session: s, object: k, template: [bool(p.CKA_ALWAYS_SENSITIVE, true)] });
+  out.setNeverExtractable = await c.call('C_SetAttributeValue', { session: s, object: k, template: [bool(p.CKA_NEVER_EXTRACTABLE, true)] });
+  const ecb = mech(p.CKM_AES_ECB);
+  out.encryptInitBefore = await c.call('C_EncryptInit', { session: s, mechanism: ecb, key: k });
+  out.encryptFinal = (await c.call('C_EncryptFinal', { session: s })).rv;
+  // Made sensitive after creation: CKA_ALWAYS_SENSITIVE stays FALSE. Not local, encrypts: escrow_encrypt lets it be used.
+  out.setSensitive = await c.call('C_SetAttributeValue', { session: s, object: k, template: [bool(p.CKA_SENSITIVE, true)] });
+  out.encryptInitEscrowed = await c.call('C_EncryptInit', { session: s, mechanism: ecb, key: k });
+  await c.call('C_EncryptFinal', { session: s });
+  const hmac = (await c.call('C_CreateObject', { session: s, template: hmacTemplate([...HMAC_USES, bool(p.CKA_SENSITIVE, false), bytes(p.CKA_LABEL, 'under-test')]) })).object;
+  await c.call('C_SetAttributeValue', { session: s, object: hmac, template: [bool(p.CKA_SENSITIVE, true)] });
+  out.signInitSignOnly = await c.call('C_SignInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac });
+  const g = await c.call('C_GenerateKey', {
+    session: s,
+    mechanism: mech(p.CKM_AES_KEY_GEN),
+    template: [ulong(p.CKA_VALUE_LEN, 16), bool(p.CKA_TOKEN, false), bool(p.CKA_PRIVATE, true), bytes(p.CKA_LABEL, 'under-test'), bool(p.CKA_SENSITIVE, false), bool(p.CKA_ENCRYPT, true)],
+  });
+  await c.call('C_SetAttributeValue', { session: s, object: g.object, template: [bool(p.CKA_SENSITIVE, true)] });
+  out.encryptInitLocal = await c.call('C_EncryptInit', { session: s, mechanism: ecb, key: g.object });
+  await c.call('C_FindObjectsInit', { session: s, template: [bytes(p.CKA_LABEL, 'under-test')] });
+  const found = await c.call('C_FindObjects', { session: s, maxObjectCount: 16 });
+  await c.call('C_FindObjectsFinal', { session: s });
+  // Found: the escrowed AES key; the sign-only key and the local key are left out.
+  out.found = { rv: found.rv, count: found.objects.length, escrowedFound: found.objects.includes(k) };
+  await c.call('C_CloseSession', { session: s });
+  return out;
+}
+
+describe('the same answers as Caml Crush', () => {
+  test('Debian Caml Crush and ours, both with the three patches attached as in Debian\'s filter.conf', async () => {
+    const filter = post([
+      ['C_CreateObject', 'non_local_objects_patch'], ['C_CopyObject', 'non_local_objects_patch'], ['C_SetAttributeValue', 'non_local_objects_patch'],
+      ['C_GetAttributeValue', 'prevent_sensitive_leak_patch'], ['C_SetAttributeValue', 'prevent_sensitive_leak_patch'],
+      ...['C_EncryptInit', 'C_DecryptInit', 'C_SignInit', 'C_SignRecoverInit', 'C_VerifyInit', 'C_VerifyRecoverInit', 'C_DeriveKey', 'C_DigestKey', 'C_WrapKey', 'C_UnwrapKey', 'C_FindObjects']
+        .map((t): [string, string] => [t, 'dangerous_sensitive_keys_escrow_encrypt']),
+    ]);
+    const cc = await startCamlCrush(filter);
+    let theirs: Record<string, unknown>;
+    try {
+      const c = await P11Client.open({ path: cc.socket });
+      theirs = await compatRun(c);
+      await c.close();
+    } finally {
+      await cc.stop();
+    }
+    const d = await startDaemon({ filterExtra: filter, tokens: ['filter-b'] });
+    let ours: Record<string, unknown>;
+    try {
+      const c = await P11Client.open({ path: d.socketPath });
+      ours = await compatRun(c);
+      await c.close();
+    } finally {
+      await d.stop();
+    }
+    // One deliberate difference: Caml Crush sends a withheld attribute back with ulValueLen 0, which reads
+    // as an empty value; ours sends CK_UNAVAILABLE_INFORMATION, as PKCS#11 (2.40 section 5.7) and the token do.
+    expect([(theirs.getMixed as { valueLen: number }).valueLen, (ours.getMixed as { valueLen: number }).valueLen]).toEqual([0, UNAVAILABLE]);
+    (ours.getMixed as { valueLen: number }).valueLen = 0;
+    expect(ours).toEqual(theirs);
+    expect(theirs).toEqual({
+      createWrapKey: p.CKR_TEMPLATE_INCONSISTENT,
+      createUnwrapKey: p.CKR_TEMPLATE_INCONSISTENT,
+      createImported: p.CKR_OK,
+      setWrap: p.CKR_TEMPLATE_INCONSISTENT,
+      copyWrap: p.CKR_TEMPLATE_INCONSISTENT,
+      getMixed: { rv: p.CKR_ATTRIBUTE_SENSITIVE, label: 'under-test', valueBytes: 0, valueLen: 0 },
+      getValue: p.CKR_ATTRIBUTE_SENSITIVE,
+      setAlwaysSensitive: p.CKR_ATTRIBUTE_READ_ONLY,
+      setNeverExtractable: p.CKR_ATTRIBUTE_READ_ONLY,
+      encryptInitBefore: p.CKR_OK,
+      encryptFinal: p.CKR_OK,
+      setSensitive: p.CKR_OK,
+      encryptInitEscrowed: p.CKR_OK,
+      signInitSignOnly: p.CKR_OBJECT_HANDLE_INVALID,
+      encryptInitLocal: p.CKR_OBJECT_HANDLE_INVALID,
+      found: { rv: p.CKR_OK, count: 1, escrowedFound: true },
     });
   });
 });

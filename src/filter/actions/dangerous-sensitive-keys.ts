@@ -26,14 +26,14 @@
  * CKA_LOCAL) or only move a key towards a refusal the modifying call's own
  * checks see fresh (see object-attributes.ts).
  */
-import { isPromise } from '../../generated/pkcs11_rpc';
+import { CALL_FIELDS, isPromise } from '../../generated/pkcs11_rpc';
 import type { CallName, MaybePromise } from '../../generated/pkcs11_rpc';
 import { ck } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { ActionDefinition, FoundFilter, Hook, HookCall } from '../hooks';
 import { boolOf } from '../object-attributes';
 import type { AttributeValues } from '../object-attributes';
-import { attributesOf, objectArgsOf } from './key-checks';
+import { attributesOf } from './key-checks';
 import type { ObjectArg } from './key-checks';
 
 type Mode = 'paranoid' | 'escrow_encrypt' | 'escrow_all';
@@ -59,11 +59,13 @@ function refuses(mode: Mode, v: AttributeValues): boolean {
 
 function useHook(mode: Mode): Hook {
   return (call) => {
-    const objects = objectArgsOf(call);
+    const fields = CALL_FIELDS[call.procedure].args.object;
     const check = (i: number): MaybePromise<undefined> => {
-      for (; i < objects.length; i++) {
-        const object = objects[i];
-        const r = attributesOf(call, false, object, TYPES);
+      for (; i < fields.length; i++) {
+        const f = fields[i];
+        const handle = f.get(call.args as never) as number;
+        if (handle === 0 && f.zeroAllowed) continue;
+        const r = attributesOf(call, false, { handle, invalidRv: f.invalidRv }, TYPES);
         if (isPromise(r)) {
           const k = i;
           return r.then((v) => {

@@ -104,21 +104,22 @@ export function attributesOf(
   types: readonly number[],
 ): MaybePromise<AttributeValues> {
   const session = sessionOf(call);
-  const remap = (e: unknown): never => {
-    if (e instanceof Pkcs11Error && e.rv === ck.CKR_OBJECT_HANDLE_INVALID && object.invalidRv !== e.rv) {
-      throw new Pkcs11Error(object.invalidRv, call.name);
-    }
-    throw e;
-  };
   let r: MaybePromise<AttributeValues>;
   try {
     r = fresh
       ? call.objects.read(call.conn, session, object.handle, types)
       : call.objects.cached(call.conn, session, object.handle, types);
   } catch (e) {
-    return remap(e);
+    throw asCallError(e, call, object);
   }
-  return isPromise(r) ? r.catch(remap) : r;
+  return isPromise(r) ? r.catch((e: unknown) => Promise.reject(asCallError(e, call, object))) : r;
+}
+
+function asCallError(e: unknown, call: HookCall, object: ObjectArg): unknown {
+  if (e instanceof Pkcs11Error && e.rv === ck.CKR_OBJECT_HANDLE_INVALID && object.invalidRv !== e.rv) {
+    return new Pkcs11Error(object.invalidRv, call.name);
+  }
+  return e;
 }
 
 /**
