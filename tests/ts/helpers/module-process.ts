@@ -12,6 +12,7 @@ export const OUR_CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
  * PKCS11PROXY_SOCKET_PATH, ...) with getenv(), which jest's sandboxed
  * process.env never reaches, hence a process of its own. Buffers cross the
  * IPC channel as Uint8Arrays and are turned back into Buffers on both sides.
+ * Anything but a PKCS#11 error (a wrong argument type) rejects the call.
  */
 const CHILD = `
 const p = require(process.env.PKCS11JS);
@@ -25,7 +26,9 @@ process.on('message', ({ id, fn, args }) => {
     const ok = m[fn](...revive(args));
     process.send({ id, ok: ok === undefined ? null : ok });
   } catch (e) {
-    process.send({ id, rv: typeof e.code === 'number' ? e.code : -1, message: String(e && e.message) });
+    // pkcs11js gives the CK_RV as e.code, or only in the message ("CKR_X:16") for some calls.
+    const m = /^CKR_\\w+:(\\d+)$/.exec(String(e && e.message));
+    process.send({ id, rv: typeof e.code === 'number' ? e.code : m ? Number(m[1]) : -1, message: String(e && e.message) });
   }
 });
 process.on('disconnect', () => process.exit(0));
@@ -33,7 +36,7 @@ process.send({ id: 0, ok: 'ready' });
 `;
 
 /** One call's answer: the pkcs11js return value, or the CK_RV the module answered. */
-export type Answer<T> = { ok: T; rv: 0 } | { ok?: undefined; rv: number };
+export type Answer<T> = { ok: T; rv: 0 } | { ok: undefined; rv: number };
 
 const revive = (v: unknown): unknown =>
   v instanceof Uint8Array
@@ -80,7 +83,7 @@ export class ModuleProcess {
     return new Promise((resolve, reject) => {
       this.pending.set(id, (m) => {
         if (m.rv === undefined) resolve({ ok: revive(m.ok) as T, rv: 0 });
-        else if (m.rv >= 0) resolve({ rv: m.rv });
+        else if (m.rv >= 0) resolve({ ok: undefined, rv: m.rv });
         else reject(new Error(`${fn}: ${m.message}`));
       });
       this.child.send({ id, fn, args });
