@@ -17,6 +17,10 @@
  *  - filter.conf.example (our secure default, Caml Crush's patchset 1): every
  *    scenario is refused, the trace says by which call and with which CK_RV,
  *    and no value comes out.
+ *  - the same file in Debian's Caml Crush daemon, through the same client:
+ *    the same refusals, which is where the expected CK_RVs come from. Caml
+ *    Crush refuses CKM_AES_KEY_WRAP (CKR_ARGUMENTS_BAD), so there the attacks
+ *    wrap with CKM_AES_CBC.
  *
  * Wrapping uses CKM_AES_KEY_WRAP (RFC 3394), the mechanism filter.conf.example
  * keeps usable. "Decrypt the blob with key K" runs RFC 3394's unwrap on the
@@ -25,15 +29,15 @@
  * CKM_AES_ECB C_Encrypt calls. A blob wrapped under a key of known value W is
  * unwrapped in software.
  */
+import { spawn } from 'node:child_process';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as p from 'pkcs11js';
 import { ROOT, startDaemon } from './helpers/daemon';
-import type { RunningDaemon } from './helpers/daemon';
 import { ModuleProcess, OUR_CLIENT } from './helpers/module-process';
 import type { Answer } from './helpers/module-process';
-import { USER_PIN } from './helpers/softhsm';
+import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
 
 type Handle = Buffer;
 interface Attr {
@@ -47,6 +51,7 @@ for (const [k, v] of Object.entries(p)) if (k.startsWith('CKR_') && typeof v ===
 const rvName = (rv: number): string => RV_NAMES.get(rv) ?? `0x${rv.toString(16)}`;
 
 const RW = p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION;
+const CAML_CRUSH_DAEMON = '/usr/bin/pkcs11proxyd';
 const KEY_WRAP = { mechanism: p.CKM_AES_KEY_WRAP };
 /** RFC 3394 default initial value. */
 const KW_IV = Buffer.from('a6a6a6a6a6a6a6a6', 'hex');
@@ -103,6 +108,8 @@ interface Ctx {
   s: Handle;
   target: Handle;
   made: Made;
+  /** The mechanism of every C_WrapKey / C_UnwrapKey of the attacks. */
+  wrapMechanism: { mechanism: number; parameter?: Buffer };
 }
 
 /** One AES block through the token with `key` (CKM_AES_ECB). */
@@ -175,10 +182,10 @@ class Attack {
     return this.call<Handle>('C_CreateObject', aesKey(usage, imported(value)));
   }
   wrap(wrapping: Handle | undefined, key: Handle): () => Promise<Answer<Buffer>> {
-    return this.call<Buffer>('C_WrapKey', KEY_WRAP, wrapping, key, Buffer.alloc(1024));
+    return this.call<Buffer>('C_WrapKey', this.c.wrapMechanism, wrapping, key, Buffer.alloc(1024));
   }
   unwrap(unwrapping: Handle, blob: Buffer, usage: number[]): () => Promise<Answer<Handle>> {
-    return this.call<Handle>('C_UnwrapKey', KEY_WRAP, unwrapping, blob, aesKey(usage));
+    return this.call<Handle>('C_UnwrapKey', this.c.wrapMechanism, unwrapping, blob, aesKey(usage));
   }
   set(obj: Handle, attrs: Attr[]): () => Promise<Answer<null>> {
     return this.call<null>('C_SetAttributeValue', obj, attrs);
@@ -211,6 +218,8 @@ interface Scenario {
   softhsm?: string;
   /** With filter.conf.example. */
   example: Expect;
+  /** Caml Crush's daemon with filter.conf.example, where it differs from ours. */
+  camlCrush?: Expect;
 }
 
 const OK = 'CKR_OK';
@@ -411,6 +420,8 @@ const SCENARIOS: Scenario[] = [
     },
     // wrapping_format_patch: the blob says the target has CKA_WRAP=FALSE (and CKA_ENCRYPT=TRUE); Ka's template contradicts it.
     example: { trace: [`generate K (wrap, unwrap): ${OK}`, `wrap target with K: ${OK}`, 'unwrap blob as Ka (wrap): CKR_TEMPLATE_INCONSISTENT'], exposed: false },
+    // Caml Crush wraps with CKM_AES_CBC here, which SoftHSM2 does not offer for unwrapping: refused before any action runs.
+    camlCrush: { trace: [`generate K (wrap, unwrap): ${OK}`, `wrap target with K: ${OK}`, 'unwrap blob as Ka (wrap): CKR_MECHANISM_INVALID'], exposed: false },
   },
   {
     n: 12,
@@ -455,19 +466,26 @@ async function isTargetValue(c: Ctx, x: Buffer | undefined): Promise<boolean> {
   return onToken.ok.equals(softEcb(x, probe));
 }
 
-/** A daemon, our client in front of it, logged in. */
-interface Bench {
-  d: RunningDaemon;
-  m: ModuleProcess;
-  slot: number;
+/** A proxy daemon on a fresh SoftHSM2 store. */
+interface Server {
+  socketPath: string;
+  stop(): Promise<unknown>;
 }
 
-function useBench(filterExtra: () => string): () => Bench {
+/** A daemon, our client in front of it, logged in. */
+interface Bench {
+  d: Server;
+  m: ModuleProcess;
+  slot: number;
+  wrapMechanism: Ctx['wrapMechanism'];
+}
+
+function useBench(start: () => Promise<Server>, wrapMechanism: Ctx['wrapMechanism'] = KEY_WRAP): () => Bench {
   let b: Bench | undefined;
   beforeAll(async () => {
-    const d = await startDaemon({ workers: 1, filterExtra: filterExtra() });
-    const m = await ModuleProcess.start(OUR_CLIENT, { ...d.hsm.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' });
-    b = { d, m, slot: 0 };
+    const d = await start();
+    const m = await ModuleProcess.start(OUR_CLIENT, { ...process.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' });
+    b = { d, m, slot: 0, wrapMechanism };
     await m.must('C_Initialize');
     b.slot = (await m.must<number[]>('C_GetSlotList', true))[0];
     const s = await m.must<Handle>('C_OpenSession', b.slot, RW);
@@ -492,7 +510,7 @@ async function attack(b: Bench, made: Made, sc: Scenario): Promise<{ trace: stri
       made === 'C_CreateObject'
         ? await b.m.must<Handle>('C_CreateObject', s, targetTemplate(made))
         : await b.m.must<Handle>('C_GenerateKey', s, KEYGEN, targetTemplate(made));
-    const c: Ctx = { m: b.m, s, target, made };
+    const c: Ctx = { m: b.m, s, target, made, wrapMechanism: b.wrapMechanism };
     const x = new Attack(c);
     let out: Buffer | undefined;
     try {
@@ -509,7 +527,7 @@ async function attack(b: Bench, made: Made, sc: Scenario): Promise<{ trace: stri
 const TARGETS: Made[] = ['C_CreateObject', 'C_GenerateKey'];
 
 describe('PASS-THROUGH (no filter rules): every scenario gets the secret out, or SoftHSM2 itself refuses', () => {
-  const bench = useBench(() => '');
+  const bench = useBench(() => startDaemon({ workers: 1 }));
   describe.each(TARGETS)('target made by %s', (made) => {
     test.each(SCENARIOS.map((sc) => [`${sc.n}. ${sc.title}${sc.softhsm ? ` (SoftHSM2 itself refuses: ${sc.softhsm})` : ''}`, sc] as const))(
       '%s',
@@ -530,7 +548,7 @@ function exampleFilter(): string {
 }
 
 describe('filter.conf.example: every scenario is refused and no secret comes out', () => {
-  const bench = useBench(exampleFilter);
+  const bench = useBench(() => startDaemon({ workers: 1, filterExtra: exampleFilter() }));
   describe.each(TARGETS)('target made by %s', (made) => {
     test.each(SCENARIOS.map((sc) => [`${sc.n}. ${sc.title}`, sc] as const))('%s', async (_name, sc) => {
       const r = await attack(bench(), made, sc);
@@ -551,7 +569,7 @@ describe('filter.conf.example: every scenario is refused and no secret comes out
       const key = await m.must<Handle>('C_GenerateKey', s, KEYGEN, [...dataKey, { type: p.CKA_VALUE_LEN, value: 16 }]);
       const blob = await m.must<Buffer>('C_WrapKey', s, { mechanism }, kw, key, Buffer.alloc(1024));
       const copy = await m.must<Handle>('C_UnwrapKey', s, { mechanism }, kw, blob, dataKey);
-      const c: Ctx = { m, s, target: key, made: 'C_GenerateKey' };
+      const c: Ctx = { m, s, target: key, made: 'C_GenerateKey', wrapMechanism: { mechanism } };
       const probe = Buffer.alloc(16, 0x33);
       const [a, b] = [await tokenEcb(c, key, 'Encrypt', probe), await tokenEcb(c, copy, 'Encrypt', probe)];
       expect([rvName(a.rv), rvName(b.rv)]).toEqual([OK, OK]);
@@ -559,5 +577,60 @@ describe('filter.conf.example: every scenario is refused and no secret comes out
     } finally {
       await m.call('C_CloseSession', s);
     }
+  });
+});
+
+/**
+ * Debian's Caml Crush daemon on a fresh SoftHSM2 store, with `modules` and
+ * `filterExtra` as its filter.conf. Ready when its socket exists (it prints
+ * no readiness line); it runs in its own process group with its
+ * per-connection processes, which stop() ends.
+ */
+async function startCamlCrush(filterExtra: string): Promise<Server> {
+  const hsm = createSoftHsm(['test']);
+  const socketPath = path.join(hsm.dir, 'cc.sock');
+  const filterConf = path.join(hsm.dir, 'filter.conf');
+  fs.writeFileSync(filterConf, `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n${filterExtra}`);
+  const serverConf = path.join(hsm.dir, 'pkcs11proxyd.conf');
+  fs.writeFileSync(
+    serverConf,
+    `netplex {
+  controller { max_level = "info"; socket_directory = "${hsm.dir}/netplex"; logging { type = "stderr"; }; };
+  service {
+    name = "PKCS#11 Filtering Proxy";
+    conn_limit = 1;
+    protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socketPath}"; }; };
+    processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; use_ssl = false; };
+    workload_manager { type = "dynamic"; max_jobs_per_thread = 1; min_free_jobs_capacity = 1; max_free_jobs_capacity = 1; max_threads = 100; };
+  }
+}
+`,
+  );
+  const proc = spawn(CAML_CRUSH_DAEMON, ['-fg', '-conf', serverConf], { env: hsm.env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  const deadline = Date.now() + 30_000;
+  while (!fs.existsSync(socketPath)) {
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`Caml Crush did not create ${socketPath}: ${err}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    socketPath,
+    stop: async () => {
+      if (proc.exitCode === null) process.kill(-proc.pid!, 'SIGTERM');
+      await exited;
+      hsm.cleanup();
+    },
+  };
+}
+
+describe("Caml Crush's daemon with filter.conf.example: the same refusals (it refuses CKM_AES_KEY_WRAP itself, so its attacks wrap with CKM_AES_CBC)", () => {
+  const bench = useBench(() => startCamlCrush(exampleFilter()), { mechanism: p.CKM_AES_CBC, parameter: Buffer.alloc(16) });
+  describe.each(TARGETS)('target made by %s', (made) => {
+    test.each(SCENARIOS.map((sc) => [`${sc.n}. ${sc.title}`, sc] as const))('%s', async (_name, sc) => {
+      const r = await attack(bench(), made, sc);
+      expect({ trace: r.trace, exposed: r.exposed }).toEqual(sc.camlCrush ?? sc.example);
+    });
   });
 });
