@@ -8,6 +8,7 @@ import { CLI, ROOT } from './helpers/daemon';
 import { ModuleProcess, OUR_CLIENT } from './helpers/module-process';
 import { pkcs11Tool } from './helpers/pkcs11-tool';
 import { SOFTHSM_MODULE } from './helpers/softhsm';
+import { prepareEmbeddedDefault } from '../../src/server/embedded-default';
 
 const CC_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
 
@@ -251,4 +252,53 @@ test('embedded default: filter.conf.example with a wrapping format key made on t
   } finally {
     await second.stop();
   }
+});
+
+describe('embedded default files (prepareEmbeddedDefault)', () => {
+  const EXAMPLE = path.join(ROOT, 'filter.conf.example');
+  const KEY_LINE = /^wrapping_format_key = "([0-9a-f]{32})"$/m;
+
+  test('the first run writes filter.conf from filter.conf.example with a new key, mode 0600; the next run keeps it', () => {
+    const a = prepareEmbeddedDefault(tmp, EXAMPLE);
+    expect({ created: a.createdWrappingKey, exposed: a.filterConfExposed, mode: fs.statSync(a.filterConf).mode & 0o777 }).toEqual({
+      created: true,
+      exposed: null,
+      mode: 0o600,
+    });
+    const text = fs.readFileSync(a.filterConf, 'utf8');
+    expect(KEY_LINE.exec(text)?.[1]).toMatch(/^[0-9a-f]{32}$/);
+    const b = prepareEmbeddedDefault(tmp, EXAMPLE);
+    expect(b.createdWrappingKey).toBe(false);
+    expect(fs.readFileSync(b.filterConf, 'utf8')).toBe(text);
+    // Another state dir gets another key.
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-cli-'));
+    try {
+      const c = prepareEmbeddedDefault(other, EXAMPLE);
+      expect(KEY_LINE.exec(fs.readFileSync(c.filterConf, 'utf8'))?.[1]).not.toBe(KEY_LINE.exec(text)?.[1]);
+    } finally {
+      fs.rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  test("an older version's pass-through filter.conf is replaced; an edited one is kept as written; one readable by others is reported", () => {
+    const filterConf = path.join(tmp, 'filter.conf');
+    fs.writeFileSync(filterConf, `(* Written by pkcs11proxyd for the embedded default; edit freely. *)\nmodules = [("softhsm", "${SOFTHSM_MODULE}")]\n`, { mode: 0o600 });
+    expect(prepareEmbeddedDefault(tmp, EXAMPLE).createdWrappingKey).toBe(true);
+    expect(fs.readFileSync(filterConf, 'utf8')).toMatch(KEY_LINE);
+
+    const edited = `modules = [("softhsm", "${SOFTHSM_MODULE}")]\nfilter_actions_post = [(".*", [(C_WrapKey, wrapping_format_patch)])]\n`;
+    fs.writeFileSync(filterConf, edited);
+    fs.chmodSync(filterConf, 0o644);
+    const e = prepareEmbeddedDefault(tmp, EXAMPLE);
+    expect({ created: e.createdWrappingKey, exposed: e.filterConfExposed, text: fs.readFileSync(filterConf, 'utf8') }).toEqual({
+      created: false,
+      exposed: 0o644,
+      text: edited,
+    });
+  });
+
+  test('a missing filter.conf.example is a clear error, not a pass-through filter', () => {
+    expect(() => prepareEmbeddedDefault(tmp, path.join(tmp, 'no-such-example'))).toThrow(expect.objectContaining({ code: 'EMBEDDED_DEFAULT' }));
+    expect(fs.existsSync(path.join(tmp, 'filter.conf'))).toBe(false);
+  });
 });
