@@ -482,22 +482,25 @@ interface Bench {
 
 function useBench(start: () => Promise<Server>, wrapMechanism: Ctx['wrapMechanism'] = KEY_WRAP): () => Bench {
   let b: Bench | undefined;
+  let d: Server | undefined;
+  let m: ModuleProcess | undefined;
   beforeAll(async () => {
-    const d = await start();
-    const m = await ModuleProcess.start(OUR_CLIENT, { ...process.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' });
-    b = { d, m, slot: 0, wrapMechanism };
+    d = await start();
+    m = await ModuleProcess.start(OUR_CLIENT, { ...process.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' });
     await m.must('C_Initialize');
-    b.slot = (await m.must<number[]>('C_GetSlotList', true))[0];
-    const s = await m.must<Handle>('C_OpenSession', b.slot, RW);
+    const slot = (await m.must<number[]>('C_GetSlotList', true))[0];
+    const s = await m.must<Handle>('C_OpenSession', slot, RW);
     await m.must('C_Login', s, p.CKU_USER, USER_PIN);
+    b = { d, m, slot, wrapMechanism };
   }, 120_000);
   afterAll(async () => {
-    await b?.m.call('C_Finalize');
-    await b?.m.stop();
-    await b?.d.stop();
+    // Whatever part of the set-up ran is taken down, so no daemon outlives a failed start.
+    await m?.call('C_Finalize');
+    await m?.stop();
+    await d?.stop();
   }, 120_000);
   return () => {
-    if (!b) throw new Error('daemon not started');
+    if (!b) throw new Error('set-up failed (see beforeAll)');
     return b;
   };
 }
