@@ -162,9 +162,12 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
   private runHooks(hooks: readonly BoundHook[], ctx: Omit<HookCall, 'args'>, args: unknown): MaybePromise<HookAnswer> {
     let current = args;
     let rewritten = false;
+    // One call object for every hook; a new one only after a hook rewrote the arguments.
+    let call: HookCall = { name: ctx.name, procedure: ctx.procedure, conn: ctx.conn, args, next: ctx.next, objects: ctx.objects, policy: ctx.policy };
     const step = (i: number): MaybePromise<HookAnswer> => {
       for (; i < hooks.length; i++) {
-        const r = hooks[i].hook({ ...ctx, args: current });
+        if (call.args !== current) call = { ...call, args: current };
+        const r = hooks[i].hook(call);
         if (isPromise(r)) {
           const k = i;
           return r.then((ans) => {
@@ -399,42 +402,89 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    * the whole search at the first call and serves it from a copy): the
    * visible objects in module order, `maxObjectCount` at a time, then 0.
    */
-  private async findFiltered(policy: AliasPolicy, conn: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+  private findFiltered(policy: AliasPolicy, conn: ConnectionState, a: C_FindObjects_args): MaybePromise<C_FindObjects_ret> {
     // Nothing to filter in an empty answer; the module says whether a search is active.
     if (a.maxObjectCount === 0) return this.next.C_FindObjects(conn, a);
-    const out: number[] = [];
-    let hidden = 0;
-    // A module that keeps answering full pages of hidden objects ends the answer early (Caml Crush stops at 100000 too).
-    let rounds = 0;
+    const st: FindState = { out: [], hidden: 0, rounds: 0 };
     const ctx: HookCall = { name: 'C_FindObjects', procedure: 'C_FindObjects', conn, args: a, next: this.next, objects: this.objects, policy };
-    while (out.length < a.maxObjectCount && rounds++ < MAX_FIND_ROUNDS) {
-      const want = a.maxObjectCount - out.length;
-      const r = await this.next.C_FindObjects(conn, { session: a.session, maxObjectCount: want });
-      if (r.rv !== CKR_OK) return out.length > 0 ? { rv: CKR_OK, objects: out, count: out.length } : r;
-      let found: readonly number[] = r.objects;
-      if (policy.allowedLabels !== null || policy.allowedIds !== null) {
-        const kept: number[] = [];
-        for (const h of found) {
-          let ok: boolean;
-          try {
-            ok = await this.visible(policy, conn, a.session, h);
-          } catch {
-            ok = false;
-          }
-          if (ok) kept.push(h);
-          else hidden++;
-        }
-        found = kept;
+    const finish = (): C_FindObjects_ret => {
+      if (st.hidden > 0 && this.filter.debug >= 1) {
+        this.log('info', `${this.filter.logTag}: C_FindObjects hid ${st.hidden} object(s) by ${this.objectRules(policy)} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
       }
-      for (const f of policy.foundFilters) found = await f.filter(ctx, found);
-      out.push(...found);
-      if (r.objects.length < want) break;
-    }
-    if (hidden > 0 && this.filter.debug >= 1) {
-      this.log('info', `${this.filter.logTag}: C_FindObjects hid ${hidden} object(s) by ${this.objectRules(policy)} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
-    }
-    return { rv: CKR_OK, objects: out, count: out.length };
+      return { rv: CKR_OK, objects: st.out, count: st.out.length };
+    };
+    // Pages until enough visible objects or the module has no more; without a promise while the cache answers.
+    const loop = (): MaybePromise<C_FindObjects_ret> => {
+      // A module that keeps answering full pages of hidden objects ends the answer early (Caml Crush stops at 100000 too).
+      while (st.out.length < a.maxObjectCount && st.rounds++ < MAX_FIND_ROUNDS) {
+        const want = a.maxObjectCount - st.out.length;
+        const step = then(this.next.C_FindObjects(conn, { session: a.session, maxObjectCount: want }), (r) =>
+          this.siftPage(policy, conn, ctx, st, r, want),
+        );
+        const next = (v: FindStep): MaybePromise<C_FindObjects_ret> => (v === 'more' ? loop() : v === 'done' ? finish() : v);
+        if (isPromise(step)) return step.then(next);
+        if (step !== 'more') return next(step);
+      }
+      return finish();
+    };
+    return loop();
   }
+
+  /** Keeps the visible objects of one module answer; says whether to ask for more. */
+  private siftPage(policy: AliasPolicy, conn: ConnectionState, ctx: HookCall, st: FindState, r: C_FindObjects_ret, want: number): MaybePromise<FindStep> {
+    if (r.rv !== CKR_OK) return st.out.length > 0 ? 'done' : r;
+    const more = (found: readonly number[]): FindStep => {
+      for (const h of found) st.out.push(h);
+      return r.objects.length < want ? 'done' : 'more';
+    };
+    let found: MaybePromise<readonly number[]> = r.objects;
+    if (policy.allowedLabels !== null || policy.allowedIds !== null) {
+      found = keepWhere(r.objects, (h) => {
+        let v: MaybePromise<boolean>;
+        try {
+          v = this.visible(policy, conn, (ctx.args as C_FindObjects_args).session, h);
+        } catch {
+          v = false;
+        }
+        const count = (ok: boolean): boolean => {
+          if (!ok) st.hidden++;
+          return ok;
+        };
+        return isPromise(v) ? v.then(count, () => count(false)) : count(v);
+      });
+    }
+    for (const f of policy.foundFilters) found = then(found, (list) => f.filter(ctx, list));
+    return then(found, more);
+  }
+}
+
+/** What C_FindObjects filtering has gathered so far. */
+interface FindState {
+  readonly out: number[];
+  hidden: number;
+  rounds: number;
+}
+/** After one page: ask again, answer what was gathered, or answer the module's error. */
+type FindStep = 'more' | 'done' | C_FindObjects_ret;
+
+/** The elements of `list` for which `keep` holds, in order; no promise unless `keep` makes one. */
+function keepWhere(list: readonly number[], keep: (h: number) => MaybePromise<boolean>): MaybePromise<number[]> {
+  const out: number[] = [];
+  const from = (i: number): MaybePromise<number[]> => {
+    for (; i < list.length; i++) {
+      const k = keep(list[i]);
+      if (isPromise(k)) {
+        const at = i;
+        return k.then((ok) => {
+          if (ok) out.push(list[at]);
+          return from(at + 1);
+        });
+      }
+      if (k) out.push(list[i]);
+    }
+    return out;
+  };
+  return from(0);
 }
 
 /** The error result of a call, for hooks that refuse by answering. */
