@@ -79,7 +79,6 @@ const refused: Refused[] = [
   { name: 'forbid_admin_operations true', files: { filter: 'forbid_admin_operations = [(".*", true)]' }, file: 'filter', line: 2, column: 1, key: 'forbid_admin_operations', rule: FE },
   { name: 'filter_actions_pre', files: { filter: 'filter_actions_pre = [(".*", [(C_Login, c_Login_hook)])]' }, file: 'filter', line: 2, column: 1, key: 'filter_actions_pre', rule: FE },
   { name: 'filter_actions_post', files: { filter: 'filter_actions_post = [(".*", [(C_Login, identity)])]' }, file: 'filter', line: 2, column: 1, key: 'filter_actions_post', rule: FE },
-  { name: 'wrapping_format_key', files: { filter: 'wrapping_format_key = "00112233445566778899aabbccddeeff"' }, file: 'filter', line: 2, column: 1, key: 'wrapping_format_key', rule: FE },
   { name: 'the first refused key in file order wins', files: { filter: 'debug = 1\nallowed_ids = [(".*", [".*"])]\nforbidden_mechanisms = [(".*", [CKM_RSA_PKCS])]' }, file: 'filter', line: 3, column: 1, key: 'allowed_ids', rule: FE },
   { name: 'service user', files: { service: 'user = "nobody";' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].user', rule: /^not enforced yet \(privilege drop, issue 9\)$/ },
   { name: 'service group', files: { service: 'group = "nogroup"; user = "nobody";' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].group', rule: /^not enforced yet \(privilege drop/ },
