@@ -215,6 +215,8 @@ describe('through our daemon', () => {
   ])('round trip with %s: the unwrapped key has the same value', async (_name, m) => {
     const w = await wrap(f, m, fKeys.wk, fKeys.target);
     expect(w.rv).toBe(p.CKR_OK);
+    // RFC 3394 adds 8 bytes to 16; RFC 5649 pads 16 to 16 and adds 8.
+    expect(w.data.length).toBe(24 + A_BYTES + CMAC);
     const u = await unwrap(f, m, fKeys.wk, w.data, AGREEING);
     expect(u.rv).toBe(p.CKR_OK);
     expect((await read(f, u.object, [p.CKA_VALUE])).get(p.CKA_VALUE)).toEqual(TARGET_VALUE);
@@ -442,6 +444,7 @@ describe("interop with Caml Crush's daemon (Debian caml-crush-server), same keys
     expect(cw.rv).toBe(p.CKR_ARGUMENTS_BAD);
     const ow = await wrap(O.x, CKM_AES_KEY_WRAP, await create(O.x, wk), O.target);
     expect(ow.rv).toBe(p.CKR_OK);
+    expect(ow.data.length).toBe(24 + A_BYTES + CMAC);
     expect(ow.data.subarray(0, 24)).toEqual(aesKeyWrap(WRAPPING_VALUE, TARGET_VALUE));
   });
 });
