@@ -4,6 +4,7 @@ import path from 'node:path';
 import * as p from 'pkcs11js';
 import type { px_attribute } from '../../src/generated/pkcs11_rpc';
 import { aesCmac } from '../../src/filter/actions/cmac';
+import { attributeBytes, boundAttributes, decodeBoundAttributes, encodeBoundAttributes, openBlob, sealBlob } from '../../src/filter/actions/wrapping-format';
 import { bool, bytes, mech, ulong } from './helpers/attrs';
 import { startCamlCrush } from './helpers/camlcrush-daemon';
 import type { RunningCamlCrush } from './helpers/camlcrush-daemon';
@@ -73,6 +74,45 @@ describe('AES-CMAC (RFC 4493 section 4 vectors)', () => {
     const blob = Buffer.from('914f1280a9a52f6b4639517d8ccdd2bc0000000400010000010101010100cfbbae5c44ee7b724c00537e6baccb5a', 'hex');
     const k = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
     expect(aesCmac(k, blob.subarray(0, blob.length - CMAC))).toEqual(blob.subarray(blob.length - CMAC));
+  });
+});
+
+describe('blob encoding (Caml Crush critical attributes)', () => {
+  const le = (v: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return b;
+  };
+  it('A is 14 bytes, 18 with do_segregate_usage (CKA_SIGN, CKA_VERIFY, CKA_SIGN_RECOVER, CKA_VERIFY_RECOVER appended)', () => {
+    expect(attributeBytes(boundAttributes(false))).toBe(14);
+    expect(boundAttributes(true).slice(11)).toEqual([p.CKA_SIGN, p.CKA_VERIFY, p.CKA_SIGN_RECOVER, p.CKA_VERIFY_RECOVER]);
+    expect(attributeBytes(boundAttributes(true))).toBe(18);
+  });
+  it('CKA_CLASS big-endian 32-bit, booleans 01/00, ff for an attribute the key lacks; decoding inverts it', () => {
+    const types = boundAttributes(true);
+    const values = new Map<number, Buffer | null>([
+      [p.CKA_CLASS, le(p.CKO_PRIVATE_KEY)], [p.CKA_SENSITIVE, Buffer.from([1])], [p.CKA_EXTRACTABLE, Buffer.from([0])],
+      [p.CKA_ENCRYPT, null], [p.CKA_SIGN, Buffer.from([1])],
+    ]);
+    const a = encodeBoundAttributes(types, values);
+    expect(a.toString('hex')).toBe('00000003' + '01' + '00' + 'ff'.repeat(8) + '01' + 'ffffff');
+    expect(decodeBoundAttributes(types, a)).toEqual(
+      new Map([[p.CKA_CLASS, le(p.CKO_PRIVATE_KEY)], [p.CKA_SENSITIVE, Buffer.from([1])], [p.CKA_EXTRACTABLE, Buffer.from([0])], [p.CKA_SIGN, Buffer.from([1])]]),
+    );
+    expect(encodeBoundAttributes(types, new Map()).toString('hex')).toBe('ff'.repeat(18));
+  });
+  it('a boolean byte other than 00/01 binds nothing', () => {
+    const types = boundAttributes(false);
+    const a = Buffer.from('00000004' + '02' + 'ff'.repeat(9), 'hex');
+    expect([...decodeBoundAttributes(types, a).keys()]).toEqual([p.CKA_CLASS]);
+  });
+  it('openBlob verifies the CMAC and splits W from A', () => {
+    const a = Buffer.alloc(14, 0xff);
+    const blob = sealBlob(FORMAT_KEY, Buffer.from('wrapped'), a);
+    expect(openBlob(FORMAT_KEY, blob, 14)).toEqual({ wrapped: Buffer.from('wrapped'), a });
+    expect(openBlob(Buffer.alloc(16), blob, 14)).toBeNull();
+    expect(openBlob(FORMAT_KEY, blob.subarray(1), 14)).toBeNull();
+    expect(openBlob(FORMAT_KEY, Buffer.alloc(29), 14)).toBeNull();
   });
 });
 
