@@ -35,12 +35,8 @@ const is =
   (...values: Plain[]) =>
   (v: Plain): boolean =>
     values.includes(v);
-const FILTER_ENGINE = 'wrapping_format_patch (filter engine)';
 
 export const NOT_ENFORCED: readonly PendingKey[] = [
-  // Only wrapping_format_patch reads it; a key nobody reads is a secret left lying around.
-  { file: 'filter', pointer: '/wrapping_format_key', neutral: is(''), neutralText: '""', until: FILTER_ENGINE },
-
   // ---- pkcs11proxyd.conf ----
   { file: 'server', pointer: '/netplex/service/*/user', until: 'privilege drop, issue 9' },
   { file: 'server', pointer: '/netplex/service/*/group', until: 'privilege drop, issue 9' },
@@ -100,6 +96,7 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     filter_actions_pre: 'src/filter/actions (an action not implemented refuses to start)',
     filter_actions_post: 'src/filter/actions (an action not implemented refuses to start)',
     log_subchannel: 'tag of the filter log lines (src/filter/policy.ts logTag); one logger, no separate output',
+    wrapping_format_key: 'wrapping_format_patch (src/filter/actions/wrapping-format.ts): AES-CMAC key of wrapped-key blobs',
   },
   server: {
     'netplex.controller.max_level': 'log threshold (cli.ts; PKCS11PROXYD_LOG wins)',

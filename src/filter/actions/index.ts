@@ -9,6 +9,7 @@ import { stickyAttributesPatch } from './sticky-attributes';
 import { dangerousSensitiveKeysEscrowAll, dangerousSensitiveKeysEscrowEncrypt, dangerousSensitiveKeysParanoid } from './dangerous-sensitive-keys';
 import { nonLocalObjectsPatch } from './non-local-objects';
 import { preventSensitiveLeakPatch } from './sensitive-leak';
+import { wrappingFormatPatch } from './wrapping-format';
 
 /**
  * The built-in filter actions by their Caml Crush names. An action missing
@@ -30,4 +31,5 @@ export const ACTIONS: Readonly<Partial<Record<FilterActionName, ActionDefinition
   dangerous_sensitive_keys_paranoid: dangerousSensitiveKeysParanoid,
   dangerous_sensitive_keys_escrow_encrypt: dangerousSensitiveKeysEscrowEncrypt,
   dangerous_sensitive_keys_escrow_all: dangerousSensitiveKeysEscrowAll,
+  wrapping_format_patch: wrappingFormatPatch,
 });

@@ -1,0 +1,84 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createSoftHsm, SOFTHSM_MODULE } from './softhsm';
+import type { SoftHsmStore } from './softhsm';
+
+/** Debian's Caml Crush daemon (caml-crush-server). */
+export const CAMLCRUSH_DAEMON = '/usr/bin/pkcs11proxyd';
+
+export interface RunningCamlCrush {
+  socketPath: string;
+  hsm: SoftHsmStore;
+  proc: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts Caml Crush's daemon in the foreground on a temp Unix socket in
+ * front of a fresh SoftHSM2 store, with `modules = [("softhsm", SoftHSM2)]`
+ * plus `filterExtra`, and resolves once its socket exists (netplex creates it
+ * when the service listens). The daemon forks a process per connection: it
+ * runs in its own process group, which stop() ends.
+ */
+export async function startCamlCrush(filterExtra = '', timeoutMs = 30_000): Promise<RunningCamlCrush> {
+  const hsm = createSoftHsm(['test']);
+  const socketPath = path.join(hsm.dir, 'cc.sock');
+  const filterConf = path.join(hsm.dir, 'cc-filter.conf');
+  fs.writeFileSync(filterConf, `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n${filterExtra}\n`);
+  const serverConf = path.join(hsm.dir, 'cc-pkcs11proxyd.conf');
+  fs.mkdirSync(path.join(hsm.dir, 'netplex'));
+  // The workload_manager block is what Caml Crush requires: one connection per process.
+  fs.writeFileSync(
+    serverConf,
+    `netplex {
+  controller { max_level = "info"; socket_directory = "${path.join(hsm.dir, 'netplex')}"; logging { type = "stderr"; }; };
+  service {
+    name = "PKCS#11 Filtering Proxy";
+    conn_limit = 1;
+    protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${socketPath}"; }; };
+    processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; use_ssl = false; };
+    workload_manager { type = "dynamic"; max_jobs_per_thread = 1; min_free_jobs_capacity = 1; max_free_jobs_capacity = 1; max_threads = 20; };
+  }
+}
+`,
+  );
+  const proc = spawn(CAMLCRUSH_DAEMON, ['-fg', '-conf', serverConf], { env: hsm.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const deadline = Date.now() + timeoutMs;
+  // Poll for the socket with a deadline: Caml Crush prints no readiness line.
+  while (!fs.existsSync(socketPath)) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`Caml Crush exited before listening:\n${out}`);
+    if (Date.now() > deadline) {
+      process.kill(-proc.pid!, 'SIGKILL');
+      throw new Error(`Caml Crush did not create ${socketPath} in ${timeoutMs} ms:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    socketPath,
+    hsm,
+    proc,
+    output: () => out,
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        process.kill(-proc.pid!, 'SIGTERM');
+        const killer = setTimeout(() => {
+          try {
+            process.kill(-proc.pid!, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }, 5000);
+        await exited;
+        clearTimeout(killer);
+      }
+      hsm.cleanup();
+    },
+  };
+}
