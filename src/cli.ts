@@ -118,6 +118,7 @@ function clientHint(e: EmbeddedDefault): string {
   const lines = [
     `Embedded default: SoftHSM2 token '${EMBEDDED_TOKEN_LABEL}' (user PIN ${EMBEDDED_USER_PIN}, SO PIN ${EMBEDDED_SO_PIN})${e.createdToken ? ', created now' : ''}.`,
     `State in ${e.stateDir}; edit ${e.serverConf} and ${e.filterConf} to change it.`,
+    `Filter: ${e.filterConf} (from filter.conf.example: Caml Crush patchset 1).`,
     'Point pkcs11-tool at it:',
   ];
   if (fs.existsSync(OUR_CLIENT)) {
@@ -175,8 +176,13 @@ export async function main(argv: string[]): Promise<number> {
   try {
     let confFile = o.conf;
     if (confFile === null) {
-      embedded = prepareEmbeddedDefault(process.env.PKCS11PROXYD_STATE_DIR ?? path.join(ROOT, 'var'));
+      embedded = prepareEmbeddedDefault(process.env.PKCS11PROXYD_STATE_DIR ?? path.join(ROOT, 'var'), path.join(ROOT, 'filter.conf.example'));
       confFile = embedded.serverConf;
+      // stdout: without -fg this is the command the user ran; the detached daemon finds the file made.
+      if (embedded.createdWrappingKey) process.stdout.write(`embedded default: generated a wrapping_format_key into ${embedded.filterConf} (mode 0600)\n`);
+      if (embedded.filterConfExposed !== null) {
+        log('warn', `embedded default: ${embedded.filterConf} holds the wrapping format key but has mode 0${embedded.filterConfExposed.toString(8)}; chmod 600 it`);
+      }
     }
     const { server: sc, filter: fc } = loadDaemonConfig(confFile);
     const defaultWorkers = Math.min(sc.workloadThreads ?? os.availableParallelism(), sc.maxThreads ?? Infinity);

@@ -5,6 +5,10 @@
 #   ours-tcp   libp11client.so -> our pkcs11proxyd, TCP 127.0.0.1
 #   camlcrush  Debian's libp11clientunix.so -> Debian's pkcs11proxyd, Unix socket
 #   p11kit     p11-kit-client.so -> p11-kit server, Unix socket
+# and, when named in BENCH_SYSTEMS, two filtering configurations:
+#   ours-filter  ours-unix with filter.conf.example (the secure default)
+#   caml-filter  camlcrush with Debian's /etc/pkcs11proxyd/filter.conf
+#                (patchset 1; SoftHSM2 path fixed, wrapping_format_key added)
 # Each system has its own copy of one SoftHSM2 store (same token, same keys).
 # Cells run one after another, row by row (workload x client processes), the
 # system order rotating per row, so machine noise lands on all columns alike.
@@ -69,7 +73,22 @@ softhsm2-util --init-token --free --label bench --pin "$PIN" --so-pin 12345678 >
   die "softhsm2-util --init-token failed"
 tool --keypairgen --key-type EC:prime256v1 --label bench-ec --id 21 || die "EC key generation failed"
 tool --keypairgen --key-type rsa:2048 --label bench-rsa --id 22 || die "RSA key generation failed"
-tool --keygen --key-type AES:32 --label bench-aes --id 23 || die "AES key generation failed"
+# Encrypt/decrypt only, sensitive, not extractable: a key that secure policies
+# (ours and Caml Crush's patchset 1) let be used. pkcs11-tool cannot clear
+# CKA_WRAP/CKA_UNWRAP (SoftHSM2 defaults them to TRUE, and wrap+decrypt is a
+# conflicting pair that hides the key), so the template is given in full here.
+node -e '
+const { PKCS11 } = require(process.argv[1]);
+const p = new PKCS11(); p.load(process.argv[2]); p.C_Initialize();
+const s = p.C_OpenSession(p.C_GetSlotList(true)[0], 6);
+p.C_Login(s, 1, process.argv[3]);
+const t = (type, value) => ({ type, value });
+p.C_GenerateKey(s, { mechanism: 0x1080 /* CKM_AES_KEY_GEN */ }, [
+  t(0x0 /* CKA_CLASS */, 4), t(0x1 /* CKA_TOKEN */, true), t(0x3 /* CKA_LABEL */, "bench-aes"), t(0x102 /* CKA_ID */, Buffer.from([0x23])),
+  t(0x161 /* CKA_VALUE_LEN */, 32), t(0x104 /* CKA_ENCRYPT */, true), t(0x105 /* CKA_DECRYPT */, true),
+  t(0x106 /* CKA_WRAP */, false), t(0x107 /* CKA_UNWRAP */, false), t(0x108 /* CKA_SIGN */, false), t(0x10a /* CKA_VERIFY */, false),
+  t(0x103 /* CKA_SENSITIVE */, true), t(0x162 /* CKA_EXTRACTABLE */, false)]);
+p.C_Logout(s); p.C_Finalize();' "$root/node_modules/pkcs11js" "$SOFTHSM_LIB" "$PIN" || die "AES key generation failed"
 # Clients of a proxy get a SoftHSM2 configuration with no token, so a module
 # that reached SoftHSM2 directly (p11-kit registers it system-wide) finds nothing.
 write_softhsm_conf "$work/no-token"
@@ -100,6 +119,39 @@ spawn() { # system, command...
     >"$work/$sys/stdout" 2>"$work/$sys/stderr" </dev/null &
   PID[$sys]=$!
   SID[$sys]=$!
+}
+
+# filter_conf_from SRC DEST: SRC with the path of its `softhsm` module (or, without
+# one, its whole `modules`) set to this bench's SoftHSM2 and a wrapping_format_key set (patchset 1 needs one).
+filter_conf_from() {
+  python3 - "$1" "$2" "$SOFTHSM_LIB" <<'PY'
+import re, sys
+src, dest, lib = sys.argv[1:4]
+text = open(src).read()
+# Comments are OCaml (* ... *), nested, outside strings; drop them so a
+# commented-out key is not edited.
+out, depth, i, instr = [], 0, 0, False
+while i < len(text):
+    c, two = text[i], text[i:i + 2]
+    if depth == 0 and c == '"' and (i == 0 or text[i - 1] != '\\'):
+        instr = not instr
+    if not instr and two == '(*':
+        depth += 1; i += 2; continue
+    if not instr and depth and two == '*)':
+        depth -= 1; i += 2; continue
+    if depth == 0:
+        out.append(c)
+    i += 1
+text = ''.join(out)
+# Keep the other aliases (Caml Crush loads a module only when a client asks for it).
+if re.search(r'\("softhsm",\s*"[^"]*"\)', text):
+    text = re.sub(r'\("softhsm",\s*"[^"]*"\)', '("softhsm", "%s")' % lib, text)
+else:
+    text = re.sub(r'(?m)^\s*modules\s*=\s*\[[^\]]*\]', 'modules = [("softhsm", "%s")]' % lib, text)
+text = re.sub(r'(?m)^\s*wrapping_format_key\s*=.*$', '', text)
+text += '\nwrapping_format_key = "00112233445566778899aabbccddeeff"\n'
+open(dest, 'w').write(text)
+PY
 }
 
 ours_args=()
@@ -136,6 +188,22 @@ for sys in $SYSTEMS; do
     [ -n "$port" ] || die "no port in READY line: $(cat "$work/$sys/stdout")"
     MODULE[$sys]=$OURS_LIB
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=127.0.0.1:$port PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  ours-filter)
+    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    filter_conf_from "$root/filter.conf.example" "$work/$sys/filter.conf"
+    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    wait_for "our daemon ($sys) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    MODULE[$sys]=$OURS_LIB
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  caml-filter)
+    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    filter_conf_from /etc/pkcs11proxyd/filter.conf "$work/$sys/filter.conf"
+    spawn "$sys" /usr/bin/pkcs11proxyd -fg -conf "$work/$sys/pkcs11proxyd.conf"
+    wait_for "Caml Crush ($sys) did not create its socket: $(cat "$work/$sys/stderr")" test -S "$work/$sys/sock"
+    MODULE[$sys]=$CAML_LIB
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
     ;;
   camlcrush)
     netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
@@ -209,7 +277,7 @@ END {
   printf "Throughput (ops/s) and latency (p50/p99 us), %ss per cell, interleaved\n\n", secs
   printf "%-16s", "workload x procs"
   for (i = 1; i <= n; i++) printf " | %-22s", S[i]
-  printf " | %-9s %-9s %-9s\n", "ours/p11k", "ours/caml", "ours/dir"
+  printf " | %-9s %-9s %-9s %-9s %-9s\n", "ours/p11k", "ours/caml", "ours/dir", "filt/ours", "filt/cfil"
   for (r = 1; r <= nrows; r++) {
     key = rows[r]; split(key, kk, " ")
     printf "%-16s", kk[1] " x" kk[2]
@@ -220,9 +288,11 @@ END {
       printf " | %-22s", cell
     }
     o = ops[key, "ours-unix"]
-    printf " | %-9s %-9s %-9s\n", ratio(o, ops[key, "p11kit"]), ratio(o, ops[key, "camlcrush"]), ratio(o, ops[key, "direct"])
+    f = ops[key, "ours-filter"]
+    printf " | %-9s %-9s %-9s %-9s %-9s\n", ratio(o, ops[key, "p11kit"]), ratio(o, ops[key, "camlcrush"]), ratio(o, ops[key, "direct"]), ratio(f, o), ratio(f, ops[key, "caml-filter"])
   }
-  printf "\nRatios: ops/s of ours-unix divided by the other system (> 1: ours faster).\n"
+  printf "\nRatios: ops/s of ours-unix divided by the other system (> 1: ours faster);\n"
+  printf "filt/ours: ours-filter / ours-unix (cost of the secure policy); filt/cfil: ours-filter / caml-filter.\n"
   printf "\nCPU time per operation (us): client processes / server processes,\n"
   printf "[server CPU in %% of one core], (kernel share of client / server CPU)\n\n"
   printf "%-16s", "workload x procs"

@@ -84,7 +84,10 @@ import {
   ck,
 } from '../pkcs11/constants';
 import { NATIVE_ARCH } from '../pkcs11/arch';
-import { rvOf } from '../pkcs11/errors';
+import { Pkcs11Error, rvOf } from '../pkcs11/errors';
+import { ATTR_SHAPE, attributeShape } from '../generated/attribute-shapes';
+import { P11CALL_MAX_ATTRIBUTES, P11CALL_MAX_BYTES, p11call } from './p11call';
+import type { P11CallModule } from './p11call';
 import { CallCostModel } from './call-cost';
 import type { Backend, BackendContext, BackendLimits } from './backend';
 import { rawMechanism as mechanism, typedMechanism } from './mech-params';
@@ -224,6 +227,8 @@ const RANDOM_SLICE = 64 * 1024;
 /** One PKCS#11 module loaded and initialized once in this process. */
 export class LoadedModule {
   readonly p11: pkcs11js.PKCS11;
+  /** The same module instance reached through native/p11call, for single-call attribute reads; null without the addon. */
+  readonly direct: P11CallModule | null = null;
   constructor(
     readonly alias: string,
     readonly path: string,
@@ -242,6 +247,8 @@ export class LoadedModule {
         throw new BackendError(`C_Initialize of module '${alias}' failed: ${(e as Error).message}`);
       }
     }
+    // Opened after pkcs11js: the dynamic loader hands back the instance pkcs11js loaded and initialized.
+    this.direct = p11call()?.open(path) ?? null;
   }
 
   finalize(): void {
@@ -585,6 +592,10 @@ export class Pkcs11jsBackend implements Backend {
    * size query; otherwise `valueLen` is the caller's buffer size.
    */
   C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): C_GetAttributeValue_ret {
+    if (this.module.direct !== null) {
+      const r = this.getAttributeValueDirect(this.module.direct, a);
+      if (r !== null) return r;
+    }
     const p11 = this.m(c);
     const session = this.sh(a.session);
     const object = this.oh(a.object);
@@ -622,6 +633,44 @@ export class Pkcs11jsBackend implements Backend {
       return { type: req.type, value: v, valueLen: v.length };
     });
     return { rv, template: out };
+  }
+
+  /**
+   * One module call (pkcs11js makes two, see p11call.c): each attribute is
+   * offered the capacity the caller gave, or asked for its length only when
+   * the caller sent no value, exactly as the client's own C_GetAttributeValue
+   * did. Null when the ask is outside what the direct call carries (nested
+   * templates, whose values hold pointers, or very large asks): the pkcs11js
+   * path answers those.
+   */
+  private getAttributeValueDirect(direct: P11CallModule, a: C_GetAttributeValue_args): C_GetAttributeValue_ret | null {
+    const n = a.template.length;
+    if (n > P11CALL_MAX_ATTRIBUTES) return null;
+    const types: number[] = new Array<number>(n);
+    const caps: number[] = new Array<number>(n);
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      const t = a.template[i];
+      if (attributeShape(t.type) === ATTR_SHAPE.TEMPLATE) return null;
+      types[i] = t.type;
+      caps[i] = t.value.length === 0 ? -1 : t.valueLen;
+      if (caps[i] > 0) bytes += caps[i];
+    }
+    if (bytes > P11CALL_MAX_BYTES) return null;
+    const out = p11call()!.getAttributeValue(direct, a.session, a.object, types, caps);
+    const rv = out[0] as number;
+    if (rv !== CKR_OK && rv !== CKR_ATTRIBUTE_SENSITIVE && rv !== CKR_ATTRIBUTE_TYPE_INVALID && rv !== CKR_BUFFER_TOO_SMALL) {
+      throw new Pkcs11Error(rv, 'C_GetAttributeValue');
+    }
+    const template: px_attribute[] = new Array<px_attribute>(n);
+    for (let i = 0; i < n; i++) {
+      const v = out[i + 1];
+      template[i] =
+        typeof v !== 'number'
+          ? { type: types[i], value: v, valueLen: v.length }
+          : { type: types[i], value: EMPTY, valueLen: v < 0 ? CK_UNAVAILABLE_INFORMATION_WIRE : v };
+    }
+    return { rv, template };
   }
 
   C_SetAttributeValue(c: BackendContext, a: C_SetAttributeValue_args): px_rv {

@@ -85,17 +85,17 @@ export const NOT_ENFORCED: readonly PendingKey[] = [
 export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<string, string>>>> = {
   filter: {
     modules: 'the backends (cli.ts -> DaemonSettings.modules)',
-    debug: 'filter refusal logs at 1 and up (src/filter/filter-layer.ts)',
+    debug: 'src/filter/filter-layer.ts: refusals at 1, checks passed at 2, the compiled policy at start at 3',
     forbidden_mechanisms: 'src/filter/filter-layer.ts (hidden from mechanism lists, refused at every call with a mechanism)',
     forbidden_functions: 'src/filter/filter-layer.ts (CKR_FUNCTION_NOT_SUPPORTED)',
     remove_padding_oracles: 'src/filter/filter-layer.ts (C_EncryptInit, C_SignInit, C_WrapKey, C_UnwrapKey)',
     allowed_labels: 'src/filter/filter-layer.ts (objects outside the patterns are invisible)',
     allowed_ids: 'src/filter/filter-layer.ts (objects outside the patterns are invisible)',
-    enforce_ro_sessions: 'src/filter/filter-layer.ts (C_OpenSession without CKF_RW_SESSION)',
-    forbid_admin_operations: 'src/filter/filter-layer.ts (C_Login as CKU_SO / CKU_CONTEXT_SPECIFIC)',
+    enforce_ro_sessions: 'src/filter/filter-layer.ts (C_OpenSession: CKF_RW_SESSION cleared)',
+    forbid_admin_operations: 'src/filter/filter-layer.ts (C_Login as CKU_SO / CKU_CONTEXT_SPECIFIC, C_InitToken)',
     filter_actions_pre: 'src/filter/actions (an action not implemented refuses to start)',
     filter_actions_post: 'src/filter/actions (an action not implemented refuses to start)',
-    log_subchannel: 'shown in the effective configuration; one logger, no subchannels',
+    log_subchannel: 'tag of the filter log lines (src/filter/policy.ts logTag); one logger, no separate output',
     wrapping_format_key: 'wrapping_format_patch (src/filter/actions/wrapping-format.ts): AES-CMAC key of wrapped-key blobs',
   },
   server: {

@@ -15,7 +15,7 @@ import type {
   px_attribute,
   px_mechanism,
 } from '../generated/pkcs11_rpc';
-import { CKR_OK, ck } from '../pkcs11/constants';
+import { CKR_OK, ck, constantName, rvName } from '../pkcs11/constants';
 import { Pkcs11Error } from '../pkcs11/errors';
 import type { ConnectionState } from '../server/dispatch/connection-state';
 import { installGeneric, invoke, then } from '../server/layers/generic';
@@ -23,7 +23,7 @@ import { OBJECT_ARG_FIELDS, V3_CALL_OF_TYPED } from '../server/layers/object-fie
 import type { Logger } from '../server/log';
 import type { HookAnswer, HookCall } from './hooks';
 import { ObjectAttributes } from './object-attributes';
-import { INVALIDATING_CALLS, TEMPLATE_CALLS } from './policy';
+import { ADMIN_CALLS, INVALIDATING_CALLS, TEMPLATE_CALLS } from './policy';
 import type { AliasPolicy, BoundHook, CompiledFilter, PaddingKind } from './policy';
 
 const CKA_LABEL = ck.CKA_LABEL;
@@ -51,6 +51,9 @@ const PADDING_KIND: ReadonlyMap<CallName, PaddingKind> = new Map<CallName, Paddi
 /** User types forbid_admin_operations refuses at C_Login. */
 const ADMIN_USERS: ReadonlySet<number> = new Set([ck.CKU_SO, ck.CKU_CONTEXT_SPECIFIC]);
 
+/** Module answers one C_FindObjects may read to fill its page with visible objects. */
+const MAX_FIND_ROUNDS = 100_000;
+
 const ERROR_RET = new Map(PROCEDURES.map((p) => [p.name, p.errorRet]));
 
 /**
@@ -77,6 +80,7 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
   ) {
     super(next);
     this.objects = new ObjectAttributes(next);
+    this.dumpPolicy();
     installGeneric(this, FilterLayer.prototype, (name, conn, args) => {
       const policy = this.policyOf(conn);
       if (!policy.active.has(name)) return invoke(this.next, name, conn, args);
@@ -87,6 +91,28 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
   /** Replaces the policy (SIGHUP): each application rebinds at its next call. */
   reload(filter: CompiledFilter): void {
     this.filter = filter;
+    this.dumpPolicy();
+  }
+
+  /**
+   * debug = 3: the compiled policy of every alias, once per load. Rules
+   * only: no hook state, never wrapping_format_key.
+   */
+  private dumpPolicy(): void {
+    if (this.filter.debug < 3) return;
+    const log = (msg: string): void => this.log('info', `${this.filter.logTag}: ${msg}`);
+    log(`debug level ${this.filter.debug}, file ${this.filter.file || '(none)'}, log_subchannel: one logger, this tag on each line`);
+    for (const p of this.filter.byAlias.values()) {
+      const list = (xs: Iterable<string>): string => [...xs].join(', ') || '-';
+      log(`alias '${p.alias}': forbidden_mechanisms: ${list([...p.forbiddenMechanisms].map((m) => constantName('CKM_', m)))}`);
+      log(`alias '${p.alias}': forbidden_functions: ${list(p.forbiddenFunctions)}`);
+      log(`alias '${p.alias}': allowed_labels: ${p.allowedLabels === null ? 'not filtered' : list(p.allowedLabels.map((x) => JSON.stringify(x.source)))}`);
+      log(`alias '${p.alias}': allowed_ids: ${p.allowedIds === null ? 'not filtered' : list(p.allowedIds.map((x) => JSON.stringify(x.source)))}`);
+      log(`alias '${p.alias}': enforce_ro_sessions: ${p.enforceRoSessions ? 'yes' : 'no'}, forbid_admin_operations: ${p.forbidAdminOperations ? 'yes' : 'no'}`);
+      log(`alias '${p.alias}': remove_padding_oracles: ${list(p.paddingOracleOps)}`);
+      const hooks = (m: AliasPolicy['pre']): string => list([...m].flatMap(([call, hs]) => hs.map((h) => `${call}:${h.action}`)));
+      log(`alias '${p.alias}': filter_actions_pre: ${hooks(p.pre)}; filter_actions_post: ${hooks(p.post)}`);
+    }
   }
 
   policyOf(conn: ConnectionState): AliasPolicy {
@@ -170,9 +196,20 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     return ans;
   }
 
-  /** Logs a refusal at debug >= 1: the rule, the call and the client, never argument values. */
+  /**
+   * Logs a refusal at debug >= 1 (Caml Crush's "positive match"): the call,
+   * the CK_RV, the rule as `key (file:line:col)` and the client (connection
+   * and peer identity). Never argument values: no PIN, label or key bytes.
+   */
   refusal(conn: ConnectionState, name: CallName, rule: string, rv: number): void {
-    if (this.filter.debug >= 1) this.log('info', `filter: ${name} refused (rv 0x${rv.toString(16)}) by ${rule} for connection ${conn.id} (${conn.peer})`);
+    if (this.filter.debug >= 1) {
+      this.log('info', `${this.filter.logTag}: ${name} refused with ${rvName(rv)} by ${rule} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id} (${conn.peer})`);
+    }
+  }
+
+  /** debug >= 2 (Caml Crush's "negative match"): a rule looked at the call and let it pass. */
+  private passed(conn: ConnectionState, name: CallName, what: string): void {
+    this.log('info', `${this.filter.logTag}: ${name} passed ${what} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id}`);
   }
 
   private refuse(conn: ConnectionState, name: CallName, rule: string, rv: number): never {
@@ -181,33 +218,51 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   private staticChecks(policy: AliasPolicy, name: CallName, procedure: CallName, conn: ConnectionState, args: unknown): MaybePromise<void> {
-    if (policy.forbiddenFunctions.has(name)) this.refuse(conn, name, 'forbidden_functions', ck.CKR_FUNCTION_NOT_SUPPORTED);
+    const at = policy.ruleAt;
+    const verbose = this.filter.debug >= 2;
+    if (policy.forbiddenFunctions.has(name)) this.refuse(conn, name, at.functions.get(name)!, ck.CKR_FUNCTION_NOT_SUPPORTED);
     const f = CALL_FIELDS[procedure];
     const objectsChecked = policy.allowedLabels !== null || policy.allowedIds !== null;
     const done = (): void => {
       if (policy.forbiddenMechanisms.size > 0 || policy.paddingOracleOps.size > 0) {
         for (const field of f.args.mechanism) {
           const m = (field.get(args as never) as px_mechanism).mechanism;
-          if (policy.forbiddenMechanisms.has(m)) this.refuse(conn, name, 'forbidden_mechanisms', ck.CKR_MECHANISM_INVALID);
+          if (policy.forbiddenMechanisms.has(m)) this.refuse(conn, name, at.mechanisms.get(m)!, ck.CKR_MECHANISM_INVALID);
+          // Caml Crush, with remove_padding_oracles on unwrap, calls the module for an allowed mechanism without
+          // checking the template's label/id or running post hooks: a bypass. Here every check runs.
           const kind = PADDING_KIND.get(name);
           if (kind !== undefined && policy.paddingOracleOps.has(kind) && PADDING_ORACLE_MECHANISMS.has(m)) {
-            this.refuse(conn, name, 'remove_padding_oracles', ck.CKR_MECHANISM_INVALID);
+            this.refuse(conn, name, at.padding.get(kind)!, ck.CKR_MECHANISM_INVALID);
           }
+          if (verbose) this.passed(conn, name, `forbidden_mechanisms / remove_padding_oracles with ${constantName('CKM_', m)}`);
+        }
+        // Caml Crush refuses a forbidden mechanism's info before the post hooks run.
+        if (name === 'C_GetMechanismInfo') {
+          const type = (args as C_GetMechanismInfo_args).type;
+          if (policy.forbiddenMechanisms.has(type)) this.refuse(conn, name, at.mechanisms.get(type)!, ck.CKR_MECHANISM_INVALID);
         }
       }
       if (objectsChecked && TEMPLATE_CALLS.has(name)) {
+        // A template without CKA_LABEL / CKA_ID passes: Caml Crush checks only the values given.
         for (const field of f.args.template) {
-          if (!this.templateAllowed(policy, field.get(args as never) as px_attribute[])) {
-            this.refuse(conn, name, 'allowed_labels/allowed_ids (new value)', ck.CKR_ATTRIBUTE_VALUE_INVALID);
-          }
+          const bad = this.templateRefusal(policy, field.get(args as never) as px_attribute[]);
+          if (bad !== null) this.refuse(conn, name, bad, ck.CKR_ATTRIBUTE_VALUE_INVALID);
         }
+        if (verbose) this.passed(conn, name, 'allowed_labels / allowed_ids on the new values');
       }
-      if (policy.forbidAdminOperations && name === 'C_Login' && ADMIN_USERS.has((args as C_Login_args).userType)) {
-        this.refuse(conn, name, 'forbid_admin_operations', ck.CKR_USER_TYPE_INVALID);
+      if (policy.forbidAdminOperations && ADMIN_CALLS.has(name)) {
+        if (name === 'C_InitToken' || ADMIN_USERS.has((args as C_Login_args).userType)) {
+          this.refuse(conn, name, at.admin, name === 'C_InitToken' ? ck.CKR_FUNCTION_NOT_SUPPORTED : ck.CKR_USER_TYPE_INVALID);
+        }
+        if (verbose) this.passed(conn, name, at.admin);
       }
     };
     if (!objectsChecked || f.args.object.length === 0) return done();
-    // Objects the policy hides are answered as if they did not exist.
+    // Objects the policy hides are answered as if they did not exist: the CK_RV
+    // the handle layer gives an unknown handle in that field (CKR_KEY_HANDLE_INVALID
+    // for C_SignInit's key...). Caml Crush answers CKR_OBJECT_HANDLE_INVALID
+    // there (CKR_(UN)WRAPPING_KEY_HANDLE_INVALID for the wrapping keys); ours
+    // cannot be told apart from a handle that does not exist.
     const session = f.args.session.length > 0 ? (f.args.session[0].get(args as never) as number) : 0;
     let pending: Promise<void> | null = null;
     for (const field of f.args.object) {
@@ -217,12 +272,17 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
       const rv = spec?.rv ?? ck.CKR_OBJECT_HANDLE_INVALID;
       const v = this.visible(policy, conn, session, handle);
       const check = (ok: boolean): void => {
-        if (!ok) this.refuse(conn, name, 'allowed_labels/allowed_ids', rv);
+        if (!ok) this.refuse(conn, name, this.objectRules(policy), rv);
+        if (verbose) this.passed(conn, name, `${this.objectRules(policy)} for ${field.name}`);
       };
       if (isPromise(v)) pending = (pending ?? Promise.resolve()).then(() => v).then(check);
       else check(v);
     }
     return pending ? pending.then(done) : done();
+  }
+
+  private objectRules(policy: AliasPolicy): string {
+    return [policy.ruleAt.labels, policy.ruleAt.ids].filter((x) => x !== '').join(' / ');
   }
 
   /**
@@ -231,13 +291,19 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    * id pattern (each test only when the policy has that list). An object
    * whose attributes cannot be read is hidden. A module error on the read
    * itself (bad handle) is the call's answer.
+   *
+   * Matching follows Caml Crush's Str: the label's bytes one per character
+   * (latin1), the id as lowercase hex. Two deliberate differences: the end
+   * of the pattern is the end of the value (Str's `$` also matches before a
+   * newline, so "ok" would accept "ok\nanything"), and `.` does not match a
+   * carriage return (JS line terminator; Str's `.` does).
    */
   visible(policy: AliasPolicy, conn: ConnectionState, session: number, handle: number): MaybePromise<boolean> {
     return then(this.objects.cached(conn, session, handle, LABEL_AND_ID), (v) => {
       if (policy.allowedLabels !== null) {
         const label = v.get(CKA_LABEL);
         if (label === null || label === undefined) return false;
-        const s = label.toString('utf8');
+        const s = label.toString('latin1');
         if (!policy.allowedLabels.some((p) => p.regex.test(s))) return false;
       }
       if (policy.allowedIds !== null) {
@@ -250,19 +316,19 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     });
   }
 
-  /** A template may set CKA_LABEL / CKA_ID only to values the policy lets the client see. */
-  private templateAllowed(policy: AliasPolicy, template: readonly px_attribute[]): boolean {
+  /** A template may set CKA_LABEL / CKA_ID only to values the policy lets the client see: the rule refusing it, or null. */
+  private templateRefusal(policy: AliasPolicy, template: readonly px_attribute[]): string | null {
     for (const a of template) {
       if (a.type === CKA_LABEL && policy.allowedLabels !== null) {
-        const s = a.value.toString('utf8');
-        if (!policy.allowedLabels.some((p) => p.regex.test(s))) return false;
+        const s = a.value.toString('latin1');
+        if (!policy.allowedLabels.some((p) => p.regex.test(s))) return policy.ruleAt.labels;
       }
       if (a.type === CKA_ID && policy.allowedIds !== null) {
         const s = a.value.toString('hex');
-        if (!policy.allowedIds.some((p) => p.regex.test(s))) return false;
+        if (!policy.allowedIds.some((p) => p.regex.test(s))) return policy.ruleAt.ids;
       }
     }
-    return true;
+    return null;
   }
 
   private invalidateAfter(name: CallName, conn: ConnectionState, args: unknown): void {
@@ -300,7 +366,8 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     if (!policy.active.has('C_GetMechanismInfo')) return this.next.C_GetMechanismInfo(conn, a);
     return this.filtered(policy, 'C_GetMechanismInfo', conn, a, (args) => {
       const req = args as C_GetMechanismInfo_args;
-      if (policy.forbiddenMechanisms.has(req.type)) this.refuse(conn, 'C_GetMechanismInfo', 'forbidden_mechanisms', ck.CKR_MECHANISM_INVALID);
+      // A post hook may have rewritten the type after the static check.
+      if (policy.forbiddenMechanisms.has(req.type)) this.refuse(conn, 'C_GetMechanismInfo', policy.ruleAt.mechanisms.get(req.type)!, ck.CKR_MECHANISM_INVALID);
       return this.next.C_GetMechanismInfo(conn, req);
     }) as MaybePromise<C_GetMechanismInfo_ret>;
   }
@@ -310,8 +377,12 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     if (!policy.active.has('C_OpenSession')) return this.next.C_OpenSession(conn, a);
     return this.filtered(policy, 'C_OpenSession', conn, a, (args) => {
       const req = args as C_OpenSession_args;
-      // enforce_ro_sessions: the session is opened read-only whatever the client asked (Caml Crush clears CKF_RW_SESSION).
+      // enforce_ro_sessions: the session is opened read-only whatever the client asked (Caml Crush clears
+      // CKF_RW_SESSION rather than refusing); writes in it then fail with the module's CKR_SESSION_READ_ONLY.
       const flags = policy.enforceRoSessions ? req.flags & ~ck.CKF_RW_SESSION : req.flags;
+      if (flags !== req.flags && this.filter.debug >= 1) {
+        this.log('info', `${this.filter.logTag}: C_OpenSession opened read-only by ${policy.ruleAt.roSessions} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
+      }
       return this.next.C_OpenSession(conn, { slotID: req.slotID, flags });
     }) as MaybePromise<C_OpenSession_ret>;
   }
@@ -322,11 +393,21 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     return this.filtered(policy, 'C_FindObjects', conn, a, (args) => this.findFiltered(policy, conn, args as C_FindObjects_args)) as MaybePromise<C_FindObjects_ret>;
   }
 
-  /** Asks the module until `maxObjectCount` visible objects are found or it has no more. */
+  /**
+   * Asks the module until `maxObjectCount` visible objects are found or it
+   * has no more. The client sees what Caml Crush's filter gives (it reads
+   * the whole search at the first call and serves it from a copy): the
+   * visible objects in module order, `maxObjectCount` at a time, then 0.
+   */
   private async findFiltered(policy: AliasPolicy, conn: ConnectionState, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+    // Nothing to filter in an empty answer; the module says whether a search is active.
+    if (a.maxObjectCount === 0) return this.next.C_FindObjects(conn, a);
     const out: number[] = [];
+    let hidden = 0;
+    // A module that keeps answering full pages of hidden objects ends the answer early (Caml Crush stops at 100000 too).
+    let rounds = 0;
     const ctx: HookCall = { name: 'C_FindObjects', procedure: 'C_FindObjects', conn, args: a, next: this.next, objects: this.objects, policy };
-    while (out.length < a.maxObjectCount) {
+    while (out.length < a.maxObjectCount && rounds++ < MAX_FIND_ROUNDS) {
       const want = a.maxObjectCount - out.length;
       const r = await this.next.C_FindObjects(conn, { session: a.session, maxObjectCount: want });
       if (r.rv !== CKR_OK) return out.length > 0 ? { rv: CKR_OK, objects: out, count: out.length } : r;
@@ -341,12 +422,16 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
             ok = false;
           }
           if (ok) kept.push(h);
+          else hidden++;
         }
         found = kept;
       }
       for (const f of policy.foundFilters) found = await f.filter(ctx, found);
       out.push(...found);
       if (r.objects.length < want) break;
+    }
+    if (hidden > 0 && this.filter.debug >= 1) {
+      this.log('info', `${this.filter.logTag}: C_FindObjects hid ${hidden} object(s) by ${this.objectRules(policy)} for alias '${policy.alias}', connection ${conn.id} (${conn.peer})`);
     }
     return { rv: CKR_OK, objects: out, count: out.length };
   }

@@ -16,6 +16,7 @@ import type { CallName } from '../generated/pkcs11_rpc';
 import { V3_CALL_OF_TYPED } from '../server/layers/object-fields';
 import { invalidAt } from '../config/validate';
 import type { FilterConfig } from '../config/filter-config';
+import { compileStrPattern } from '../config/str-regex';
 import type { StrPattern } from '../config/str-regex';
 import type { PaddingOperation } from '../config/filter-names';
 import type { FoundFilter, Hook } from './hooks';
@@ -35,6 +36,22 @@ export interface BoundFoundFilter {
   readonly filter: FoundFilter;
   readonly action: string;
   readonly where: string;
+}
+
+/**
+ * Where each static rule of a policy is written, as `key (file:line:col)`,
+ * for refusal logs: the first rule (in file order) that forbids a mechanism
+ * or function or removes a padding kind, the rules of the label and id
+ * lists, the rule that decided a yes/no key.
+ */
+export interface RulePositions {
+  readonly mechanisms: ReadonlyMap<number, string>;
+  readonly functions: ReadonlyMap<CallName, string>;
+  readonly padding: ReadonlyMap<PaddingKind, string>;
+  readonly labels: string;
+  readonly ids: string;
+  readonly roSessions: string;
+  readonly admin: string;
 }
 
 /** Everything the filter enforces for one module alias. Frozen. */
@@ -57,6 +74,8 @@ export interface AliasPolicy {
   readonly post: ReadonlyMap<CallName, readonly BoundHook[]>;
   /** Filters of C_FindObjects answers (actions attached to C_FindObjects), in declaration order. */
   readonly foundFilters: readonly BoundFoundFilter[];
+  /** Where the static rules above are written (refusal logs). */
+  readonly ruleAt: RulePositions;
   /** Procedure names (typed ones included) some rule or hook looks at; the others pass straight through. */
   readonly active: ReadonlySet<CallName>;
   /** True when no rule applies: the layer passes calls through without looking at them. */
@@ -68,8 +87,14 @@ export interface CompiledFilter {
   /** Changes on every reload; an application bound to another generation rebinds. */
   readonly generation: number;
   readonly file: string;
-  /** filter.conf `debug`: refusals are logged at 1 and up. */
+  /** filter.conf `debug`: refusals are logged at 1 and up, checks passed at 2, the compiled policy at start at 3. */
   readonly debug: number;
+  /**
+   * Prefix of the filter's log lines: filter.conf `log_subchannel`, `filter`
+   * without it. pkcs11proxyd has one logger; Caml Crush's Netplex subchannel
+   * (a separate log output) becomes this tag on the same output.
+   */
+  readonly logTag: string;
   readonly byAlias: ReadonlyMap<string, AliasPolicy>;
 }
 
@@ -89,18 +114,41 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
     return p ? `${cfg.file}:${p.line}:${p.column}` : cfg.file;
   };
   for (const { alias } of cfg.modules) {
-    const matches = <T extends { alias: StrPattern }>(rules: readonly T[]): T[] => rules.filter((r) => r.alias.regex.test(alias));
-    const mechanisms = new Set<number>();
-    for (const r of matches(cfg.forbiddenMechanisms)) for (const m of r.mechanisms) mechanisms.add(m);
-    const functions = new Set<CallName>();
-    for (const r of matches(cfg.forbiddenFunctions)) for (const f of r.functions) functions.add(f as CallName);
+    /** The rules whose alias pattern matches, with their index in the file's list. */
+    const matches = <T extends { alias: StrPattern }>(rules: readonly T[]): Array<[T, number]> =>
+      rules.flatMap((r, i): Array<[T, number]> => (r.alias.regex.test(alias) ? [[r, i]] : []));
+    const at = (key: string, pointer: string): string => `${key} (${pos(pointer)})`;
+    const mechanismAt = new Map<number, string>();
+    for (const [r, i] of matches(cfg.forbiddenMechanisms)) {
+      r.mechanisms.forEach((m, k) => {
+        if (!mechanismAt.has(m)) mechanismAt.set(m, at('forbidden_mechanisms', `/forbidden_mechanisms/${i}/1/${k}`));
+      });
+    }
+    const functionAt = new Map<CallName, string>();
+    for (const [r, i] of matches(cfg.forbiddenFunctions)) {
+      r.functions.forEach((f, k) => {
+        if (!functionAt.has(f as CallName)) functionAt.set(f as CallName, at('forbidden_functions', `/forbidden_functions/${i}/1/${k}`));
+      });
+    }
     const labelRules = matches(cfg.allowedLabels);
     const idRules = matches(cfg.allowedIds);
-    const padding = new Set<PaddingKind>();
-    for (const r of matches(cfg.removePaddingOracles)) {
-      for (const op of r.operations) for (const k of op === 'all' ? ALL_PADDING : [op]) padding.add(k);
+    const paddingAt = new Map<PaddingKind, string>();
+    for (const [r, i] of matches(cfg.removePaddingOracles)) {
+      r.operations.forEach((op, k) => {
+        for (const kind of op === 'all' ? ALL_PADDING : [op]) {
+          if (!paddingAt.has(kind)) paddingAt.set(kind, at('remove_padding_oracles', `/remove_padding_oracles/${i}/1/${k}`));
+        }
+      });
     }
-    const firstSays = (rules: ReadonlyArray<{ alias: StrPattern; v: boolean }>): boolean => rules.find((r) => r.alias.regex.test(alias))?.v ?? false;
+    /** yes/no keys: the first rule whose alias pattern matches decides (Caml Crush's get_associated_list); none: no. */
+    const firstSays = (key: string, rules: ReadonlyArray<{ alias: StrPattern; v: boolean }>): { v: boolean; at: string } => {
+      const i = rules.findIndex((r) => r.alias.regex.test(alias));
+      return i < 0 ? { v: false, at: '' } : { v: rules[i].v, at: at(key, `/${key}/${i}`) };
+    };
+    const ro = firstSays('enforce_ro_sessions', cfg.enforceRoSessions.map((r) => ({ alias: r.alias, v: r.enforce })));
+    const admin = firstSays('forbid_admin_operations', cfg.forbidAdminOperations.map((r) => ({ alias: r.alias, v: r.forbid })));
+    const listAt = (key: string, rules: ReadonlyArray<[unknown, number]>): string =>
+      rules.length === 0 ? '' : `${key} (${rules.map(([, i]) => pos(`/${key}/${i}`)).join(', ')})`;
 
     const segregateUsage = [...cfg.filterActionsPre, ...cfg.filterActionsPost].some(
       (r) => r.alias.regex.test(alias) && r.actions.some((a) => a.action === 'do_segregate_usage'),
@@ -139,13 +187,17 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
     const post = hooks('filter_actions_post', cfg.filterActionsPost);
     const base = {
       alias,
-      forbiddenMechanisms: mechanisms,
-      forbiddenFunctions: functions,
-      allowedLabels: labelRules.length ? Object.freeze(labelRules.flatMap((r) => r.labels)) : null,
-      allowedIds: idRules.length ? Object.freeze(idRules.flatMap((r) => r.ids)) : null,
-      enforceRoSessions: firstSays(cfg.enforceRoSessions.map((r) => ({ alias: r.alias, v: r.enforce }))),
-      forbidAdminOperations: firstSays(cfg.forbidAdminOperations.map((r) => ({ alias: r.alias, v: r.forbid }))),
-      paddingOracleOps: padding,
+      forbiddenMechanisms: new Set(mechanismAt.keys()),
+      forbiddenFunctions: new Set(functionAt.keys()),
+      allowedLabels: labelRules.length ? Object.freeze(labelRules.flatMap(([r]) => r.labels.map(bytewise))) : null,
+      allowedIds: idRules.length ? Object.freeze(idRules.flatMap(([r]) => r.ids)) : null,
+      enforceRoSessions: ro.v,
+      forbidAdminOperations: admin.v,
+      paddingOracleOps: new Set(paddingAt.keys()),
+      ruleAt: Object.freeze({
+        mechanisms: mechanismAt, functions: functionAt, padding: paddingAt,
+        labels: listAt('allowed_labels', labelRules), ids: listAt('allowed_ids', idRules), roSessions: ro.at, admin: admin.at,
+      }),
       pre,
       post,
       foundFilters: Object.freeze(found),
@@ -153,7 +205,17 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
     const active = activeCalls(base);
     byAlias.set(alias, Object.freeze({ ...base, active, passThrough: active.size === 0 }));
   }
-  return Object.freeze({ generation: ++generations, file: cfg.file, debug: cfg.debug, byAlias });
+  return Object.freeze({ generation: ++generations, file: cfg.file, debug: cfg.debug, logTag: cfg.logSubchannel ?? 'filter', byAlias });
+}
+
+/**
+ * A label pattern that matches the label's bytes as Caml Crush's Str does
+ * (one byte per character): the label is tested in latin1, so the pattern's
+ * own non-ASCII characters become their UTF-8 bytes.
+ */
+function bytewise(p: StrPattern): StrPattern {
+  if (/^[\x00-\x7f]*$/.test(p.source)) return p;
+  return { source: p.source, regex: compileStrPattern(Buffer.from(p.source, 'utf8').toString('latin1')).regex };
 }
 
 /** Calls that change what the filter may have cached about objects: they always pass through the filter when it is active. */
@@ -161,8 +223,16 @@ export const INVALIDATING_CALLS: ReadonlySet<CallName> = new Set<CallName>([
   'C_SetAttributeValue', 'C_CopyObject', 'C_DestroyObject', 'C_CloseSession', 'C_CloseAllSessions', 'C_Logout', 'C_Login', 'C_Finalize',
 ]);
 
-/** Calls refused by forbid_admin_operations (Caml Crush: SO and context-specific logins). */
-const ADMIN_CALLS: ReadonlySet<CallName> = new Set<CallName>(['C_Login']);
+/**
+ * Calls refused by forbid_admin_operations. Caml Crush looks only at C_Login
+ * (CKU_SO and CKU_CONTEXT_SPECIFIC answered CKR_USER_TYPE_INVALID). Its
+ * documented purpose is a barrier against SO PIN guessing and SO tasks, but
+ * C_InitToken takes the SO PIN without a C_Login and erases the token: Caml
+ * Crush lets it through, we refuse it (CKR_FUNCTION_NOT_SUPPORTED). C_InitPIN
+ * needs an SO session, refused at its C_Login; C_SetPIN outside an SO
+ * session changes the user's own PIN and passes, as in Caml Crush.
+ */
+export const ADMIN_CALLS: ReadonlySet<CallName> = new Set<CallName>(['C_Login', 'C_InitToken']);
 
 /** Calls whose templates create or relabel objects: checked against allowed_labels / allowed_ids. */
 export const TEMPLATE_CALLS: ReadonlySet<CallName> = new Set<CallName>([
@@ -200,8 +270,9 @@ export function passThroughFilter(aliases: Iterable<string>): CompiledFilter {
     byAlias.set(alias, Object.freeze({
       alias, forbiddenMechanisms: new Set<number>(), forbiddenFunctions: new Set<CallName>(), allowedLabels: null, allowedIds: null,
       enforceRoSessions: false, forbidAdminOperations: false, paddingOracleOps: new Set<PaddingKind>(),
+      ruleAt: { mechanisms: new Map(), functions: new Map(), padding: new Map(), labels: '', ids: '', roSessions: '', admin: '' },
       pre: new Map(), post: new Map(), foundFilters: [], active: new Set<CallName>(), passThrough: true,
     }));
   }
-  return Object.freeze({ generation: ++generations, file: '', debug: 0, byAlias });
+  return Object.freeze({ generation: ++generations, file: '', debug: 0, logTag: 'filter', byAlias });
 }

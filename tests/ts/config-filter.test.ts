@@ -412,22 +412,26 @@ describe('filter config: real files', () => {
     });
   });
 
-  it('loads filter.conf.example as a pass-through', () => {
-    const cfg = loadFilterConfig(path.join(ROOT, 'filter.conf.example'));
+  it("filter.conf.example: Debian's patchset 1 in the same order, raw RSA forbidden, padding oracles for wrap/unwrap, no SO login; refused without a wrapping key", () => {
+    const file = path.join(ROOT, 'filter.conf.example');
+    const text = fs.readFileSync(file, 'utf8');
+    // The example ships no key (one published key would let anyone forge blobs): the action's line is named.
+    expect(() => loadFilterConfig(file)).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID', key: 'wrapping_format_key', file }));
+    const cfg = parseFilterConfig(`${text}\nwrapping_format_key = "${KEY}"\n`, file);
+    const debian = parseFilterConfig(`${fs.readFileSync(DEBIAN_FILTER, 'utf8')}\nwrapping_format_key = "${KEY}"\n`, DEBIAN_FILTER);
     expect(cfg.modules).toEqual([{ alias: 'softhsm', path: '/usr/lib/softhsm/libsofthsm2.so' }]);
-    const rules = [
-      cfg.forbiddenMechanisms,
-      cfg.allowedLabels,
-      cfg.allowedIds,
-      cfg.forbiddenFunctions,
-      cfg.enforceRoSessions,
-      cfg.forbidAdminOperations,
-      cfg.removePaddingOracles,
-      cfg.filterActionsPre,
-      cfg.filterActionsPost,
-    ];
-    expect(rules.every((r) => r.length === 0)).toBe(true);
-    expect(cfg.wrappingFormatKey).toBeNull();
+    expect(view(cfg)).toMatchObject({
+      debug: 1,
+      forbiddenMechanisms: [{ alias: { source: '.*' }, mechanisms: [pkcs11js.CKM_RSA_X_509] }],
+      forbidAdminOperations: [{ alias: { source: '.*' }, forbid: true }],
+      removePaddingOracles: [{ alias: { source: '.*' }, operations: ['wrap', 'unwrap'] }],
+      allowedLabels: [],
+      allowedIds: [],
+      forbiddenFunctions: [],
+      enforceRoSessions: [],
+      filterActionsPre: [],
+    });
+    expect(cfg.filterActionsPost.map((r) => [r.alias.source, r.actions])).toEqual([['.*', debian.filterActionsPost[0].actions]]);
   });
 
   it('redacts the wrapping key in raw', () => {

@@ -3,8 +3,8 @@
  * native/peercred (built by `npm run build`). Node has no getsockopt.
  */
 import fs from 'fs';
-import path from 'path';
 import type net from 'net';
+import { addonFile } from '../../native-addons';
 
 export interface UnixPeerCred {
   uid: number;
@@ -18,21 +18,10 @@ interface PeerCredAddon {
 
 let addon: PeerCredAddon | null = null;
 
-/** The checkout root: the nearest folder up with package.json, skipping dist/ (this file also runs compiled). */
-function packageRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json')) || path.basename(path.dirname(dir)) === 'dist') {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('package root not found');
-    dir = up;
-  }
-  return dir;
-}
-
 /** Loads the addon; throws (with the path and the fix) when it was not built. Called before a Unix listener binds. */
 export function loadPeerCredAddon(): void {
   if (addon) return;
-  const file = path.join(packageRoot(), 'native', 'peercred', 'build', 'Release', 'peercred.node');
+  const file = addonFile('peercred');
   if (!fs.existsSync(file)) {
     throw new Error(`the SO_PEERCRED addon ${file} is missing: run 'npm run build' (it needs node-gyp and a C compiler)`);
   }
