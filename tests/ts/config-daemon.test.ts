@@ -230,7 +230,7 @@ test('every schema key is honoured (HONOURED says where) or refused until enforc
   }
 });
 
-test("Debian's shipped files: refused at their first refused key; its filter.conf loads once given a wrapping_format_key", () => {
+test("Debian's shipped files: refused without wrapping_format_key, load with one", () => {
   // Debian's filter.conf uses wrapping_format_patch without a key: refused by the parser, as Caml Crush refuses it.
   const debianServer = refusal('/etc/pkcs11proxyd/pkcs11proxyd.conf');
   expect(debianServer).toMatchObject({ file: '/etc/pkcs11proxyd/pkcs11proxyd.conf', key: 'netplex.controller.logging[0].type' });
@@ -239,6 +239,6 @@ test("Debian's shipped files: refused at their first refused key; its filter.con
   fs.writeFileSync(path.join(dir, 's.conf'), conf);
   expect(refusal(path.join(dir, 's.conf'))).toMatchObject({ key: 'wrapping_format_key', file: path.join(dir, 'f.conf') });
   fs.appendFileSync(path.join(dir, 'f.conf'), '\nwrapping_format_key = "00112233445566778899aabbccddeeff"\n');
-  // With its key, Debian's filter.conf (patchset 1, every action registered) loads.
+  // With the key, every action Debian's file names is registered: the files load.
   expect(() => loadDaemonConfig(path.join(dir, 's.conf'))).not.toThrow();
 });
