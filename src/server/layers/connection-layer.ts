@@ -36,7 +36,11 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
     if (conn.initialized) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     const chosen = alias === '' ? this.defaultAlias : alias;
     // Caml Crush's answer when the aliased library cannot be loaded: the call was valid, it could not be done.
-    if (this.unavailable.has(chosen)) return ck.CKR_FUNCTION_FAILED;
+    // The alias stays chosen so a C_Initialize that follows fails too instead of falling back to the default.
+    if (this.unavailable.has(chosen)) {
+      conn.moduleAlias = chosen;
+      return ck.CKR_FUNCTION_FAILED;
+    }
     if (alias !== '' && !this.aliases.has(alias)) return CKR_ARGUMENTS_BAD;
     conn.moduleAlias = chosen;
     return CKR_OK;
