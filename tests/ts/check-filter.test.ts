@@ -70,7 +70,7 @@ describe('-check-filter', () => {
     const actions = check(MODULES + 'filter_actions_post = [(".*", [(C_Login, c_Login_hook), (C_CloseSession, identity)])]\n');
     if (actions.status !== 0) {
       expect(actions.status).toBe(78);
-      for (const line of actions.err.trim().split('\n')) expect(line).toMatch(/:3:\d+: .*action '(c_Login_hook|identity)' is not enforced yet$/);
+      for (const line of actions.err.trim().split('\n')) expect(line).toMatch(/:2:\d+: .*action '(c_Login_hook|identity)' is not enforced yet$/);
     }
     const syntax = check(MODULES + 'debug = \n');
     expect(syntax.status).toBe(78);
