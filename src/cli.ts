@@ -6,6 +6,13 @@ import path from 'node:path';
 import { ConfigError, type DaemonConfig, effectiveConfiguration, loadDaemonConfig } from './config';
 import type { LogLevel as ConfigLogLevel } from './config';
 import { errorMessage } from './pkcs11/errors';
+import { probeModule } from './bindings/pkcs11js-backend';
+import { checkFilterEnforced } from './config/daemon-config';
+import { type FilterConfig, loadFilterConfig } from './config/filter-config';
+import { invalidAt } from './config/validate';
+import { ACTIONS } from './filter/actions';
+import { describeFilter } from './filter/describe';
+import { type CompiledFilter, compileFilter } from './filter/policy';
 import { Daemon } from './server/supervision/daemon';
 import { EMBEDDED_SO_PIN, EMBEDDED_TOKEN_LABEL, EMBEDDED_USER_PIN, prepareEmbeddedDefault } from './server/embedded-default';
 import type { EmbeddedDefault } from './server/embedded-default';
@@ -36,6 +43,9 @@ Options:
                    or var/pkcs11proxyd.pid)
   -debug-pkcs11    trace every PKCS#11 call (arguments, CK_RV, duration; secrets redacted)
   -workers N       worker processes (default: config 'workers', else one per core; 0 = single process)
+  -check-filter FILE  validate a filter.conf, print the policy compiled per alias and
+                   which modules cannot be loaded, and exit (0 valid, 78 invalid,
+                   1 when no module can be loaded)
   -version         print the version and exit
   -help            print this help and exit
 
@@ -50,6 +60,7 @@ interface CliOptions {
   workers: number | null;
   help: boolean;
   version: boolean;
+  checkFilter: string | null;
 }
 
 /** netplex (syslog) levels onto the logger's four. */
@@ -72,7 +83,7 @@ export class UsageError extends ProxyError {
 }
 
 export function parseArgs(argv: string[]): CliOptions {
-  const o: CliOptions = { fg: false, conf: null, pid: null, trace: false, workers: null, help: false, version: false };
+  const o: CliOptions = { fg: false, conf: null, pid: null, trace: false, workers: null, help: false, version: false, checkFilter: null };
   for (let i = 0; i < argv.length; i++) {
     // Both -opt and --opt, as netplex daemons accept.
     const a = argv[i].replace(/^--/, '-');
@@ -106,6 +117,9 @@ export function parseArgs(argv: string[]): CliOptions {
         break;
       case '-version':
         o.version = true;
+        break;
+      case '-check-filter':
+        o.checkFilter = value();
         break;
       default:
         throw new UsageError(`unknown option '${argv[i]}'`);
@@ -152,6 +166,53 @@ function detach(argv: string[], pidFile: string): Promise<number> {
   });
 }
 
+/**
+ * -check-filter FILE: the checks the daemon makes at start-up (syntax,
+ * schema, keys not enforced yet, actions compiled), then the effective
+ * policy on stdout. Errors go to stderr as `file:line:col: ...`; every
+ * action not implemented is listed, not only the first.
+ */
+export function checkFilter(file: string): number {
+  let fc: FilterConfig;
+  try {
+    fc = loadFilterConfig(file);
+  } catch (e) {
+    process.stderr.write(`${errorMessage(e)}\n`);
+    return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
+  }
+  let compiled: CompiledFilter;
+  try {
+    checkFilterEnforced(fc);
+    compiled = compileFilter(fc);
+  } catch (e) {
+    const lines = [errorMessage(e)];
+    for (const line of unimplementedActions(fc)) if (!lines.includes(line)) lines.push(line);
+    process.stderr.write(lines.map((l) => `${l}\n`).join(''));
+    return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
+  }
+  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeModule(m.path) }));
+  process.stdout.write(describeFilter(compiled, modules).map((l) => `${l}\n`).join(''));
+  if (modules.every((m) => m.error !== null)) {
+    process.stderr.write(`${file}: no module can be loaded; the daemon would not start\n`);
+    return EXIT_FAILURE;
+  }
+  return EXIT_OK;
+}
+
+/** `file:line:col: ...` of every hook naming an action the registry does not have, as compileFilter words it. */
+function unimplementedActions(fc: FilterConfig): string[] {
+  const out: string[] = [];
+  for (const [key, rules] of [['filter_actions_pre', fc.filterActionsPre], ['filter_actions_post', fc.filterActionsPost]] as const) {
+    rules.forEach((rule, i) =>
+      rule.actions.forEach((a, j) => {
+        if (ACTIONS[a.action] !== undefined) return;
+        out.push(invalidAt(fc.file, fc.data, fc.sourceMap, `/${key}/${i}/1/${j}/1`, `action '${a.action}' is not enforced yet`).message);
+      }),
+    );
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let o: CliOptions;
   try {
@@ -168,6 +229,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`pkcs11proxyd ${VERSION}\n`);
     return EXIT_OK;
   }
+  if (o.checkFilter !== null) return checkFilter(o.checkFilter);
   let log = createLogger();
   let loaded: DaemonConfig;
   let embedded: EmbeddedDefault | null = null;

@@ -224,6 +224,26 @@ const SLOT_HANDLE_CACHE = 64;
 /** C_GenerateRandom output produced per event-loop turn (pkcs11js has no async variant). */
 const RANDOM_SLICE = 64 * 1024;
 
+/**
+ * Whether a module library loads (dlopen and C_GetFunctionList) without
+ * initializing it, so no token store is touched: null when it does, else
+ * why not. For -check-filter.
+ */
+export function probeModule(path: string): string | null {
+  const p11 = new pkcs11js.PKCS11();
+  try {
+    p11.load(path);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  try {
+    p11.close();
+  } catch {
+    // Unloading a library that loaded is best effort; the answer stands.
+  }
+  return null;
+}
+
 /** One PKCS#11 module loaded and initialized once in this process. */
 export class LoadedModule {
   readonly p11: pkcs11js.PKCS11;

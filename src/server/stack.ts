@@ -13,6 +13,8 @@ import type { AppLimits } from './settings';
 
 export interface StackOptions {
   aliases: ReadonlySet<string>;
+  /** Configured aliases whose module could not be loaded: C_LoadModule answers CKR_FUNCTION_FAILED. */
+  unavailableAliases?: ReadonlySet<string>;
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
@@ -38,7 +40,7 @@ export function buildStack(router: RouterLayer, o: StackOptions): Pkcs11Calls<Co
   s = new HandleLayer(s, { workerIndex: o.workerIndex, log: o.log, limits: o.limits, defaultAlias: o.defaultAlias });
   s = new FilterLayer(s, o.filter, o.log);
   s = new ArchLayer(s);
-  s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps);
+  s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps, o.unavailableAliases);
   if (o.trace) s = new TraceLayer(s, o.log);
   return s;
 }

@@ -1,6 +1,6 @@
 import { Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
 import type { C_LoadModule_args, CallName, MaybePromise, Pkcs11Calls, px_GetAppToken_ret, px_JoinApp_args, px_rv } from '../../generated/pkcs11_rpc';
-import { CKR_ARGUMENTS_BAD, CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_OK } from '../../pkcs11/constants';
+import { CKR_ARGUMENTS_BAD, CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_GENERAL_ERROR, CKR_OK, ck } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { AppRegistry, ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke, then } from './generic';
@@ -20,6 +20,8 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
     private readonly aliases: ReadonlySet<string>,
     private readonly defaultAlias: string,
     private readonly apps: AppRegistry,
+    /** Configured aliases whose module could not be loaded (serve.ts). */
+    private readonly unavailable: ReadonlySet<string> = new Set(),
   ) {
     super(next);
     installGeneric(this, ConnectionLayer.prototype, (name, conn, args) => {
@@ -32,14 +34,23 @@ export class ConnectionLayer extends Pkcs11Passthrough<ConnectionState> {
   C_LoadModule(conn: ConnectionState, a: C_LoadModule_args): px_rv {
     const alias = a.alias.toString('utf8').replace(/\0+$/, '');
     if (conn.initialized) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+    const chosen = alias === '' ? this.defaultAlias : alias;
+    // Caml Crush's answer when the aliased library cannot be loaded: the call was valid, it could not be done.
+    // The alias stays chosen so a C_Initialize that follows fails too instead of falling back to the default.
+    if (this.unavailable.has(chosen)) {
+      conn.moduleAlias = chosen;
+      return ck.CKR_FUNCTION_FAILED;
+    }
     if (alias !== '' && !this.aliases.has(alias)) return CKR_ARGUMENTS_BAD;
-    conn.moduleAlias = alias === '' ? this.defaultAlias : alias;
+    conn.moduleAlias = chosen;
     return CKR_OK;
   }
 
   C_Initialize(conn: ConnectionState): px_rv {
     if (conn.initialized) return CKR_CRYPTOKI_ALREADY_INITIALIZED;
     if (conn.moduleAlias === null) conn.moduleAlias = this.defaultAlias;
+    // No module behind the alias (the default one, without C_LoadModule): stay uninitialized, as Caml Crush does.
+    if (this.unavailable.has(conn.moduleAlias)) return CKR_GENERAL_ERROR;
     conn.initialized = true;
     return CKR_OK;
   }

@@ -1,0 +1,82 @@
+/**
+ * The effective compiled policy as text, for `pkcs11proxyd -check-filter`:
+ * what the daemon enforces per module alias after Caml Crush's combination
+ * rules (policy.ts), with the filter.conf position of every hook. Never
+ * prints wrapping_format_key.
+ */
+import { ck } from '../pkcs11/constants';
+import type { AliasPolicy, BoundHook, CompiledFilter } from './policy';
+
+/** A configured module whose library cannot be loaded, with why. */
+export interface ModuleProbe {
+  readonly alias: string;
+  readonly path: string;
+  /** null: the library loads. */
+  readonly error: string | null;
+}
+
+let mechanismNames: Map<number, string> | undefined;
+
+/** CKM_* name of a mechanism number (the first name in constant order for aliases), else its hex. */
+export function mechanismName(m: number): string {
+  if (!mechanismNames) {
+    mechanismNames = new Map();
+    for (const [name, value] of Object.entries(ck)) {
+      if (name.startsWith('CKM_') && typeof value === 'number' && !mechanismNames.has(value)) mechanismNames.set(value, name);
+    }
+  }
+  return mechanismNames.get(m) ?? `0x${m.toString(16)}`;
+}
+
+const list = (xs: readonly string[]): string => (xs.length ? xs.join(', ') : '(none)');
+
+function hookLines(title: string, hooks: ReadonlyMap<string, readonly BoundHook[]>): string[] {
+  if (hooks.size === 0) return [`  ${title}: (none)`];
+  const out = [`  ${title}:`];
+  for (const [call, bound] of hooks) {
+    out.push(`    ${call}: ${bound.map((h) => `${h.action} (${h.where})`).join(', ')}`);
+  }
+  return out;
+}
+
+/** One alias's policy, indented under a heading line. */
+export function describeAliasPolicy(p: AliasPolicy, heading: string): string[] {
+  const out = [heading];
+  if (p.passThrough) out.push('  pass-through: no rule applies, calls go straight to the module');
+  out.push(`  forbidden mechanisms: ${list([...p.forbiddenMechanisms].sort((a, b) => a - b).map(mechanismName))}`);
+  out.push(`  forbidden functions: ${list([...p.forbiddenFunctions].sort())}`);
+  out.push(`  allowed labels: ${p.allowedLabels === null ? 'any (not filtered)' : list(p.allowedLabels.map((l) => JSON.stringify(l.source)))}`);
+  out.push(`  allowed ids: ${p.allowedIds === null ? 'any (not filtered)' : list(p.allowedIds.map((l) => JSON.stringify(l.source)))}`);
+  out.push(`  enforce RO sessions: ${p.enforceRoSessions ? 'yes' : 'no'}`);
+  out.push(`  forbid admin operations: ${p.forbidAdminOperations ? 'yes' : 'no'}`);
+  out.push(`  padding oracles removed at: ${list([...p.paddingOracleOps])}`);
+  out.push(...hookLines('pre hooks', p.pre));
+  out.push(...hookLines('post hooks', p.post));
+  out.push(`  found-object filters (C_FindObjects): ${list(p.foundFilters.map((f) => `${f.action} (${f.where})`))}`);
+  return out;
+}
+
+/** Profiles, when the compiled filter has them (named policies beside the per-alias ones). */
+interface WithProfiles {
+  readonly profiles?: ReadonlyMap<string, { readonly byAlias: ReadonlyMap<string, AliasPolicy> }>;
+}
+
+/**
+ * The whole report: modules (loadable or not), then the policy of each
+ * alias, then of each profile's aliases if the compiled filter has profiles.
+ */
+export function describeFilter(f: CompiledFilter, modules: readonly ModuleProbe[]): string[] {
+  const out = [`filter ${f.file}: valid`, `debug = ${f.debug}`, 'modules:'];
+  modules.forEach((m, i) => {
+    const state = m.error === null ? 'loads' : `CANNOT BE LOADED (${m.error}); C_LoadModule for it answers CKR_FUNCTION_FAILED`;
+    out.push(`  ${m.alias}${i === 0 ? ' (default)' : ''} -> ${m.path}: ${state}`);
+  });
+  for (const [alias, p] of f.byAlias) out.push(...describeAliasPolicy(p, `alias ${alias}:`));
+  const profiles = (f as CompiledFilter & WithProfiles).profiles;
+  if (profiles) {
+    for (const [name, prof] of profiles) {
+      for (const [alias, p] of prof.byAlias) out.push(...describeAliasPolicy(p, `profile ${name}, alias ${alias}:`));
+    }
+  }
+  return out;
+}
