@@ -12,11 +12,11 @@ import { ck } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { HookCall } from '../hooks';
 import type { AttributeValues } from '../object-attributes';
+import { isKeyClass, sessionOf } from './attributes';
+
+export { sessionOf };
 
 const LABEL_AND_ID: readonly number[] = [ck.CKA_LABEL, ck.CKA_ID];
-
-/** Classes whose objects are keys (Caml Crush's is_object_class_key). */
-export const KEY_CLASSES: ReadonlySet<number> = new Set([ck.CKO_SECRET_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_PUBLIC_KEY]);
 
 /** CK_ULONG of a template value in native layout (x86-64: 8 bytes LE; 4 accepted for 32-bit modules' values). */
 function ulongValue(b: Buffer): number | undefined {
@@ -48,7 +48,7 @@ export function templateIsKey(template: readonly px_attribute[]): boolean {
   for (const a of template) {
     if (a.type !== ck.CKA_CLASS) continue;
     const c = ulongValue(a.value);
-    if (c !== undefined && KEY_CLASSES.has(c)) return true;
+    if (isKeyClass(c)) return true;
   }
   return false;
 }
@@ -57,13 +57,7 @@ export function templateIsKey(template: readonly px_attribute[]): boolean {
 export function valuesAreKey(v: AttributeValues): boolean {
   const b = v.get(ck.CKA_CLASS);
   const c = b ? ulongValue(b) : undefined;
-  return c !== undefined && KEY_CLASSES.has(c);
-}
-
-/** The session handle of a call (0 when it has none). */
-export function sessionOf(call: HookCall): number {
-  const f = CALL_FIELDS[call.procedure].args.session;
-  return f.length > 0 ? (f[0].get(call.args as never) as number) : 0;
+  return isKeyClass(c);
 }
 
 /** The call's (first) template; empty when it has none. */
