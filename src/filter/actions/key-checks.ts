@@ -14,7 +14,6 @@ import type { HookCall } from '../hooks';
 import type { AttributeValues } from '../object-attributes';
 import { isKeyClass, sessionOf } from './attributes';
 
-export { sessionOf };
 
 const LABEL_AND_ID: readonly number[] = [ck.CKA_LABEL, ck.CKA_ID];
 
