@@ -231,6 +231,10 @@ export async function main(argv: string[]): Promise<number> {
         resolve(EXIT_OK);
       });
     };
+    // SIGHUP reloads the filter in every worker; a bad file keeps the old policy (daemon.ts reload()).
+    process.on('SIGHUP', () => {
+      if (!stopping) daemon.reload();
+    });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });

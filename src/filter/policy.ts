@@ -15,7 +15,7 @@ import { CALL_FIELDS, PROCEDURES } from '../generated/pkcs11_rpc';
 import type { CallName } from '../generated/pkcs11_rpc';
 import { V3_CALL_OF_TYPED } from '../server/layers/object-fields';
 import { invalidAt } from '../config/validate';
-import type { FilterConfig } from '../config/filter-config';
+import type { FilterConfig, ProfileMapEntry } from '../config/filter-config';
 import type { StrPattern } from '../config/str-regex';
 import type { PaddingOperation } from '../config/filter-names';
 import type { FoundFilter, Hook } from './hooks';
@@ -61,6 +61,10 @@ export interface AliasPolicy {
   readonly active: ReadonlySet<CallName>;
   /** True when no rule applies: the layer passes calls through without looking at them. */
   readonly passThrough: boolean;
+  /** Profile this policy belongs to (rules/index.ts); absent: `default`. */
+  readonly profile?: string;
+  /** Shadow mode: the same policy enforcing, run as a dry run; refusals are logged, the call goes down as asked. */
+  readonly shadow?: AliasPolicy;
 }
 
 /** The compiled filter of one process. */
@@ -70,7 +74,12 @@ export interface CompiledFilter {
   readonly file: string;
   /** filter.conf `debug`: refusals are logged at 1 and up. */
   readonly debug: number;
+  /** Policies of the `default` profile (the top-level rules). */
   readonly byAlias: ReadonlyMap<string, AliasPolicy>;
+  /** Policies per profile name, `default` included (rules/index.ts); absent: only byAlias. */
+  readonly profiles?: ReadonlyMap<string, ReadonlyMap<string, AliasPolicy>>;
+  /** filter.conf profile_map: client identity -> profile name, first match wins. */
+  readonly profileMap?: readonly ProfileMapEntry[];
 }
 
 let generations = 0;
