@@ -62,10 +62,13 @@ function applyRules(
   t: readonly px_attribute[],
   cls: number | undefined,
   keyType: number | undefined,
+  copy: boolean,
 ): { template: px_attribute[] | null } | { refused: TemplateRule } {
   let out: px_attribute[] | null = null;
   for (const [attr, list] of byAttribute) {
     const given = templateValue(t, attr);
+    // A copy keeps the source's values, which met the rules when it was made: only what the template changes is judged.
+    if (copy && given === undefined) continue;
     for (const r of list) {
       if (!applies(r, cls, keyType)) continue;
       const equal = given !== undefined && sameValue(attr, given, r.value);
@@ -74,7 +77,7 @@ function applyRules(
         if (r.op === 'refuse') return { refused: r };
         break;
       }
-      if (r.op === 'default' && given !== undefined) break;
+      if (r.op === 'default' && given !== undefined) continue;
       if (equal) break;
       out ??= [...t];
       out = out.filter((a) => a.type !== attr);
@@ -104,7 +107,7 @@ export function compileTemplateRules(r: BeyondRules, alias: string, out: Compile
       const t = field.get(call.args as never);
       const cls = ulongValue(templateValue(t, CKA_CLASS)) ?? source.cls ?? defaults[field.name] ?? undefined;
       const keyType = ulongValue(templateValue(t, CKA_KEY_TYPE)) ?? source.keyType ?? (mech !== undefined ? KEY_TYPE_OF_MECHANISM.get(mech) : undefined);
-      const res = applyRules(byAttribute, t, cls, keyType);
+      const res = applyRules(byAttribute, t, cls, keyType, call.name === 'C_CopyObject');
       if ('refused' in res) return refusal(call, ck.CKR_ATTRIBUTE_VALUE_INVALID, ruleName('template_rules', res.refused.where));
       if (res.template !== null) {
         args ??= f.copyArgs(call.args as never);
