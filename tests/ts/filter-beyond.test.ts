@@ -8,7 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as p from 'pkcs11js';
-import { bool, bytes, ecKeyPairTemplates, mech, query, readULong, ulong } from './helpers/attrs';
+import type { px_attribute } from '../../src/generated/pkcs11_rpc';
+import { bool, bytes, ecKeyPairTemplates, mech, ulong } from './helpers/attrs';
 import { startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
 import { faultyModule } from './helpers/faulty-module';
