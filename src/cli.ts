@@ -13,6 +13,7 @@ import { invalidAt } from './config/validate';
 import { ACTIONS } from './filter/actions';
 import { describeFilter } from './filter/describe';
 import { type CompiledFilter, compileFilter } from './filter/policy';
+import { compileProfiles } from './filter/rules';
 import { Daemon } from './server/supervision/daemon';
 import { EMBEDDED_SO_PIN, EMBEDDED_TOKEN_LABEL, EMBEDDED_USER_PIN, prepareEmbeddedDefault } from './server/embedded-default';
 import type { EmbeddedDefault } from './server/embedded-default';
@@ -183,7 +184,7 @@ export function checkFilter(file: string): number {
   let compiled: CompiledFilter;
   try {
     checkFilterEnforced(fc);
-    compiled = compileFilter(fc);
+    compiled = compileProfiles(fc, compileFilter(fc));
   } catch (e) {
     const lines = [errorMessage(e)];
     for (const line of unimplementedActions(fc)) if (!lines.includes(line)) lines.push(line);
@@ -299,6 +300,10 @@ export async function main(argv: string[]): Promise<number> {
         resolve(EXIT_OK);
       });
     };
+    // SIGHUP reloads the filter in every worker; a bad file keeps the old policy (daemon.ts reload()).
+    process.on('SIGHUP', () => {
+      if (!stopping) daemon.reload();
+    });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });

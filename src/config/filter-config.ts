@@ -3,7 +3,10 @@
  * identifiers resolved to numbers and patterns compiled. See filter-schema.ts
  * for the keys and the decision rules they feed.
  */
-import { filterSchema } from './filter-schema';
+import { ATTR_SHAPE, attributeShape } from '../generated/attribute-shapes';
+import { NATIVE_ARCH, writeULong } from '../pkcs11/arch';
+import { constantByName } from '../pkcs11/constants';
+import { BEYOND_KEY_NAMES, filterSchema } from './filter-schema';
 import { type FilterActionName, type PaddingOperation, type Pkcs11FunctionName, mechanismByName } from './filter-names';
 
 export { mechanismByName };
@@ -20,6 +23,70 @@ export interface ModuleAlias {
 export interface FilterAction {
   function: Pkcs11FunctionName;
   action: FilterActionName;
+}
+
+/** A pkcs11proxyd rule: (ALIAS_REGEX, value), with its `file:line:col` for refusal logs. */
+export interface AliasRule<T> {
+  alias: StrPattern;
+  value: T;
+  where: string;
+}
+
+export type TemplateOp = 'default' | 'force' | 'refuse' | 'allow';
+
+/** One template_rules entry; `cls` / `keyType` null mean `any`. `value` is in native layout (CK_ULONG: 8 bytes LE). */
+export interface TemplateRule {
+  cls: number | null;
+  keyType: number | null;
+  attribute: number;
+  op: TemplateOp;
+  value: Buffer;
+  where: string;
+}
+
+/** One hidden_attributes entry. */
+export interface AttributeSelector {
+  cls: number | null;
+  keyType: number | null;
+  attribute: number;
+  where: string;
+}
+
+export interface EcCurve {
+  name: string;
+  /** DER of the curve's OBJECT IDENTIFIER, as CKA_EC_PARAMS carries a named curve. */
+  der: Buffer;
+}
+
+/** The keys beyond Caml Crush (filter-schema.ts BEYOND_KEYS) of the top level or of one profile. */
+export interface BeyondRules {
+  shadow: boolean;
+  /** The keys written in this block: a profile's key replaces the top-level one. */
+  keys: ReadonlySet<string>;
+  templateRules: Array<AliasRule<TemplateRule[]>>;
+  hiddenAttributes: Array<AliasRule<AttributeSelector[]>>;
+  allowedMechanisms: Array<AliasRule<number[]>>;
+  allowedFunctions: Array<AliasRule<Pkcs11FunctionName[]>>;
+  deniedLabels: Array<AliasRule<StrPattern[]>>;
+  deniedIds: Array<AliasRule<StrPattern[]>>;
+  maxRandomLength: Array<AliasRule<number>>;
+  maxTemplateAttributes: Array<AliasRule<number>>;
+  minRsaModulusBits: Array<AliasRule<number>>;
+  allowedEcCurves: Array<AliasRule<EcCurve[]>>;
+}
+
+/** profile_map identity patterns. The TLS issue adds certificate subjects. */
+export type IdentityPattern =
+  | { kind: 'uid'; uid: number }
+  | { kind: 'gid'; gid: number }
+  | { kind: 'transport'; transport: 'unix' | 'tcp' }
+  | { kind: 'any' };
+
+export interface ProfileMapEntry {
+  identity: IdentityPattern;
+  /** A key of `profiles`, or 'default' (the top-level policy). */
+  profile: string;
+  where: string;
 }
 
 /** Each rule applies to the module aliases its `alias` pattern matches. */
@@ -45,6 +112,11 @@ export interface FilterConfig {
   removePaddingOracles: Array<{ alias: StrPattern; operations: PaddingOperation[] }>;
   filterActionsPre: Array<{ alias: StrPattern; actions: FilterAction[] }>;
   filterActionsPost: Array<{ alias: StrPattern; actions: FilterAction[] }>;
+  /** pkcs11proxyd's keys beyond Caml Crush at the top level: the `default` profile, inherited by every profile. */
+  beyond: BeyondRules;
+  /** `profiles`, in file order. */
+  profiles: Array<{ name: string; where: string; rules: BeyondRules }>;
+  profileMap: ProfileMapEntry[];
   /** The validated tree with wrapping_format_key redacted, for logging the effective config. */
   raw: unknown;
   /** Positions of the entries, for errors found after parsing (not-enforced keys). */
@@ -68,6 +140,57 @@ interface FilterFile {
   remove_padding_oracles?: Array<Pair<PaddingOperation[]>>;
   filter_actions_pre?: Array<Pair<Array<[Pkcs11FunctionName, FilterActionName]>>>;
   filter_actions_post?: Array<Pair<Array<[Pkcs11FunctionName, FilterActionName]>>>;
+  profiles?: Record<string, BeyondFile>;
+  profile_map?: Array<[string, string]>;
+}
+
+type CkWord = string | number;
+interface BeyondFile {
+  shadow?: string;
+  template_rules?: Array<Pair<Array<[CkWord, CkWord, CkWord, TemplateOp, string | number]>>>;
+  hidden_attributes?: Array<Pair<Array<[CkWord, CkWord, CkWord]>>>;
+  allowed_mechanisms?: Array<Pair<Array<string | number>>>;
+  allowed_functions?: Array<Pair<Pkcs11FunctionName[]>>;
+  denied_labels?: Array<Pair<string[]>>;
+  denied_ids?: Array<Pair<string[]>>;
+  max_random_length?: Array<Pair<number>>;
+  max_template_attributes?: Array<Pair<number>>;
+  min_rsa_modulus_bits?: Array<Pair<number>>;
+  allowed_ec_curves?: Array<Pair<string[]>>;
+}
+
+/** Named curves of allowed_ec_curves and their OIDs. */
+const EC_CURVE_OIDS: Readonly<Record<string, string>> = {
+  prime256v1: '1.2.840.10045.3.1.7',
+  secp256r1: '1.2.840.10045.3.1.7',
+  'P-256': '1.2.840.10045.3.1.7',
+  secp384r1: '1.3.132.0.34',
+  'P-384': '1.3.132.0.34',
+  secp521r1: '1.3.132.0.35',
+  'P-521': '1.3.132.0.35',
+  secp256k1: '1.3.132.0.10',
+  brainpoolP256r1: '1.3.36.3.3.2.8.1.1.7',
+  brainpoolP384r1: '1.3.36.3.3.2.8.1.1.11',
+  brainpoolP512r1: '1.3.36.3.3.2.8.1.1.13',
+  x25519: '1.3.101.110',
+  x448: '1.3.101.111',
+  ed25519: '1.3.101.112',
+  ed448: '1.3.101.113',
+};
+
+/** DER of an OBJECT IDENTIFIER (tag 06), from its dotted form. */
+export function oidDer(dotted: string): Buffer {
+  const arcs = dotted.split('.').map((a) => BigInt(a));
+  const body: number[] = [];
+  const base128 = (v: bigint): void => {
+    const out = [Number(v & 0x7fn)];
+    for (v >>= 7n; v > 0n; v >>= 7n) out.unshift(Number(v & 0x7fn) | 0x80);
+    body.push(...out);
+  };
+  base128(arcs[0] * 40n + arcs[1]);
+  for (const a of arcs.slice(2)) base128(a);
+  if (body.length > 127) throw new Error('OID too long');
+  return Buffer.from([0x06, body.length, ...body]);
 }
 
 export const REDACTED = '<redacted>';
@@ -178,6 +301,121 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
   const filterActionsPre = actions('filter_actions_pre');
   const filterActionsPost = actions('filter_actions_post');
 
+  const where = (pointer: string): string => {
+    const p = map.get(pointer)?.value;
+    return p ? `${file}:${p.line}:${p.column}` : file;
+  };
+  const beyondRules = (block: BeyondFile, base: string): BeyondRules => {
+    const aliasRules = <B, R>(key: keyof BeyondFile, f: (b: B, ptr: string) => R): Array<AliasRule<R>> =>
+      ((block[key] ?? []) as Array<Pair<B>>).map(([a, b], i) => ({
+        alias: aliasPattern(`${base}/${key}/${i}/0`, a),
+        value: f(b, `${base}/${key}/${i}/1`),
+        where: where(`${base}/${key}/${i}`),
+      }));
+    const constant = (w: CkWord, ptr: string, prefix: string): number | null => {
+      if (typeof w === 'number') return w;
+      if (w === 'any') return null;
+      const v = constantByName(w);
+      return v !== undefined && w.startsWith(prefix) ? v : fail(ptr, `unknown constant '${w}'`);
+    };
+    const attribute = (w: CkWord, ptr: string): number => constant(w, ptr, 'CKA_') ?? fail(ptr, 'must be a CKA_* name or a number');
+    const value = (attr: number, v: string | number, ptr: string): Buffer => {
+      const shape = attributeShape(attr);
+      if (shape === ATTR_SHAPE.BOOL) {
+        const w = typeof v === 'string' ? v.toLowerCase() : '';
+        if (w === 'true' || w === 'yes') return Buffer.from([1]);
+        if (w === 'false' || w === 'no') return Buffer.from([0]);
+        return fail(ptr, 'must be TRUE or FALSE (a CK_BBOOL attribute)');
+      }
+      if (shape === ATTR_SHAPE.ULONG) {
+        const n = typeof v === 'number' ? v : /^CK[A-Z]_/.test(v) ? constantByName(v) : undefined;
+        if (n === undefined || n < 0 || n > 0xffffffff) return fail(ptr, 'must be a number or a constant name (a CK_ULONG attribute)');
+        const b = Buffer.alloc(NATIVE_ARCH.ulongSize);
+        writeULong(b, 0, n, NATIVE_ARCH);
+        return b;
+      }
+      if (shape === ATTR_SHAPE.BYTES || shape === ATTR_SHAPE.DATE) {
+        if (typeof v !== 'string') return fail(ptr, 'must be a string (a byte-array attribute)');
+        if (!v.startsWith('hex:')) return Buffer.from(v, 'utf8');
+        const hex = v.slice(4);
+        return /^([0-9A-Fa-f]{2})*$/.test(hex) ? Buffer.from(hex, 'hex') : fail(ptr, 'must be hex: then an even number of hex digits');
+      }
+      return fail(ptr, 'attributes holding lists or templates cannot be set by template_rules');
+    };
+    const bool = (w: string | undefined): boolean => w === 'yes' || w === 'true';
+    const patternsOf = (list: string[], ptr: string): StrPattern[] => list.map((p, k) => pattern(`${ptr}/${k}`, p));
+    return {
+      shadow: bool(block.shadow),
+      keys: new Set(Object.keys(block)),
+      templateRules: aliasRules('template_rules', (list: Array<[CkWord, CkWord, CkWord, TemplateOp, string | number]>, ptr) =>
+        list.map(([c, k, a, op, v], j) => {
+          const attr = attribute(a, `${ptr}/${j}/2`);
+          return {
+            cls: constant(c, `${ptr}/${j}/0`, 'CKO_'),
+            keyType: constant(k, `${ptr}/${j}/1`, 'CKK_'),
+            attribute: attr,
+            op,
+            value: value(attr, v, `${ptr}/${j}/4`),
+            where: where(`${ptr}/${j}`),
+          };
+        }),
+      ),
+      hiddenAttributes: aliasRules('hidden_attributes', (list: Array<[CkWord, CkWord, CkWord]>, ptr) =>
+        list.map(([c, k, a], j) => ({
+          cls: constant(c, `${ptr}/${j}/0`, 'CKO_'),
+          keyType: constant(k, `${ptr}/${j}/1`, 'CKK_'),
+          attribute: attribute(a, `${ptr}/${j}/2`),
+          where: where(`${ptr}/${j}`),
+        })),
+      ),
+      allowedMechanisms: aliasRules('allowed_mechanisms', (list: Array<string | number>, ptr) =>
+        list.map((m, k) => {
+          if (typeof m === 'number') return m;
+          const v = mechanismByName(m);
+          return v !== undefined ? v : fail(`${ptr}/${k}`, `unknown mechanism '${m}'`);
+        }),
+      ),
+      allowedFunctions: aliasRules('allowed_functions', (list: Pkcs11FunctionName[]) => [...list]),
+      deniedLabels: aliasRules('denied_labels', patternsOf),
+      deniedIds: aliasRules('denied_ids', patternsOf),
+      maxRandomLength: aliasRules('max_random_length', (n: number) => n),
+      maxTemplateAttributes: aliasRules('max_template_attributes', (n: number) => n),
+      minRsaModulusBits: aliasRules('min_rsa_modulus_bits', (n: number) => n),
+      allowedEcCurves: aliasRules('allowed_ec_curves', (list: string[], ptr) =>
+        list.map((name, k) => {
+          const dotted = /^[0-2](\.[0-9]+)+$/.test(name) ? name : EC_CURVE_OIDS[name];
+          if (dotted === undefined) return fail(`${ptr}/${k}`, `unknown curve '${name}' (known: ${Object.keys(EC_CURVE_OIDS).join(', ')})`);
+          return { name, der: oidDer(dotted) };
+        }),
+      ),
+    };
+  };
+  const fileBeyond: BeyondFile = {};
+  for (const k of BEYOND_KEY_NAMES) {
+    const v = (doc as unknown as Record<string, unknown>)[k];
+    if (v !== undefined) (fileBeyond as Record<string, unknown>)[k] = v;
+  }
+  const beyond = beyondRules(fileBeyond, '');
+  const profiles = Object.entries(doc.profiles ?? {}).map(([name, block]) => {
+    const ptr = `/profiles/${name.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+    if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(name) || name === 'default') {
+      throw invalidAt(file, data, map, ptr, name === 'default' ? "'default' is the top-level policy: not a profile name" : 'must be a profile name ([A-Za-z_][A-Za-z0-9_-]*)', 'key');
+    }
+    return { name, where: where(ptr), rules: beyondRules(block, ptr) };
+  });
+  const profileMap = (doc.profile_map ?? []).map(([id, profile], i): ProfileMapEntry => {
+    if (profile !== 'default' && !profiles.some((p) => p.name === profile)) {
+      fail(`/profile_map/${i}/1`, `unknown profile '${profile}' (profiles: ${['default', ...profiles.map((p) => p.name)].join(', ')})`);
+    }
+    const [kind, n] = id.split(':');
+    const identity: IdentityPattern =
+      kind === 'uid' ? { kind: 'uid', uid: Number(n) }
+        : kind === 'gid' ? { kind: 'gid', gid: Number(n) }
+          : kind === 'unix' || kind === 'tcp' ? { kind: 'transport', transport: kind }
+            : { kind: 'any' };
+    return { identity, profile, where: where(`/profile_map/${i}`) };
+  });
+
   let wrappingFormatKey: Buffer | null = null;
   if (doc.wrapping_format_key) wrappingFormatKey = Buffer.from(doc.wrapping_format_key, 'hex');
   if (!wrappingFormatKey) {
@@ -214,6 +452,9 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     removePaddingOracles,
     filterActionsPre,
     filterActionsPost,
+    beyond,
+    profiles,
+    profileMap,
     raw,
     sourceMap: map,
     data,

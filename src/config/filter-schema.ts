@@ -18,6 +18,23 @@
  *  - enforce_ro_sessions, forbid_admin_operations: the first rule whose
  *    ALIAS_REGEX matches decides; default no.
  *  - filter_actions_pre/post: hooks run in declaration order.
+ *
+ * pkcs11proxyd extensions (BEYOND_KEYS below; not read by Caml Crush):
+ *  - template_rules: per attribute of a creation template, the first rule
+ *    whose class, key type and attribute match and whose condition holds
+ *    decides (`allow` and `refuse` hold when the template gives that value,
+ *    `default` when it gives none, `force` always).
+ *  - allowed_mechanisms, allowed_functions, allowed_ec_curves are ALLOW
+ *    lists (union of the matching rules; no matching rule: not restricted);
+ *    denied_labels, denied_ids, hidden_attributes are DENY lists (add up).
+ *  - max_random_length, max_template_attributes, min_rsa_modulus_bits: the
+ *    strictest matching rule wins.
+ *  - profiles: named policies; each profile is the top-level policy plus its
+ *    own rules. A key a profile sets replaces the top-level rules of that key
+ *    (template_rules: the profile's rules are tried first; the DENY lists add
+ *    up). `shadow = yes` logs what the profile would refuse and refuses
+ *    nothing. profile_map maps the client identity to a profile, first
+ *    matching entry wins; no match: the top-level policy ("default").
  */
 import type { SchemaObject } from 'ajv';
 import {
@@ -81,6 +98,132 @@ const regexList = (what: string): S =>
     `${what} patterns.`,
     'of regexp strings',
   );
+
+const ckName = (prefix: string, what: string, any: boolean): S => ({
+  type: ['string', 'integer'],
+  description: `${what}: a ${prefix}* name${any ? ', `any`' : ''} or a number (vendor values).`,
+  pattern: any ? `^(any|${prefix}[A-Za-z0-9_]+)$` : `^${prefix}[A-Za-z0-9_]+$`,
+  minimum: 0,
+  maximum: 0xffffffff,
+  ruleText: `must be a ${prefix}* name${any ? ', any' : ''} or a number`,
+});
+const attrValue: S = {
+  type: ['string', 'integer'],
+  description:
+    'Value in the attribute\'s own shape: TRUE/FALSE (yes/no, true/false) for CK_BBOOL attributes; a number or a CKO_/CKK_/CKC_/CKM_... name for CK_ULONG ones; a string for byte arrays (UTF-8, or `hex:` then hex digits).',
+  ruleText: 'must be a boolean word, a number, a constant name or a string',
+};
+const nonNegative = (description: string): S => ({
+  type: 'integer',
+  description,
+  minimum: 0,
+  maximum: 0xffffffff,
+  ruleText: 'must be an integer 0..4294967295',
+});
+const ecCurve: S = {
+  type: 'string',
+  description:
+    'Curve: prime256v1 (secp256r1, P-256), secp384r1 (P-384), secp521r1 (P-521), secp256k1, brainpoolP256r1, brainpoolP384r1, brainpoolP512r1, ed25519, ed448, x25519, x448, or a dotted OID ("1.2.840.10045.3.1.7"). Compared with the DER of CKA_EC_PARAMS.',
+  pattern: '^([A-Za-z][A-Za-z0-9-]*|[0-2](\\.[0-9]+)+)$',
+  ruleText: 'must be a curve name or a dotted OID',
+};
+
+/**
+ * The pkcs11proxyd keys beyond Caml Crush, allowed at the top level and in a profile.
+ * Every rule is (ALIAS_REGEX, ...) like Caml Crush's.
+ */
+const BEYOND_KEYS: Record<string, S> = {
+  shadow: {
+    ...boolWord,
+    description:
+      'Shadow mode of this policy (top level: the default profile): what it would refuse is logged (debug >= 1) and let through; template values it would set are not set. Default no.',
+  },
+  template_rules: rules(
+    'Creation templates (C_CreateObject, C_GenerateKey, C_GenerateKeyPair, C_UnwrapKey, C_DeriveKey, C_CopyObject): ' +
+      'per attribute, the first rule whose CLASS, KEY_TYPE and ATTRIBUTE match the new object and whose OP holds decides: ' +
+      '`default` sets VALUE when the template has no such attribute; `force` sets VALUE whatever the template says; ' +
+      '`refuse` answers CKR_ATTRIBUTE_VALUE_INVALID when the template gives VALUE; `allow` accepts VALUE when the template gives it ' +
+      '(later rules for that attribute are skipped). Class and key type come from the template, else from the call ' +
+      '(C_GenerateKey: CKO_SECRET_KEY; C_GenerateKeyPair: CKO_PUBLIC_KEY / CKO_PRIVATE_KEY; key type from the mechanism), ' +
+      'C_CopyObject: from the source object. Example: secret and private keys always sensitive and never extractable.',
+    listOf(
+      {
+        type: 'array',
+        description: 'A rule (CLASS, KEY_TYPE, ATTRIBUTE, OP, VALUE).',
+        items: [
+          ckName('CKO_', 'Object class', true),
+          ckName('CKK_', 'Key type', true),
+          ckName('CKA_', 'Attribute', false),
+          { type: 'string', enum: ['default', 'force', 'refuse', 'allow'], description: 'What the rule does.', ruleText: 'must be one of: default, force, refuse, allow' },
+          attrValue,
+        ],
+        minItems: 5,
+        additionalItems: false,
+        ruleText: 'must be a rule (CLASS, KEY_TYPE, ATTRIBUTE, default|force|refuse|allow, VALUE)',
+      },
+      'Template rules.',
+      'of (CLASS, KEY_TYPE, ATTRIBUTE, OP, VALUE) rules',
+    ),
+    '[(CLASS, KEY_TYPE, ATTRIBUTE, OP, VALUE), ...]',
+  ),
+  hidden_attributes: rules(
+    'DENY: attributes never revealed: C_GetAttributeValue answers them unavailable (CK_UNAVAILABLE_INFORMATION, CKR_ATTRIBUTE_SENSITIVE) for objects of that class and key type.',
+    listOf(
+      {
+        type: 'array',
+        description: 'A triple (CLASS, KEY_TYPE, ATTRIBUTE).',
+        items: [ckName('CKO_', 'Object class', true), ckName('CKK_', 'Key type', true), ckName('CKA_', 'Attribute', false)],
+        minItems: 3,
+        additionalItems: false,
+        ruleText: 'must be a triple (CLASS, KEY_TYPE, ATTRIBUTE)',
+      },
+      'Hidden attributes.',
+      'of (CLASS, KEY_TYPE, ATTRIBUTE) triples',
+    ),
+    '[(CLASS, KEY_TYPE, ATTRIBUTE), ...]',
+  ),
+  allowed_mechanisms: rules(
+    'ALLOW: only these mechanisms are usable (others refused with CKR_MECHANISM_INVALID wherever a mechanism is given, and at C_GetMechanismInfo; hidden from C_GetMechanismList).',
+    listOf(mechanism, 'Mechanisms.', 'of mechanisms'),
+    '[MECHANISM, ...]',
+  ),
+  allowed_functions: rules(
+    'ALLOW: only these functions are answered; others get CKR_FUNCTION_NOT_SUPPORTED (C_LoadModule is always allowed).',
+    listOf(functionName, 'Functions.', 'of PKCS#11 function names'),
+    '[C_FUNCTION, ...]',
+  ),
+  denied_labels: rules(
+    'DENY: objects whose CKA_LABEL fully matches a pattern are invisible (skipped by C_FindObjects, their handles invalid); templates may not give such a label.',
+    regexList('Label'),
+    '[LABEL_REGEX, ...]',
+  ),
+  denied_ids: rules('DENY: as denied_labels, over the lowercase hex of CKA_ID.', regexList('ID'), '[ID_REGEX, ...]'),
+  max_random_length: rules('Largest C_GenerateRandom length; larger: CKR_ARGUMENTS_BAD.', nonNegative('Bytes.'), 'BYTES'),
+  max_template_attributes: rules(
+    'Largest number of attributes in any one template of a call; more: CKR_ARGUMENTS_BAD.',
+    nonNegative('Attributes.'),
+    'COUNT',
+  ),
+  min_rsa_modulus_bits: rules(
+    'Smallest CKA_MODULUS_BITS of an RSA key pair generated (C_GenerateKeyPair); smaller or absent: CKR_ATTRIBUTE_VALUE_INVALID.',
+    nonNegative('Bits.'),
+    'BITS',
+  ),
+  allowed_ec_curves: rules(
+    'ALLOW: curves (CKA_EC_PARAMS) of EC and Edwards/Montgomery key pairs generated (C_GenerateKeyPair); others and absent ones: CKR_ATTRIBUTE_VALUE_INVALID.',
+    listOf(ecCurve, 'Curves.', 'of curve names'),
+    '[CURVE, ...]',
+  ),
+};
+
+export const BEYOND_KEY_NAMES: readonly string[] = Object.keys(BEYOND_KEYS);
+
+const profileName: S = {
+  type: 'string',
+  description: 'Profile name (a key of `profiles`, or `default`: the top-level policy).',
+  pattern: '^[A-Za-z_][A-Za-z0-9_-]*$',
+  ruleText: 'must be a profile name',
+};
 
 export const filterSchema: SchemaObject = {
   type: 'object',
@@ -149,6 +292,44 @@ export const filterSchema: SchemaObject = {
     ),
     filter_actions_pre: rules('Hooks run before the call.', actionList(), '[(C_FUNCTION, ACTION), ...]'),
     filter_actions_post: rules('Hooks run after the call.', actionList(), '[(C_FUNCTION, ACTION), ...]'),
+    ...BEYOND_KEYS,
+    profiles: {
+      type: 'object',
+      description:
+        'Named policy profiles: `profiles = { NAME = { KEY = VALUE ... } ... }` with the keys of template_rules ... allowed_ec_curves and shadow. ' +
+        'A profile is the top-level policy plus its own rules (a key it sets replaces the top-level one, DENY lists add up, its template_rules are tried first).',
+      additionalProperties: {
+        type: 'object',
+        description: 'One profile.',
+        additionalProperties: false,
+        properties: BEYOND_KEYS,
+        ruleText: 'must be a block { KEY = VALUE ... }',
+      },
+      ruleText: 'must be a block { NAME = { ... } ... }',
+    },
+    profile_map: {
+      type: 'array',
+      description:
+        'Client identity -> profile: [(IDENTITY, PROFILE), ...], first match wins, no match: `default` (the top-level policy). ' +
+        'IDENTITY: `uid:N` or `gid:N` (the Unix peer of a local socket, SO_PEERCRED: real uid and primary gid of the connecting process), `unix` (any local peer), `tcp` (any TCP peer), `*` (anyone).',
+      items: {
+        type: 'array',
+        description: 'A pair (IDENTITY, PROFILE).',
+        items: [
+          {
+            type: 'string',
+            description: 'uid:N, gid:N, unix, tcp or *.',
+            pattern: '^(uid:[0-9]+|gid:[0-9]+|unix|tcp|\\*)$',
+            ruleText: 'must be uid:N, gid:N, unix, tcp or *',
+          },
+          profileName,
+        ],
+        minItems: 2,
+        additionalItems: false,
+        ruleText: 'must be a pair (IDENTITY, PROFILE)',
+      },
+      ruleText: 'must be a list of pairs (IDENTITY, PROFILE)',
+    },
   },
 };
 

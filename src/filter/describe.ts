@@ -6,6 +6,7 @@
  */
 import { ck } from '../pkcs11/constants';
 import type { AliasPolicy, BoundHook, CompiledFilter } from './policy';
+import { describeIdentityPattern } from './identity';
 
 /** A configured module whose library cannot be loaded, with why. */
 export interface ModuleProbe {
@@ -43,6 +44,7 @@ function hookLines(title: string, hooks: ReadonlyMap<string, readonly BoundHook[
 export function describeAliasPolicy(p: AliasPolicy, heading: string): string[] {
   const out = [heading];
   if (p.passThrough) out.push('  pass-through: no rule applies, calls go straight to the module');
+  if (p.shadow) out.push('  SHADOW MODE: refusals below are logged, not enforced');
   out.push(`  forbidden mechanisms: ${list([...p.forbiddenMechanisms].sort((a, b) => a - b).map(mechanismName))}`);
   out.push(`  forbidden functions: ${list([...p.forbiddenFunctions].sort())}`);
   out.push(`  allowed labels: ${p.allowedLabels === null ? 'any (not filtered)' : list(p.allowedLabels.map((l) => JSON.stringify(l.source)))}`);
@@ -56,14 +58,9 @@ export function describeAliasPolicy(p: AliasPolicy, heading: string): string[] {
   return out;
 }
 
-/** Profiles, when the compiled filter has them (named policies beside the per-alias ones). */
-interface WithProfiles {
-  readonly profiles?: ReadonlyMap<string, { readonly byAlias: ReadonlyMap<string, AliasPolicy> }>;
-}
-
 /**
  * The whole report: modules (loadable or not), then the policy of each
- * alias, then of each profile's aliases if the compiled filter has profiles.
+ * alias, then each named profile's policies and the profile map.
  */
 export function describeFilter(f: CompiledFilter, modules: readonly ModuleProbe[]): string[] {
   const out = [`filter ${f.file}: valid`, `debug = ${f.debug}`, 'modules:'];
@@ -72,11 +69,13 @@ export function describeFilter(f: CompiledFilter, modules: readonly ModuleProbe[
     out.push(`  ${m.alias}${i === 0 ? ' (default)' : ''} -> ${m.path}: ${state}`);
   });
   for (const [alias, p] of f.byAlias) out.push(...describeAliasPolicy(p, `alias ${alias}:`));
-  const profiles = (f as CompiledFilter & WithProfiles).profiles;
-  if (profiles) {
-    for (const [name, prof] of profiles) {
-      for (const [alias, p] of prof.byAlias) out.push(...describeAliasPolicy(p, `profile ${name}, alias ${alias}:`));
-    }
+  for (const [name, byAlias] of f.profiles ?? []) {
+    if (byAlias === f.byAlias) continue;
+    for (const [alias, p] of byAlias) out.push(...describeAliasPolicy(p, `profile ${name}, alias ${alias}:`));
+  }
+  if (f.profileMap?.length) {
+    out.push('profile map (first match decides; none: default):');
+    for (const e of f.profileMap) out.push(`  ${describeIdentityPattern(e.identity)} -> ${e.profile} (${e.where})`);
   }
   return out;
 }

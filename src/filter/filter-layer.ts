@@ -22,6 +22,7 @@ import { installGeneric, invoke, then } from '../server/layers/generic';
 import { OBJECT_ARG_FIELDS, V3_CALL_OF_TYPED } from '../server/layers/object-fields';
 import type { Logger } from '../server/log';
 import type { HookAnswer, HookCall } from './hooks';
+import { describeIdentity, policyFor } from './identity';
 import { ObjectAttributes } from './object-attributes';
 import { ADMIN_CALLS, INVALIDATING_CALLS, TEMPLATE_CALLS } from './policy';
 import type { AliasPolicy, BoundHook, CompiledFilter, PaddingKind } from './policy';
@@ -53,6 +54,8 @@ const ADMIN_USERS: ReadonlySet<number> = new Set([ck.CKU_SO, ck.CKU_CONTEXT_SPEC
 
 /** Module answers one C_FindObjects may read to fill its page with visible objects. */
 const MAX_FIND_ROUNDS = 100_000;
+/** What a shadow-mode dry run's module call answers: the call is not made. */
+const DRY_RUN_REACHED = Object.freeze({ rv: CKR_OK });
 
 const ERROR_RET = new Map(PROCEDURES.map((p) => [p.name, p.errorRet]));
 
@@ -118,12 +121,12 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
   policyOf(conn: ConnectionState): AliasPolicy {
     const app = conn.app;
     const bound = app.filterPolicy;
-    if (bound !== null && bound.generation === this.filter.generation) return bound.policy;
+    if (bound !== null && bound.generation === this.filter.generation && bound.identity === conn.identity) return bound.policy;
     const alias = app.moduleAlias;
-    const policy = alias === null ? undefined : this.filter.byAlias.get(alias);
+    const policy = alias === null ? undefined : policyFor(this.filter, conn.identity, alias);
     // Only aliases of `modules` can be loaded, and every one has a policy; a gap here is a bug: refuse.
     if (policy === undefined) throw new Pkcs11Error(alias === null ? ck.CKR_CRYPTOKI_NOT_INITIALIZED : ck.CKR_GENERAL_ERROR);
-    app.filterPolicy = { generation: this.filter.generation, policy };
+    app.filterPolicy = { generation: this.filter.generation, policy, identity: conn.identity };
     return policy;
   }
 
@@ -138,6 +141,7 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     args: unknown,
     call: (args: unknown) => MaybePromise<unknown>,
   ): MaybePromise<unknown> {
+    if (policy.shadow !== undefined) return this.shadowed(policy.shadow, procedure, conn, args);
     const name = V3_CALL_OF_TYPED.get(procedure) ?? procedure;
     const ctx = { name, procedure, conn, next: this.next, objects: this.objects, policy };
     const pre = policy.pre.get(name);
@@ -156,6 +160,40 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
         });
       });
     });
+  }
+
+  /**
+   * Shadow mode: `enforcing` runs as a dry run up to the module call (its
+   * refusals are logged as not enforced), then the call goes down with the
+   * client's own arguments and its answer is returned unfiltered.
+   */
+  private shadowed(enforcing: AliasPolicy, procedure: CallName, conn: ConnectionState, args: unknown): MaybePromise<unknown> {
+    const real = (): MaybePromise<unknown> => invoke(this.next, procedure, conn, args);
+    const end = (): void => {
+      conn.filterDryRun = false;
+    };
+    conn.filterDryRun = true;
+    let dry: MaybePromise<unknown>;
+    try {
+      dry = this.filtered(enforcing, procedure, conn, args, () => DRY_RUN_REACHED);
+    } catch {
+      end();
+      return real();
+    }
+    if (!isPromise(dry)) {
+      end();
+      return real();
+    }
+    return dry.then(
+      () => {
+        end();
+        return real();
+      },
+      () => {
+        end();
+        return real();
+      },
+    );
   }
 
   /** Hooks in order; the first that answers with a result wins, argument rewrites carry on. */
@@ -194,7 +232,7 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     if (this.filter.debug >= 1) {
       const rv = (ans.ret as { rv?: unknown } | number);
       const code = typeof rv === 'number' ? rv : rv?.rv;
-      if (code !== CKR_OK) this.refusal(ctx.conn, ctx.name, `${h.action} (${h.where})`, Number(code));
+      if (code !== CKR_OK) this.refusal(ctx.conn, ctx.name, (ans as { rule?: string }).rule ?? `${h.action} (${h.where})`, Number(code));
     }
     return ans;
   }
@@ -205,9 +243,9 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    * and peer identity). Never argument values: no PIN, label or key bytes.
    */
   refusal(conn: ConnectionState, name: CallName, rule: string, rv: number): void {
-    if (this.filter.debug >= 1) {
-      this.log('info', `${this.filter.logTag}: ${name} refused with ${rvName(rv)} by ${rule} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id} (${conn.peer})`);
-    }
+    if (this.filter.debug < 1) return;
+    const what = conn.filterDryRun ? 'would be refused (shadow mode, not enforced)' : 'refused';
+    this.log('info', `${this.filter.logTag}: ${name} ${what} with ${rvName(rv)} by ${rule} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id} (${conn.identity.kind === 'unknown' ? '' : `${describeIdentity(conn.identity)}, `}${conn.peer})`);
   }
 
   /** debug >= 2 (Caml Crush's "negative match"): a rule looked at the call and let it pass. */

@@ -15,7 +15,7 @@ import { CALL_FIELDS, PROCEDURES } from '../generated/pkcs11_rpc';
 import type { CallName } from '../generated/pkcs11_rpc';
 import { V3_CALL_OF_TYPED } from '../server/layers/object-fields';
 import { invalidAt } from '../config/validate';
-import type { FilterConfig } from '../config/filter-config';
+import type { FilterConfig, ProfileMapEntry } from '../config/filter-config';
 import { compileStrPattern } from '../config/str-regex';
 import type { StrPattern } from '../config/str-regex';
 import type { PaddingOperation } from '../config/filter-names';
@@ -80,6 +80,10 @@ export interface AliasPolicy {
   readonly active: ReadonlySet<CallName>;
   /** True when no rule applies: the layer passes calls through without looking at them. */
   readonly passThrough: boolean;
+  /** Profile this policy belongs to (rules/index.ts); absent: `default`. */
+  readonly profile?: string;
+  /** Shadow mode: the same policy enforcing, run as a dry run; refusals are logged, the call goes down as asked. */
+  readonly shadow?: AliasPolicy;
 }
 
 /** The compiled filter of one process. */
@@ -95,7 +99,12 @@ export interface CompiledFilter {
    * (a separate log output) becomes this tag on the same output.
    */
   readonly logTag: string;
+  /** Policies of the `default` profile (the top-level rules). */
   readonly byAlias: ReadonlyMap<string, AliasPolicy>;
+  /** Policies per profile name, `default` included (rules/index.ts); absent: only byAlias. */
+  readonly profiles?: ReadonlyMap<string, ReadonlyMap<string, AliasPolicy>>;
+  /** filter.conf profile_map: client identity -> profile name, first match wins. */
+  readonly profileMap?: readonly ProfileMapEntry[];
 }
 
 let generations = 0;

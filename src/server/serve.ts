@@ -14,8 +14,10 @@ import { DEFAULT_APP_LIMITS } from './settings';
 import type { DaemonSettings } from './settings';
 import { RouterLayer } from './layers/router-layer';
 import { buildStack } from './stack';
-import { loadFilterConfig } from '../config/filter-config';
-import { compileFilter, passThroughFilter } from '../filter/policy';
+import { ConfigInvalidError } from '../config/errors';
+import type { FilterLayer } from '../filter/filter-layer';
+import { passThroughFilter } from '../filter/policy';
+import { compileFilterText, loadCompiledFilter } from '../filter/rules';
 
 /** The PKCS#11 side of a process: its module instances and the layer stack over them. */
 export interface Pkcs11Stack {
@@ -27,6 +29,12 @@ export interface Pkcs11Stack {
   readonly unavailable: readonly UnavailableModule[];
   /** C_Finalize every module; the stack is unusable afterwards. */
   finalize(): void;
+  /**
+   * Validates and compiles the filter file again (`text`: its content as the primary read it) and swaps
+   * it in at once (each application rebinds at its next call). Throws ConfigError and keeps the old
+   * policy when the file is bad. Returns the new generation; null when the daemon runs without a filter file.
+   */
+  reloadFilter(text?: string): number | null;
 }
 
 /** A configured module this process could not load or initialize. */
@@ -79,7 +87,8 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     log(workerIndex === 0 ? 'error' : 'debug', `${which} '${u.alias}' (${u.path}) cannot be loaded, C_LoadModule for it answers CKR_FUNCTION_FAILED: ${u.reason}`);
   }
   const apps = new AppRegistry(workerIndex);
-  const filter = s.filterFile ? compileFilter(loadFilterConfig(s.filterFile)) : passThroughFilter(backends.keys());
+  const filter = s.filterFile ? loadCompiledFilter(s.filterFile) : passThroughFilter(backends.keys());
+  let filterLayer: FilterLayer | null = null;
   const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
     aliases: new Set(backends.keys()),
     unavailableAliases: new Set(unavailable.map((u) => u.alias)),
@@ -90,11 +99,26 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     apps,
     limits,
     filter,
+    onFilterLayer: (l) => {
+      filterLayer = l;
+    },
   });
   return {
     stack,
     unavailable,
     createDispatcher: (info) => new Pkcs11Dispatcher(info, stack, log, apps),
+    reloadFilter: (text) => {
+      if (!s.filterFile || filterLayer === null) return null;
+      const next = text === undefined ? loadCompiledFilter(s.filterFile) : compileFilterText(text, s.filterFile);
+      const aliases = [...backends.keys()];
+      const missing = aliases.filter((a) => !next.byAlias.has(a));
+      // Modules are loaded once per process: a reload may change the policy, not the set of modules.
+      if (missing.length > 0 || next.byAlias.size !== aliases.length) {
+        throw new ConfigInvalidError(s.filterFile, 0, 0, 'modules', `a reload cannot change \`modules\` (loaded: ${aliases.map((a) => JSON.stringify(a)).join(', ')}); restart the daemon`);
+      }
+      filterLayer.reload(next);
+      return next.generation;
+    },
     finalize: () => {
       for (const b of backends.values()) b.finalize();
     },
@@ -102,7 +126,11 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
 }
 
 /** An RPC server whose connections run through this process's layer stack. */
-export function createPkcs11Server(s: DaemonSettings, log: Logger, workerIndex: number): { server: RpcServer; shutdown(): Promise<void> } {
+export function createPkcs11Server(
+  s: DaemonSettings,
+  log: Logger,
+  workerIndex: number,
+): { server: RpcServer; shutdown(): Promise<void>; reloadFilter(text?: string): number | null } {
   const pkcs11 = createPkcs11Stack(s, log, workerIndex);
   const server = new RpcServer({
     maxRecordSize: s.maxRecordSize,
@@ -112,6 +140,7 @@ export function createPkcs11Server(s: DaemonSettings, log: Logger, workerIndex: 
   });
   return {
     server,
+    reloadFilter: (text) => pkcs11.reloadFilter(text),
     async shutdown() {
       await server.close();
       pkcs11.finalize();

@@ -24,6 +24,8 @@ export interface StackOptions {
   limits: AppLimits;
   /** The compiled filter.conf (passThroughFilter when there is none). */
   filter: CompiledFilter;
+  /** Receives the filter layer, for reloads (SIGHUP). */
+  onFilterLayer?: (layer: FilterLayer) => void;
 }
 
 /**
@@ -38,7 +40,9 @@ export interface StackOptions {
 export function buildStack(router: RouterLayer, o: StackOptions): Pkcs11Calls<ConnectionState> {
   let s: Pkcs11Calls<ConnectionState> = new LoginLayer(router.asCalls(), o.defaultAlias);
   s = new HandleLayer(s, { workerIndex: o.workerIndex, log: o.log, limits: o.limits, defaultAlias: o.defaultAlias });
-  s = new FilterLayer(s, o.filter, o.log);
+  const filterLayer = new FilterLayer(s, o.filter, o.log);
+  o.onFilterLayer?.(filterLayer);
+  s = filterLayer;
   s = new ArchLayer(s);
   s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps, o.unavailableAliases);
   if (o.trace) s = new TraceLayer(s, o.log);

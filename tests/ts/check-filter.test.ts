@@ -61,6 +61,24 @@ describe('-check-filter', () => {
     expect(r.out).toContain('pass-through: no rule applies');
   });
 
+  test('rules beyond Caml Crush, profiles, shadow mode and the profile map are shown', () => {
+    const r = check(
+      `modules = [("softhsm", "${SOFTHSM_MODULE}")]\n` +
+        'max_random_length = [(".*", 64)]\n' +
+        'profiles = { trial = { shadow = yes  allowed_mechanisms = [(".*", [CKM_ECDSA])] } }\n' +
+        'profile_map = [("uid:1001", trial)]\n',
+    );
+    expect(r.err).toBe('');
+    expect(r.status).toBe(0);
+    const [top, trial] = r.out.split('profile trial, alias softhsm:\n');
+    expect(top).not.toContain('pass-through');
+    expect(top).toContain(`C_GenerateRandom: max_random_length (${r.file}:2:`);
+    expect(top).not.toContain('SHADOW');
+    expect(trial).toContain('SHADOW MODE');
+    expect(trial).toContain(`C_SignInit: allowed_mechanisms (${r.file}:3:`);
+    expect(r.out).toContain(`uid:1001 -> trial (${r.file}:4:`);
+  });
+
   test('errors are file:line:col and exit 78; every action not implemented is listed', () => {
     const bad = check(MODULES + 'forbidden_mechanisms = [("sof.*", [CKM_NOPE])]\n');
     expect(bad.status).toBe(78);

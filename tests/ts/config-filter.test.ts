@@ -297,6 +297,140 @@ const badCases: Case[] = [
   },
 ];
 
+/** pkcs11proxyd's keys (not written back by formatFilterConfig, which keeps to Caml Crush's keys). */
+const beyondGoodCases: Case[] = [
+  {
+    name: 'beyond Caml Crush: rules resolved to numbers and native-layout values, positions kept',
+    input: `${MODULES}template_rules = [(".*", [(CKO_SECRET_KEY, any, CKA_SENSITIVE, force, TRUE),
+  (any, CKK_AES, CKA_VALUE_LEN, default, 32), (CKO_DATA, any, CKA_LABEL, refuse, "hex:6869")])]
+allowed_ec_curves = [(".*", [prime256v1, "1.3.132.0.34"])]
+max_random_length = [("soft.*", 1024)]
+profiles = { ops = { shadow = yes  allowed_functions = [(".*", [C_Initialize])] } }
+profile_map = [("uid:1000", ops), ("gid:27", default), ("*", ops)]`,
+    output: {
+      beyond: {
+        shadow: false,
+        templateRules: [
+          {
+            alias: { source: '.*' },
+            value: [
+              { cls: pkcs11js.CKO_SECRET_KEY, keyType: null, attribute: pkcs11js.CKA_SENSITIVE, op: 'force', value: { type: 'Buffer', data: [1] }, where: 'f.conf:2:27' },
+              { cls: null, keyType: pkcs11js.CKK_AES, attribute: pkcs11js.CKA_VALUE_LEN, op: 'default', value: { type: 'Buffer', data: [32, 0, 0, 0, 0, 0, 0, 0] }, where: 'f.conf:3:3' },
+              { cls: pkcs11js.CKO_DATA, keyType: null, attribute: pkcs11js.CKA_LABEL, op: 'refuse', value: { type: 'Buffer', data: [0x68, 0x69] }, where: 'f.conf:3:47' },
+            ],
+          },
+        ],
+        allowedEcCurves: [{ value: [{ name: 'prime256v1', der: { type: 'Buffer', data: [...Buffer.from('06082a8648ce3d030107', 'hex')] } }, { name: '1.3.132.0.34', der: { type: 'Buffer', data: [...Buffer.from('06052b81040022', 'hex')] } }] }],
+        maxRandomLength: [{ alias: { source: 'soft.*' }, value: 1024, where: 'f.conf:5:22' }],
+      },
+      profiles: [{ name: 'ops', rules: { shadow: true, allowedFunctions: [{ value: ['C_Initialize'] }] } }],
+      profileMap: [
+        { identity: { kind: 'uid', uid: 1000 }, profile: 'ops', where: 'f.conf:7:16' },
+        { identity: { kind: 'gid', gid: 27 }, profile: 'default' },
+        { identity: { kind: 'any' }, profile: 'ops' },
+      ],
+    },
+  },
+];
+
+describe('filter config: rules beyond Caml Crush accepted', () => {
+  it.each(beyondGoodCases)('$name', ({ input, output }) => {
+    expect(view(parseFilterConfig(input, 'f.conf'))).toMatchObject(output as object);
+  });
+});
+
+const beyondBadCases: Case[] = [
+  {
+    name: 'template rule with an unknown operation',
+    input: `${MODULES}template_rules = [(".*", [(any, any, CKA_SENSITIVE, insist, TRUE)])]`,
+    error: /^f\.conf:2:53: key 'template_rules\[0\]\[1\]\[0\]\[3\]': must be one of: default, force, refuse, allow$/,
+  },
+  {
+    name: 'template rule with a class that is not a CKO_ name',
+    input: `${MODULES}template_rules = [(".*", [(CKK_AES, any, CKA_SENSITIVE, force, TRUE)])]`,
+    error: /^f\.conf:2:28: key 'template_rules\[0\]\[1\]\[0\]\[0\]': must be a CKO_\* name, any or a number$/,
+  },
+  {
+    name: 'template rule with an unknown attribute',
+    input: `${MODULES}template_rules = [(".*", [(any, any, CKA_NOPE, force, TRUE)])]`,
+    error: /^f\.conf:2:38: key 'template_rules\[0\]\[1\]\[0\]\[2\]': unknown constant 'CKA_NOPE'$/,
+  },
+  {
+    name: 'template rule value of the wrong shape for a CK_BBOOL attribute',
+    input: `${MODULES}template_rules = [(".*", [(any, any, CKA_SENSITIVE, force, 3)])]`,
+    error: /^f\.conf:2:60: key 'template_rules\[0\]\[1\]\[0\]\[4\]': must be TRUE or FALSE \(a CK_BBOOL attribute\)$/,
+  },
+  {
+    name: 'template rule missing its value',
+    input: `${MODULES}template_rules = [(".*", [(any, any, CKA_SENSITIVE, force)])]`,
+    error: /^f\.conf:2:27: key 'template_rules\[0\]\[1\]\[0\]': must be a rule \(CLASS, KEY_TYPE, ATTRIBUTE, default\|force\|refuse\|allow, VALUE\)$/,
+  },
+  {
+    name: 'hidden attribute that is not a triple',
+    input: `${MODULES}hidden_attributes = [(".*", [(CKO_DATA, CKA_VALUE)])]`,
+    error: /^f\.conf:2:30: key 'hidden_attributes\[0\]\[1\]\[0\]': must be a triple \(CLASS, KEY_TYPE, ATTRIBUTE\)$/,
+  },
+  {
+    name: 'unknown allowed mechanism',
+    input: `${MODULES}allowed_mechanisms = [(".*", [CKM_SHA256, CKM_NOPE])]`,
+    error: /^f\.conf:2:43: key 'allowed_mechanisms\[0\]\[1\]\[1\]': unknown mechanism 'CKM_NOPE'$/,
+  },
+  {
+    name: 'negative limit',
+    input: `${MODULES}max_random_length = [(".*", -1)]`,
+    error: /^f\.conf:2:29: key 'max_random_length\[0\]\[1\]': must be an integer 0\.\.4294967295$/,
+  },
+  {
+    name: 'unknown curve',
+    input: `${MODULES}allowed_ec_curves = [(".*", [prime256v1, curve1174])]`,
+    error: /^f\.conf:2:42: key 'allowed_ec_curves\[0\]\[1\]\[1\]': unknown curve 'curve1174'/,
+  },
+  {
+    name: 'denied label that is no regexp',
+    input: `${MODULES}denied_labels = [(".*", ["\\\\(x"])]`,
+    error: /^f\.conf:2:26: key 'denied_labels\[0\]\[1\]\[0\]': invalid regular expression/,
+  },
+  {
+    name: 'profile with a Caml Crush key (profiles take the pkcs11proxyd keys only)',
+    input: `${MODULES}profiles = { ops = { forbidden_functions = [(".*", [C_Login])] } }`,
+    error: /^f\.conf:2:22: key 'profiles\.ops\.forbidden_functions': unknown key$/,
+  },
+  {
+    name: 'profile named default',
+    input: `${MODULES}profiles = { default = { shadow = yes } }`,
+    error: /^f\.conf:2:14: key 'profiles\.default': 'default' is the top-level policy: not a profile name$/,
+  },
+  {
+    name: 'profile_map naming an unknown profile',
+    input: `${MODULES}profiles = { ops = { shadow = no } }\nprofile_map = [("uid:0", opz)]`,
+    error: /^f\.conf:3:26: key 'profile_map\[0\]\[1\]': unknown profile 'opz' \(profiles: default, ops\)$/,
+  },
+  {
+    name: 'profile_map with a bad identity',
+    input: `${MODULES}profile_map = [("user:alice", default)]`,
+    error: /^f\.conf:2:17: key 'profile_map\[0\]\[0\]': must be uid:N, gid:N, unix, tcp or \*$/,
+  },
+  {
+    name: 'shadow is a yes/no word',
+    input: `${MODULES}shadow = maybe`,
+    error: /^f\.conf:2:10: key 'shadow': must be yes, no, true or false$/,
+  },
+];
+
+describe('filter config: rules beyond Caml Crush refused at file:line:col with the rule broken', () => {
+  it.each(beyondBadCases)('$name', ({ input, error }) => {
+    let caught: unknown;
+    try {
+      parseFilterConfig(input, 'f.conf');
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).code).toBe('CONFIG_INVALID');
+    expect((caught as Error).message).toMatch(error!);
+  });
+});
+
 describe('filter config: accepted inputs', () => {
   it.each(goodCases)('$name', ({ input, output }) => {
     expect(view(parseFilterConfig(input, 'f.conf'))).toMatchObject(output as object);

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { BackendContext } from '../../bindings/backend';
+import type { ClientIdentity } from '../../filter/identity';
+import { UNKNOWN_IDENTITY } from '../../filter/identity';
 import type { AliasPolicy } from '../../filter/policy';
 import type { ArchLayout } from '../../pkcs11/arch';
 import { NATIVE_ARCH } from '../../pkcs11/arch';
@@ -25,8 +27,11 @@ export class Application {
   connections = 1;
   /** The router layer's context for this application's backend; rebuilt when the alias changes. */
   backendContext: BackendContext | null = null;
-  /** The filter policy this application is bound to, and the filter generation it came from (filter-layer.ts). */
-  filterPolicy: { readonly generation: number; readonly policy: AliasPolicy } | null = null;
+  /**
+   * The filter policy this application is bound to, the filter generation it came from and the client
+   * identity it was chosen for (filter-layer.ts; a joined connection of another identity rebinds).
+   */
+  filterPolicy: { readonly generation: number; readonly policy: AliasPolicy; readonly identity?: ClientIdentity } | null = null;
   /** Set once px_GetAppToken has published the application for joining. */
   token: Buffer | null = null;
 }
@@ -41,7 +46,15 @@ export class ConnectionState {
     readonly id: number,
     /** 'unix' or the TCP peer address, for logs. */
     readonly peer: string,
+    /** Who the transport says is connected: picks the filter profile (filter.conf profile_map). */
+    readonly identity: ClientIdentity = UNKNOWN_IDENTITY,
   ) {}
+
+  /**
+   * True while the filter evaluates a shadow-mode policy for this connection's call (its refusals are
+   * logged as not enforced). Calls of one connection run one at a time, so a per-connection flag is exact.
+   */
+  filterDryRun = false;
 
   get moduleAlias(): string | null {
     return this.app.moduleAlias;

@@ -2,6 +2,7 @@ import { CALL_INVOKERS, PKCS11_PROG, PROCEDURES_BY_VERSION, xdrDecode, xdrDecode
 import type { MaybePromise, Pkcs11Calls, ProcedureDef } from '../../generated/pkcs11_rpc';
 import { CKR_GENERAL_ERROR } from '../../pkcs11/constants';
 import { errorMessage, pkcs11RvOf } from '../../pkcs11/errors';
+import { identityOf } from '../../filter/identity';
 import { ConnectionState } from './connection-state';
 import type { AppRegistry } from './connection-state';
 import type { Logger } from '../log';
@@ -42,7 +43,7 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     private readonly log: Logger,
     private readonly apps: AppRegistry,
   ) {
-    this.conn = new ConnectionState(info.id, info.remote);
+    this.conn = new ConnectionState(info.id, info.remote, identityOf(info));
   }
 
   /**

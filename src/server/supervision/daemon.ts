@@ -11,6 +11,8 @@ import { DEFAULT_SOCKET_OPTIONS, describePeer, Listener } from '../transport/lis
 import { RecordAssembler } from '../transport/record-marking';
 import { parseCall } from '../transport/rpc-message';
 import { createPkcs11Server } from '../serve';
+import { readConfigText } from '../../config/read';
+import { compileFilterText } from '../../filter/rules';
 import type { DaemonSettings } from '../settings';
 import { Backoff, DEFAULT_BACKOFF } from './backoff';
 import type { ConnMessage, ToPrimary } from './handover';
@@ -88,6 +90,8 @@ export class Daemon {
   private refused = 0;
   private inProcess: ReturnType<typeof createPkcs11Server> | null = null;
   endpoints: ListenResult[] = [];
+  private reloads = 0;
+  private pendingReload: { id: number; waiting: Set<number>; failed: number } | null = null;
 
   private constructor(
     private readonly s: DaemonSettings,
@@ -144,6 +148,8 @@ export class Daemon {
           slot.pending.delete(m.id);
           // The worker holds its own descriptor now; ours only keeps the connection alive.
           h.sock.destroy();
+        } else if (m.t === 'reloaded') {
+          this.reloadAnswered(slot, m.id, m.error);
         } else if (m.t === 'ready' && !settled) {
           settled = true;
           slot.ready = true;
@@ -320,6 +326,57 @@ export class Daemon {
     const lost = [...slot.pending.values()];
     slot.pending.clear();
     for (const h of lost) this.handOff(h, null);
+  }
+
+  /**
+   * SIGHUP: reload the filter file in every worker. The primary reads and
+   * compiles it first; a bad file is refused here (logged with its
+   * file:line:col) and nothing changes. A good one is sent, as read, to each
+   * ready worker, which compiles the same bytes and swaps its policy at once;
+   * a worker that refuses it keeps its old policy and says why.
+   * A worker started later reads the file itself.
+   */
+  reload(): void {
+    const file = this.s.filterFile;
+    if (!file) {
+      this.log('warn', 'SIGHUP: no filter file configured; nothing to reload');
+      return;
+    }
+    let text: string;
+    try {
+      text = readConfigText(file);
+      compileFilterText(text, file);
+    } catch (e) {
+      this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
+      return;
+    }
+    if (this.inProcess) {
+      try {
+        const generation = this.inProcess.reloadFilter(text);
+        this.log('info', `SIGHUP: filter ${file} reloaded (generation ${generation})`);
+      } catch (e) {
+        this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
+      }
+      return;
+    }
+    const id = ++this.reloads;
+    const workers = this.readyWorkers();
+    this.pendingReload = { id, waiting: new Set(workers.map((w) => w.index)), failed: 0 };
+    for (const w of workers) w.child!.send({ t: 'reload', id, text });
+    if (workers.length === 0) this.log('warn', 'SIGHUP: no worker ready; workers read the filter file when they start');
+  }
+
+  private reloadAnswered(slot: WorkerSlot, id: number, error: string | undefined): void {
+    const r = this.pendingReload;
+    if (r === null || r.id !== id || !r.waiting.delete(slot.index)) return;
+    if (error !== undefined) {
+      r.failed += 1;
+      this.log('error', `SIGHUP: worker ${slot.index} refused the filter reload, its old policy stays: ${error}`);
+    }
+    if (r.waiting.size === 0) {
+      this.pendingReload = null;
+      if (r.failed === 0) this.log('info', `SIGHUP: filter ${this.s.filterFile} reloaded in every worker (reload ${id})`);
+    }
   }
 
   async stop(): Promise<void> {

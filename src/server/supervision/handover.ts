@@ -18,6 +18,18 @@ export interface ConnMessage {
   initial: string;
 }
 
-export type ToWorker = ConnMessage | { t: 'stop' };
+/** SIGHUP: compile `text` (the filter file as the primary read it) and swap the policy in; answer 'reloaded'. */
+export interface ReloadMessage {
+  t: 'reload';
+  /** Reload number in the primary's life, echoed in the answer. */
+  id: number;
+  text: string;
+}
 
-export type ToPrimary = { t: 'ready' } | { t: 'taken'; id: number };
+export type ToWorker = ConnMessage | ReloadMessage | { t: 'stop' };
+
+export type ToPrimary =
+  | { t: 'ready' }
+  | { t: 'taken'; id: number }
+  /** `error` set: the file was refused and the old policy stays. */
+  | { t: 'reloaded'; id: number; error?: string };

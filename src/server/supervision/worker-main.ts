@@ -41,6 +41,14 @@ function main(): void {
       nextId += 1;
       const initial = msg.initial ? Buffer.from(msg.initial, 'base64') : undefined;
       served.server.attachSocket(handle, { id: nextId, transport: msg.transport, remote: msg.remote, peer: msg.peer }, initial);
+    } else if (msg.t === 'reload') {
+      try {
+        const generation = served.reloadFilter(msg.text);
+        log('info', `filter reloaded (generation ${generation})`);
+        send({ t: 'reloaded', id: msg.id });
+      } catch (e) {
+        send({ t: 'reloaded', id: msg.id, error: errorMessage(e) });
+      }
     } else if (msg.t === 'stop') stop();
   });
   process.on('SIGTERM', stop);
