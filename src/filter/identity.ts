@@ -2,16 +2,17 @@
  * Who the client is, as far as the policy is concerned: what the transport
  * established (never what the client claims, such as AUTH_SYS). profile_map
  * entries (filter.conf) match against it to pick a policy profile.
- * The TLS issue adds `{ kind: 'certificate', ... }` beside these.
  */
 import type { IdentityPattern, ProfileMapEntry } from '../config/filter-config';
-import type { ConnectionInfo } from '../server/transport/types';
+import type { ConnectionInfo, PeerCertificate } from '../server/transport/types';
 import type { AliasPolicy, CompiledFilter } from './policy';
 
 export type ClientIdentity =
   /** Local socket: SO_PEERCRED of the connecting process (real uid, primary gid), at connect(2) time. */
   | { readonly kind: 'unix'; readonly uid: number; readonly gid: number; readonly pid: number }
   | { readonly kind: 'tcp'; readonly address: string }
+  /** TLS: the verified client certificate, absent when none was required and none was sent. */
+  | { readonly kind: 'tls'; readonly address: string; readonly certificate?: PeerCertificate }
   /** In-process callers (tests, benchmarks) and connections whose peer could not be read: only `*` matches. */
   | { readonly kind: 'unknown' };
 
@@ -21,6 +22,7 @@ export function identityOf(info: ConnectionInfo): ClientIdentity {
   const p = info.peer;
   if (p === undefined) return UNKNOWN_IDENTITY;
   if (p.transport === 'unix') return Object.freeze({ kind: 'unix', uid: p.uid, gid: p.gid, pid: p.pid });
+  if (p.transport === 'tls') return Object.freeze({ kind: 'tls', address: `${p.address}:${p.port}`, certificate: p.certificate });
   return Object.freeze({ kind: 'tcp', address: `${p.address}:${p.port}` });
 }
 
@@ -31,6 +33,8 @@ export function describeIdentity(id: ClientIdentity): string {
       return `uid ${id.uid} gid ${id.gid} pid ${id.pid}`;
     case 'tcp':
       return `tcp ${id.address}`;
+    case 'tls':
+      return id.certificate ? `tls ${id.address} subject ${JSON.stringify(id.certificate.subject)} sha256 ${id.certificate.sha256.slice(0, 16)}` : `tls ${id.address} (no certificate)`;
     default:
       return 'unknown peer';
   }

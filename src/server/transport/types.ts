@@ -39,11 +39,34 @@ export type CallOutcome =
   | { kind: 'garbage_args' }
   | { kind: 'system_err' };
 
-/** Who is at the other end, as the kernel tells it (not as the peer claims). */
+/**
+ * A TLS client certificate that verified against the trusted CAs, as the
+ * handshake proved it (the peer holds its private key). Fields are what
+ * authorisation rules match; all are public.
+ */
+export interface PeerCertificate {
+  /** Subject DN, RFC 4514 string form, most significant RDN last as OpenSSL prints it reversed: e.g. `CN=app1,O=Example`. */
+  readonly subject: string;
+  readonly issuer: string;
+  /** subjectAltName entries as `DNS:name`, `URI:uri`, `email:addr`, `IP:addr`. */
+  readonly san: readonly string[];
+  /** SHA-256 of the certificate's DER, lowercase hex without separators. */
+  readonly sha256: string;
+  /** SHA-256 of the DER SubjectPublicKeyInfo, lowercase hex (stays the same across renewals with the same key). */
+  readonly spkiSha256: string;
+  /** Serial number, uppercase hex as Node prints it. */
+  readonly serial: string;
+  /** notAfter, ISO 8601. */
+  readonly notAfter: string;
+}
+
+/** Who is at the other end, as the kernel or the TLS handshake tells it (not as the peer claims). */
 export type PeerIdentity =
   /** SO_PEERCRED: the process that called connect(2), at that moment. */
   | { transport: 'unix'; uid: number; gid: number; pid: number }
-  | { transport: 'tcp'; address: string; port: number };
+  | { transport: 'tcp'; address: string; port: number }
+  /** TLS over TCP; `certificate` absent when the client sent none (allowed only with peer_auth "none"/"optional"). */
+  | { transport: 'tls'; address: string; port: number; certificate?: PeerCertificate };
 
 /** The AUTH_SYS credential of a call (RFC 5531 appendix A): what the client claims, unverified. */
 export interface AuthSysCred {
@@ -56,7 +79,7 @@ export interface AuthSysCred {
 
 export interface ConnectionInfo {
   id: number;
-  transport: 'unix' | 'tcp';
+  transport: 'unix' | 'tcp' | 'tls';
   /** Peer address as `host:port` (`[v6]:port`), or 'unix'; for logs. */
   remote: string;
   /** Set for every connection accepted by a Listener; absent only for in-process callers (benchmarks). */
