@@ -25,6 +25,7 @@ import type { HookAnswer, HookCall } from './hooks';
 import { describeIdentity, policyFor } from './identity';
 import { ObjectAttributes } from './object-attributes';
 import { ADMIN_CALLS, INVALIDATING_CALLS, TEMPLATE_CALLS } from './policy';
+import { idAllowed, labelAllowed } from './visibility';
 import type { AliasPolicy, BoundHook, CompiledFilter, PaddingKind } from './policy';
 
 const CKA_LABEL = ck.CKA_LABEL;
@@ -340,34 +341,14 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    * carriage return (JS line terminator; Str's `.` does).
    */
   visible(policy: AliasPolicy, conn: ConnectionState, session: number, handle: number): MaybePromise<boolean> {
-    return then(this.objects.cached(conn, session, handle, LABEL_AND_ID), (v) => {
-      if (policy.allowedLabels !== null) {
-        const label = v.get(CKA_LABEL);
-        if (label === null || label === undefined) return false;
-        const s = label.toString('latin1');
-        if (!policy.allowedLabels.some((p) => p.regex.test(s))) return false;
-      }
-      if (policy.allowedIds !== null) {
-        const id = v.get(CKA_ID);
-        if (id === null || id === undefined) return false;
-        const s = id.toString('hex');
-        if (!policy.allowedIds.some((p) => p.regex.test(s))) return false;
-      }
-      return true;
-    });
+    return then(this.objects.cached(conn, session, handle, LABEL_AND_ID), (v) => labelAllowed(policy, v.get(CKA_LABEL)) && idAllowed(policy, v.get(CKA_ID)));
   }
 
   /** A template may set CKA_LABEL / CKA_ID only to values the policy lets the client see: the rule refusing it, or null. */
   private templateRefusal(policy: AliasPolicy, template: readonly px_attribute[]): string | null {
     for (const a of template) {
-      if (a.type === CKA_LABEL && policy.allowedLabels !== null) {
-        const s = a.value.toString('latin1');
-        if (!policy.allowedLabels.some((p) => p.regex.test(s))) return policy.ruleAt.labels;
-      }
-      if (a.type === CKA_ID && policy.allowedIds !== null) {
-        const s = a.value.toString('hex');
-        if (!policy.allowedIds.some((p) => p.regex.test(s))) return policy.ruleAt.ids;
-      }
+      if (a.type === CKA_LABEL && !labelAllowed(policy, a.value)) return policy.ruleAt.labels;
+      if (a.type === CKA_ID && !idAllowed(policy, a.value)) return policy.ruleAt.ids;
     }
     return null;
   }

@@ -311,6 +311,21 @@ describe('prevent_sensitive_leak_patch', () => {
     }
   });
 
+  test('a non-ASCII label is matched the same way by the pre hook and by the layer (bytewise, as Caml Crush)', async () => {
+    const labels = 'allowed_labels = [(".*", ["clé-.*"])]';
+    const pre = 'filter_actions_pre = [(".*", [(C_GetAttributeValue, prevent_sensitive_leak_patch)])]';
+    for (const filter of [`${labels}\n${pre}`, `${labels}\n${ACTION}`]) {
+      await withFilter(filter, async (e) => {
+        const v = await create(e, aesTemplate(readable, 'clé-1'));
+        const r = await getAttrs(e, v, [want(p.CKA_LABEL)]);
+        expect([r.rv, r.template[0]?.value.toString('utf8')]).toEqual([p.CKR_OK, 'clé-1']);
+        // Asking for the value too: the action answers the call itself, after its own label check.
+        expect((await getAttrs(e, v, [want(p.CKA_LABEL), want(p.CKA_VALUE)])).rv).toBe(p.CKR_ATTRIBUTE_SENSITIVE);
+        expect((await e.c.call('C_CreateObject', { session: e.s, template: aesTemplate(readable, 'cle-1') })).rv).toBe(p.CKR_ATTRIBUTE_VALUE_INVALID);
+      });
+    }
+  });
+
   test('C_SetAttributeValue of CKA_VALUE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE: SoftHSM2 refuses them itself; the action answers CKR_ATTRIBUTE_READ_ONLY', async () => {
     const attempts = [bytes(p.CKA_VALUE, Buffer.alloc(16, 7)), bool(p.CKA_ALWAYS_SENSITIVE, true), bool(p.CKA_NEVER_EXTRACTABLE, true)];
     await withFilter(PASS_THROUGH, async (e) => {

@@ -11,6 +11,7 @@ import type { MaybePromise, px_attribute } from '../../generated/pkcs11_rpc';
 import { ck } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { HookCall } from '../hooks';
+import { idAllowed, labelAllowed } from '../visibility';
 import type { AttributeValues } from '../object-attributes';
 import { isKeyClass, sessionOf } from './attributes';
 
@@ -122,15 +123,11 @@ function asCallError(e: unknown, call: HookCall, object: ObjectArg): unknown {
  * (answered CKR_OBJECT_HANDLE_INVALID, as the layer does).
  */
 export function checkVisible(call: HookCall, object: ObjectArg): MaybePromise<void> {
-  const { allowedLabels, allowedIds } = call.policy;
-  if (allowedLabels === null && allowedIds === null) return undefined;
+  const policy = call.policy;
+  if (policy.allowedLabels === null && policy.allowedIds === null) return undefined;
   const r = attributesOf(call, false, object, LABEL_AND_ID);
   const check = (v: AttributeValues): void => {
-    const label = v.get(ck.CKA_LABEL);
-    const id = v.get(ck.CKA_ID);
-    const labelOk = allowedLabels === null || (!!label && allowedLabels.some((p) => p.regex.test(label.toString('utf8'))));
-    const idOk = allowedIds === null || (!!id && allowedIds.some((p) => p.regex.test(id.toString('hex'))));
-    if (!labelOk || !idOk) throw new Pkcs11Error(object.invalidRv, call.name);
+    if (!labelAllowed(policy, v.get(ck.CKA_LABEL)) || !idAllowed(policy, v.get(ck.CKA_ID))) throw new Pkcs11Error(object.invalidRv, call.name);
   };
   return isPromise(r) ? r.then(check) : check(r);
 }
