@@ -3,6 +3,7 @@ import type { C_GetAttributeValue_ret, MaybePromise, Pkcs11Calls } from '../gene
 import { CK_UNAVAILABLE_INFORMATION_WIRE, CKR_OK, ck } from '../pkcs11/constants';
 import { Pkcs11Error } from '../pkcs11/errors';
 import type { ConnectionState } from '../server/dispatch/connection-state';
+import { attributeULong } from '../pkcs11/arch';
 
 /**
  * Attribute values the filter reads itself, by type: a Buffer in the
@@ -133,9 +134,5 @@ export function boolOf(v: AttributeValues, type: number, dflt = false): boolean 
 
 /** CK_ULONG value (native layout) of an attribute read by the filter; undefined when absent. */
 export function ulongOf(v: AttributeValues, type: number): number | undefined {
-  const b = v.get(type);
-  if (!b) return undefined;
-  if (b.length === 8) return Number(b.readBigUInt64LE(0));
-  if (b.length === 4) return b.readUInt32LE(0);
-  return undefined;
+  return attributeULong(v.get(type));
 }

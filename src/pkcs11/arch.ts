@@ -142,3 +142,14 @@ export function convertAttributeValue(type: number, value: Buffer, from: ArchLay
   if (sameLayout(from, to) || !ulongShaped(attributeShape(type))) return value;
   return convertULongArray(value, from, to);
 }
+
+/**
+ * CK_ULONG attribute value as the daemon's module writes it (little-endian:
+ * 8 bytes, or 4 from a 32-bit layout); undefined for any other length.
+ */
+export function attributeULong(b: Buffer | null | undefined): number | undefined {
+  if (!b) return undefined;
+  if (b.length === 8) return Number(b.readBigUInt64LE(0));
+  if (b.length === 4) return b.readUInt32LE(0);
+  return undefined;
+}

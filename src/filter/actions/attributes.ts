@@ -10,6 +10,7 @@ import { ck } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { HookAnswer, HookCall } from '../hooks';
 import type { AttributeValues } from '../object-attributes';
+import { attributeULong } from '../../pkcs11/arch';
 
 /**
  * What is known of one CK_BBOOL attribute, as a bit set: SAYS_FALSE and/or
@@ -115,9 +116,7 @@ export function templateUlong(template: readonly px_attribute[], type: number): 
   let out: number | undefined;
   for (const a of template) {
     if (a.type !== type) continue;
-    if (a.value.length === 8) out = Number(a.value.readBigUInt64LE(0));
-    else if (a.value.length === 4) out = a.value.readUInt32LE(0);
-    else out = NaN;
+    out = attributeULong(a.value) ?? NaN;
   }
   return out;
 }

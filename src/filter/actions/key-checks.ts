@@ -14,16 +14,11 @@ import type { HookCall } from '../hooks';
 import { idAllowed, labelAllowed } from '../visibility';
 import type { AttributeValues } from '../object-attributes';
 import { isKeyClass, sessionOf } from './attributes';
+import { attributeULong } from '../../pkcs11/arch';
 
 
 const LABEL_AND_ID: readonly number[] = [ck.CKA_LABEL, ck.CKA_ID];
 
-/** CK_ULONG of a template value in native layout (x86-64: 8 bytes LE; 4 accepted for 32-bit modules' values). */
-function ulongValue(b: Buffer): number | undefined {
-  if (b.length === 8) return Number(b.readBigUInt64LE(0));
-  if (b.length === 4) return b.readUInt32LE(0);
-  return undefined;
-}
 
 /**
  * True when `template` sets `type` to CK_TRUE. A CK_BBOOL is one byte; any
@@ -47,7 +42,7 @@ export function names(template: readonly px_attribute[], types: ReadonlySet<numb
 export function templateIsKey(template: readonly px_attribute[]): boolean {
   for (const a of template) {
     if (a.type !== ck.CKA_CLASS) continue;
-    const c = ulongValue(a.value);
+    const c = attributeULong(a.value);
     if (isKeyClass(c)) return true;
   }
   return false;
@@ -55,9 +50,7 @@ export function templateIsKey(template: readonly px_attribute[]): boolean {
 
 /** CKA_CLASS of an object read by the filter is a key class. */
 export function valuesAreKey(v: AttributeValues): boolean {
-  const b = v.get(ck.CKA_CLASS);
-  const c = b ? ulongValue(b) : undefined;
-  return isKeyClass(c);
+  return isKeyClass(attributeULong(v.get(ck.CKA_CLASS)));
 }
 
 /** The call's (first) template; empty when it has none. */

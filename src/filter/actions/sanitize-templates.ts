@@ -13,8 +13,8 @@ import type { BoolAttr } from './attributes';
 const F = false;
 const T = true;
 
-/** Values added, by object class, when the template does not name the type. */
-const DEFAULTS: ReadonlyMap<number, readonly BoolAttr[]> = new Map([
+/** Values added, by object class, when the template does not name the type (wrapping_format_patch adds them to unwrap templates too). */
+export const SANITIZED_DEFAULTS: ReadonlyMap<number, readonly BoolAttr[]> = new Map([
   [ck.CKO_SECRET_KEY, [
     attr(ck.CKA_WRAP, F), attr(ck.CKA_UNWRAP, F), attr(ck.CKA_ENCRYPT, F), attr(ck.CKA_DECRYPT, F), attr(ck.CKA_SIGN, F),
     attr(ck.CKA_VERIFY, F), attr(ck.CKA_SENSITIVE, T), attr(ck.CKA_EXTRACTABLE, F), attr(ck.CKA_DERIVE, F), attr(ck.CKA_PRIVATE, T),
@@ -32,7 +32,7 @@ const BOOL_VALUE = [Buffer.from([0]), Buffer.from([1])];
 
 /** `template` with the defaults of `cls` it does not name appended; the same array when nothing is added or `cls` is not a key. */
 function sanitized(template: readonly px_attribute[], cls: number): readonly px_attribute[] {
-  const defaults = DEFAULTS.get(cls);
+  const defaults = SANITIZED_DEFAULTS.get(cls);
   if (defaults === undefined) return template;
   const named = new Set(template.map((a) => a.type));
   const added = defaults.filter((d) => !named.has(d.type));

@@ -46,6 +46,8 @@ import { ConfigInvalidError } from '../../config/errors';
 import { invoke } from '../../server/layers/generic';
 import type { ActionContext, ActionDefinition, Hook, HookAnswer, HookCall } from '../hooks';
 import { aesCmac, cmacEqual } from './cmac';
+import { attributeULong } from '../../pkcs11/arch';
+import { SANITIZED_DEFAULTS } from './sanitize-templates';
 
 const CMAC_BYTES = 16;
 /** Bytes of CKA_CLASS in the blob. */
@@ -67,26 +69,9 @@ const FALSE = Buffer.from([0]);
  * Caml Crush's sanitized creation defaults by object class (its
  * sanitize_creation_templates): added to an unwrap template that lacks them.
  */
-const DEFAULTS: ReadonlyMap<number, ReadonlyArray<readonly [number, Buffer]>> = new Map([
-  [
-    ck.CKO_SECRET_KEY,
-    [
-      [ck.CKA_WRAP, FALSE], [ck.CKA_UNWRAP, FALSE], [ck.CKA_ENCRYPT, FALSE], [ck.CKA_DECRYPT, FALSE], [ck.CKA_SIGN, FALSE],
-      [ck.CKA_VERIFY, FALSE], [ck.CKA_SENSITIVE, TRUE], [ck.CKA_EXTRACTABLE, FALSE], [ck.CKA_DERIVE, FALSE], [ck.CKA_PRIVATE, TRUE],
-    ],
-  ],
-  [
-    ck.CKO_PRIVATE_KEY,
-    [
-      [ck.CKA_UNWRAP, FALSE], [ck.CKA_DECRYPT, FALSE], [ck.CKA_SIGN, FALSE], [ck.CKA_SIGN_RECOVER, FALSE], [ck.CKA_SENSITIVE, TRUE],
-      [ck.CKA_EXTRACTABLE, FALSE], [ck.CKA_DERIVE, FALSE], [ck.CKA_PRIVATE, TRUE],
-    ],
-  ],
-  [
-    ck.CKO_PUBLIC_KEY,
-    [[ck.CKA_WRAP, FALSE], [ck.CKA_ENCRYPT, FALSE], [ck.CKA_VERIFY, FALSE], [ck.CKA_VERIFY_RECOVER, FALSE], [ck.CKA_DERIVE, FALSE]],
-  ],
-]);
+const DEFAULTS: ReadonlyMap<number, ReadonlyArray<readonly [number, Buffer]>> = new Map(
+  [...SANITIZED_DEFAULTS].map(([cls, attrs]) => [cls, attrs.map((a) => [a.type, a.value ? TRUE : FALSE] as const)]),
+);
 
 /** Room offered for each bound attribute's value: a CK_ULONG or a CK_BBOOL. */
 const VALUE_ROOM = Buffer.alloc(8);
@@ -239,9 +224,7 @@ function unwrapHook(key: Buffer, types: readonly number[]): Hook {
 
 /** A template's CKA_CLASS (native layout); -1 when the value is not a CK_ULONG. */
 function classOf(v: Buffer): number {
-  if (v.length === 8) return Number(v.readBigUInt64LE(0));
-  if (v.length === 4) return v.readUInt32LE(0);
-  return -1;
+  return attributeULong(v) ?? -1;
 }
 
 /** `file:line:col` of ActionContext.where, for a configuration error. */

@@ -50,14 +50,6 @@ export function templateValue(t: readonly px_attribute[], type: number): Buffer 
   return undefined;
 }
 
-/** CK_ULONG in native layout (x86-64: 8 bytes LE; 4-byte values accepted). */
-export function ulongValue(b: Buffer | undefined | null): number | undefined {
-  if (!b) return undefined;
-  if (b.length === 8) return Number(b.readBigUInt64LE(0));
-  if (b.length === 4) return b.readUInt32LE(0);
-  return undefined;
-}
-
 export function anyMatch(patterns: readonly StrPattern[], s: string): StrPattern | undefined {
   return patterns.find((p) => p.regex.test(s));
 }

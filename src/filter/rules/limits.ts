@@ -3,11 +3,12 @@
  * modulus and allowed curves of generated key pairs. The strictest matching
  * rule of a numeric limit applies.
  */
+import { attributeULong } from '../../pkcs11/arch';
 import { CALL_FIELDS } from '../../generated/pkcs11_rpc';
 import type { C_GenerateKeyPair_args, C_GenerateRandom_args, px_attribute } from '../../generated/pkcs11_rpc';
 import type { AliasRule, BeyondRules } from '../../config/filter-config';
 import { ck } from '../../pkcs11/constants';
-import { callsWith, matching, refusal, ruleName, templateValue, ulongValue } from './common';
+import { callsWith, matching, refusal, ruleName, templateValue } from './common';
 import type { CompiledRules } from './common';
 
 const RSA_GEN: ReadonlySet<number> = new Set([ck.CKM_RSA_PKCS_KEY_PAIR_GEN, ck.CKM_RSA_X9_31_KEY_PAIR_GEN]);
@@ -55,7 +56,7 @@ export function compileLimits(r: BeyondRules, alias: string, out: CompiledRules)
       hook: (call) => {
         const a = call.args as C_GenerateKeyPair_args;
         if (!RSA_GEN.has(a.mechanism.mechanism)) return undefined;
-        const bits = ulongValue(templateValue(a.publicKeyTemplate, ck.CKA_MODULUS_BITS));
+        const bits = attributeULong(templateValue(a.publicKeyTemplate, ck.CKA_MODULUS_BITS));
         return bits === undefined || bits < rsa.value ? refusal(call, ck.CKR_ATTRIBUTE_VALUE_INVALID, rule) : undefined;
       },
     });

@@ -2,6 +2,7 @@
  * template_rules (defaults, forced and refused values on creation
  * templates) and hidden_attributes (never revealed by C_GetAttributeValue).
  */
+import { attributeULong } from '../../pkcs11/arch';
 import { CALL_FIELDS, isPromise } from '../../generated/pkcs11_rpc';
 import type { C_CopyObject_args, C_GetAttributeValue_args, C_GetAttributeValue_ret, CallName, px_attribute } from '../../generated/pkcs11_rpc';
 import type { AttributeSelector, BeyondRules, TemplateRule } from '../../config/filter-config';
@@ -9,7 +10,7 @@ import { attributeShape, ATTR_SHAPE } from '../../generated/attribute-shapes';
 import { CK_UNAVAILABLE_INFORMATION_WIRE, CKR_OK, ck } from '../../pkcs11/constants';
 import { then } from '../../server/layers/generic';
 import type { HookAnswer, HookCall } from '../hooks';
-import { matching, refusal, ruleName, templateValue, ulongValue } from './common';
+import { matching, refusal, ruleName, templateValue } from './common';
 import type { CompiledRules } from './common';
 
 const CKA_CLASS = ck.CKA_CLASS;
@@ -46,7 +47,7 @@ const CREATION: ReadonlyMap<CallName, Readonly<Record<string, number | null>>> =
 function sameValue(attr: number, a: Buffer, b: Buffer): boolean {
   const shape = attributeShape(attr);
   if (shape === ATTR_SHAPE.BOOL) return (a.length > 0 && a[0] !== 0) === (b.length > 0 && b[0] !== 0);
-  if (shape === ATTR_SHAPE.ULONG) return ulongValue(a) === ulongValue(b);
+  if (shape === ATTR_SHAPE.ULONG) return attributeULong(a) === attributeULong(b);
   return a.equals(b);
 }
 
@@ -105,8 +106,8 @@ export function compileTemplateRules(r: BeyondRules, alias: string, out: Compile
     let args: unknown = null;
     for (const field of f.args.template) {
       const t = field.get(call.args as never);
-      const cls = ulongValue(templateValue(t, CKA_CLASS)) ?? source.cls ?? defaults[field.name] ?? undefined;
-      const keyType = ulongValue(templateValue(t, CKA_KEY_TYPE)) ?? source.keyType ?? (mech !== undefined ? KEY_TYPE_OF_MECHANISM.get(mech) : undefined);
+      const cls = attributeULong(templateValue(t, CKA_CLASS)) ?? source.cls ?? defaults[field.name] ?? undefined;
+      const keyType = attributeULong(templateValue(t, CKA_KEY_TYPE)) ?? source.keyType ?? (mech !== undefined ? KEY_TYPE_OF_MECHANISM.get(mech) : undefined);
       const res = applyRules(byAttribute, t, cls, keyType, call.name === 'C_CopyObject');
       if ('refused' in res) return refusal(call, ck.CKR_ATTRIBUTE_VALUE_INVALID, ruleName('template_rules', res.refused.where));
       if (res.template !== null) {
@@ -130,7 +131,7 @@ export function compileTemplateRules(r: BeyondRules, alias: string, out: Compile
     hook: (call) => {
       const a = call.args as C_CopyObject_args;
       return then(call.objects.read(call.conn, a.session, a.object, CLASS_AND_TYPE), (v) =>
-        rewrite(call, { cls: ulongValue(v.get(CKA_CLASS)), keyType: ulongValue(v.get(CKA_KEY_TYPE)) }),
+        rewrite(call, { cls: attributeULong(v.get(CKA_CLASS)), keyType: attributeULong(v.get(CKA_KEY_TYPE)) }),
       );
     },
   });
@@ -151,8 +152,8 @@ export function compileHiddenAttributes(r: BeyondRules, alias: string, out: Comp
       if (!a.template.some((t) => candidates.has(t.type))) return undefined;
       const v = call.objects.cached(call.conn, a.session, a.object, CLASS_AND_TYPE);
       const decide = (vals: ReadonlyMap<number, Buffer | null>): HookAnswer | Promise<HookAnswer> => {
-        const cls = ulongValue(vals.get(CKA_CLASS));
-        const keyType = ulongValue(vals.get(CKA_KEY_TYPE));
+        const cls = attributeULong(vals.get(CKA_CLASS));
+        const keyType = attributeULong(vals.get(CKA_KEY_TYPE));
         const hiding = new Map<number, AttributeSelector>();
         for (const s of selectors) if (!hiding.has(s.attribute) && applies(s, cls, keyType)) hiding.set(s.attribute, s);
         const hidden = a.template.filter((t) => hiding.has(t.type));
