@@ -25,13 +25,29 @@ const CAPACITY = Buffer.alloc(8192);
  * creation (CKA_CLASS, CKA_KEY_TYPE, CKA_LOCAL, CKA_ALWAYS_SENSITIVE,
  * CKA_NEVER_EXTRACTABLE, CKA_TOKEN, CKA_PRIVATE) or change only through
  * C_SetAttributeValue/C_CopyObject, which the filter sees and which
- * invalidate the cache. Across worker processes a cached value can be stale;
- * that is safe because every rule that limits how attributes may change
- * (sticky, conflicting, label/id on creation) is checked on the modifying
- * call with values read from the token (`read`, never `cached`), so a
- * worker's stale view is always of an object at least as restricted as the
- * token's.
+ * invalidate the cache. A change made through another worker process
+ * reaches this one as an IPC message (objectsChangedElsewhere): until it
+ * arrives, a cached value can be stale. Every rule that limits how
+ * attributes may change (sticky, conflicting, label/id on creation) is
+ * checked on the modifying call with values read from the token (`read`,
+ * never `cached`), so in that window the stale view is of an object at least
+ * as restricted as the token's, except for a label or id that another
+ * profile's policy lets its clients write.
  */
+
+/** Bumped by every object change the filter sees in this process or hears of from another; a cache of another generation is empty. */
+let generation = 1;
+let announce: (() => void) | null = null;
+
+/** Called with each change of a module object seen here (C_SetAttributeValue, C_DestroyObject), to tell the other workers. */
+export function announceObjectChanges(f: (() => void) | null): void {
+  announce = f;
+}
+
+/** Another worker changed a module object: every cache of this process is dropped. */
+export function objectsChangedElsewhere(): void {
+  generation += 1;
+}
 
 /** One application's cache: virtual object handle → attribute type → value. */
 class AppCache {
@@ -46,9 +62,6 @@ const CACHE = Symbol('filter object attributes');
  * handle, ownership and login rules apply to the filter's own reads too.
  */
 export class ObjectAttributes {
-  /** Bumped by every change the filter sees in this process; a cache of another generation is empty. */
-  private generation = 1;
-
   constructor(private readonly next: Pkcs11Calls<ConnectionState>) {}
 
   /**
@@ -97,19 +110,20 @@ export class ObjectAttributes {
    */
   invalidate(conn: ConnectionState, object?: number): void {
     if (object === undefined) {
-      this.generation += 1;
+      generation += 1;
       return;
     }
     this.cacheOf(conn).objects.delete(object);
-    // Another application may hold the same module object under its own handle.
-    this.generation += 1;
+    // Another application may hold the same module object under its own handle, here or in another worker.
+    generation += 1;
+    announce?.();
   }
 
   private cacheOf(conn: ConnectionState): AppCache {
     const c = conn.stateFor(CACHE, () => new AppCache());
-    if (c.generation !== this.generation) {
+    if (c.generation !== generation) {
       c.objects.clear();
-      c.generation = this.generation;
+      c.generation = generation;
     }
     return c;
   }

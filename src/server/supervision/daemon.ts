@@ -150,6 +150,8 @@ export class Daemon {
           h.sock.destroy();
         } else if (m.t === 'reloaded') {
           this.reloadAnswered(slot, m.id, m.error);
+        } else if (m.t === 'objects') {
+          for (const w of this.slots) if (w !== slot && w.ready && w.child?.connected) w.child.send({ t: 'objects' });
         } else if (m.t === 'ready' && !settled) {
           settled = true;
           slot.ready = true;

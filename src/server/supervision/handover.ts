@@ -26,10 +26,16 @@ export interface ReloadMessage {
   text: string;
 }
 
-export type ToWorker = ConnMessage | ReloadMessage | { t: 'stop' };
+/**
+ * `objects`: a worker changed a module object (C_SetAttributeValue,
+ * C_DestroyObject); the primary relays it to the other workers, which drop
+ * their filter attribute caches.
+ */
+export type ToWorker = ConnMessage | ReloadMessage | { t: 'objects' } | { t: 'stop' };
 
 export type ToPrimary =
   | { t: 'ready' }
   | { t: 'taken'; id: number }
+  | { t: 'objects' }
   /** `error` set: the file was refused and the old policy stays. */
   | { t: 'reloaded'; id: number; error?: string };

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { announceObjectChanges, objectsChangedElsewhere } from '../../filter/object-attributes';
 import { errorMessage } from '../../pkcs11/errors';
 import { createLogger } from '../log';
 import { createPkcs11Server } from '../serve';
@@ -24,6 +25,7 @@ function main(): void {
   const send = (m: ToPrimary): void => {
     process.send?.(m);
   };
+  announceObjectChanges(() => send({ t: 'objects' }));
   let nextId = 0;
   let stopping = false;
   const stop = () => {
@@ -49,7 +51,8 @@ function main(): void {
       } catch (e) {
         send({ t: 'reloaded', id: msg.id, error: errorMessage(e) });
       }
-    } else if (msg.t === 'stop') stop();
+    } else if (msg.t === 'objects') objectsChangedElsewhere();
+    else if (msg.t === 'stop') stop();
   });
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
