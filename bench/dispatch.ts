@@ -38,7 +38,8 @@ import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/sof
  * encoded and framed as the transport writes it; and then straight through
  * pkcs11js on the same SoftHSM2 token. The difference is our per-call
  * overhead above the module. Single process, one connection, warm.
- * Env: BENCH_MS per workload (default 2000); BENCH_STACK_ONLY=1 runs only the first table.
+ * Env: BENCH_MS per workload (default 2000); BENCH_STACK_ONLY=1 runs only the first table;
+ * BENCH_FILTER=FILE runs the stack with that filter.conf (e.g. filter.conf.example plus a key).
  */
 const MS = Number(process.env.BENCH_MS ?? 2000);
 const BY_NAME = new Map<CallName, ProcedureDef>(PROCEDURES.map((d) => [d.name, d]));
@@ -179,7 +180,16 @@ async function main(): Promise<void> {
   const hsm = createSoftHsm(['bench']);
   process.env.SOFTHSM2_CONF = hsm.conf;
   const stack = createPkcs11Stack(
-    { listen: [], modules: [{ alias: 'softhsm', path: SOFTHSM_MODULE }], defaultAlias: 'softhsm', trace: false, workers: 0, maxRecordSize: 1 << 20 },
+    {
+      listen: [],
+      modules: [{ alias: 'softhsm', path: SOFTHSM_MODULE }],
+      defaultAlias: 'softhsm',
+      trace: false,
+      workers: 0,
+      maxRecordSize: 1 << 20,
+      // BENCH_FILTER=FILE: the stack runs that filter.conf (its `modules` must name the alias softhsm).
+      ...(process.env.BENCH_FILTER ? { filterFile: process.env.BENCH_FILTER } : {}),
+    },
     () => undefined,
     0,
   );
