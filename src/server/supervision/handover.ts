@@ -26,10 +26,19 @@ export interface ReloadMessage {
   text: string;
 }
 
-export type ToWorker = ConnMessage | ReloadMessage | { t: 'stop' };
+export type ToWorker =
+  | ConnMessage
+  | ReloadMessage
+  | { t: 'stop' }
+  /** SIGHUP: reopen the audit file by name (logrotate moved it). */
+  | { t: 'reopen' }
+  /** A scrape of the metrics endpoint: answer this process's metrics as prom-client JSON. */
+  | { t: 'metrics'; id: number };
 
 export type ToPrimary =
   | { t: 'ready' }
   | { t: 'taken'; id: number }
   /** `error` set: the file was refused and the old policy stays. */
-  | { t: 'reloaded'; id: number; error?: string };
+  | { t: 'reloaded'; id: number; error?: string }
+  /** Answer to {t:'metrics'}: prom-client's getMetricsAsJSON() of the worker. */
+  | { t: 'metrics'; id: number; metrics: unknown[] };

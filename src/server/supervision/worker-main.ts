@@ -1,6 +1,9 @@
 import type net from 'node:net';
 import { errorMessage } from '../../pkcs11/errors';
-import { createLogger } from '../log';
+import { installAuditSinks } from '../audit-sinks';
+import type { AuditSinks } from '../audit-sinks';
+import { createLogger, envLogFormat, envLogLevel } from '../log';
+import { enableMetrics } from '../metrics/registry';
 import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
 import type { ToPrimary, ToWorker } from './handover';
@@ -13,9 +16,13 @@ import type { ToPrimary, ToWorker } from './handover';
 function main(): void {
   const index = Number(process.env.PKCS11PROXYD_WORKER_INDEX ?? '0');
   const settings = JSON.parse(process.env.PKCS11PROXYD_SETTINGS ?? '{}') as DaemonSettings;
-  const log = createLogger(undefined, `[worker ${index}] `);
+  const log = createLogger(envLogLevel(settings.logLevel), `[worker ${index}] `, envLogFormat(settings.logFormat), index);
   let served: ReturnType<typeof createPkcs11Server>;
+  let auditSinks: AuditSinks | null = null;
+  const metrics = settings.metrics !== undefined ? enableMetrics(index) : null;
   try {
+    // Before the stack: the audit layer is in it only when a sink is.
+    auditSinks = installAuditSinks(settings.audit, index, log);
     served = createPkcs11Server(settings, log, index);
   } catch (e) {
     log('error', errorMessage(e));
@@ -49,6 +56,11 @@ function main(): void {
       } catch (e) {
         send({ t: 'reloaded', id: msg.id, error: errorMessage(e) });
       }
+    } else if (msg.t === 'reopen') auditSinks?.reopen();
+    else if (msg.t === 'metrics') {
+      const id = msg.id;
+      if (metrics === null) send({ t: 'metrics', id, metrics: [] });
+      else void metrics.registry.getMetricsAsJSON().then((m) => send({ t: 'metrics', id, metrics: m }), () => send({ t: 'metrics', id, metrics: [] }));
     } else if (msg.t === 'stop') stop();
   });
   process.on('SIGTERM', stop);
