@@ -1,3 +1,4 @@
+import path from 'node:path';
 import * as p from 'pkcs11js';
 import {
   PKCS11_PROG,
@@ -28,6 +29,8 @@ import { FRAMED_REPLY_PREFIX_SIZE } from '../src/server/transport/types';
 import type { CallOutcome, RpcCallHeader } from '../src/server/transport/types';
 import { createHook } from 'async_hooks';
 import { createPkcs11Stack } from '../src/server/serve';
+import { installAuditSinks } from '../src/server/audit-sinks';
+import { enableMetrics } from '../src/server/metrics/registry';
 import { bool, bytes, ecKeyPairTemplates, mech, ulong } from '../tests/ts/helpers/attrs';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';
 
@@ -179,6 +182,9 @@ async function timeOp(op: () => unknown): Promise<number> {
 async function main(): Promise<void> {
   const hsm = createSoftHsm(['bench']);
   process.env.SOFTHSM2_CONF = hsm.conf;
+  // BENCH_AUDIT=1: an audit file sink (audit layer in the stack); BENCH_METRICS=1: the metrics layer on top.
+  if (process.env.BENCH_AUDIT === '1') installAuditSinks({ file: path.join(hsm.dir, 'audit.log'), stderr: false }, 0, () => undefined);
+  if (process.env.BENCH_METRICS === '1') enableMetrics(0);
   const stack = createPkcs11Stack(
     {
       listen: [],

@@ -17,8 +17,10 @@ import { compileProfiles } from './filter/rules';
 import { Daemon } from './server/supervision/daemon';
 import { EMBEDDED_SO_PIN, EMBEDDED_TOKEN_LABEL, EMBEDDED_USER_PIN, prepareEmbeddedDefault } from './server/embedded-default';
 import type { EmbeddedDefault } from './server/embedded-default';
-import { createLogger } from './server/log';
+import { createLogger, envLogFormat, envLogLevel } from './server/log';
 import type { LogLevel } from './server/log';
+import { installAuditSinks } from './server/audit-sinks';
+import type { AuditSinks } from './server/audit-sinks';
 import type { DaemonSettings } from './server/settings';
 
 /** Exit codes (sysexits.h values where one fits). */
@@ -260,10 +262,14 @@ export async function main(argv: string[]): Promise<number> {
       connectionLimits: sc.connectionLimits,
       limits: sc.limits,
       filterFile: fc.file,
+      logFormat: envLogFormat(sc.logFormat ?? 'text'),
+      logLevel: envLogLevel(sc.logLevel !== null ? logThreshold(sc.logLevel) : 'info'),
     };
+    if (sc.auditFile !== null || sc.auditStderr) settings.audit = { file: sc.auditFile, stderr: sc.auditStderr };
+    if (sc.metricsListen !== null) settings.metrics = { listen: sc.metricsListen };
     loaded = { server: sc, filter: fc };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
-    if (sc.logLevel !== null && !process.env.PKCS11PROXYD_LOG) log = createLogger(logThreshold(sc.logLevel));
+    log = createLogger(settings.logLevel, '', settings.logFormat);
   } catch (e) {
     process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n`);
     return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
@@ -275,16 +281,30 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   let daemon: Daemon;
+  let auditSinks: AuditSinks | null;
+  try {
+    // Before the workers start (they open their own) and before the in-process stack is built.
+    auditSinks = installAuditSinks(settings.audit, null, log);
+  } catch (e) {
+    log('error', `cannot start: audit trail: ${errorMessage(e)}`);
+    return EXIT_FAILURE;
+  }
   try {
     daemon = await Daemon.start(settings, log);
   } catch (e) {
     log('error', `cannot start: ${errorMessage(e)}`);
+    auditSinks?.close();
     return EXIT_FAILURE;
+  }
+  if (daemon.metricsEndpoint !== null) {
+    const a = daemon.metricsEndpoint.address;
+    log('info', `metrics: GET /metrics on ${a.path ?? `${a.host}:${a.port}`}`);
   }
   const endpoints = daemon.endpoints.map((e) => e.path ?? `tcp ${e.addr.type === 'internet' ? e.addr.host : ''}:${e.port}`);
   for (const line of effectiveConfiguration(loaded, settings, endpoints, VERSION)) log('info', line);
   if (embedded) process.stdout.write(clientHint(embedded) + '\n');
   // Machine-readable readiness line for scripts and tests.
+  if (daemon.metricsEndpoint) process.stdout.write(`METRICS ${JSON.stringify(daemon.metricsEndpoint.address)}\n`);
   process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);
   process.send?.({ t: 'ready' });
 
@@ -296,13 +316,17 @@ export async function main(argv: string[]): Promise<number> {
       stopping = true;
       log('info', `${sig}: shutting down`);
       void daemon.stop().then(() => {
+        auditSinks?.close();
         if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) fs.unlinkSync(pidFile);
         resolve(EXIT_OK);
       });
     };
     // SIGHUP reloads the filter in every worker; a bad file keeps the old policy (daemon.ts reload()).
     process.on('SIGHUP', () => {
-      if (!stopping) daemon.reload();
+      if (stopping) return;
+      auditSinks?.reopen();
+      daemon.reopenAuditFiles();
+      daemon.reload();
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));

@@ -39,6 +39,10 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     `  policy: pass-through (no filter key with an effect is accepted yet)${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''}`,
     `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
     `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? 'on' : 'off'}`,
+    // logging, audit and metrics (issue 9 item 8)
+    `  log format ${sc.logFormat ?? 'text'}; audit: ${[sc.auditFile !== null ? `file ${sc.auditFile}` : '', sc.auditStderr ? 'stderr' : ''].filter((x) => x !== '').join(', ') || 'off'}; metrics: ${
+      sc.metricsListen === null ? 'off' : sc.metricsListen.type === 'local' ? sc.metricsListen.path : `${sc.metricsListen.host}:${sc.metricsListen.port}`
+    }`,
   ];
   return lines;
 }

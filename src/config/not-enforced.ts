@@ -133,6 +133,11 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     'netplex.service.processor.max_session_object_bytes_per_app': 'per-application session-object bytes (handle layer)',
     'netplex.service.processor.max_random_length': 'C_GenerateRandom length cap (pkcs11js backend)',
     'netplex.service.processor.plain_parameter_mechanisms': 'mechanism-shapes.ts (raw parameters passed as bytes)',
+    // logging, audit and metrics (issue 9 item 8)
+    'netplex.service.processor.log_format': 'log line format (src/server/log.ts)',
+    'netplex.service.processor.audit_file': 'audit trail file sink (src/server/audit-sinks.ts)',
+    'netplex.service.processor.audit_stderr': 'audit trail on stderr (src/server/audit-sinks.ts)',
+    'netplex.service.processor.metrics_listen': 'Prometheus endpoint (src/server/metrics/)',
     'netplex.service.processor.tls': 'inert while use_ssl is false (Caml Crush reads TLS keys only with use_ssl)',
     'netplex.service.processor.cafile': 'inert while use_ssl is false',
     'netplex.service.processor.certfile': 'inert while use_ssl is false',

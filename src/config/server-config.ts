@@ -47,6 +47,9 @@ export interface ConnectionLimits {
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** processor.metrics_listen: a TCP address or a Unix socket path. */
+export type MetricsListen = { type: 'tcp'; host: string; port: number } | { type: 'local'; path: string };
+
 /** TLS material; paths are resolved against the directory of the server conf. */
 export interface TlsSettings {
   certFile?: string;
@@ -91,6 +94,15 @@ export interface ServerConfig {
   logLevel: LogLevel | null;
   /** processor.plain_parameter_mechanisms (our key): unknown mechanisms whose raw parameter passes as bytes. */
   plainParameterMechanisms: number[];
+  // ---- logging, audit and metrics (issue 9 item 8; our keys) ----
+  /** processor.log_format, null when absent. */
+  logFormat: 'text' | 'json' | null;
+  /** processor.audit_file, absolute; null: no file sink. */
+  auditFile: string | null;
+  /** processor.audit_stderr. */
+  auditStderr: boolean;
+  /** processor.metrics_listen parsed; null: no metrics endpoint. */
+  metricsListen: MetricsListen | null;
   /** workload_manager threads (type "constant"), null when absent. */
   workloadThreads: number | null;
   /** workload_manager max_threads, null when absent. */
@@ -144,6 +156,10 @@ interface ProcessorBlock {
   max_random_length?: number;
   pid_file?: string;
   plain_parameter_mechanisms?: string;
+  log_format?: 'text' | 'json';
+  audit_file?: string;
+  audit_stderr?: boolean;
+  metrics_listen?: string;
 }
 interface ServiceBlock {
   name: string;
@@ -301,6 +317,16 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
       } else plainParameterMechanisms.push(v);
     }
   }
+  let metricsListen: MetricsListen | null = null;
+  if (proc.metrics_listen !== undefined) {
+    const v = proc.metrics_listen;
+    if (v.startsWith('/')) metricsListen = { type: 'local', path: v };
+    else {
+      const b = parseBind(v);
+      if (typeof b === 'string') fail(`${sp}/processor/metrics_listen`, `${b} or an absolute socket path`);
+      else metricsListen = { type: 'tcp', ...b };
+    }
+  }
   const wm = service.workload_manager;
 
   const cfg: ServerConfig = {
@@ -326,6 +352,10 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     serviceName: service.name,
     logLevel: doc.netplex.controller?.max_level ?? null,
     plainParameterMechanisms,
+    logFormat: proc.log_format ?? null,
+    auditFile: proc.audit_file !== undefined ? fromConf(proc.audit_file) : null,
+    auditStderr: proc.audit_stderr ?? false,
+    metricsListen,
     workloadThreads: wm?.type === 'constant' ? (wm.threads ?? null) : null,
     maxThreads: wm?.max_threads ?? null,
     raw: data,

@@ -226,6 +226,16 @@ const processor = block(
       `pkcs11proxyd extension: longest C_GenerateRandom output in bytes (default ${DEFAULT_MAX_RANDOM_LENGTH}); longer asks answer CKR_ARGUMENTS_BAD.`,
       { minimum: 0, maximum: MAX_MAX_RANDOM_LENGTH },
     ),
+    // ---- logging, audit and metrics (issue 9 item 8) ----
+    log_format: oneOf('pkcs11proxyd extension: "text" (default): one line per message on stderr; "json": one JSON object per line (time, level, pid, worker, msg). PKCS11PROXYD_LOG_FORMAT wins.', ['text', 'json']),
+    audit_file: path(
+      'pkcs11proxyd extension: append the audit trail to this file, one JSON object per line, created with mode 0600, reopened on SIGHUP (logrotate); relative paths are resolved against the directory of this file.',
+    ),
+    audit_stderr: bool('pkcs11proxyd extension: write the audit trail to stderr as well (one JSON object per line; under systemd it reaches the journal). Default false.'),
+    metrics_listen: str(
+      'pkcs11proxyd extension: serve Prometheus metrics (GET /metrics) on "HOST:PORT" (TCP) or an absolute path (Unix socket, mode 0600). Default: no metrics endpoint.',
+      { minLength: 1 },
+    ),
   },
   ['type'],
 );

@@ -21,6 +21,9 @@ import type { ConnectionState } from '../server/dispatch/connection-state';
 import { installGeneric, invoke, then } from '../server/layers/generic';
 import { OBJECT_ARG_FIELDS, V3_CALL_OF_TYPED } from '../server/layers/object-fields';
 import type { Logger } from '../server/log';
+import { audit, auditEnabled } from '../server/audit';
+import { connectionFields } from '../server/audit-fields';
+import { countRefusal, processMetrics } from '../server/metrics/registry';
 import type { HookAnswer, HookCall } from './hooks';
 import { describeIdentity, policyFor } from './identity';
 import { ObjectAttributes } from './object-attributes';
@@ -206,7 +209,13 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     const step = (i: number): MaybePromise<HookAnswer> => {
       for (; i < hooks.length; i++) {
         if (call.args !== current) call = { ...call, args: current };
-        const r = hooks[i].hook(call);
+        let r: MaybePromise<HookAnswer>;
+        try {
+          r = hooks[i].hook(call);
+        } catch (e) {
+          this.hookRefused(hooks[i], ctx, e);
+          throw e;
+        }
         if (isPromise(r)) {
           const k = i;
           return r.then((ans) => {
@@ -216,6 +225,9 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
               rewritten = true;
             }
             return step(k + 1);
+          }, (e: unknown) => {
+            this.hookRefused(hooks[k], ctx, e);
+            throw e;
           });
         }
         if (r !== undefined && 'ret' in r) return this.answered(hooks[i], ctx, r);
@@ -230,12 +242,24 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   private answered(h: BoundHook, ctx: Omit<HookCall, 'args'>, ans: { ret: unknown }): HookAnswer {
-    if (this.filter.debug >= 1) {
+    // The audit trail and the refusal metric count refusals whatever `debug` says.
+    if (this.filter.debug >= 1 || auditEnabled() || processMetrics() !== null) {
       const rv = (ans.ret as { rv?: unknown } | number);
       const code = typeof rv === 'number' ? rv : rv?.rv;
       if (code !== CKR_OK) this.refusal(ctx.conn, ctx.name, (ans as { rule?: string }).rule ?? `${h.action} (${h.where})`, Number(code));
     }
     return ans;
+  }
+
+  /** An action that refused by throwing its CK_RV: recorded in the audit trail and metrics (the log stays as it was). */
+  private hookRefused(h: BoundHook, ctx: Omit<HookCall, 'args'>, e: unknown): void {
+    if (!(e instanceof Pkcs11Error) || (!auditEnabled() && processMetrics() === null)) return;
+    this.recordRefusal(ctx.conn, ctx.name, `${h.action} (${h.where})`, e.rv);
+  }
+
+  private recordRefusal(conn: ConnectionState, name: CallName, rule: string, rv: number): void {
+    audit({ event: 'call_refused', ...connectionFields(conn), call: name, rv: rvName(rv), rule, enforced: !conn.filterDryRun });
+    if (!conn.filterDryRun) countRefusal(name, rule, rv);
   }
 
   /**
@@ -244,6 +268,7 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
    * and peer identity). Never argument values: no PIN, label or key bytes.
    */
   refusal(conn: ConnectionState, name: CallName, rule: string, rv: number): void {
+    this.recordRefusal(conn, name, rule, rv);
     if (this.filter.debug < 1) return;
     const what = conn.filterDryRun ? 'would be refused (shadow mode, not enforced)' : 'refused';
     this.log('info', `${this.filter.logTag}: ${name} ${what} with ${rvName(rv)} by ${rule} for alias '${conn.app.moduleAlias ?? ''}', connection ${conn.id} (${conn.identity.kind === 'unknown' ? '' : `${describeIdentity(conn.identity)}, `}${conn.peer})`);

@@ -14,6 +14,8 @@ import { DEFAULT_APP_LIMITS } from './settings';
 import type { DaemonSettings } from './settings';
 import { RouterLayer } from './layers/router-layer';
 import { buildStack } from './stack';
+import { auditEnabled } from './audit';
+import { processMetrics } from './metrics/registry';
 import { ConfigInvalidError } from '../config/errors';
 import type { FilterLayer } from '../filter/filter-layer';
 import { passThroughFilter } from '../filter/policy';
@@ -102,6 +104,8 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     onFilterLayer: (l) => {
       filterLayer = l;
     },
+    audit: auditEnabled(),
+    metrics: processMetrics(),
   });
   return {
     stack,

@@ -42,4 +42,23 @@ export interface DaemonSettings {
   filterFile?: string;
   /** Missing: DEFAULT_APP_LIMITS. */
   limits?: AppLimits;
+  // ---- logging, audit and metrics (issue 9 item 8) ----
+  /** processor.log_format; PKCS11PROXYD_LOG_FORMAT wins. Missing: text. */
+  logFormat?: 'text' | 'json';
+  /** Log threshold every process uses (controller.max_level, PKCS11PROXYD_LOG wins). Missing: PKCS11PROXYD_LOG or info. */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** Audit sinks; missing or all off: audit() is a no-op and the audit layer is not in the stack. */
+  audit?: AuditSettings;
+  /** Prometheus endpoint (the primary serves it; workers answer its scrapes over IPC). Missing: no metrics. */
+  metrics?: MetricsSettings;
+}
+
+export interface AuditSettings {
+  /** Absolute path, appended to with mode 0600; null: no file. */
+  file: string | null;
+  stderr: boolean;
+}
+
+export interface MetricsSettings {
+  listen: { type: 'tcp'; host: string; port: number } | { type: 'local'; path: string };
 }

@@ -3,12 +3,15 @@ import { FilterLayer } from '../filter/filter-layer';
 import type { CompiledFilter } from '../filter/policy';
 import type { AppRegistry, ConnectionState } from './dispatch/connection-state';
 import { ArchLayer } from './layers/arch-layer';
+import { AuditLayer } from './layers/audit-layer';
 import { ConnectionLayer } from './layers/connection-layer';
 import { HandleLayer } from './layers/handle-layer';
 import { LoginLayer } from './layers/login-layer';
 import type { RouterLayer } from './layers/router-layer';
 import { TraceLayer } from './layers/trace-layer';
 import type { Logger } from './log';
+import { MetricsLayer } from './metrics/metrics-layer';
+import type { ProcessMetrics } from './metrics/registry';
 import type { AppLimits } from './settings';
 
 export interface StackOptions {
@@ -26,13 +29,21 @@ export interface StackOptions {
   filter: CompiledFilter;
   /** Receives the filter layer, for reloads (SIGHUP). */
   onFilterLayer?: (layer: FilterLayer) => void;
+  /** An audit sink is installed: the audit layer (object events) goes under the filter. */
+  audit?: boolean;
+  /** Metrics are on: the metrics layer goes on top. */
+  metrics?: ProcessMetrics | null;
 }
 
 /**
  * The one place the layers are assembled, top (client side) to bottom
  * (module side):
- *   trace → connection life cycle → CK_ULONG layout → filter → virtual
- *   handles → shared login → router → backend (one per module alias).
+ *   [metrics] → trace → connection life cycle → CK_ULONG layout → filter →
+ *   [audit] → virtual handles → shared login → router → backend (one per
+ *   module alias). Bracketed layers are there only when configured (no cost
+ *   otherwise): metrics on top sees every call and its CK_RV as the client
+ *   gets it; audit under the filter sees only calls the policy let through,
+ *   with the client's virtual handles.
  * Each layer sees what the layer above produced: the filter sees native
  * layout and client handles; the login layer sees module handles; the
  * backends see a BackendContext, not the connection state.
@@ -40,11 +51,13 @@ export interface StackOptions {
 export function buildStack(router: RouterLayer, o: StackOptions): Pkcs11Calls<ConnectionState> {
   let s: Pkcs11Calls<ConnectionState> = new LoginLayer(router.asCalls(), o.defaultAlias);
   s = new HandleLayer(s, { workerIndex: o.workerIndex, log: o.log, limits: o.limits, defaultAlias: o.defaultAlias });
+  if (o.audit) s = new AuditLayer(s);
   const filterLayer = new FilterLayer(s, o.filter, o.log);
   o.onFilterLayer?.(filterLayer);
   s = filterLayer;
   s = new ArchLayer(s);
   s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps, o.unavailableAliases);
   if (o.trace) s = new TraceLayer(s, o.log);
+  if (o.metrics) s = new MetricsLayer(s, o.metrics).asCalls();
   return s;
 }

@@ -6,6 +6,9 @@ import { identityOf } from '../../filter/identity';
 import { ConnectionState } from './connection-state';
 import type { AppRegistry } from './connection-state';
 import type { Logger } from '../log';
+import { audit } from '../audit';
+import { connectionFields } from '../audit-fields';
+import { processMetrics } from '../metrics/registry';
 import { FRAMED_REPLY_PREFIX_SIZE } from '../transport/types';
 import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, XdrArgsReader } from '../transport/types';
 
@@ -44,6 +47,11 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
     private readonly apps: AppRegistry,
   ) {
     this.conn = new ConnectionState(info.id, info.remote, identityOf(info));
+    const m = processMetrics();
+    if (m !== null) {
+      m.connectionsOpen += 1;
+      m.connectionsTotal += 1;
+    }
   }
 
   /**
@@ -133,6 +141,9 @@ export class Pkcs11Dispatcher implements RpcConnectionHandler {
    */
   async close(): Promise<void> {
     await this.queue;
+    const m = processMetrics();
+    if (m !== null) m.connectionsOpen -= 1;
+    audit({ event: 'connection_closed', ...connectionFields(this.conn), app: this.conn.app.id, last_of_app: this.conn.app.connections === 1 });
     const app = this.conn.app;
     app.connections -= 1;
     if (app.connections > 0) return;

@@ -15,6 +15,11 @@ import { readConfigText } from '../../config/read';
 import { compileFilterText } from '../../filter/rules';
 import type { DaemonSettings } from '../settings';
 import { Backoff, DEFAULT_BACKOFF } from './backoff';
+import { audit } from '../audit';
+import { aggregateText, MetricsEndpoint, WORKER_SCRAPE_TIMEOUT_MS } from '../metrics/endpoint';
+import type { MetricsJson } from '../metrics/endpoint';
+import { enableMetrics } from '../metrics/registry';
+import type { ProcessMetrics } from '../metrics/registry';
 import type { ConnMessage, ToPrimary } from './handover';
 
 /** The primary reads at most one record of this size from a new connection to route it. */
@@ -92,11 +97,20 @@ export class Daemon {
   endpoints: ListenResult[] = [];
   private reloads = 0;
   private pendingReload: { id: number; waiting: Set<number>; failed: number } | null = null;
+  /** This process's metrics (null: metrics off) and the endpoint serving the daemon's. */
+  private readonly metrics: ProcessMetrics | null;
+  metricsEndpoint: MetricsEndpoint | null = null;
+  private scrapes = 0;
+  /** Scrapes waiting for workers' answers: scrape id → worker index → resolve. */
+  private readonly pendingScrapes = new Map<number, Map<number, (m: MetricsJson | null) => void>>();
 
   private constructor(
     private readonly s: DaemonSettings,
     private readonly log: Logger,
-  ) {}
+  ) {
+    // In-process (workers 0) the one registry is the serving one; else the primary's, with the worker gauges.
+    this.metrics = s.metrics !== undefined ? enableMetrics(null) : null;
+  }
 
   static async start(s: DaemonSettings, log: Logger): Promise<Daemon> {
     const d = new Daemon(s, log);
@@ -117,6 +131,10 @@ export class Daemon {
           onConnection: ({ sock, addr, peer }) => d.accept(sock, addr, peer),
         });
         d.endpoints = d.listener.results;
+      }
+      if (s.metrics !== undefined && d.metrics !== null) {
+        const m = d.metrics;
+        d.metricsEndpoint = await MetricsEndpoint.open(s.metrics, () => aggregateText(m, d.scrapeWorkers()), log);
       }
     } catch (e) {
       await d.stop();
@@ -152,6 +170,11 @@ export class Daemon {
           this.reloadAnswered(slot, m.id, m.error);
         } else if (m.t === 'objects') {
           for (const w of this.slots) if (w !== slot && w.ready && w.child?.connected) w.child.send({ t: 'objects' });
+        } else if (m.t === 'metrics') {
+          const waiting = this.pendingScrapes.get(m.id);
+          const resolveOne = waiting?.get(slot.index);
+          waiting?.delete(slot.index);
+          resolveOne?.(m.metrics as MetricsJson);
         } else if (m.t === 'ready' && !settled) {
           settled = true;
           slot.ready = true;
@@ -182,6 +205,7 @@ export class Daemon {
         const uptime = slot.readyAt > 0 ? Date.now() - slot.readyAt : 0;
         slot.readyAt = 0;
         const delay = slot.backoff.died(uptime);
+        if (this.metrics !== null) this.metrics.workerRestarts += 1;
         this.log(
           'error',
           `worker ${slot.index} exited (${code ?? signal}); its connections are lost; ` +
@@ -202,7 +226,41 @@ export class Daemon {
     return this.slots.filter((w) => w.ready && w.child !== null && w.child.connected);
   }
 
+  /**
+   * One promise per ready worker of its metrics for this scrape: the worker's prom-client JSON over
+   * IPC, or null when it dies or takes longer than WORKER_SCRAPE_TIMEOUT_MS (that scrape lacks it).
+   */
+  private scrapeWorkers(): Array<Promise<MetricsJson | null>> {
+    const id = ++this.scrapes;
+    const waiting = new Map<number, (m: MetricsJson | null) => void>();
+    this.pendingScrapes.set(id, waiting);
+    const all = this.readyWorkers().map(
+      (w) =>
+        new Promise<MetricsJson | null>((resolve) => {
+          const timer = setTimeout(() => {
+            waiting.delete(w.index);
+            resolve(null);
+          }, WORKER_SCRAPE_TIMEOUT_MS);
+          waiting.set(w.index, (m) => {
+            clearTimeout(timer);
+            resolve(m);
+          });
+          w.child!.send({ t: 'metrics', id }, (err) => {
+            if (err) waiting.get(w.index)?.(null);
+          });
+        }),
+    );
+    void Promise.all(all).then(() => this.pendingScrapes.delete(id));
+    return all;
+  }
+
+  /** SIGHUP: every process reopens its audit file (logrotate). */
+  reopenAuditFiles(): void {
+    for (const w of this.readyWorkers()) w.child!.send({ t: 'reopen' });
+  }
+
   private updateServing(): void {
+    if (this.metrics !== null) this.metrics.workersReady = this.readyWorkers().length;
     if (this.stopping || this.listener === null) return;
     const now = this.readyWorkers().length > 0;
     if (now === this.serving) return;
@@ -350,14 +408,17 @@ export class Daemon {
       compileFilterText(text, file);
     } catch (e) {
       this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
+      audit({ event: 'config_reload', file, outcome: 'error', error: errorMessage(e) });
       return;
     }
     if (this.inProcess) {
       try {
         const generation = this.inProcess.reloadFilter(text);
         this.log('info', `SIGHUP: filter ${file} reloaded (generation ${generation})`);
+        audit({ event: 'config_reload', file, outcome: 'ok', generation });
       } catch (e) {
         this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
+        audit({ event: 'config_reload', file, outcome: 'error', error: errorMessage(e) });
       }
       return;
     }
@@ -374,15 +435,21 @@ export class Daemon {
     if (error !== undefined) {
       r.failed += 1;
       this.log('error', `SIGHUP: worker ${slot.index} refused the filter reload, its old policy stays: ${error}`);
+      audit({ event: 'config_reload', file: this.s.filterFile, outcome: 'error', reload: id, refused_by_worker: slot.index, error });
     }
     if (r.waiting.size === 0) {
       this.pendingReload = null;
-      if (r.failed === 0) this.log('info', `SIGHUP: filter ${this.s.filterFile} reloaded in every worker (reload ${id})`);
+      if (r.failed === 0) {
+        this.log('info', `SIGHUP: filter ${this.s.filterFile} reloaded in every worker (reload ${id})`);
+        audit({ event: 'config_reload', file: this.s.filterFile, outcome: 'ok', reload: id });
+      }
     }
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.metricsEndpoint?.close();
+    this.metricsEndpoint = null;
     const closed = this.listener?.close();
     for (const w of this.slots) this.rescue(w);
     await Promise.all([

@@ -26,16 +26,22 @@ export interface ReloadMessage {
   text: string;
 }
 
-/**
- * `objects`: a worker changed a module object (C_SetAttributeValue,
- * C_DestroyObject); the primary relays it to the other workers, which drop
- * their filter attribute caches.
- */
-export type ToWorker = ConnMessage | ReloadMessage | { t: 'objects' } | { t: 'stop' };
+/** `objects`: a worker changed a module object (C_SetAttributeValue, C_DestroyObject); the primary relays it to the other workers, which drop their filter attribute caches. */
+export type ToWorker =
+  | ConnMessage
+  | ReloadMessage
+  | { t: 'objects' }
+  | { t: 'stop' }
+  /** SIGHUP: reopen the audit file by name (logrotate moved it). */
+  | { t: 'reopen' }
+  /** A scrape of the metrics endpoint: answer this process's metrics as prom-client JSON. */
+  | { t: 'metrics'; id: number };
 
 export type ToPrimary =
   | { t: 'ready' }
   | { t: 'taken'; id: number }
   | { t: 'objects' }
   /** `error` set: the file was refused and the old policy stays. */
-  | { t: 'reloaded'; id: number; error?: string };
+  | { t: 'reloaded'; id: number; error?: string }
+  /** Answer to {t:'metrics'}: prom-client's getMetricsAsJSON() of the worker. */
+  | { t: 'metrics'; id: number; metrics: unknown[] };

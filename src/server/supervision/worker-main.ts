@@ -1,7 +1,10 @@
 import type net from 'node:net';
 import { announceObjectChanges, objectsChangedElsewhere } from '../../filter/object-attributes';
 import { errorMessage } from '../../pkcs11/errors';
-import { createLogger } from '../log';
+import { installAuditSinks } from '../audit-sinks';
+import type { AuditSinks } from '../audit-sinks';
+import { createLogger, envLogFormat, envLogLevel } from '../log';
+import { enableMetrics } from '../metrics/registry';
 import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
 import type { ToPrimary, ToWorker } from './handover';
@@ -14,9 +17,13 @@ import type { ToPrimary, ToWorker } from './handover';
 function main(): void {
   const index = Number(process.env.PKCS11PROXYD_WORKER_INDEX ?? '0');
   const settings = JSON.parse(process.env.PKCS11PROXYD_SETTINGS ?? '{}') as DaemonSettings;
-  const log = createLogger(undefined, `[worker ${index}] `);
+  const log = createLogger(envLogLevel(settings.logLevel), `[worker ${index}] `, envLogFormat(settings.logFormat), index);
   let served: ReturnType<typeof createPkcs11Server>;
+  let auditSinks: AuditSinks | null = null;
+  const metrics = settings.metrics !== undefined ? enableMetrics(index) : null;
   try {
+    // Before the stack: the audit layer is in it only when a sink is.
+    auditSinks = installAuditSinks(settings.audit, index, log);
     served = createPkcs11Server(settings, log, index);
   } catch (e) {
     log('error', errorMessage(e));
@@ -52,7 +59,12 @@ function main(): void {
         send({ t: 'reloaded', id: msg.id, error: errorMessage(e) });
       }
     } else if (msg.t === 'objects') objectsChangedElsewhere();
-    else if (msg.t === 'stop') stop();
+    else if (msg.t === 'reopen') auditSinks?.reopen();
+    else if (msg.t === 'metrics') {
+      const id = msg.id;
+      if (metrics === null) send({ t: 'metrics', id, metrics: [] });
+      else void metrics.registry.getMetricsAsJSON().then((m) => send({ t: 'metrics', id, metrics: m }), () => send({ t: 'metrics', id, metrics: [] }));
+    } else if (msg.t === 'stop') stop();
   });
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
