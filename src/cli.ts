@@ -259,6 +259,7 @@ export async function main(argv: string[]): Promise<number> {
       plainParameterMechanisms: sc.plainParameterMechanisms,
       connectionLimits: sc.connectionLimits,
       limits: sc.limits,
+      admission: sc.admission,
       filterFile: fc.file,
     };
     loaded = { server: sc, filter: fc };

@@ -6,6 +6,7 @@
 import type { DaemonConfig } from './daemon-config';
 import { NOT_ENFORCED, matchPointers } from './not-enforced';
 import type { Plain } from './syntax';
+import { defaultBurst } from '../server/transport/limits';
 
 export interface EffectiveRuntime {
   workers: number;
@@ -14,6 +15,7 @@ export interface EffectiveRuntime {
 }
 
 const hex = (v: number): string => `0x${v.toString(16)}`;
+const off = (v: number): string => (v > 0 ? String(v) : 'off');
 
 export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, endpoints: readonly string[], version: string): string[] {
   const { server: sc, filter: fc } = dc;
@@ -33,6 +35,12 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
       `max_reply_bytes ${sc.connectionLimits.maxReplyBytes}, stall_timeout_ms ${sc.connectionLimits.stallTimeoutMs}; ` +
       `per application: max_sessions_per_app ${sc.limits.maxSessions}, ` +
       `max_session_object_bytes_per_app ${sc.limits.maxSessionObjectBytes}, max_random_length ${sc.limits.maxRandomLength}`,
+    `  connection limits: max_connections ${off(sc.admission.maxConnections)}, max_connections_per_source ${off(sc.admission.maxConnectionsPerSource)} ` +
+      `(source: Unix uid, TCP/TLS address), connection_rate_per_source ${
+        sc.admission.connectionRatePerSource > 0
+          ? `${sc.admission.connectionRatePerSource}/s burst ${sc.admission.connectionBurstPerSource || defaultBurst(sc.admission.connectionRatePerSource)}`
+          : 'off'
+      }, idle_timeout_s ${off(sc.connectionLimits.idleTimeoutMs / 1000)}`,
     `  mechanism parameters: table of known shapes${
       sc.plainParameterMechanisms.length > 0 ? `; plain bytes also for ${sc.plainParameterMechanisms.map(hex).join(', ')}` : ''
     }`,

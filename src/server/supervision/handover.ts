@@ -31,5 +31,7 @@ export type ToWorker = ConnMessage | ReloadMessage | { t: 'stop' };
 export type ToPrimary =
   | { t: 'ready' }
   | { t: 'taken'; id: number }
+  /** The connection taken with this hand-over id has closed: the primary releases its admission counts. */
+  | { t: 'closed'; id: number }
   /** `error` set: the file was refused and the old policy stays. */
   | { t: 'reloaded'; id: number; error?: string };
