@@ -105,8 +105,8 @@ export class AdmissionControl implements ConnectionAdmission {
 
   /**
    * Admits a new connection or says which limit refuses it. The rate is
-   * metered first: a refused attempt still spends a token, so a source that
-   * keeps hammering stays refused until it slows down.
+   * metered first: an attempt refused by a count still spends its token, so
+   * a source retrying against a full limit is slowed down too.
    */
   admit(peer: PeerIdentity): AdmissionResult {
     const source = sourceOf(peer);
@@ -255,4 +255,13 @@ export function reportIdleClose(log: RpcLogger, tag: string, source: string, tim
   const reason = `no call for ${timeoutMs / 1000} s (idle_timeout_s)`;
   log('info', `${tag}: closing: ${reason}`);
   audit({ event: 'limit', limit: 'idle_timeout_s', source, action: 'connection closed', reason, suppressed: 0 });
+}
+
+/**
+ * Audits a call refused by a per-application limit (max_sessions_per_app,
+ * max_session_object_bytes_per_app, max_random_length); the caller answers
+ * the CK_RV named here.
+ */
+export function auditCallLimit(limit: string, call: string, rv: string, who: { connection?: number; app?: number; alias: string }): void {
+  audit({ event: 'limit', limit, action: 'call refused', call, rv, ...who });
 }
