@@ -11,6 +11,7 @@ import { defaultBurst } from '../server/transport/limits';
 export interface EffectiveRuntime {
   workers: number;
   trace: boolean;
+  traceFormat?: 'text' | 'json';
   maxRecordSize: number;
 }
 
@@ -46,7 +47,7 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     }`,
     `  policy: pass-through (no filter key with an effect is accepted yet)${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''}`,
     `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
-    `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? 'on' : 'off'}`,
+    `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? (rt.traceFormat === 'json' ? 'on (JSON lines)' : 'on') : 'off'}`,
   ];
   return lines;
 }

@@ -94,6 +94,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     unavailableAliases: new Set(unavailable.map((u) => u.alias)),
     defaultAlias: s.defaultAlias,
     trace: s.trace,
+    traceFormat: s.traceFormat,
     log,
     workerIndex,
     apps,

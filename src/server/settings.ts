@@ -34,6 +34,8 @@ export interface DaemonSettings {
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
+  /** -debug-pkcs11-json: trace records as one JSON object per line (stderr); absent: text. */
+  traceFormat?: 'text' | 'json';
   /** Worker processes; 0 serves in the main process. */
   workers: number;
   maxRecordSize: number;
