@@ -205,7 +205,10 @@ function value(call: CallName, key: string, v: unknown, arch: ArchLayout, mechan
     if (mechanismKeys.has(key)) return mechanism(v as px_mechanism);
     const o = v as Record<string, unknown>;
     const keys = Object.keys(o);
-    if (keys.length === 2 && typeof o.major === 'number' && typeof o.minor === 'number') return `${o.major}.${o.minor}`;
+    // CK_VERSION: two bytes (opaque[1] each on the wire).
+    if (keys.length === 2 && Buffer.isBuffer(o.major) && Buffer.isBuffer(o.minor) && o.major.length === 1 && o.minor.length === 1) {
+      return `${o.major[0]}.${o.minor[0]}`;
+    }
     return fields(call, o, arch, mechanismKeys);
   }
   if (typeof v === 'boolean' || typeof v === 'string') return v;
@@ -231,7 +234,13 @@ function mechanismKeysOf(call: CallName): { args: ReadonlySet<string>; result: R
 
 export function traceArgs(call: CallName, args: unknown, arch: ArchLayout): { [k: string]: TraceValue } {
   if (args === undefined || args === null || typeof args !== 'object') return {};
-  return fields(call, args, arch, mechanismKeysOf(call).args);
+  const out = fields(call, args, arch, mechanismKeysOf(call).args);
+  // C_GetAttributeValue's argument values are output buffers: only their sizes mean something.
+  if (call === 'C_GetAttributeValue') {
+    const t = (args as { template?: px_attribute[] }).template ?? [];
+    out.template = t.map((a) => new TraceAttribute(nameOf('CKA_', a.type), undefined, a.valueLen));
+  }
+  return out;
 }
 
 /** rv and the other result fields; a thrown error is its CK_RV. */
