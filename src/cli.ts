@@ -44,7 +44,9 @@ Options:
   -fg              stay in the foreground (default: detach and write a pid file)
   -pid FILE        pid file when detaching (default: pid_file from the config,
                    or var/pkcs11proxyd.pid)
-  -debug-pkcs11    trace every PKCS#11 call (arguments, CK_RV, duration; secrets redacted)
+  -debug-pkcs11    trace every PKCS#11 call with spec names (arguments, CK_RV,
+                   duration; PINs, key values and data redacted)
+  -debug-pkcs11-json  the same trace as one JSON object per line on stderr
   -workers N       worker processes (default: config 'workers', else one per core; 0 = single process)
   -check-filter FILE  validate a filter.conf, print the policy compiled per alias and
                    which modules cannot be loaded, and exit (0 valid, 78 invalid,
@@ -60,6 +62,7 @@ interface CliOptions {
   conf: string | null;
   pid: string | null;
   trace: boolean;
+  traceJson: boolean;
   workers: number | null;
   help: boolean;
   version: boolean;
@@ -86,7 +89,7 @@ export class UsageError extends ProxyError {
 }
 
 export function parseArgs(argv: string[]): CliOptions {
-  const o: CliOptions = { fg: false, conf: null, pid: null, trace: false, workers: null, help: false, version: false, checkFilter: null };
+  const o: CliOptions = { fg: false, conf: null, pid: null, trace: false, traceJson: false, workers: null, help: false, version: false, checkFilter: null };
   for (let i = 0; i < argv.length; i++) {
     // Both -opt and --opt, as netplex daemons accept.
     const a = argv[i].replace(/^--/, '-');
@@ -107,6 +110,10 @@ export function parseArgs(argv: string[]): CliOptions {
         break;
       case '-debug-pkcs11':
         o.trace = true;
+        break;
+      case '-debug-pkcs11-json':
+        o.trace = true;
+        o.traceJson = true;
         break;
       case '-workers': {
         const v = value();
@@ -256,11 +263,13 @@ export async function main(argv: string[]): Promise<number> {
       modules: fc.modules,
       defaultAlias: fc.defaultModule,
       trace: o.trace,
+      traceFormat: o.traceJson ? 'json' : 'text',
       workers: o.workers ?? sc.workers ?? defaultWorkers,
       maxRecordSize: sc.maxRecordSize,
       plainParameterMechanisms: sc.plainParameterMechanisms,
       connectionLimits: sc.connectionLimits,
       limits: sc.limits,
+      admission: sc.admission,
       filterFile: fc.file,
       logFormat: envLogFormat(sc.logFormat ?? 'text'),
       logLevel: envLogLevel(sc.logLevel !== null ? logThreshold(sc.logLevel) : 'info'),

@@ -1,4 +1,5 @@
 import { ProxyError } from '../errors';
+import { auditCallLimit } from '../server/transport/limits';
 import * as pkcs11js from 'pkcs11js';
 import { isPromise } from '../generated/pkcs11_rpc';
 import type {
@@ -531,7 +532,10 @@ export class Pkcs11jsBackend implements Backend {
    * served in between. Beyond the configured cap: CKR_ARGUMENTS_BAD.
    */
   C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): MaybePromise<px_bytes_ret> {
-    if (a.length < 0 || a.length > Math.min(MAX_OUTPUT, this.limits.maxRandomLength)) return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
+    if (a.length < 0 || a.length > Math.min(MAX_OUTPUT, this.limits.maxRandomLength)) {
+      auditCallLimit('max_random_length', 'C_GenerateRandom', 'CKR_ARGUMENTS_BAD', { app: c.appId, alias: c.alias });
+      return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
+    }
     const h = this.sh(a.session);
     // pkcs11js refuses an empty buffer; ask for one byte so the module still
     // judges the session, and return nothing, as a zero-length call would.

@@ -6,14 +6,17 @@
 import type { DaemonConfig } from './daemon-config';
 import { NOT_ENFORCED, matchPointers } from './not-enforced';
 import type { Plain } from './syntax';
+import { defaultBurst } from '../server/transport/limits';
 
 export interface EffectiveRuntime {
   workers: number;
   trace: boolean;
+  traceFormat?: 'text' | 'json';
   maxRecordSize: number;
 }
 
 const hex = (v: number): string => `0x${v.toString(16)}`;
+const off = (v: number): string => (v > 0 ? String(v) : 'off');
 
 export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, endpoints: readonly string[], version: string): string[] {
   const { server: sc, filter: fc } = dc;
@@ -33,12 +36,18 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
       `max_reply_bytes ${sc.connectionLimits.maxReplyBytes}, stall_timeout_ms ${sc.connectionLimits.stallTimeoutMs}; ` +
       `per application: max_sessions_per_app ${sc.limits.maxSessions}, ` +
       `max_session_object_bytes_per_app ${sc.limits.maxSessionObjectBytes}, max_random_length ${sc.limits.maxRandomLength}`,
+    `  connection limits: max_connections ${off(sc.admission.maxConnections)}, max_connections_per_source ${off(sc.admission.maxConnectionsPerSource)} ` +
+      `(source: Unix uid, TCP/TLS address), connection_rate_per_source ${
+        sc.admission.connectionRatePerSource > 0
+          ? `${sc.admission.connectionRatePerSource}/s burst ${sc.admission.connectionBurstPerSource || defaultBurst(sc.admission.connectionRatePerSource)}`
+          : 'off'
+      }, idle_timeout_s ${off(sc.connectionLimits.idleTimeoutMs / 1000)}`,
     `  mechanism parameters: table of known shapes${
       sc.plainParameterMechanisms.length > 0 ? `; plain bytes also for ${sc.plainParameterMechanisms.map(hex).join(', ')}` : ''
     }`,
     `  policy: pass-through (no filter key with an effect is accepted yet)${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''}`,
     `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
-    `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? 'on' : 'off'}`,
+    `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? (rt.traceFormat === 'json' ? 'on (JSON lines)' : 'on') : 'off'}`,
     // logging, audit and metrics (issue 9 item 8)
     `  log format ${sc.logFormat ?? 'text'}; audit: ${[sc.auditFile !== null ? `file ${sc.auditFile}` : '', sc.auditStderr ? 'stderr' : ''].filter((x) => x !== '').join(', ') || 'off'}; metrics: ${
       sc.metricsListen === null ? 'off' : sc.metricsListen.type === 'local' ? sc.metricsListen.path : `${sc.metricsListen.host}:${sc.metricsListen.port}`

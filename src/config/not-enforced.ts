@@ -132,6 +132,12 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     'netplex.service.processor.max_sessions_per_app': 'per-application session limit (handle layer)',
     'netplex.service.processor.max_session_object_bytes_per_app': 'per-application session-object bytes (handle layer)',
     'netplex.service.processor.max_random_length': 'C_GenerateRandom length cap (pkcs11js backend)',
+    // connection limits (issue 9 item 7)
+    'netplex.service.processor.max_connections': 'admission at accept (transport/limits.ts, primary or -workers 0)',
+    'netplex.service.processor.max_connections_per_source': 'admission at accept (transport/limits.ts)',
+    'netplex.service.processor.connection_rate_per_source': 'token bucket per source at accept (transport/limits.ts)',
+    'netplex.service.processor.connection_burst_per_source': 'token bucket size (transport/limits.ts)',
+    'netplex.service.processor.idle_timeout_s': 'IdleWatch per connection (transport/limits.ts, rpc-connection.ts)',
     'netplex.service.processor.plain_parameter_mechanisms': 'mechanism-shapes.ts (raw parameters passed as bytes)',
     // logging, audit and metrics (issue 9 item 8)
     'netplex.service.processor.log_format': 'log line format (src/server/log.ts)',

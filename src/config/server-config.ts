@@ -6,6 +6,7 @@ import path from 'path';
 import type { SchemaObject } from 'ajv';
 import { readConfigText } from './read';
 import {
+  DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_INFLIGHT_CALLS,
   DEFAULT_MAX_RANDOM_LENGTH,
   DEFAULT_MAX_RECORD_SIZE,
@@ -43,6 +44,17 @@ export interface ConnectionLimits {
   maxReplyBytes: number;
   /** stall_timeout_ms: a reader that takes none of its held replies this long is dropped. */
   stallTimeoutMs: number;
+  /** idle_timeout_s in ms; 0: off. */
+  idleTimeoutMs: number;
+}
+
+/** Admission limits (processor keys, ours; issue 9 item 7); 0 turns one off. */
+export interface AdmissionKeys {
+  maxConnections: number;
+  maxConnectionsPerSource: number;
+  connectionRatePerSource: number;
+  /** 0: the default (the rate rounded up, at least 1). */
+  connectionBurstPerSource: number;
 }
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -80,6 +92,8 @@ export interface ServerConfig {
   connectionLimits: ConnectionLimits;
   /** processor.workers (our key); null = daemon default. */
   workers: number | null;
+  /** processor.max_connections, max_connections_per_source, connection_rate_per_source, connection_burst_per_source. */
+  admission: AdmissionKeys;
   /** processor.max_sessions_per_app, max_session_object_bytes_per_app, max_random_length (our keys). */
   limits: { maxSessions: number; maxSessionObjectBytes: number; maxRandomLength: number };
   /** processor.pid_file (our key), absolute. */
@@ -154,6 +168,11 @@ interface ProcessorBlock {
   max_sessions_per_app?: number;
   max_session_object_bytes_per_app?: number;
   max_random_length?: number;
+  max_connections?: number;
+  max_connections_per_source?: number;
+  connection_rate_per_source?: number;
+  connection_burst_per_source?: number;
+  idle_timeout_s?: number;
   pid_file?: string;
   plain_parameter_mechanisms?: string;
   log_format?: 'text' | 'json';
@@ -339,8 +358,15 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
       maxPendingCalls: proc.max_inflight_calls ?? DEFAULT_MAX_INFLIGHT_CALLS,
       maxReplyBytes: proc.max_reply_bytes ?? DEFAULT_MAX_REPLY_BYTES,
       stallTimeoutMs: proc.stall_timeout_ms ?? DEFAULT_STALL_TIMEOUT_MS,
+      idleTimeoutMs: (proc.idle_timeout_s ?? 0) * 1000,
     },
     workers: proc.workers ?? null,
+    admission: {
+      maxConnections: proc.max_connections ?? DEFAULT_MAX_CONNECTIONS,
+      maxConnectionsPerSource: proc.max_connections_per_source ?? 0,
+      connectionRatePerSource: proc.connection_rate_per_source ?? 0,
+      connectionBurstPerSource: proc.connection_burst_per_source ?? 0,
+    },
     limits: {
       maxSessions: proc.max_sessions_per_app ?? DEFAULT_MAX_SESSIONS_PER_APP,
       maxSessionObjectBytes: proc.max_session_object_bytes_per_app ?? DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP,

@@ -25,6 +25,10 @@ export const DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP = 64 * 1024 * 1024;
 export const DEFAULT_MAX_RANDOM_LENGTH = 1024 * 1024;
 /** The daemon never allocates more than this for one call's output. */
 export const MAX_MAX_RANDOM_LENGTH = 16 * 1024 * 1024;
+/** Connection limits (issue 9 item 7, limits.ts): 0 turns each off; max_connections is on by default. */
+export const DEFAULT_MAX_CONNECTIONS = 16384;
+export const MAX_CONNECTION_LIMIT = 1_000_000;
+export const MAX_IDLE_TIMEOUT_S = 30 * 24 * 3600;
 
 type S = SchemaObject;
 
@@ -235,6 +239,30 @@ const processor = block(
     metrics_listen: str(
       'pkcs11proxyd extension: serve Prometheus metrics (GET /metrics) on "HOST:PORT" (TCP) or an absolute path (Unix socket, mode 0600). Default: no metrics endpoint.',
       { minLength: 1 },
+    ),
+    // ---- connection limits (issue 9 item 7; src/server/transport/limits.ts) ----
+    max_connections: int(
+      `pkcs11proxyd extension: connections open at once, all clients together (default ${DEFAULT_MAX_CONNECTIONS}; 0: no limit). A connection beyond it is closed at accept, with a logged reason.`,
+      { minimum: 0, maximum: MAX_CONNECTION_LIMIT },
+    ),
+    max_connections_per_source: int(
+      'pkcs11proxyd extension: connections open at once from one source: the peer uid on a Unix socket, the peer address on TCP/TLS (default 0: no limit beyond max_connections). A TLS client certificate is not a source: several certificates behind one address share its limit.',
+      { minimum: 0, maximum: MAX_CONNECTION_LIMIT },
+    ),
+    connection_rate_per_source: {
+      type: 'number',
+      description:
+        'pkcs11proxyd extension: new connections per second one source may open, on average (token bucket; default 0: no limit). Connections beyond it are closed at accept, with a logged reason.',
+      minimum: 0,
+      maximum: MAX_CONNECTION_LIMIT,
+    },
+    connection_burst_per_source: int(
+      'pkcs11proxyd extension: new connections one source may open at once before connection_rate_per_source applies (bucket size; default: the rate rounded up, at least 1).',
+      { minimum: 1, maximum: MAX_CONNECTION_LIMIT },
+    ),
+    idle_timeout_s: int(
+      'pkcs11proxyd extension: a connection with no call in flight and none received for this many seconds is closed, its sessions with it (default 0: never). Long-lived applications (a web server holding a key) may stay quiet for hours with sessions open: set it above their quietest period, or leave it off.',
+      { minimum: 0, maximum: MAX_IDLE_TIMEOUT_S },
     ),
   },
   ['type'],

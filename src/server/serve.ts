@@ -9,7 +9,7 @@ import type { ConnectionState } from './dispatch/connection-state';
 import { Pkcs11Dispatcher } from './dispatch/dispatcher';
 import type { Logger } from './log';
 import { RpcServer } from './transport';
-import type { ConnectionInfo } from './transport/types';
+import type { ConnectionAdmission, ConnectionInfo } from './transport/types';
 import { DEFAULT_APP_LIMITS } from './settings';
 import type { DaemonSettings } from './settings';
 import { RouterLayer } from './layers/router-layer';
@@ -96,6 +96,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     unavailableAliases: new Set(unavailable.map((u) => u.alias)),
     defaultAlias: s.defaultAlias,
     trace: s.trace,
+    traceFormat: s.traceFormat,
     log,
     workerIndex,
     apps,
@@ -134,11 +135,14 @@ export function createPkcs11Server(
   s: DaemonSettings,
   log: Logger,
   workerIndex: number,
+  /** Set where this server accepts connections itself (-workers 0); workers are admitted by the primary. */
+  admission?: ConnectionAdmission,
 ): { server: RpcServer; shutdown(): Promise<void>; reloadFilter(text?: string): number | null } {
   const pkcs11 = createPkcs11Stack(s, log, workerIndex);
   const server = new RpcServer({
     maxRecordSize: s.maxRecordSize,
     ...s.connectionLimits,
+    admission,
     createHandler: (info) => pkcs11.createDispatcher(info),
     log: (level, msg) => log(level, msg),
   });

@@ -1,4 +1,5 @@
 import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DEFAULT_MAX_SESSIONS_PER_APP } from '../config/server-schema';
+import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress } from './transport/types';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
@@ -6,6 +7,8 @@ export interface ConnectionLimits {
   maxPendingCalls: number;
   maxReplyBytes: number;
   stallTimeoutMs: number;
+  /** idle_timeout_s in ms; 0: off (limits.ts IdleWatch). Absent in settings made before the key existed. */
+  idleTimeoutMs?: number;
 }
 
 /** Per-application bounds (processor keys in pkcs11proxyd.conf); see DEFAULT_APP_LIMITS. */
@@ -31,6 +34,8 @@ export interface DaemonSettings {
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
+  /** -debug-pkcs11-json: trace records as one JSON object per line (stderr); absent: text. */
+  traceFormat?: 'text' | 'json';
   /** Worker processes; 0 serves in the main process. */
   workers: number;
   maxRecordSize: number;
@@ -51,6 +56,8 @@ export interface DaemonSettings {
   audit?: AuditSettings;
   /** Prometheus endpoint (the primary serves it; workers answer its scrapes over IPC). Missing: no metrics. */
   metrics?: MetricsSettings;
+  /** Admission limits applied where connections are accepted (limits.ts); absent: DEFAULT_ADMISSION_LIMITS. */
+  admission?: AdmissionLimits;
 }
 
 export interface AuditSettings {

@@ -9,6 +9,7 @@ import { HandleLayer } from './layers/handle-layer';
 import { LoginLayer } from './layers/login-layer';
 import type { RouterLayer } from './layers/router-layer';
 import { TraceLayer } from './layers/trace-layer';
+import type { TraceFormat } from './layers/trace-layer';
 import type { Logger } from './log';
 import { MetricsLayer } from './metrics/metrics-layer';
 import type { ProcessMetrics } from './metrics/registry';
@@ -21,6 +22,8 @@ export interface StackOptions {
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
+  /** -debug-pkcs11-json: one JSON object per line; default text. */
+  traceFormat?: TraceFormat;
   log: Logger;
   workerIndex: number;
   apps: AppRegistry;
@@ -57,7 +60,7 @@ export function buildStack(router: RouterLayer, o: StackOptions): Pkcs11Calls<Co
   s = filterLayer;
   s = new ArchLayer(s);
   s = new ConnectionLayer(s, o.aliases, o.defaultAlias, o.apps, o.unavailableAliases);
-  if (o.trace) s = new TraceLayer(s, o.log);
+  if (o.trace) s = new TraceLayer(s, o.log, { format: o.traceFormat ?? 'text', worker: o.workerIndex });
   if (o.metrics) s = new MetricsLayer(s, o.metrics).asCalls();
   return s;
 }

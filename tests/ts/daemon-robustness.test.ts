@@ -140,7 +140,7 @@ test('-debug-pkcs11 never prints PINs or secret attribute values', async () => {
   });
   await c.close();
   const log = d.output();
-  expect(log).toMatch(/C_Login\(session=\d+, userType=1, pin=<redacted>\) -> CKR_PIN_INCORRECT/);
+  expect(log).toMatch(/C_Login\(session=\d+, userType=CKU_USER, pin=<redacted>\) -> CKR_PIN_INCORRECT/);
   expect(log).toMatch(/CKA_VALUE=<16 bytes>/);
   expect(log).not.toContain(pin);
   expect(log).not.toContain(Buffer.from(pin).toString('hex'));

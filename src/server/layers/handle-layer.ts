@@ -24,6 +24,7 @@ import type { AppLimits } from '../settings';
 import { installGeneric, invoke, settle, then } from './generic';
 import { OBJECT_RESULT_FIELDS, V3_CALL_OF_TYPED } from './object-fields';
 import { aliasOf } from './router-layer';
+import { auditCallLimit } from '../transport/limits';
 
 const CKA_TOKEN = ck.CKA_TOKEN;
 /** Handles are CK_ULONGs; keep them below 2^32 so 32-bit clients can hold them. */
@@ -253,7 +254,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const named = a as Record<string, unknown>;
     // A copy is at least as large as a session object it copies.
     const copied = name === 'C_CopyObject' ? (this.objectsOf(alias).owners.get(named.object as number)?.bytes ?? 0) : 0;
-    const estimates = creating ? this.reserve(t, named, copied) : undefined;
+    const estimates = creating ? this.reserve(t, named, copied, { call: name, conn: conn.id, alias }) : undefined;
     return then(invoke(this.next, name, conn, a), (r) => this.translated(f, conn, alias, t, entry, estimates, r));
   }
 
@@ -320,7 +321,7 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
    * application's limit before the module is asked. A template asking for a
    * token object counts nothing.
    */
-  private reserve(t: HandleTables, a: Record<string, unknown>, copied: number): Record<string, number> {
+  private reserve(t: HandleTables, a: Record<string, unknown>, copied: number, who: { call: string; conn: number; alias: string }): Record<string, number> {
     const est: Record<string, number> = {};
     let total = 0;
     for (const f of OBJECT_RESULT_FIELDS) {
@@ -328,7 +329,10 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
       est[f] = tpl === undefined || asksToken(tpl) ? 0 : templateBytes(tpl) + SESSION_OBJECT_OVERHEAD + (f === 'object' ? copied : 0);
       total += est[f];
     }
-    if (t.sessionObjectBytes + total > this.limits.maxSessionObjectBytes) throw new Pkcs11Error(ck.CKR_DEVICE_MEMORY);
+    if (t.sessionObjectBytes + total > this.limits.maxSessionObjectBytes) {
+      auditCallLimit('max_session_object_bytes_per_app', who.call, 'CKR_DEVICE_MEMORY', { connection: who.conn, alias: who.alias });
+      throw new Pkcs11Error(ck.CKR_DEVICE_MEMORY);
+    }
     return est;
   }
 
@@ -418,7 +422,10 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
 
   C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): MaybePromise<C_OpenSession_ret> {
     const t = this.tables(conn);
-    if (t.sessions.size >= this.limits.maxSessions) return { rv: ck.CKR_SESSION_COUNT, session: 0 };
+    if (t.sessions.size >= this.limits.maxSessions) {
+      auditCallLimit('max_sessions_per_app', 'C_OpenSession', 'CKR_SESSION_COUNT', { connection: conn.id, alias: aliasOf(conn, this.defaultAlias) });
+      return { rv: ck.CKR_SESSION_COUNT, session: 0 };
+    }
     const alias = aliasOf(conn, this.defaultAlias);
     // Counted before the module is asked, so a close-all never misses a session being opened.
     const k = slotKey(alias, a.slotID);
@@ -546,7 +553,10 @@ export class HandleLayer extends Pkcs11Passthrough<ConnectionState> {
     const o = t.objects.get(a.object);
     const owner = o === undefined ? undefined : this.objectsOf(o.alias).owners.get(o.module);
     const grow = owner?.app === conn.app ? templateBytes(a.template) : 0;
-    if (grow > 0 && t.sessionObjectBytes + grow > this.limits.maxSessionObjectBytes) return ck.CKR_DEVICE_MEMORY;
+    if (grow > 0 && t.sessionObjectBytes + grow > this.limits.maxSessionObjectBytes) {
+      auditCallLimit('max_session_object_bytes_per_app', 'C_SetAttributeValue', 'CKR_DEVICE_MEMORY', { connection: conn.id, alias: aliasOf(conn, this.defaultAlias) });
+      return ck.CKR_DEVICE_MEMORY;
+    }
     return then(this.translate('C_SetAttributeValue', conn, a) as MaybePromise<px_rv>, (rv) => {
       if (rv === CKR_OK && owner !== undefined && grow > 0) {
         owner.bytes += grow;

@@ -8,6 +8,8 @@ import type { Logger } from '../log';
 import type { ListenAddress, ListenResult, PeerIdentity } from '../transport/types';
 import { PROCEDURES, px_JoinApp_argsCodec, xdrDecode } from '../../generated/pkcs11_rpc';
 import { DEFAULT_SOCKET_OPTIONS, describePeer, Listener } from '../transport/listener';
+import { AdmissionControl, DEFAULT_ADMISSION_LIMITS } from '../transport/limits';
+import type { AdmissionTicket } from '../transport/limits';
 import { RecordAssembler } from '../transport/record-marking';
 import { parseCall } from '../transport/rpc-message';
 import { createPkcs11Server } from '../serve';
@@ -63,6 +65,8 @@ interface WorkerSlot {
   backoff: Backoff;
   /** Connections sent to this worker and not yet acknowledged, by hand-over id. */
   pending: Map<number, Handover>;
+  /** Admission tickets of the connections this worker took and has not reported closed, by hand-over id. */
+  live: Map<number, AdmissionTicket>;
 }
 
 /** A connection between accept and a worker's acknowledgement: the primary still holds its descriptor. */
@@ -74,6 +78,8 @@ interface Handover {
   initial: Buffer;
   /** Workers it was sent to; a connection is re-sent at most once per worker. */
   tried: Set<number>;
+  /** Its share of the admission counts, released when it closes wherever it is. */
+  ticket: AdmissionTicket;
 }
 
 /**
@@ -96,6 +102,8 @@ export class Daemon {
   private inProcess: ReturnType<typeof createPkcs11Server> | null = null;
   endpoints: ListenResult[] = [];
   private reloads = 0;
+  /** Connection limits of every connection of every worker: this process accepts them all. */
+  private readonly admission: AdmissionControl;
   private pendingReload: { id: number; waiting: Set<number>; failed: number } | null = null;
   /** This process's metrics (null: metrics off) and the endpoint serving the daemon's. */
   private readonly metrics: ProcessMetrics | null;
@@ -110,17 +118,18 @@ export class Daemon {
   ) {
     // In-process (workers 0) the one registry is the serving one; else the primary's, with the worker gauges.
     this.metrics = s.metrics !== undefined ? enableMetrics(null) : null;
+    this.admission = new AdmissionControl(s.admission ?? DEFAULT_ADMISSION_LIMITS, (level, msg) => log(level, msg));
   }
 
   static async start(s: DaemonSettings, log: Logger): Promise<Daemon> {
     const d = new Daemon(s, log);
     try {
       if (s.workers === 0) {
-        d.inProcess = createPkcs11Server(s, log, 0);
+        d.inProcess = createPkcs11Server(s, log, 0, d.admission);
         d.endpoints = await d.inProcess.server.listen(s.listen);
       } else {
         for (let i = 0; i < s.workers; i++) {
-          const slot: WorkerSlot = { index: i, child: null, ready: false, readyAt: 0, backoff: new Backoff(DEFAULT_BACKOFF), pending: new Map() };
+          const slot: WorkerSlot = { index: i, child: null, ready: false, readyAt: 0, backoff: new Backoff(DEFAULT_BACKOFF), pending: new Map(), live: new Map() };
           d.slots.push(slot);
           await d.spawn(slot);
         }
@@ -164,8 +173,12 @@ export class Daemon {
           const h = slot.pending.get(m.id);
           if (h === undefined) return;
           slot.pending.delete(m.id);
+          slot.live.set(m.id, h.ticket);
           // The worker holds its own descriptor now; ours only keeps the connection alive.
           h.sock.destroy();
+        } else if (m.t === 'closed') {
+          slot.live.get(m.id)?.release();
+          slot.live.delete(m.id);
         } else if (m.t === 'reloaded') {
           this.reloadAnswered(slot, m.id, m.error);
         } else if (m.t === 'objects') {
@@ -195,6 +208,9 @@ export class Daemon {
         slot.child = null;
         this.updateServing();
         this.rescue(slot);
+        // Its connections died with it.
+        for (const t of slot.live.values()) t.release();
+        slot.live.clear();
         if (this.stopping) return;
         if (!settled) {
           settled = true;
@@ -284,7 +300,12 @@ export class Daemon {
       this.refuse(sock);
       return;
     }
-    this.route(sock, addr, peer);
+    const admitted = this.admission.admit(peer);
+    if (!admitted.ok) {
+      sock.destroy();
+      return;
+    }
+    this.route(sock, addr, peer, admitted.ticket);
   }
 
   /**
@@ -292,7 +313,7 @@ export class Daemon {
    * call goes to the worker its token names, anything else round-robin.
    * The bytes read travel with the socket to the worker.
    */
-  private route(sock: net.Socket, addr: ListenAddress, peer: PeerIdentity): void {
+  private route(sock: net.Socket, addr: ListenAddress, peer: PeerIdentity, ticket: AdmissionTicket): void {
     const chunks: Buffer[] = [];
     let length = 0;
     let routed = false;
@@ -316,7 +337,7 @@ export class Daemon {
         chunks.push(extra);
         length += extra.length;
       }
-      const h: Handover = { id: this.nextHandover++, sock, addr, peer, initial: Buffer.concat(chunks, length), tried: new Set() };
+      const h: Handover = { id: this.nextHandover++, sock, addr, peer, initial: Buffer.concat(chunks, length), tried: new Set(), ticket };
       this.handOff(h, target);
     };
     const onData = (c: Buffer) => {
@@ -338,6 +359,7 @@ export class Daemon {
     const onClose = () => {
       routed = true;
       clearTimeout(timer);
+      ticket.release();
     };
     // A silent client is handed over as is; the worker applies the protocol's rules.
     const timer = setTimeout(done, FIRST_RECORD_WAIT_MS);
@@ -349,9 +371,13 @@ export class Daemon {
 
   /** Sends the connection to a ready worker it was not sent to yet (the named one first), or closes it. */
   private handOff(h: Handover, target: number | null): void {
-    if (h.sock.destroyed) return;
+    if (h.sock.destroyed) {
+      h.ticket.release();
+      return;
+    }
     const ready = this.readyWorkers().filter((w) => !h.tried.has(w.index));
     if (this.stopping || ready.length === 0) {
+      h.ticket.release();
       this.refuse(h.sock);
       return;
     }

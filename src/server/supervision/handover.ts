@@ -41,6 +41,8 @@ export type ToPrimary =
   | { t: 'ready' }
   | { t: 'taken'; id: number }
   | { t: 'objects' }
+  /** The connection taken with this hand-over id has closed: the primary releases its admission counts. */
+  | { t: 'closed'; id: number }
   /** `error` set: the file was refused and the old policy stays. */
   | { t: 'reloaded'; id: number; error?: string }
   /** Answer to {t:'metrics'}: prom-client's getMetricsAsJSON() of the worker. */

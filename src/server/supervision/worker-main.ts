@@ -49,7 +49,9 @@ function main(): void {
       if (!handle) return;
       nextId += 1;
       const initial = msg.initial ? Buffer.from(msg.initial, 'base64') : undefined;
-      served.server.attachSocket(handle, { id: nextId, transport: msg.transport, remote: msg.remote, peer: msg.peer }, initial);
+      const conn = served.server.attachSocket(handle, { id: nextId, transport: msg.transport, remote: msg.remote, peer: msg.peer }, initial);
+      if (conn === null) send({ t: 'closed', id: msg.id });
+      else void conn.closed.then(() => send({ t: 'closed', id: msg.id }));
     } else if (msg.t === 'reload') {
       try {
         const generation = served.reloadFilter(msg.text);

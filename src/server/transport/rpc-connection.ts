@@ -10,6 +10,7 @@ import type net from 'net';
 import { getErrorCode, getErrorMessage } from './errors';
 import { frameRecord, RecordAssembler } from './record-marking';
 import { AuthFlavor, encodeReply, fillSuccessFrame, parseAuthSysCred, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
+import { IdleWatch, reportIdleClose, sourceOf } from './limits';
 import { FRAMED_REPLY_PREFIX_SIZE } from './types';
 import type { CallOutcome, ConnectionInfo, RpcCallHeader, RpcConnectionHandler, RpcLogger, XdrArgsReader } from './types';
 
@@ -26,6 +27,8 @@ export interface RpcConnectionOptions {
   maxReplyBytes: number;
   stallTimeoutMs: number;
   log: RpcLogger;
+  /** idle_timeout_s in ms: no call in flight and none received this long closes the connection; 0/absent: off. */
+  idleTimeoutMs?: number;
   /** Bytes already read from the socket by its previous owner; processed first. */
   initial?: Buffer;
 }
@@ -65,6 +68,7 @@ export class RpcConnection {
   private readonly tag: string;
   /** Copy of the last AUTH_SYS body seen, so an unchanged credential is not decoded again. */
   private authSysBody: Buffer | null = null;
+  private readonly idle: IdleWatch | null = null;
 
   constructor(
     private readonly socket: net.Socket,
@@ -90,6 +94,18 @@ export class RpcConnection {
     // A socket accepted with pauseOnConnect (e.g. for handover between processes) has flowing
     // explicitly off, which a 'data' listener does not undo.
     else socket.resume();
+    if (opts.idleTimeoutMs !== undefined && opts.idleTimeoutMs > 0 && !socket.destroyed) {
+      const ms = opts.idleTimeoutMs;
+      this.idle = new IdleWatch(
+        ms,
+        () => this.running > 0 || this.slots.length > 0 || this.backlog.length > 0 || this.assembler.midRecord,
+        () => {
+          reportIdleClose(opts.log, this.tag, info.peer ? sourceOf(info.peer) : info.remote, ms);
+          this.failed = true;
+          this.socket.destroy();
+        },
+      );
+    }
     if (opts.initial && opts.initial.length > 0) this.onData(opts.initial);
   }
 
@@ -107,6 +123,7 @@ export class RpcConnection {
       this.fail(e);
       return;
     }
+    this.idle?.touch();
     for (const r of records) this.backlog.push(r);
     this.pump();
   }
@@ -302,6 +319,7 @@ export class RpcConnection {
           ? valid.frame
           : frameRecord(encodeReply({ kind: 'accepted', xid: header.xid, outcome: valid }));
       this.readyBytes += slot.frame.length;
+      this.idle?.touch();
     } catch (e) {
       this.opts.log('error', `${this.tag}: xid ${header.xid}: cannot encode reply: ${getErrorMessage(e)}`);
       this.fail(e);
@@ -352,6 +370,7 @@ export class RpcConnection {
     if (this.socketClosed) return;
     this.socketClosed = true;
     this.disarmStall();
+    this.idle?.stop();
     this.backlog.length = 0;
     this.slots.length = 0;
     this.readyBytes = 0;

@@ -83,11 +83,11 @@ export class RpcServer {
    * primary). `initial` holds bytes the previous owner already read from it;
    * they are processed before anything the socket delivers.
    */
-  attachSocket(sock: net.Socket, info: ConnectionInfo, initial?: Buffer): void {
+  attachSocket(sock: net.Socket, info: ConnectionInfo, initial?: Buffer): RpcConnection | null {
     if (this.closing) {
       sock.on('error', () => {});
       sock.destroy();
-      return;
+      return null;
     }
     let handler;
     try {
@@ -96,19 +96,21 @@ export class RpcServer {
       this.log('error', `conn ${info.id}: createHandler failed: ${getErrorMessage(e)}`);
       sock.on('error', () => {});
       sock.destroy();
-      return;
+      return null;
     }
     const conn = new RpcConnection(sock, info, handler, {
       maxRecordSize: this.maxRecordSize,
       maxPendingCalls: this.maxPendingCalls,
       maxReplyBytes: this.maxReplyBytes,
       stallTimeoutMs: this.stallTimeoutMs,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
       log: this.log,
       initial,
     });
     this.connections.add(conn);
     void conn.closed.then(() => this.connections.delete(conn));
     this.log('debug', `conn ${info.id} (${info.transport} ${info.remote}): open, peer ${describePeer(info.peer)}`);
+    return conn;
   }
 
   /**
@@ -129,6 +131,13 @@ export class RpcServer {
   }
 
   private accept({ sock, addr, peer }: AcceptedSocket): void {
+    // -workers 0: this process accepts, so it applies the admission limits (limits.ts).
+    const admitted = this.opts.admission?.admit(peer);
+    if (admitted !== undefined && !admitted.ok) {
+      sock.on('error', () => {});
+      sock.destroy();
+      return;
+    }
     const transport = addr.type === 'local' ? 'unix' : 'tcp';
     const info: ConnectionInfo = {
       id: this.nextConnectionId++,
@@ -136,6 +145,9 @@ export class RpcServer {
       remote: transport === 'unix' ? 'unix' : describePeer(peer),
       peer,
     };
-    this.attachSocket(sock, info);
+    const conn = this.attachSocket(sock, info);
+    if (admitted === undefined) return;
+    if (conn === null) admitted.ticket.release();
+    else void conn.closed.then(() => admitted.ticket.release());
   }
 }

@@ -141,6 +141,16 @@ export interface RpcServerOptions {
   stallTimeoutMs?: number;
   /** Options of accepted sockets; default DEFAULT_SOCKET_OPTIONS. */
   socket?: SocketOptions;
+  /** idle_timeout_s in ms (limits.ts IdleWatch); absent or 0: off. */
+  idleTimeoutMs?: number;
+  /** Admission limits for connections this server accepts itself (listen()); attachSocket() is not metered. */
+  admission?: ConnectionAdmission;
+}
+
+/** What an accepting server asks before it serves a connection (limits.ts AdmissionControl). */
+export interface ConnectionAdmission {
+  /** Refused: the connection is closed (the admission has logged why); admitted: release the ticket when it closes. */
+  admit(peer: PeerIdentity): { ok: true; ticket: { release(): void } } | { ok: false };
 }
 
 /** netplex protocol keys `tcp_nodelay`, `so_keepalive`, `lstn_backlog`. */

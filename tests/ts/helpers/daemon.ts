@@ -15,7 +15,8 @@ export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
 
 export interface DaemonOptions {
   workers?: number;
-  trace?: boolean;
+  /** -debug-pkcs11; 'json': -debug-pkcs11-json. */
+  trace?: boolean | 'json';
   /** Extra filter.conf text appended after `modules`. */
   filterExtra?: string;
   /** Listen on TCP 127.0.0.1 port 0 as well. */
@@ -59,7 +60,7 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
        processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.processorExtra ?? ''} ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
   );
   const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
-  if (o.trace) args.push('-debug-pkcs11');
+  if (o.trace) args.push(o.trace === 'json' ? '-debug-pkcs11-json' : '-debug-pkcs11');
   const proc = spawn(process.execPath, args, { env: { ...hsm.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
