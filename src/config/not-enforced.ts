@@ -110,7 +110,6 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     allowed_ec_curves: 'src/filter/rules/limits.ts',
     profile_map: 'src/filter/identity.ts (profile by client identity: Unix peer, TLS certificate; src/filter/authz-patterns.ts)',
     // issue 9 part C (authz); blocks of names (like profiles): identity_groups (src/filter/authz-patterns.ts @NAME), authorization (src/server/layers/authz-layer.ts, slot-view-layer.ts, src/filter/identity.ts policyFor)
-    login_throttle: 'src/server/layers/login-throttle-layer.ts (backoff delay, CKR_PIN_LOCKED lock-out)',
     'login_throttle.base_delay_ms': 'login-throttle-layer.ts backoffDelay',
     'login_throttle.max_delay_ms': 'login-throttle-layer.ts backoffDelay',
     'login_throttle.lockout_failures': 'login-throttle-layer.ts (lock-out after N consecutive CKR_PIN_INCORRECT)',
