@@ -18,9 +18,11 @@ const NOBODY = 65534;
 const STRANGER = 65533;
 const ck = p.ck;
 
-/** pkcs11-tool over our C client as `uid` (a real process of that uid: SO_PEERCRED names it). */
-function toolAs(uid: number, d: RunningDaemon, args: string[]): { status: number | null; out: string } {
-  const r = spawnSync('pkcs11-tool', ['--module', CLIENT, ...args], {
+const CAML_CRUSH_UNIX_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
+
+/** pkcs11-tool over a client library (default: ours) as `uid` (a real process of that uid: SO_PEERCRED names it). */
+function toolAs(uid: number, d: RunningDaemon, args: string[], module = CLIENT): { status: number | null; out: string } {
+  const r = spawnSync('pkcs11-tool', ['--module', module, ...args], {
     uid,
     gid: uid,
     env: { PATH: process.env.PATH, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'softhsm' },
@@ -70,6 +72,14 @@ describe('Unix peers', () => {
     const gen = toolAs(NOBODY, d, ['--slot', '0', '--login', '--pin', USER_PIN, '--keygen', '--key-type', 'AES:16', '--label', 'k']);
     expect(gen.out).toMatch(/Secret Key Object/);
     expect(gen.status).toBe(0);
+  });
+
+  test("Debian's Caml Crush client as nobody: the same view, and refused as a stranger", () => {
+    const list = toolAs(NOBODY, d, ['-L'], CAML_CRUSH_UNIX_CLIENT);
+    expect(list.status).toBe(0);
+    expect(list.out).toMatch(/token label\s*: b\n/);
+    expect(list.out).not.toMatch(/token label\s*: a\n/);
+    expect(toolAs(STRANGER, d, ['-L'], CAML_CRUSH_UNIX_CLIENT).status).not.toBe(0);
   });
 
   test('an identity with no entry is refused at C_LoadModule with CKR_FUNCTION_FAILED', () => {
