@@ -59,9 +59,13 @@ export class LoginThrottleLayer extends Pkcs11Passthrough<ConnectionState> {
 
   async C_Login(conn: ConnectionState, a: C_Login_args): Promise<px_rv> {
     const alias = aliasOf(conn, this.defaultAlias);
-    const info = await this.next.C_GetSessionInfo(conn, { session: a.session });
-    // No slot: the module's own answer to the login (CKR_SESSION_HANDLE_INVALID, ...), audited below.
-    const slot = info.rv === CKR_OK ? info.info.slotID : null;
+    let slot: number | null = null;
+    try {
+      const info = await this.next.C_GetSessionInfo(conn, { session: a.session });
+      if (info.rv === CKR_OK) slot = info.info.slotID;
+    } catch {
+      // No slot: the login gets the layer below's own answer (CKR_SESSION_HANDLE_INVALID, ...), audited below.
+    }
     const t = this.filter().loginThrottle ?? null;
     if (t === null || slot === null) return this.outcome(conn, a, alias, slot, await settle(() => this.next.C_Login(conn, a)), 0, null);
     const key = `${identityKey(conn.identity)}\u0000${alias}\u0000${slot}`;
