@@ -11,6 +11,10 @@ import { type FilterActionName, type PaddingOperation, type Pkcs11FunctionName, 
 
 export { mechanismByName };
 import { readConfigText } from './read';
+import { IdentityPatternError, parseIdentityPattern } from '../filter/authz-patterns';
+import type { IdentityPattern } from '../filter/authz-patterns';
+import { DEFAULT_LOGIN_THROTTLE, TokenSelectorError, parseTokenSelector } from '../filter/authz';
+import type { AuthzTable, LoginThrottle } from '../filter/authz';
 import { type StrPattern, compileStrPattern } from './str-regex';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { compileSchema, invalidAt, validatePlain } from './validate';
@@ -75,12 +79,8 @@ export interface BeyondRules {
   allowedEcCurves: Array<AliasRule<EcCurve[]>>;
 }
 
-/** profile_map identity patterns. The TLS issue adds certificate subjects. */
-export type IdentityPattern =
-  | { kind: 'uid'; uid: number }
-  | { kind: 'gid'; gid: number }
-  | { kind: 'transport'; transport: 'unix' | 'tcp' }
-  | { kind: 'any' };
+/** Identity patterns of profile_map, identity_groups and authorization (src/filter/authz-patterns.ts). */
+export type { IdentityPattern };
 
 export interface ProfileMapEntry {
   identity: IdentityPattern;
@@ -117,6 +117,10 @@ export interface FilterConfig {
   /** `profiles`, in file order. */
   profiles: Array<{ name: string; where: string; rules: BeyondRules }>;
   profileMap: ProfileMapEntry[];
+  /** `authorization` (with identity_groups resolved); null when absent: everyone may load every alias. */
+  authz: AuthzTable | null;
+  /** `login_throttle`; null when absent: C_Login is not throttled. */
+  loginThrottle: LoginThrottle | null;
   /** The validated tree with wrapping_format_key redacted, for logging the effective config. */
   raw: unknown;
   /** Positions of the entries, for errors found after parsing (not-enforced keys). */
@@ -142,6 +146,9 @@ interface FilterFile {
   filter_actions_post?: Array<Pair<Array<[Pkcs11FunctionName, FilterActionName]>>>;
   profiles?: Record<string, BeyondFile>;
   profile_map?: Array<[string, string]>;
+  identity_groups?: Record<string, string[]>;
+  authorization?: Record<string, { identities: string[]; aliases: string[]; profile?: string; tokens?: string[] }>;
+  login_throttle?: { base_delay_ms?: number; max_delay_ms?: number; lockout_failures?: number; lockout_seconds?: number };
 }
 
 type CkWord = string | number;
@@ -403,17 +410,66 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     }
     return { name, where: where(ptr), rules: beyondRules(block, ptr) };
   });
+  const jsonPointerKey = (k: string): string => k.replace(/~/g, '~0').replace(/\//g, '~1');
+  const groups = new Map<string, readonly IdentityPattern[]>();
+  const identityAt = (pointer: string, text: string): IdentityPattern => {
+    try {
+      return parseIdentityPattern(text, { groups });
+    } catch (err) {
+      if (err instanceof IdentityPatternError) return fail(pointer, err.message);
+      throw err;
+    }
+  };
+  for (const [name, list] of Object.entries(doc.identity_groups ?? {})) {
+    const ptr = `/identity_groups/${jsonPointerKey(name)}`;
+    if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(name)) throw invalidAt(file, data, map, ptr, 'must be a group name ([A-Za-z_][A-Za-z0-9_-]*)', 'key');
+    groups.set(name, Object.freeze(list.map((p, k) => identityAt(`${ptr}/${k}`, p))));
+  }
   const profileMap = (doc.profile_map ?? []).map(([id, profile], i): ProfileMapEntry => {
     if (profile !== 'default' && !profiles.some((p) => p.name === profile)) {
       fail(`/profile_map/${i}/1`, `unknown profile '${profile}' (profiles: ${['default', ...profiles.map((p) => p.name)].join(', ')})`);
     }
-    const [kind, n] = id.split(':');
-    const identity: IdentityPattern =
-      kind === 'uid' ? { kind: 'uid', uid: Number(n) }
-        : kind === 'gid' ? { kind: 'gid', gid: Number(n) }
-          : kind === 'unix' || kind === 'tcp' ? { kind: 'transport', transport: kind }
-            : { kind: 'any' };
-    return { identity, profile, where: where(`/profile_map/${i}`) };
+    return { identity: identityAt(`/profile_map/${i}/0`, id), profile, where: where(`/profile_map/${i}`) };
+  });
+
+  const authz = doc.authorization === undefined ? null : {
+    entries: Object.entries(doc.authorization).map(([name, e]) => {
+      const ptr = `/authorization/${jsonPointerKey(name)}`;
+      if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(name)) throw invalidAt(file, data, map, ptr, 'must be an entry name ([A-Za-z_][A-Za-z0-9_-]*)', 'key');
+      e.aliases.forEach((a, k) => {
+        if (a !== '' && !modules.some((m) => m.alias === a)) fail(`${ptr}/aliases/${k}`, `unknown module alias ${JSON.stringify(a)} (aliases: ${modules.map((m) => JSON.stringify(m.alias)).join(', ')})`);
+      });
+      if (e.profile !== undefined && e.profile !== 'default' && !profiles.some((p) => p.name === e.profile)) {
+        fail(`${ptr}/profile`, `unknown profile '${e.profile}' (profiles: ${['default', ...profiles.map((p) => p.name)].join(', ')})`);
+      }
+      return Object.freeze({
+        name,
+        identities: Object.freeze(e.identities.map((id, k) => identityAt(`${ptr}/identities/${k}`, id))),
+        // "" is the default module: the set holds real aliases only.
+        aliases: new Set(e.aliases.map((a) => (a === '' ? modules[0].alias : a))),
+        ...(e.profile !== undefined ? { profile: e.profile } : {}),
+        ...(e.tokens !== undefined
+          ? {
+            tokens: Object.freeze(e.tokens.map((t, k) => {
+              try {
+                return parseTokenSelector(t);
+              } catch (err) {
+                if (err instanceof TokenSelectorError) return fail(`${ptr}/tokens/${k}`, err.message);
+                throw err;
+              }
+            })),
+          }
+          : {}),
+        where: where(ptr),
+      });
+    }),
+  };
+  const t = doc.login_throttle;
+  const loginThrottle: LoginThrottle | null = t === undefined ? null : Object.freeze({
+    baseDelayMs: t.base_delay_ms ?? DEFAULT_LOGIN_THROTTLE.baseDelayMs,
+    maxDelayMs: t.max_delay_ms ?? DEFAULT_LOGIN_THROTTLE.maxDelayMs,
+    lockoutFailures: t.lockout_failures ?? DEFAULT_LOGIN_THROTTLE.lockoutFailures,
+    lockoutMs: t.lockout_seconds !== undefined ? t.lockout_seconds * 1000 : DEFAULT_LOGIN_THROTTLE.lockoutMs,
   });
 
   let wrappingFormatKey: Buffer | null = null;
@@ -455,6 +511,8 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     beyond,
     profiles,
     profileMap,
+    authz,
+    loginThrottle,
     raw,
     sourceMap: map,
     data,

@@ -225,6 +225,14 @@ const profileName: S = {
   ruleText: 'must be a profile name',
 };
 
+/** An identity pattern (src/filter/authz-patterns.ts); its value is checked when the file is built. */
+const identityPattern: S = {
+  type: 'string',
+  description: 'uid:N, gid:N, user:NAME, group:NAME, unix, tcp, tls, subject:DN, issuer:DN, san:TYPE:VALUE, sha256:HEX, spki:HEX, @GROUP or *.',
+  minLength: 1,
+  ruleText: 'must be an identity pattern',
+};
+
 export const filterSchema: SchemaObject = {
   type: 'object',
   description: 'filter.conf: `key = value` entries, no separators.',
@@ -307,21 +315,70 @@ export const filterSchema: SchemaObject = {
       },
       ruleText: 'must be a block { NAME = { ... } ... }',
     },
+    // ---- issue 9 part C (authz): client identity, authorisation table, slot view, login throttling ----
+    identity_groups: {
+      type: 'object',
+      description:
+        'Named sets of identity patterns: `identity_groups = { NAME = [PATTERN, ...] ... }`; `@NAME` in a pattern list matches any of them. ' +
+        'A group may name groups defined before it.',
+      additionalProperties: { type: 'array', description: 'Patterns.', minItems: 1, items: identityPattern, ruleText: 'must be a non-empty list of identity patterns' },
+      ruleText: 'must be a block { NAME = [PATTERN, ...] ... }',
+    },
+    authorization: {
+      type: 'object',
+      description:
+        'Authorisation table: `authorization = { NAME = { identities = [PATTERN, ...] aliases = [ALIAS, ...] profile = PROFILE tokens = [TOKEN, ...] } ... }`. ' +
+        'When present, the first entry (file order) with a matching identity decides: the client may load only `aliases` (others and unknown identities: ' +
+        'CKR_FUNCTION_FAILED at C_LoadModule, audit event authorization_refused), its filter profile is `profile` (absent: profile_map), and with `tokens` it sees ' +
+        'only those tokens (slots renumbered, others CKR_SLOT_ID_INVALID). TOKEN: `label:TEXT`, `serial:TEXT` or `pkcs11:token=...;serial=...` (RFC 7512). Absent: everyone may load every alias.',
+      minProperties: 1,
+      additionalProperties: {
+        type: 'object',
+        description: 'One entry.',
+        additionalProperties: false,
+        required: ['identities', 'aliases'],
+        properties: {
+          identities: { type: 'array', description: 'Who this entry is for.', minItems: 1, items: identityPattern, ruleText: 'must be a non-empty list of identity patterns' },
+          aliases: {
+            type: 'array',
+            description: 'Module aliases (of `modules`) this identity may load; `""` is the default module.',
+            minItems: 1,
+            items: { type: 'string', description: 'A module alias.' },
+            ruleText: 'must be a non-empty list of module aliases',
+          },
+          profile: profileName,
+          tokens: { type: 'array', description: 'Tokens visible (slot view).', minItems: 1, items: { type: 'string', description: 'label:TEXT, serial:TEXT or pkcs11:token=...;serial=...' }, ruleText: 'must be a non-empty list of token selectors' },
+        },
+        ruleText: 'must be a block { identities = [...] aliases = [...] ... }',
+      },
+      ruleText: 'must be a block { NAME = { ... } ... }',
+    },
+    login_throttle: {
+      type: 'object',
+      description:
+        'Failed C_Login (CKR_PIN_INCORRECT) per client identity and token: the next C_Login waits until base_delay_ms * 2^(failures-1) (at most max_delay_ms) ' +
+        'after the last failure before it reaches the module; after lockout_failures consecutive failures (0: never) C_Login answers CKR_PIN_LOCKED for lockout_seconds ' +
+        'without reaching the module. A success resets the count. State is per worker process.',
+      additionalProperties: false,
+      properties: {
+        base_delay_ms: { type: 'integer', description: 'Delay after the first failure, ms (default 1000; 0: no delay).', minimum: 0, maximum: 3_600_000 },
+        max_delay_ms: { type: 'integer', description: 'Largest delay, ms (default 60000).', minimum: 0, maximum: 3_600_000 },
+        lockout_failures: { type: 'integer', description: 'Consecutive failures that lock out (default 0: never).', minimum: 0, maximum: 1_000_000 },
+        lockout_seconds: { type: 'integer', description: 'Lock-out time, s (default 900).', minimum: 1, maximum: 31_536_000 },
+      },
+      ruleText: 'must be a block { base_delay_ms = N max_delay_ms = N lockout_failures = N lockout_seconds = N }',
+    },
+    // ---- end of part C ----
     profile_map: {
       type: 'array',
       description:
         'Client identity -> profile: [(IDENTITY, PROFILE), ...], first match wins, no match: `default` (the top-level policy). ' +
-        'IDENTITY: `uid:N` or `gid:N` (the Unix peer of a local socket, SO_PEERCRED: real uid and primary gid of the connecting process), `unix` (any local peer), `tcp` (any TCP peer), `*` (anyone).',
+        'IDENTITY: an identity pattern (see `authorization`): `uid:N` or `gid:N` (the Unix peer of a local socket, SO_PEERCRED: real uid and primary gid of the connecting process), `user:NAME`, `group:NAME`, `unix` (any local peer), `tcp` (any TCP peer), `tls`, `subject:DN`, `issuer:DN`, `san:TYPE:VALUE`, `sha256:HEX`, `spki:HEX`, `@GROUP`, `*` (anyone).',
       items: {
         type: 'array',
         description: 'A pair (IDENTITY, PROFILE).',
         items: [
-          {
-            type: 'string',
-            description: 'uid:N, gid:N, unix, tcp or *.',
-            pattern: '^(uid:[0-9]+|gid:[0-9]+|unix|tcp|\\*)$',
-            ruleText: 'must be uid:N, gid:N, unix, tcp or *',
-          },
+          identityPattern,
           profileName,
         ],
         minItems: 2,

@@ -108,7 +108,12 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     max_template_attributes: 'src/filter/rules/limits.ts',
     min_rsa_modulus_bits: 'src/filter/rules/limits.ts',
     allowed_ec_curves: 'src/filter/rules/limits.ts',
-    profile_map: 'src/filter/identity.ts (profile by Unix peer uid/gid)',
+    profile_map: 'src/filter/identity.ts (profile by client identity: Unix peer, TLS certificate; src/filter/authz-patterns.ts)',
+    // issue 9 part C (authz); blocks of names (like profiles): identity_groups (src/filter/authz-patterns.ts @NAME), authorization (src/server/layers/authz-layer.ts, slot-view-layer.ts, src/filter/identity.ts policyFor)
+    'login_throttle.base_delay_ms': 'login-throttle-layer.ts backoffDelay',
+    'login_throttle.max_delay_ms': 'login-throttle-layer.ts backoffDelay',
+    'login_throttle.lockout_failures': 'login-throttle-layer.ts (lock-out after N consecutive CKR_PIN_INCORRECT)',
+    'login_throttle.lockout_seconds': 'login-throttle-layer.ts (CKR_PIN_LOCKED this long)',
   },
   server: {
     'netplex.controller.max_level': 'log threshold (cli.ts; PKCS11PROXYD_LOG wins)',

@@ -95,6 +95,11 @@ export class FilterLayer extends Pkcs11Passthrough<ConnectionState> {
     });
   }
 
+  /** The filter.conf in force (the authorisation layers read its tables). */
+  get compiled(): CompiledFilter {
+    return this.filter;
+  }
+
   /** Replaces the policy (SIGHUP): each application rebinds at its next call. */
   reload(filter: CompiledFilter): void {
     this.filter = filter;

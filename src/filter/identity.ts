@@ -3,7 +3,11 @@
  * established (never what the client claims, such as AUTH_SYS). profile_map
  * entries (filter.conf) match against it to pick a policy profile.
  */
-import type { IdentityPattern, ProfileMapEntry } from '../config/filter-config';
+import type { ProfileMapEntry } from '../config/filter-config';
+import type { AuthzEntry } from './authz';
+import { authzEntryOf } from './authz';
+import type { IdentityPattern } from './authz-patterns';
+import { identityMatches } from './authz-patterns';
 import type { ConnectionInfo, PeerCertificate } from '../server/transport/types';
 import type { AliasPolicy, CompiledFilter } from './policy';
 
@@ -40,31 +44,41 @@ export function describeIdentity(id: ClientIdentity): string {
   }
 }
 
-/** As written in profile_map. */
+/** As written in filter.conf. */
 export function describeIdentityPattern(p: IdentityPattern): string {
-  switch (p.kind) {
-    case 'uid':
-      return `uid:${p.uid}`;
-    case 'gid':
-      return `gid:${p.gid}`;
-    case 'transport':
-      return p.transport;
-    case 'any':
-      return '*';
+  return p.source;
+}
+
+export { identityMatches };
+
+/**
+ * A stable key of who the client is, for per-identity state (login throttling) and for comparing the
+ * connections of one application: `uid:N` for a Unix peer (its uid is who it is), `spki:HEX` for a TLS
+ * client certificate (stays across renewals with the same key), the address without port for TCP
+ * (and TLS without certificate), `unknown` for in-process callers.
+ */
+export function identityKey(id: ClientIdentity): string {
+  switch (id.kind) {
+    case 'unix':
+      return `uid:${id.uid}`;
+    case 'tls':
+      return id.certificate ? `spki:${id.certificate.spkiSha256}` : `tls:${hostOf(id.address)}`;
+    case 'tcp':
+      return `tcp:${hostOf(id.address)}`;
+    default:
+      return 'unknown';
   }
 }
 
-export function identityMatches(p: IdentityPattern, id: ClientIdentity): boolean {
-  switch (p.kind) {
-    case 'uid':
-      return id.kind === 'unix' && id.uid === p.uid;
-    case 'gid':
-      return id.kind === 'unix' && id.gid === p.gid;
-    case 'transport':
-      return id.kind === p.transport;
-    case 'any':
-      return true;
-  }
+/** `host:port` or `[v6]:port` without the port. */
+function hostOf(address: string): string {
+  const i = address.lastIndexOf(':');
+  return i < 0 ? address : address.slice(0, i);
+}
+
+/** The authorization entry that decides for this client; undefined when none matches (or there is no table). */
+export function authzEntryFor(filter: CompiledFilter, id: ClientIdentity): AuthzEntry | undefined {
+  return filter.authz ? authzEntryOf(filter.authz, id) : undefined;
 }
 
 /** The profile of the first matching entry, 'default' when none matches. */
@@ -73,8 +87,14 @@ export function profileOf(map: readonly ProfileMapEntry[], id: ClientIdentity): 
   return 'default';
 }
 
-/** The policy for this client and module alias: its profile's (profile_map), else the default profile's. */
+/** The policy for this client and module alias: its profile's (authorization entry, else profile_map), else the default profile's. */
+/**
+ * The authorization entry's profile when it names one, else profile_map's. An identity the table refuses
+ * never gets here with an alias (AuthzLayer); if it did, it would get the default profile's policy.
+ */
 export function policyFor(filter: CompiledFilter, id: ClientIdentity, alias: string): AliasPolicy | undefined {
-  if (filter.profiles === undefined || filter.profileMap === undefined || filter.profileMap.length === 0) return filter.byAlias.get(alias);
-  return (filter.profiles.get(profileOf(filter.profileMap, id)) ?? filter.byAlias).get(alias);
+  const entryProfile = authzEntryFor(filter, id)?.profile;
+  if (filter.profiles === undefined) return filter.byAlias.get(alias);
+  const profile = entryProfile ?? (filter.profileMap === undefined || filter.profileMap.length === 0 ? 'default' : profileOf(filter.profileMap, id));
+  return (filter.profiles.get(profile) ?? filter.byAlias).get(alias);
 }

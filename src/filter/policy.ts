@@ -11,6 +11,7 @@
  * rule; hooks run in declaration order, pre before the static checks, post
  * after them, and the first hook that answers wins.
  */
+import type { AuthzTable, LoginThrottle } from './authz';
 import { CALL_FIELDS, PROCEDURES } from '../generated/pkcs11_rpc';
 import type { CallName } from '../generated/pkcs11_rpc';
 import { V3_CALL_OF_TYPED } from '../server/layers/object-fields';
@@ -105,6 +106,10 @@ export interface CompiledFilter {
   readonly profiles?: ReadonlyMap<string, ReadonlyMap<string, AliasPolicy>>;
   /** filter.conf profile_map: client identity -> profile name, first match wins. */
   readonly profileMap?: readonly ProfileMapEntry[];
+  /** filter.conf authorization (src/filter/authz.ts); absent or null: everyone may load every alias. */
+  readonly authz?: AuthzTable | null;
+  /** filter.conf login_throttle; absent or null: no throttling. */
+  readonly loginThrottle?: LoginThrottle | null;
 }
 
 let generations = 0;

@@ -407,8 +407,8 @@ const beyondBadCases: Case[] = [
   },
   {
     name: 'profile_map with a bad identity',
-    input: `${MODULES}profile_map = [("user:alice", default)]`,
-    error: /^f\.conf:2:17: key 'profile_map\[0\]\[0\]': must be uid:N, gid:N, unix, tcp or \*$/,
+    input: `${MODULES}profile_map = [("cn:alice", default)]`,
+    error: /^f\.conf:2:17: key 'profile_map\[0\]\[0\]': must be uid:N, gid:N, user:NAME, group:NAME, unix, tcp, tls, subject:DN, .* or \*$/,
   },
   {
     name: 'shadow is a yes/no word',

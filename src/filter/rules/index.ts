@@ -97,5 +97,5 @@ export function compileProfiles(cfg: FilterConfig, base: CompiledFilter): Compil
     for (const [alias, policy] of base.byAlias) byAlias.set(alias, extend(policy, compileRules(rules, alias), name, rules.shadow));
     profiles.set(name, byAlias);
   }
-  return Object.freeze({ ...base, byAlias: profiles.get(DEFAULT_PROFILE)!, profiles, profileMap: Object.freeze([...cfg.profileMap]) });
+  return Object.freeze({ ...base, byAlias: profiles.get(DEFAULT_PROFILE)!, profiles, profileMap: Object.freeze([...cfg.profileMap]), authz: cfg.authz, loginThrottle: cfg.loginThrottle });
 }
