@@ -20,6 +20,7 @@ import type { EmbeddedDefault } from './server/embedded-default';
 import { createLogger } from './server/log';
 import type { LogLevel } from './server/log';
 import type { DaemonSettings } from './server/settings';
+import { allowRootFromEnv, checkPrivilegeSettings, PrivilegeError } from './server/supervision/privilege';
 
 /** Exit codes (sysexits.h values where one fits). */
 export const EXIT_OK = 0;
@@ -260,13 +261,22 @@ export async function main(argv: string[]): Promise<number> {
       connectionLimits: sc.connectionLimits,
       limits: sc.limits,
       filterFile: fc.file,
+      privilege: {
+        user: sc.user,
+        group: sc.group,
+        // The embedded default is a demo run from a checkout (`make run` as root): it keeps root and says so.
+        allowRoot: sc.allowRoot || embedded !== null || allowRootFromEnv(),
+        umask: sc.umask,
+      },
+      shutdownTimeoutMs: sc.shutdownTimeoutMs,
     };
+    checkPrivilegeSettings(settings.privilege!);
     loaded = { server: sc, filter: fc };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
     if (sc.logLevel !== null && !process.env.PKCS11PROXYD_LOG) log = createLogger(logThreshold(sc.logLevel));
   } catch (e) {
     process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n`);
-    return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
+    return e instanceof ConfigError || e instanceof PrivilegeError ? EXIT_CONFIG : EXIT_FAILURE;
   }
 
   if (!o.fg) {

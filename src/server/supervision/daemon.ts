@@ -16,6 +16,7 @@ import { compileFilterText } from '../../filter/rules';
 import type { DaemonSettings } from '../settings';
 import { Backoff, DEFAULT_BACKOFF } from './backoff';
 import type { ConnMessage, ToPrimary } from './handover';
+import { dropPrivileges } from './privilege';
 
 /** The primary reads at most one record of this size from a new connection to route it. */
 const FIRST_RECORD_PEEK_MAX = 4096;
@@ -118,6 +119,8 @@ export class Daemon {
         });
         d.endpoints = d.listener.results;
       }
+      // Sockets bound, modules loaded (workers drop on their own after loading): give root up.
+      if (s.privilege) dropPrivileges(s.privilege, 'primary', log);
     } catch (e) {
       await d.stop();
       throw e instanceof DaemonStartError ? e : new DaemonStartError(errorMessage(e));

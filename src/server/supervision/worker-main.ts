@@ -4,6 +4,7 @@ import { createLogger } from '../log';
 import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
 import type { ToPrimary, ToWorker } from './handover';
+import { dropPrivileges } from './privilege';
 
 /**
  * Entry point of a worker process. The primary owns the listening sockets and
@@ -17,6 +18,8 @@ function main(): void {
   let served: ReturnType<typeof createPkcs11Server>;
   try {
     served = createPkcs11Server(settings, log, index);
+    // Modules are loaded (their files opened as root if we started as root): now give root up.
+    if (settings.privilege) dropPrivileges(settings.privilege, `worker ${index}`, log);
   } catch (e) {
     log('error', errorMessage(e));
     process.exit(1);
