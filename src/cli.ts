@@ -20,6 +20,8 @@ import type { EmbeddedDefault } from './server/embedded-default';
 import { createLogger } from './server/log';
 import type { LogLevel } from './server/log';
 import type { DaemonSettings } from './server/settings';
+import { audit } from './server/audit';
+import { activatedListeners, serviceManager } from './server/supervision/systemd';
 import { allowRootFromEnv, checkPrivilegeSettings, PrivilegeError } from './server/supervision/privilege';
 
 /** Exit codes (sysexits.h values where one fits). */
@@ -285,7 +287,13 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   let daemon: Daemon;
+  const manager = serviceManager(log);
   try {
+    const activated = activatedListeners(settings.listen);
+    if (activated !== null) {
+      log('info', `socket activation: ${activated.length} inherited listener(s) replace the configured addresses`);
+      settings.listen = activated;
+    }
     daemon = await Daemon.start(settings, log);
   } catch (e) {
     log('error', `cannot start: ${errorMessage(e)}`);
@@ -297,6 +305,8 @@ export async function main(argv: string[]): Promise<number> {
   // Machine-readable readiness line for scripts and tests.
   process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);
   process.send?.({ t: 'ready' });
+  manager.ready(`serving on ${endpoints.join(', ')}`);
+  audit({ event: 'startup', version: VERSION, pid: process.pid, uid: process.getuid!(), workers: settings.workers, listen: endpoints });
 
   return new Promise((resolve) => {
     let stopping = false;
@@ -304,9 +314,19 @@ export async function main(argv: string[]): Promise<number> {
       // A second signal during shutdown must not fall through to the default action.
       if (stopping) return;
       stopping = true;
-      log('info', `${sig}: shutting down`);
+      log('info', `${sig}: shutting down (calls in flight get ${settings.shutdownTimeoutMs ?? 0} ms)`);
+      manager.stopping();
+      const started = Date.now();
       void daemon.stop().then(() => {
-        if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) fs.unlinkSync(pidFile);
+        // After the privilege drop the pid file's directory may not be ours: a file left behind is only stale.
+        if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) {
+          try {
+            fs.unlinkSync(pidFile);
+          } catch (e) {
+            log('warn', `cannot remove the pid file ${pidFile}: ${errorMessage(e)}`);
+          }
+        }
+        audit({ event: 'shutdown', signal: sig, pid: process.pid, duration_ms: Date.now() - started });
         resolve(EXIT_OK);
       });
     };
