@@ -22,6 +22,9 @@ import type { LogLevel } from './server/log';
 import { installAuditSinks } from './server/audit-sinks';
 import type { AuditSinks } from './server/audit-sinks';
 import type { DaemonSettings } from './server/settings';
+import { audit } from './server/audit';
+import { activatedListeners, serviceManager } from './server/supervision/systemd';
+import { allowRootFromEnv, checkPrivilegeSettings, PrivilegeError } from './server/supervision/privilege';
 
 /** Exit codes (sysexits.h values where one fits). */
 export const EXIT_OK = 0;
@@ -273,7 +276,16 @@ export async function main(argv: string[]): Promise<number> {
       filterFile: fc.file,
       logFormat: envLogFormat(sc.logFormat ?? 'text'),
       logLevel: envLogLevel(sc.logLevel !== null ? logThreshold(sc.logLevel) : 'info'),
+      privilege: {
+        user: sc.user,
+        group: sc.group,
+        // The embedded default is a demo run from a checkout (`make run` as root): it keeps root and says so.
+        allowRoot: sc.allowRoot || embedded !== null || allowRootFromEnv(),
+        umask: sc.umask,
+      },
+      shutdownTimeoutMs: sc.shutdownTimeoutMs,
     };
+    checkPrivilegeSettings(settings.privilege!);
     if (sc.auditFile !== null || sc.auditStderr) settings.audit = { file: sc.auditFile, stderr: sc.auditStderr };
     if (sc.metricsListen !== null) settings.metrics = { listen: sc.metricsListen };
     loaded = { server: sc, filter: fc };
@@ -281,7 +293,7 @@ export async function main(argv: string[]): Promise<number> {
     log = createLogger(settings.logLevel, '', settings.logFormat);
   } catch (e) {
     process.stderr.write(`pkcs11proxyd: ${errorMessage(e)}\n`);
-    return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
+    return e instanceof ConfigError || e instanceof PrivilegeError ? EXIT_CONFIG : EXIT_FAILURE;
   }
 
   if (!o.fg) {
@@ -298,7 +310,13 @@ export async function main(argv: string[]): Promise<number> {
     log('error', `cannot start: audit trail: ${errorMessage(e)}`);
     return EXIT_FAILURE;
   }
+  const manager = serviceManager(log);
   try {
+    const activated = activatedListeners(settings.listen);
+    if (activated !== null) {
+      log('info', `socket activation: ${activated.length} inherited listener(s) replace the configured addresses`);
+      settings.listen = activated;
+    }
     daemon = await Daemon.start(settings, log);
   } catch (e) {
     log('error', `cannot start: ${errorMessage(e)}`);
@@ -316,6 +334,8 @@ export async function main(argv: string[]): Promise<number> {
   if (daemon.metricsEndpoint) process.stdout.write(`METRICS ${JSON.stringify(daemon.metricsEndpoint.address)}\n`);
   process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);
   process.send?.({ t: 'ready' });
+  manager.ready(`serving on ${endpoints.join(', ')}`);
+  audit({ event: 'startup', version: VERSION, pid: process.pid, uid: process.getuid!(), workers: settings.workers, listen: endpoints });
 
   return new Promise((resolve) => {
     let stopping = false;
@@ -323,10 +343,20 @@ export async function main(argv: string[]): Promise<number> {
       // A second signal during shutdown must not fall through to the default action.
       if (stopping) return;
       stopping = true;
-      log('info', `${sig}: shutting down`);
+      log('info', `${sig}: shutting down (calls in flight get ${settings.shutdownTimeoutMs ?? 0} ms)`);
+      manager.stopping();
+      const started = Date.now();
       void daemon.stop().then(() => {
+        // After the privilege drop the pid file's directory may not be ours: a file left behind is only stale.
+        if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) {
+          try {
+            fs.unlinkSync(pidFile);
+          } catch (e) {
+            log('warn', `cannot remove the pid file ${pidFile}: ${errorMessage(e)}`);
+          }
+        }
+        audit({ event: 'shutdown', signal: sig, pid: process.pid, duration_ms: Date.now() - started });
         auditSinks?.close();
-        if (process.env.PKCS11PROXYD_DETACHED && fs.existsSync(pidFile)) fs.unlinkSync(pidFile);
         resolve(EXIT_OK);
       });
     };

@@ -25,6 +25,7 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+export PKCS11PROXYD_ALLOW_ROOT=1 # our daemon runs as root here without service.user
 SECONDS_PER_CELL=${BENCH_SECONDS:-2}
 CLIENTS=${BENCH_CLIENTS:-"1 4"}
 WORKLOADS=${BENCH_WORKLOADS:-"sessioninfo getattr find ecdsa rsa aescbc"}

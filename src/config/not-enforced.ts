@@ -38,8 +38,6 @@ const is =
 
 export const NOT_ENFORCED: readonly PendingKey[] = [
   // ---- pkcs11proxyd.conf ----
-  { file: 'server', pointer: '/netplex/service/*/user', until: 'privilege drop, issue 9' },
-  { file: 'server', pointer: '/netplex/service/*/group', until: 'privilege drop, issue 9' },
   { file: 'server', pointer: '/netplex/service/*/processor/use_ssl', neutral: is(false), neutralText: 'false', until: 'the TLS issue' },
   {
     file: 'server',
@@ -119,6 +117,12 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     'netplex.controller.max_level': 'log threshold (cli.ts; PKCS11PROXYD_LOG wins)',
     'netplex.controller.socket_directory': 'base of relative local socket paths (server-config.ts)',
     'netplex.service.name': 'the effective configuration log',
+    // ---- privilege drop and service manager (issue 9, privdrop) ----
+    'netplex.service.user': 'privilege drop after binding and loading the modules, primary and workers (src/server/supervision/privilege.ts)',
+    'netplex.service.group': 'primary group after the drop (src/server/supervision/privilege.ts)',
+    'netplex.service.processor.allow_root': 'root without service.user is refused unless true (src/server/supervision/privilege.ts)',
+    'netplex.service.processor.umask': 'process umask at start (src/server/supervision/privilege.ts)',
+    'netplex.service.processor.shutdown_timeout_ms': 'SIGTERM grace for calls in flight (src/server/transport/rpc-server.ts close)',
     'netplex.service.protocol.name': 'checked non-empty; one protocol kind',
     'netplex.service.protocol.lstn_backlog': 'listener (src/server/transport/listener.ts)',
     'netplex.service.protocol.so_keepalive': 'listener (src/server/transport/listener.ts)',

@@ -9,6 +9,7 @@ import {
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_INFLIGHT_CALLS,
   DEFAULT_MAX_RANDOM_LENGTH,
+  DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_MAX_RECORD_SIZE,
   DEFAULT_MAX_REPLY_BYTES,
   DEFAULT_MAX_SESSIONS_PER_APP,
@@ -98,10 +99,14 @@ export interface ServerConfig {
   limits: { maxSessions: number; maxSessionObjectBytes: number; maxRandomLength: number };
   /** processor.pid_file (our key), absolute. */
   pidFile: string | null;
-  /** service.user: privilege drop target (not applied yet). */
+  /** service.user: privilege drop target (src/server/supervision/privilege.ts). */
   user: string | null;
   /** service.group. */
   group: string | null;
+  /** processor.allow_root, umask (parsed), shutdown_timeout_ms (our keys; privdrop). */
+  allowRoot: boolean;
+  umask: number | null;
+  shutdownTimeoutMs: number;
   /** service.name. */
   serviceName: string;
   /** controller.max_level, null when absent. */
@@ -179,6 +184,9 @@ interface ProcessorBlock {
   audit_file?: string;
   audit_stderr?: boolean;
   metrics_listen?: string;
+  allow_root?: boolean;
+  umask?: string;
+  shutdown_timeout_ms?: number;
 }
 interface ServiceBlock {
   name: string;
@@ -375,6 +383,9 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     pidFile: proc.pid_file !== undefined ? fromConf(proc.pid_file) : null,
     user: service.user ?? null,
     group: service.group ?? null,
+    allowRoot: proc.allow_root ?? false,
+    umask: proc.umask !== undefined ? parseInt(proc.umask, 8) : null,
+    shutdownTimeoutMs: proc.shutdown_timeout_ms ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
     serviceName: service.name,
     logLevel: doc.netplex.controller?.max_level ?? null,
     plainParameterMechanisms,

@@ -23,6 +23,8 @@ export const MAX_WORKERS = 1024;
 export const DEFAULT_MAX_SESSIONS_PER_APP = 16384;
 export const DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP = 64 * 1024 * 1024;
 export const DEFAULT_MAX_RANDOM_LENGTH = 1024 * 1024;
+/** processor.shutdown_timeout_ms default: SIGTERM waits this long for calls in flight. */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
 /** The daemon never allocates more than this for one call's output. */
 export const MAX_MAX_RANDOM_LENGTH = 16 * 1024 * 1024;
 /** Connection limits (issue 9 item 7, limits.ts): 0 turns each off; max_connections is on by default. */
@@ -264,6 +266,19 @@ const processor = block(
       'pkcs11proxyd extension: a connection with no call in flight and none received for this many seconds is closed, its sessions with it (default 0: never). Long-lived applications (a web server holding a key) may stay quiet for hours with sessions open: set it above their quietest period, or leave it off.',
       { minimum: 0, maximum: MAX_IDLE_TIMEOUT_S },
     ),
+    // ---- privilege drop and service manager (issue 9, privdrop) ----
+    allow_root: bool(
+      'pkcs11proxyd extension: keep running as root when service.user is absent (default false: a daemon started as root without `user` refuses to start).',
+    ),
+    umask: {
+      type: 'string',
+      pattern: '^0?[0-7]{3}$',
+      description: 'pkcs11proxyd extension: file creation mask set at start, octal (e.g. "0077"; default: inherited).',
+    },
+    shutdown_timeout_ms: int(
+      `pkcs11proxyd extension: on SIGTERM, calls in flight get this long to finish and be answered before their connections are closed (default ${DEFAULT_SHUTDOWN_TIMEOUT_MS}).`,
+      { minimum: 0, maximum: 3_600_000 },
+    ),
   },
   ['type'],
 );
@@ -288,8 +303,8 @@ const service = block(
   'The PKCS#11 proxy service.',
   {
     name: str('Service name, used in logs.', { minLength: 1 }),
-    user: str('Drop privileges to this user after binding.', { minLength: 1 }),
-    group: str('Drop privileges to this group after binding (needs user).', { minLength: 1 }),
+    user: str('Drop privileges to this user (name or uid) after binding the sockets and loading the modules, with its supplementary groups.', { minLength: 1 }),
+    group: str('Primary group (name or gid) after the drop (needs user; default: the user\'s own).', { minLength: 1 }),
     conn_limit: int('netplex connections per worker process before it is recycled; Caml Crush requires 1.', {
       minimum: 1,
     }),

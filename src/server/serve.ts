@@ -150,7 +150,8 @@ export function createPkcs11Server(
     server,
     reloadFilter: (text) => pkcs11.reloadFilter(text),
     async shutdown() {
-      await server.close();
+      // Calls in flight finish (within shutdown_timeout_ms), then C_Finalize closes every module session.
+      await server.close(s.shutdownTimeoutMs ?? 0);
       pkcs11.finalize();
     },
   };

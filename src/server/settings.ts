@@ -1,6 +1,7 @@
 import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DEFAULT_MAX_SESSIONS_PER_APP } from '../config/server-schema';
 import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress } from './transport/types';
+import type { PrivilegeSettings } from './supervision/privilege';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
 export interface ConnectionLimits {
@@ -58,6 +59,10 @@ export interface DaemonSettings {
   metrics?: MetricsSettings;
   /** Admission limits applied where connections are accepted (limits.ts); absent: DEFAULT_ADMISSION_LIMITS. */
   admission?: AdmissionLimits;
+  /** Privilege drop of every process after binding and loading (privilege.ts). Absent: nothing changes (tests, benchmarks). */
+  privilege?: PrivilegeSettings;
+  /** SIGTERM: how long calls in flight may take before their connections are closed. Absent: close at once. */
+  shutdownTimeoutMs?: number;
 }
 
 export interface AuditSettings {

@@ -15,6 +15,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export DAEMON=${1:-${DAEMON:-camlcrush}}
+export PKCS11PROXYD_ALLOW_ROOT=1 # our daemon runs as root here without service.user
 VALGRIND=${VALGRIND:-1}
 SANITIZERS=${SANITIZERS:-0}
 lib="$root/client/build/libp11client.so"

@@ -80,14 +80,14 @@ test('a policy key not enforced yet refuses to start: exit 78, file:line:col, th
   const filter = path.join(tmp, 'filter.conf');
   fs.writeFileSync(filter, 'modules = [("softhsm", "/usr/lib/softhsm/libsofthsm2.so")]\n');
   const conf = path.join(tmp, 'p.conf');
-  // The service's user: privilege drop is issue 9, so the key is refused rather than ignored.
+  // The service's startup_timeout: worker start timeouts are not enforced, so the key is refused rather than ignored.
   fs.writeFileSync(
     conf,
-    `netplex { service { name = "x"; user = "nobody"; protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${tmp}/s"; }; }; processor { type = "rpc_pkcs11"; filter_config = "${filter}"; }; }; };`,
+    `netplex { service { name = "x"; startup_timeout = 5.0; protocol { name = "rpc_pkcs11"; address { type = "local"; path = "${tmp}/s"; }; }; processor { type = "rpc_pkcs11"; filter_config = "${filter}"; }; }; };`,
   );
   const u = run(['-fg', '-conf', conf]);
   expect(u.status).toBe(78);
-  expect(u.stderr).toContain(`${conf}:1:33: key 'netplex.service[0].user': not enforced yet`);
+  expect(u.stderr).toContain(`${conf}:1:33: key 'netplex.service[0].startup_timeout': not enforced yet`);
   expect(fs.existsSync(`${tmp}/s`)).toBe(false);
 });
 

@@ -73,8 +73,6 @@ interface Refused {
 /** An action that src/filter/actions/index.ts does not register. */
 const NO_ACTION = /^action '[a-z_A-Z0-9]+' is not enforced yet$/;
 const refused: Refused[] = [
-  { name: 'service user', files: { service: 'user = "nobody";' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].user', rule: /^not enforced yet \(privilege drop, issue 9\)$/ },
-  { name: 'service group', files: { service: 'group = "nogroup"; user = "nobody";' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].group', rule: /^not enforced yet \(privilege drop/ },
   { name: 'use_ssl true', files: { processor: 'use_ssl = true;' }, file: 'server', line: 7, column: 0, key: 'netplex.service[0].processor.use_ssl', rule: /^not enforced yet \(the TLS issue\); allowed until then: false$/ },
   { name: 'libnames', files: { processor: 'libnames = "softhsm:/x.so;";' }, file: 'server', line: 7, column: 0, key: 'netplex.service[0].processor.libnames', rule: /^not supported \(modules come from filter_config/ },
   { name: 'conn_limit other than 1', files: { service: 'conn_limit = 5;' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].conn_limit', rule: /^not supported .*allowed: 1$/ },
@@ -86,7 +84,7 @@ const refused: Refused[] = [
   { name: 'lstn_reuseaddr false', files: { protocol: 'lstn_reuseaddr = false;' }, file: 'server', line: 6, column: 0, key: 'netplex.service[0].protocol[0].lstn_reuseaddr', rule: /^not supported/ },
   { name: 'logging to syslog', files: { controller: 'logging { type = "syslog"; };' }, file: 'server', line: 2, column: 0, key: 'netplex.controller.logging[0].type', rule: /^not supported .*allowed: "stderr"$/ },
   { name: 'logging format', files: { controller: 'logging { type = "stderr"; format = "$m"; };' }, file: 'server', line: 2, column: 0, key: 'netplex.controller.logging[0].format', rule: /^not supported/ },
-  { name: 'server refusals come before the filter file is read', files: { service: 'user = "nobody";', filter: 'wrapping_format_key = "00112233445566778899aabbccddeeff"' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].user', rule: /^not enforced/ },
+  { name: 'server refusals come before the filter file is read', files: { service: 'startup_timeout = 10.0;', filter: 'wrapping_format_key = "00112233445566778899aabbccddeeff"' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].startup_timeout', rule: /^not enforced/ },
 ];
 
 describe('daemon config: keys not enforced yet are refused (exit 78 in the CLI)', () => {

@@ -23,6 +23,7 @@ import type { MetricsJson } from '../metrics/endpoint';
 import { enableMetrics } from '../metrics/registry';
 import type { ProcessMetrics } from '../metrics/registry';
 import type { ConnMessage, ToPrimary } from './handover';
+import { dropPrivileges } from './privilege';
 
 /** The primary reads at most one record of this size from a new connection to route it. */
 const FIRST_RECORD_PEEK_MAX = 4096;
@@ -145,6 +146,8 @@ export class Daemon {
         const m = d.metrics;
         d.metricsEndpoint = await MetricsEndpoint.open(s.metrics, () => aggregateText(m, d.scrapeWorkers()), log);
       }
+      // Sockets bound, modules loaded (workers drop on their own after loading): give root up.
+      if (s.privilege) dropPrivileges(s.privilege, 'primary', log);
     } catch (e) {
       await d.stop();
       throw e instanceof DaemonStartError ? e : new DaemonStartError(errorMessage(e));

@@ -8,6 +8,7 @@ import { enableMetrics } from '../metrics/registry';
 import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
 import type { ToPrimary, ToWorker } from './handover';
+import { dropPrivileges } from './privilege';
 
 /**
  * Entry point of a worker process. The primary owns the listening sockets and
@@ -25,6 +26,8 @@ function main(): void {
     // Before the stack: the audit layer is in it only when a sink is.
     auditSinks = installAuditSinks(settings.audit, index, log);
     served = createPkcs11Server(settings, log, index);
+    // Modules are loaded (their files opened as root if we started as root): now give root up.
+    if (settings.privilege) dropPrivileges(settings.privilege, `worker ${index}`, log);
   } catch (e) {
     log('error', errorMessage(e));
     process.exit(1);

@@ -45,7 +45,13 @@ export class Listener {
           accepted(sock, addr, so, o),
         );
         server.on('error', (e) => o.log('error', `listener error: ${getErrorMessage(e)}`));
-        if (addr.type === 'local') {
+        if (addr.inheritedFd !== undefined) {
+          if (addr.type === 'local') loadPeerCredAddon();
+          await bind(server, { fd: addr.inheritedFd }, `inherited fd ${addr.inheritedFd}`);
+          servers.push({ server, addr });
+          const bound = server.address();
+          results.push(addr.type === 'local' ? { addr, path: addr.path } : { addr, port: typeof bound === 'object' && bound !== null ? bound.port : addr.port });
+        } else if (addr.type === 'local') {
           loadPeerCredAddon();
           await removeStaleSocket(addr.path);
           await bind(server, { path: addr.path, backlog: so.backlog }, addr.path);
@@ -74,7 +80,7 @@ export class Listener {
     const servers = this.servers.splice(0);
     await Promise.all(servers.map((s) => closeServer(s.server)));
     for (const s of servers) {
-      if (s.addr.type === 'local') await removeStaleSocket(s.addr.path).catch(() => undefined);
+      if (s.addr.type === 'local' && s.addr.inheritedFd === undefined) await removeStaleSocket(s.addr.path).catch(() => undefined);
     }
   }
 }
@@ -116,7 +122,7 @@ export function socketOptionsOf(addr: ListenAddress, defaults: SocketOptions): S
   return s;
 }
 
-function bind(server: net.Server, options: net.ListenOptions, label: string): Promise<void> {
+function bind(server: net.Server, options: net.ListenOptions | { fd: number }, label: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error): void => {
       server.off('listening', onListening);
@@ -128,7 +134,8 @@ function bind(server: net.Server, options: net.ListenOptions, label: string): Pr
     };
     server.once('error', onError);
     server.once('listening', onListening);
-    server.listen(options);
+    // `{ fd }` is the handle form of listen() (an already listening descriptor).
+    server.listen(options as net.ListenOptions);
   });
 }
 

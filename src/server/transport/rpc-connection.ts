@@ -65,6 +65,8 @@ export class RpcConnection {
   private failed = false;
   private socketClosed = false;
   private handlerCloseStarted = false;
+  /** drain() was called: nothing more is read; the socket closes after the owed replies. */
+  private draining = false;
   private readonly tag: string;
   /** Copy of the last AUTH_SYS body seen, so an unchanged credential is not decoded again. */
   private authSysBody: Buffer | null = null;
@@ -114,8 +116,21 @@ export class RpcConnection {
     this.socket.destroy();
   }
 
+  /**
+   * Shutdown: read and dispatch no more calls; the calls already dispatched
+   * are answered, then the connection closes (`closed` resolves).
+   */
+  drain(): void {
+    if (this.socketClosed || this.draining) return;
+    this.draining = true;
+    this.backlog.length = 0;
+    this.inputEnded = true;
+    this.socket.pause();
+    this.maybeEnd();
+  }
+
   private onData(chunk: Buffer): void {
-    if (this.failed || this.socketClosed) return;
+    if (this.failed || this.socketClosed || this.draining) return;
     let records: Buffer[];
     try {
       records = this.assembler.push(chunk);
@@ -191,7 +206,7 @@ export class RpcConnection {
     if (blocked && !this.readPaused) {
       this.readPaused = true;
       this.socket.pause();
-    } else if (!blocked && this.readPaused) {
+    } else if (!blocked && this.readPaused && !this.draining) {
       this.readPaused = false;
       this.socket.resume();
     }
@@ -349,7 +364,10 @@ export class RpcConnection {
 
   private maybeEnd(): void {
     if (!this.inputEnded || this.backlog.length > 0 || this.slots.length > 0) return;
-    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
+    if (this.socket.destroyed || this.socket.writableEnded) return;
+    // Draining, the peer may never close its side: close once our last reply is flushed.
+    if (this.draining) this.socket.end(() => this.socket.destroy());
+    else this.socket.end();
   }
 
   private fail(e: unknown): void {

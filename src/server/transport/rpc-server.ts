@@ -117,15 +117,27 @@ export class RpcServer {
    * Stop listening, drop every connection and wait until each handler's close() has finished
    * (which itself waits for that connection's running calls). Idempotent.
    */
-  close(): Promise<void> {
-    this.closing ??= this.doClose();
+  close(graceMs = 0): Promise<void> {
+    this.closing ??= this.doClose(graceMs);
     return this.closing;
   }
 
-  private async doClose(): Promise<void> {
+  /**
+   * With `graceMs` > 0 (SIGTERM, processor.shutdown_timeout_ms) each
+   * connection first drains: calls in flight are answered, nothing new is
+   * read; what is still open after `graceMs` is dropped.
+   */
+  private async doClose(graceMs: number): Promise<void> {
     const listeners = this.listeners.splice(0);
     const stopped = Promise.all(listeners.map((l) => l.close()));
     const conns = [...this.connections];
+    if (graceMs > 0) {
+      for (const c of conns) c.drain();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+      await Promise.race([Promise.all(conns.map((c) => c.closed)), late]);
+      clearTimeout(timer);
+    }
     for (const c of conns) c.destroy();
     await Promise.all([stopped, ...conns.map((c) => c.closed)]);
   }

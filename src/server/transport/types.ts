@@ -164,7 +164,13 @@ export interface SocketOptions {
 }
 
 /** Per-address overrides of SocketOptions (from the address's netplex protocol block). */
-type AddressSocketKeys = Partial<SocketOptions>;
+type AddressSocketKeys = Partial<SocketOptions> & {
+  /**
+   * A listening socket inherited from the service manager (LISTEN_FDS, systemd.ts): listened on
+   * as is, never bound; its file (a local one) belongs to the manager and is not removed.
+   */
+  inheritedFd?: number;
+};
 
 export type ListenAddress =
   | ({ type: 'local'; path: string; mode?: number; owner?: string | number; group?: string | number } & AddressSocketKeys)

@@ -28,6 +28,10 @@ export interface DaemonOptions {
   protocolExtra?: string;
   /** Extra keys for the netplex processor block (e.g. plain_parameter_mechanisms, max_reply_bytes, max_sessions_per_app). */
   processorExtra?: string;
+  /** Extra keys for the netplex service block (e.g. user, group). */
+  serviceExtra?: string;
+  /** Called with the fresh store before the daemon starts (e.g. to chown it to the service user). */
+  prepare?: (hsm: SoftHsmStore) => void;
   /** filter.conf `modules`, first is the default; default: SoftHSM2 as "softhsm" on the daemon's store. */
   modules?: Array<{ alias: string; path: string }>;
 }
@@ -56,9 +60,10 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
   const serverConf = path.join(hsm.dir, 'pkcs11proxyd.conf');
   fs.writeFileSync(
     serverConf,
-    `netplex { service { name = "t"; protocol { name = "rpc_pkcs11"; ${o.protocolExtra ?? ''} address { type = "local"; path = "${socketPath}"; }; ${tcp} };
+    `netplex { service { name = "t"; ${o.serviceExtra ?? ''} protocol { name = "rpc_pkcs11"; ${o.protocolExtra ?? ''} address { type = "local"; path = "${socketPath}"; }; ${tcp} };
        processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.processorExtra ?? ''} ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
   );
+  o.prepare?.(hsm);
   const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
   if (o.trace) args.push(o.trace === 'json' ? '-debug-pkcs11-json' : '-debug-pkcs11');
   const proc = spawn(process.execPath, args, { env: { ...hsm.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
