@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "px.h"
+#include "record.h"
+#include "tls.h"
 
 /* Transport failures retire the connection: a reply may be half read, so
  * the stream cannot be trusted for another call. */
@@ -182,6 +184,7 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
                    struct px_conn **out) {
   *out = NULL;
   int fd;
+  struct ssl_st *ssl = NULL;
   switch (cfg->transport) {
   case PX_TRANSPORT_UNIX:
     fd = connect_unix(cfg->path);
@@ -190,18 +193,28 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
     fd = connect_tcp(cfg->host, cfg->port);
     break;
   default:
-    px_debug("connect: tls:// is not supported yet");
-    return CKR_DEVICE_ERROR;
+    fd = connect_tcp(cfg->host, cfg->port);
+    /* The handshake, like a round trip, is bounded by rpc_timeout. */
+    if (fd >= 0 && (cfg->tls == NULL ||
+                    px_tls_connect(cfg->tls, fd, cfg->host, cfg->port,
+                                   px_now_ms() + (int64_t)cfg->rpc_timeout * 1000,
+                                   &ssl) != 0)) {
+      close(fd);
+      fd = -1;
+    }
+    break;
   }
   if (fd < 0)
     return CKR_DEVICE_ERROR;
 
   struct px_conn *c = calloc(1, sizeof *c);
   if (c == NULL) {
+    px_tls_close(ssl, true);
     close(fd);
     return CKR_HOST_MEMORY;
   }
   px_wire_init(&c->wire, fd, PKCS11_PROG, PKCS11_V3, cfg->rpc_timeout);
+  c->wire.ssl = ssl;
   c->clnt = &c->wire.client;
   reg_add(c);
   pthread_mutex_init(&c->lock, NULL);
@@ -271,7 +284,7 @@ void px_conn_abandon_all(void) {
   while (reg_head != NULL) {
     struct px_conn *c = reg_head;
     reg_head = c->reg_next;
-    px_wire_close(&c->wire);
+    px_wire_abandon(&c->wire);
     free(c);
   }
   pthread_mutex_unlock(&reg_lock);
