@@ -266,6 +266,12 @@ CK_RV px_config_load(struct px_config *cfg) {
         .key_file = pick("PKCS11PROXY_PRIVKEY_FILE", fv.key_file),
         .stats_file = pick("PKCS11PROXY_TLS_STATS", NULL),
     };
+    const char *resume = pick("PKCS11PROXY_TLS_RESUMPTION", NULL);
+    if (resume != NULL && strcmp(resume, "0") != 0 && strcmp(resume, "1") != 0) {
+      px_debug("config: bad PKCS11PROXY_TLS_RESUMPTION '%s' (0 or 1)", resume);
+      goto out;
+    }
+    tf.no_resumption = resume != NULL && strcmp(resume, "0") == 0;
     rv = px_tls_new(&tf, &cfg->tls);
     if (rv != CKR_OK)
       goto out;

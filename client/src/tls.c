@@ -42,6 +42,7 @@ struct px_tls {
   pthread_mutex_t lock; /* guards session, counters and the stats file */
   SSL_SESSION *session; /* newest resumable session, or NULL */
   unsigned long full, resumed;
+  bool no_resumption;
   char *stats_file;
 };
 
@@ -182,6 +183,7 @@ CK_RV px_tls_new(const struct px_tls_files *f, struct px_tls **out) {
   SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_CLIENT |
                                              SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(t->ctx, new_session);
+  t->no_resumption = f->no_resumption;
   if (f->stats_file != NULL && (t->stats_file = strdup(f->stats_file)) == NULL) {
     rv = CKR_HOST_MEMORY;
     goto fail;
@@ -267,7 +269,7 @@ int px_tls_connect(struct px_tls *t, int fd, const char *host, const char *port,
   }
   SSL_set_bio(ssl, b, b);
   pthread_mutex_lock(&t->lock);
-  if (t->session != NULL)
+  if (t->session != NULL && !t->no_resumption)
     SSL_set_session(ssl, t->session);
   pthread_mutex_unlock(&t->lock);
   for (;;) {

@@ -16,6 +16,7 @@ struct px_tls_files {
   const char *cert_file; /* PEM client certificate (chain), optional */
   const char *key_file;  /* its private key; set with cert_file or not at all */
   const char *stats_file; /* PKCS11PROXY_TLS_STATS, test hook, optional */
+  bool no_resumption;     /* PKCS11PROXY_TLS_RESUMPTION=0: never offer a session */
 };
 
 /* CKR_OK, or CKR_GENERAL_ERROR for unreadable or inconsistent files
