@@ -13,8 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { execFile, execFileSync } from 'node:child_process';
-import { makeTestPki, startCamlCrushTls } from './helpers/client-tls-pki';
-import type { RunningCamlCrushTls, TestPki } from './helpers/client-tls-pki';
+import { startCamlCrushTls } from './helpers/camlcrush-tls-daemon';
+import type { RunningCamlCrushTls } from './helpers/camlcrush-tls-daemon';
+import { createTestPki } from './helpers/pki';
+import type { TestPki } from './helpers/pki';
 import { ROOT, startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
 import { USER_PIN } from './helpers/softhsm';
@@ -29,16 +31,16 @@ interface Stats {
 
 let work: string;
 let pki: TestPki;
-let otherPki: TestPki;
 
 beforeAll(() => {
   execFileSync('make', ['-C', path.join(ROOT, 'client')], { stdio: 'ignore' });
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-client-tls-'));
-  // DNS name only: tls://127.0.0.1 must not match it.
-  pki = makeTestPki(path.join(work, 'pki'), 'DNS:localhost', '127.0.0.1');
-  otherPki = makeTestPki(path.join(work, 'other'), 'DNS:localhost');
+  pki = createTestPki();
 });
-afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+afterAll(() => {
+  pki.cleanup();
+  fs.rmSync(work, { recursive: true, force: true });
+});
 
 function clientEnv(base: NodeJS.ProcessEnv, address: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const conf = path.join(work, 'client.conf');
@@ -48,9 +50,9 @@ function clientEnv(base: NodeJS.ProcessEnv, address: string, extra: NodeJS.Proce
     PKCS11PROXY_CONF: conf,
     PKCS11PROXY_SOCKET_PATH: address,
     PKCS11PROXY_LIBNAME: 'softhsm',
-    PKCS11PROXY_CA_FILE: pki.ca,
-    PKCS11PROXY_CERT_FILE: pki.clientCert,
-    PKCS11PROXY_PRIVKEY_FILE: pki.clientKey,
+    PKCS11PROXY_CA_FILE: pki.caCert,
+    PKCS11PROXY_CERT_FILE: pki.client.cert,
+    PKCS11PROXY_PRIVKEY_FILE: pki.client.key,
     ...extra,
   };
 }
@@ -106,15 +108,17 @@ describe("against Caml Crush's TLS daemon (GnuTLS, TLS 1.2)", () => {
   });
 
   test('a server certificate from another CA is refused (CKR_DEVICE_ERROR)', async () => {
-    const env = clientEnv(cc.hsm.env, `tls://localhost:${cc.port}`, { PKCS11PROXY_CA_FILE: otherPki.ca });
+    const env = clientEnv(cc.hsm.env, `tls://localhost:${cc.port}`, { PKCS11PROXY_CA_FILE: pki.otherCaCert });
     const r = await pkcs11Tool(LIB, ['-L'], env);
     expect(r.status).not.toBe(0);
     expect(r.out).toMatch(/C_Initialize.*CKR_DEVICE_ERROR/);
   });
 
-  test('a host name the certificate does not name is refused, even if its CN says it', async () => {
-    // The certificate's CN is 127.0.0.1 and its only SAN is DNS:localhost.
-    const r = await pkcs11Tool(LIB, ['-L'], clientEnv(cc.hsm.env, `tls://127.0.0.1:${cc.port}`));
+  test('an address the certificate does not name is refused', async () => {
+    // The server certificate names DNS:localhost and IP:127.0.0.1 only; 127.0.0.2 is the same loopback daemon.
+    const ok = await pkcs11Tool(LIB, ['-L'], clientEnv(cc.hsm.env, `tls://127.0.0.1:${cc.port}`));
+    expect(ok.status).toBe(0);
+    const r = await pkcs11Tool(LIB, ['-L'], clientEnv(cc.hsm.env, `tls://127.0.0.2:${cc.port}`));
     expect(r.status).not.toBe(0);
     expect(r.out).toMatch(/C_Initialize.*CKR_DEVICE_ERROR/);
   });
@@ -135,7 +139,7 @@ describe("against Caml Crush's TLS daemon (GnuTLS, TLS 1.2)", () => {
     const keyless = clientEnv(cc.hsm.env, `tls://localhost:${cc.port}`);
     delete keyless.PKCS11PROXY_PRIVKEY_FILE;
     expect((await pkcs11Tool(LIB, ['-L'], keyless)).out).toMatch(/C_Initialize.*CKR_GENERAL_ERROR/);
-    const wrongKey = clientEnv(cc.hsm.env, `tls://localhost:${cc.port}`, { PKCS11PROXY_PRIVKEY_FILE: otherPki.clientKey });
+    const wrongKey = clientEnv(cc.hsm.env, `tls://localhost:${cc.port}`, { PKCS11PROXY_PRIVKEY_FILE: pki.client2.key });
     expect((await pkcs11Tool(LIB, ['-L'], wrongKey)).out).toMatch(/C_Initialize.*CKR_GENERAL_ERROR/);
   });
 });
@@ -149,9 +153,9 @@ describe('TLS 1.3 with session resumption (node:tls in front of our daemon)', ()
     daemon = await startDaemon();
     server = tls.createServer(
       {
-        key: fs.readFileSync(pki.serverKey),
-        cert: fs.readFileSync(pki.serverCert),
-        ca: fs.readFileSync(pki.ca),
+        key: fs.readFileSync(pki.server.key),
+        cert: fs.readFileSync(pki.server.cert),
+        ca: fs.readFileSync(pki.caCert),
         requestCert: true,
         rejectUnauthorized: true,
         minVersion: 'TLSv1.3',

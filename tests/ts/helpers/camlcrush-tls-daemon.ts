@@ -1,44 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { CAMLCRUSH_DAEMON } from './camlcrush-daemon';
 import { createSoftHsm, SOFTHSM_MODULE } from './softhsm';
 import type { SoftHsmStore } from './softhsm';
-
-/** PEM file paths of one test PKI made with the openssl CLI (EC P-256). */
-export interface TestPki {
-  dir: string;
-  ca: string;
-  serverCert: string;
-  serverKey: string;
-  clientCert: string;
-  clientKey: string;
-}
-
-function openssl(dir: string, args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-}
-
-/**
- * A CA, a server certificate whose subjectAltName is `serverSan` (e.g.
- * `DNS:localhost,IP:127.0.0.1`; the subject CN is `cn`, never used for host
- * matching) and a client certificate, in `dir` (created).
- */
-export function makeTestPki(dir: string, serverSan: string, cn = 'pkcs11proxyd-test'): TestPki {
-  fs.mkdirSync(dir, { recursive: true });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  openssl(dir, ['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=client-tls test CA']);
-  const issue = (name: string, subject: string, ext: string) => {
-    fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
-    openssl(dir, ['req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
-    openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`]);
-  };
-  issue('server', `/CN=${cn}`, `subjectAltName=${serverSan}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
-  issue('client', '/CN=client-tls test client', 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n');
-  const p = (f: string) => path.join(dir, f);
-  return { dir, ca: p('ca.pem'), serverCert: p('server.pem'), serverKey: p('server.key'), clientCert: p('client.pem'), clientKey: p('client.key') };
-}
+import type { TestPki } from './pki';
 
 /** A free TCP port on 127.0.0.1 (bound then released). */
 export async function freePort(): Promise<number> {
@@ -62,7 +29,7 @@ export interface RunningCamlCrushTls {
 /**
  * Debian's Caml Crush daemon with `use_ssl = true` and the netplex `tls`
  * block (GnuTLS, TLS 1.2 only, client certificate required) on
- * 127.0.0.1:PORT, in front of a fresh SoftHSM2 store; resolves once the
+ * 0.0.0.0:PORT (so 127.0.0.2 reaches it too), in front of a fresh SoftHSM2 store; resolves once the
  * port accepts connections.
  */
 export async function startCamlCrushTls(pki: TestPki, timeoutMs = 30_000): Promise<RunningCamlCrushTls> {
@@ -79,12 +46,12 @@ export async function startCamlCrushTls(pki: TestPki, timeoutMs = 30_000): Promi
   service {
     name = "PKCS#11 Filtering Proxy";
     conn_limit = 1;
-    protocol { name = "rpc_pkcs11"; address { type = "internet"; bind = "127.0.0.1:${port}"; }; };
+    protocol { name = "rpc_pkcs11"; address { type = "internet"; bind = "0.0.0.0:${port}"; }; };
     processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; use_ssl = true;
       tls {
         algorithms = "SECURE256:+SECURE128:-VERS-TLS-ALL:+VERS-TLS1.2:-RSA:-DHE-DSS:-CAMELLIA-128-CBC:-CAMELLIA-256-CBC";
         peer_auth = "required";
-        x509 { key { crt_file = "${pki.serverCert}"; key_file = "${pki.serverKey}"; }; trust { crt_file = "${pki.ca}"; }; }
+        x509 { key { crt_file = "${pki.server.cert}"; key_file = "${pki.server.key}"; }; trust { crt_file = "${pki.caCert}"; }; }
       };
     };
     workload_manager { type = "dynamic"; max_jobs_per_thread = 1; min_free_jobs_capacity = 1; max_free_jobs_capacity = 1; max_threads = 20; };
