@@ -255,9 +255,7 @@ static int set_peer_name(SSL *ssl, const char *host) {
   return SSL_set_tlsext_host_name(ssl, host) == 1 ? 0 : -1;
 }
 
-int px_tls_connect(struct px_tls *t, int fd, const char *host, const char *port,
-                   int64_t deadline, SSL **out) {
-  *out = NULL;
+SSL *px_tls_new_ssl(struct px_tls *t, int fd, const char *host) {
   ERR_clear_error();
   SSL *ssl = SSL_new(t->ctx);
   BIO *b = ssl != NULL ? socket_bio(fd) : NULL;
@@ -265,13 +263,20 @@ int px_tls_connect(struct px_tls *t, int fd, const char *host, const char *port,
     debug_ssl_errors("tls: setup");
     BIO_free(b);
     SSL_free(ssl);
-    return -1;
+    ERR_clear_error();
+    return NULL;
   }
   SSL_set_bio(ssl, b, b);
   pthread_mutex_lock(&t->lock);
   if (t->session != NULL && !t->no_resumption)
     SSL_set_session(ssl, t->session);
   pthread_mutex_unlock(&t->lock);
+  return ssl;
+}
+
+int px_tls_handshake(struct px_tls *t, SSL *ssl, int fd, const char *host,
+                     const char *port, int64_t deadline) {
+  ERR_clear_error();
   for (;;) {
     int r = SSL_connect(ssl);
     if (r == 1)
@@ -290,7 +295,6 @@ int px_tls_connect(struct px_tls *t, int fd, const char *host, const char *port,
     ERR_clear_error();
     /* Nothing more is sent on a failed handshake. */
     SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-    SSL_free(ssl);
     return -1;
   }
   bool reused = SSL_session_reused(ssl) == 1;
@@ -304,7 +308,6 @@ int px_tls_connect(struct px_tls *t, int fd, const char *host, const char *port,
   px_debug("tls://%s:%s: %s, %s, %s handshake", host, port,
            SSL_get_version(ssl), SSL_get_cipher_name(ssl),
            reused ? "resumed" : "full");
-  *out = ssl;
   return 0;
 }
 

@@ -24,13 +24,16 @@ struct px_tls_files {
 CK_RV px_tls_new(const struct px_tls_files *f, struct px_tls **out);
 void px_tls_free(struct px_tls *t);
 
-/* Handshake on a connected TCP socket until the deadline: the daemon's
+/* An SSL object over the connected socket fd for host: the daemon's
  * certificate must chain to the CA and name host in its subjectAltName
- * (DNS name, or IP address when host is a literal). Offers the kept
- * session. 0 and *out on success; -1 otherwise (reason on the debug
- * channel), fd left open. */
-int px_tls_connect(struct px_tls *t, int fd, const char *host, const char *port,
-                   int64_t deadline, struct ssl_st **out);
+ * (DNS name, or IP address when host is a literal); the kept session is
+ * offered. NULL on failure (reason on the debug channel). */
+struct ssl_st *px_tls_new_ssl(struct px_tls *t, int fd, const char *host);
+/* The handshake until the deadline; 0 on success, -1 otherwise (reason on
+ * the debug channel; nothing more is sent). Counts full and resumed
+ * handshakes. */
+int px_tls_handshake(struct px_tls *t, struct ssl_st *ssl, int fd,
+                     const char *host, const char *port, int64_t deadline);
 /* Sends all of p. */
 enum clnt_stat px_tls_send(struct ssl_st *ssl, int fd, const unsigned char *p,
                            size_t len, int64_t deadline);
