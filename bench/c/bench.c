@@ -5,7 +5,8 @@
  *   bench -m MODULE -w WORKLOAD [-t SECONDS] [-p PROCS] [-T TOKEN]
  *         [-s SID]
  *
- * Workloads: sessioninfo, getattr, find, ecdsa, rsa, aescbc (see workloads[]).
+ * Workloads: sessioninfo, getattr, find, ecdsa, rsa, aescbc, newconn (see
+ * workloads[]).
  * The token (label TOKEN, default "bench") must hold bench-ec (EC P-256 key
  * pair), bench-rsa (RSA-2048 key pair) and bench-aes (AES key), user PIN from
  * BENCH_PIN (default 1234). -s SID sums the CPU time of every process in
@@ -215,6 +216,31 @@ static CK_RV op_aescbc(struct ctx *c) {
   return rv;
 }
 
+/* One new connection per operation with our client (dedicated mode keeps
+ * 2 idle connections, so the third of three sessions open together needs
+ * a new one): 3 x C_OpenSession, 3 x C_CloseSession. */
+#define NEWCONN_SESSIONS 3
+static CK_RV op_newconn(struct ctx *c) {
+  CK_SESSION_HANDLE s[NEWCONN_SESSIONS];
+  CK_SESSION_INFO si;
+  CK_RV rv = c->f->C_GetSessionInfo(c->s, &si);
+  c->failed_call = "C_OpenSession";
+  size_t n = 0;
+  while (rv == CKR_OK && n < NEWCONN_SESSIONS)
+    rv = c->f->C_OpenSession(si.slotID, CKF_SERIAL_SESSION, NULL, NULL, &s[n++]);
+  if (rv != CKR_OK)
+    n--;
+  CK_RV crv = CKR_OK;
+  for (size_t i = 0; i < n; i++) {
+    CK_RV r = c->f->C_CloseSession(s[i]);
+    if (crv == CKR_OK && r != CKR_OK) {
+      crv = r;
+      c->failed_call = "C_CloseSession";
+    }
+  }
+  return rv != CKR_OK ? rv : crv;
+}
+
 struct workload {
   const char *name;
   CK_RV (*op)(struct ctx *);
@@ -229,6 +255,7 @@ static const struct workload workloads[] = {
     {"ecdsa", op_ecdsa, CKM_ECDSA, "CKM_ECDSA"},
     {"rsa", op_rsa, CKM_RSA_PKCS, "CKM_RSA_PKCS"},
     {"aescbc", op_aescbc, CKM_AES_CBC, "CKM_AES_CBC"},
+    {"newconn", op_newconn, CKM_VENDOR_DEFINED, NULL},
 };
 
 /* ---- child ---- */

@@ -9,6 +9,15 @@
 #   ours-filter  ours-unix with filter.conf.example (the secure default)
 #   caml-filter  camlcrush with Debian's /etc/pkcs11proxyd/filter.conf
 #                (patchset 1; SoftHSM2 path fixed, wrapping_format_key added)
+# and TLS systems (our client over tls://, TLS 1.3, client certificate), until
+# our daemon terminates TLS itself: tests/c/tls_relay.py in front of our
+# daemon's Unix socket, and the same relay without TLS for the ratio:
+#   ours-tcprelay  libp11client.so -> relay (plain TCP) -> our daemon
+#   ours-tls       libp11client.so -> relay (TLS 1.3) -> our daemon
+#   ours-tls-full  ours-tls with PKCS11PROXY_TLS_RESUMPTION=0 (every new
+#                  connection a full handshake; for the newconn workload)
+# e.g. BENCH_SYSTEMS="ours-tcp ours-tcprelay ours-tls ours-tls-full"
+#      BENCH_WORKLOADS="sessioninfo ecdsa newconn"
 # Each system has its own copy of one SoftHSM2 store (same token, same keys).
 # Cells run one after another, row by row (workload x client processes), the
 # system order rotating per row, so machine noise lands on all columns alike.
@@ -155,6 +164,22 @@ open(dest, 'w').write(text)
 PY
 }
 
+# bench_pki DIR: CA, server certificate for DNS:localhost, client certificate.
+bench_pki() {
+  local d=$1 n ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  mkdir -p "$d" && (
+    cd "$d" &&
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca &&
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext &&
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext &&
+    for n in server client; do
+      openssl req "${ec[@]}" -keyout $n.key -out $n.csr -subj "/CN=$n" &&
+      openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile $n.ext -out $n.pem || exit 1
+    done
+  ) >"$d.log" 2>&1
+}
+
 ours_args=()
 [ -n "${BENCH_OURS_WORKERS:-}" ] && ours_args=(-workers "$BENCH_OURS_WORKERS")
 # Our daemon for system $1, listening on the netplex address $2.
@@ -189,6 +214,23 @@ for sys in $SYSTEMS; do
     [ -n "$port" ] || die "no port in READY line: $(cat "$work/$sys/stdout")"
     MODULE[$sys]=$OURS_LIB
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=127.0.0.1:$port PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  ours-tcprelay | ours-tls | ours-tls-full)
+    start_ours "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    relay_args=(--plain "$work/$sys/port" "$work/$sys/sock")
+    tls_env=
+    if [ "$sys" != ours-tcprelay ]; then
+      [ -f "$work/pki/ca.pem" ] || bench_pki "$work/pki" || die "test PKI failed"
+      relay_args=("$work/$sys/port" "$work/$sys/sock" "$work/pki/ca.pem" "$work/pki/server.pem" "$work/pki/server.key")
+      tls_env="PKCS11PROXY_CA_FILE=$work/pki/ca.pem PKCS11PROXY_CERT_FILE=$work/pki/client.pem PKCS11PROXY_PRIVKEY_FILE=$work/pki/client.key"
+      [ "$sys" = ours-tls-full ] && tls_env="$tls_env PKCS11PROXY_TLS_RESUMPTION=0"
+    fi
+    setsid python3 "$root/tests/c/tls_relay.py" "${relay_args[@]}" 2>"$work/$sys/relay.err" </dev/null &
+    PID[$sys-relay]=$!
+    wait_for "relay ($sys) not listening: $(cat "$work/$sys/relay.err")" test -f "$work/$sys/port"
+    scheme=tcp; [ "$sys" = ours-tcprelay ] || scheme=tls
+    MODULE[$sys]=$OURS_LIB
+    ENVS[$sys]="$client_env $tls_env PKCS11PROXY_SOCKET_PATH=$scheme://localhost:$(cat "$work/$sys/port") PKCS11PROXY_LIBNAME=softhsm"
     ;;
   ours-filter)
     netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
@@ -320,3 +362,21 @@ END {
     }
   }
 }' "$results"
+
+# ---- TLS against TCP through the same relay ----
+if grep -q ' ours-tls ' "$results" && grep -q ' ours-tcprelay ' "$results"; then
+  awk '
+  function field(line, key,    m) {
+    if (match(line, "(^| )" key "=[^ ]*")) { m = substr(line, RSTART, RLENGTH); sub(/^ /, "", m); return substr(m, length(key) + 2) }
+    return ""
+  }
+  { if (field($0, "status") == "ok") { ops[$1 " " $2, $3] = field($0, "ops_s"); p50[$1 " " $2, $3] = field($0, "p50_us") }
+    if (!(($1 " " $2) in seen)) { seen[$1 " " $2] = 1; rows[++n] = $1 " " $2 } }
+  END {
+    printf "\nTLS cost: p50 latency ours-tls / ours-tcprelay (same relay; target <= 1.3), ops/s tcp-relay, tls, tls-full\n"
+    for (r = 1; r <= n; r++) {
+      k = rows[r]; a = p50[k, "ours-tls"]; b = p50[k, "ours-tcprelay"]
+      printf "  %-16s p50 %s  ops/s %s / %s / %s\n", k, (a == "" || b == "" || b == 0) ? "-" : sprintf("%.2f", a / b), ops[k, "ours-tcprelay"], ops[k, "ours-tls"], ops[k, "ours-tls-full"]
+    }
+  }' "$results"
+fi

@@ -2,7 +2,10 @@
  * Settings. Precedence: environment variable, then config file, then
  * default. Config file: PKCS11PROXY_CONF or /etc/pkcs11proxyd/client.conf
  * (a missing default file is not an error), lines `key = value`, `#`
- * comments; keys socket_path, libname, rpc_timeout, session_connections.
+ * comments; keys socket_path, libname, rpc_timeout, session_connections,
+ * and for tls:// ca_file, cert_file, privkey_file (environment
+ * PKCS11PROXY_CA_FILE, PKCS11PROXY_CERT_FILE, PKCS11PROXY_PRIVKEY_FILE, the
+ * names of Caml Crush's TLS client).
  * Unknown keys and bad values are errors.
  */
 #define _GNU_SOURCE
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "px.h"
+#include "tls.h"
 
 static pthread_once_t debug_once = PTHREAD_ONCE_INIT;
 static bool debug_on;
@@ -145,6 +149,7 @@ struct file_values {
   char *libname;
   char *rpc_timeout;
   char *mode;
+  char *ca_file, *cert_file, *key_file;
 };
 
 static void file_values_free(struct file_values *fv) {
@@ -152,6 +157,9 @@ static void file_values_free(struct file_values *fv) {
   free(fv->libname);
   free(fv->rpc_timeout);
   free(fv->mode);
+  free(fv->ca_file);
+  free(fv->cert_file);
+  free(fv->key_file);
 }
 
 static int read_file(const char *path, bool must_exist,
@@ -194,6 +202,12 @@ static int read_file(const char *path, bool must_exist,
       slot = &fv->rpc_timeout;
     else if (strcmp(key, "session_connections") == 0)
       slot = &fv->mode;
+    else if (strcmp(key, "ca_file") == 0)
+      slot = &fv->ca_file;
+    else if (strcmp(key, "cert_file") == 0)
+      slot = &fv->cert_file;
+    else if (strcmp(key, "privkey_file") == 0)
+      slot = &fv->key_file;
     if (slot == NULL) {
       px_debug("config: %s:%d: unknown key '%s'", path, lineno, key);
       rc = -1;
@@ -245,6 +259,27 @@ CK_RV px_config_load(struct px_config *cfg) {
     px_debug("config: bad session_connections '%s'", mode);
     goto out;
   }
+  if (cfg->transport == PX_TRANSPORT_TLS) {
+    struct px_tls_files tf = {
+        .ca_file = pick("PKCS11PROXY_CA_FILE", fv.ca_file),
+        .cert_file = pick("PKCS11PROXY_CERT_FILE", fv.cert_file),
+        .key_file = pick("PKCS11PROXY_PRIVKEY_FILE", fv.key_file),
+        .stats_file = pick("PKCS11PROXY_TLS_STATS", NULL),
+    };
+    const char *resume = pick("PKCS11PROXY_TLS_RESUMPTION", NULL);
+    if (resume != NULL && strcmp(resume, "0") != 0 && strcmp(resume, "1") != 0) {
+      px_debug("config: bad PKCS11PROXY_TLS_RESUMPTION '%s' (0 or 1)", resume);
+      goto out;
+    }
+    tf.no_resumption = resume != NULL && strcmp(resume, "0") == 0;
+    rv = px_tls_new(&tf, &cfg->tls);
+    if (rv != CKR_OK)
+      goto out;
+    rv = CKR_GENERAL_ERROR;
+    px_debug("config: ca_file=%s cert_file=%s privkey_file=%s", tf.ca_file,
+             tf.cert_file ? tf.cert_file : "(none)",
+             tf.key_file ? tf.key_file : "(none)");
+  }
   rv = CKR_OK;
   px_debug("config: socket=%s%s%s%s libname='%s' rpc_timeout=%lus "
            "session_connections=%s",
@@ -263,6 +298,8 @@ out:
 
 void px_config_free(struct px_config *cfg) {
   clear_address(cfg);
+  px_tls_free(cfg->tls);
+  cfg->tls = NULL;
   free(cfg->libname);
   cfg->libname = NULL;
 }

@@ -14,18 +14,24 @@
 #include <string.h>
 
 #include "state.h"
+#include "tls.h"
 
 static void atfork_prepare(void) {
   pthread_mutex_lock(&st_lock);
   px_conn_registry_lock();
+  px_tls_fork_prepare(st.have_cfg ? st.cfg.tls : NULL);
 }
 
 static void atfork_parent(void) {
+  px_tls_fork_parent(st.have_cfg ? st.cfg.tls : NULL);
   px_conn_registry_unlock();
   pthread_mutex_unlock(&st_lock);
 }
 
 static void atfork_child(void) {
+  /* TLS: the parent's SSL objects are freed without a close_notify
+   * (px_wire_abandon) and its kept session is forgotten. */
+  px_tls_fork_child(st.have_cfg ? st.cfg.tls : NULL);
   session_table_forget_locked();
   /* Listed connections are among the registry's. */
   st.conns = NULL;

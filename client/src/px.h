@@ -1,7 +1,7 @@
 /*
  * Internal declarations of libp11client (pkcs11proxyd client library).
  * Layers, bottom up: config.c (settings); record.c (record marking over
- * the socket) and wire.c (ONC RPC calls on it); transport.c (sockets and the per-connection handshake);
+ * the socket, over tls.c for tls://) and wire.c (ONC RPC calls on it); transport.c (sockets and the per-connection handshake);
  * the library state, split by concern and sharing state.h: state.c
  * (initialize, finalize, call brackets), conn.c (connections, idle pool,
  * control connection), session_table.c, sessions.c, login.c, app.c
@@ -40,6 +40,9 @@ struct px_config {
   char *libname;       /* C_LoadModule alias; "" when unset */
   unsigned long rpc_timeout; /* seconds */
   bool shared_sessions; /* all sessions on the control connection */
+  /* tls:// only: the context built from the CA, certificate and key
+   * files (tls.c). */
+  struct px_tls *tls;
 };
 
 #define PX_DEFAULT_SOCKET_PATH "/var/run/pkcs11proxyd.socket"
@@ -57,6 +60,7 @@ struct px_wire {
   /* Handed to the rpcgen stubs; its ops vector is wire.c's. */
   CLIENT client;
   int fd;
+  struct ssl_st *ssl;    /* TLS over fd (tls.c), or NULL */
   u_int prog, vers;
   uint32_t xid;          /* of the last call */
   int64_t timeout_ms;    /* per round trip */
@@ -68,8 +72,11 @@ struct px_wire {
 /* Takes ownership of fd. No allocation; the buffer is made on first use. */
 void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
                   unsigned long timeout_s);
-/* Closes the descriptor and frees the buffer; safe to call twice. */
+/* Closes the descriptor and frees the buffer; safe to call twice. A TLS
+ * connection sends its close_notify first. */
 void px_wire_close(struct px_wire *w);
+/* The same in a forked child: sends nothing (the stream is the parent's). */
+void px_wire_abandon(struct px_wire *w);
 /* Text for the debug channel. */
 const char *px_wire_strerror(enum clnt_stat st);
 

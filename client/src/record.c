@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "record.h"
+#include "tls.h"
 
 #define LAST_FRAGMENT 0x80000000u
 
@@ -23,7 +24,7 @@ int64_t px_now_ms(void) {
 
 /* Waits for events on the socket until the deadline: 1 ready, 0 timed out,
  * -1 error (hang-up counts as ready: the next recv or send reports it). */
-static int wait_fd(int fd, short events, int64_t deadline) {
+int px_wait_fd(int fd, short events, int64_t deadline) {
   for (;;) {
     int64_t left = deadline - px_now_ms();
     if (left <= 0)
@@ -59,6 +60,8 @@ enum clnt_stat px_record_send(struct px_wire *w, size_t body_len,
   memcpy(w->buf, &mark, sizeof mark);
   const unsigned char *p = w->buf;
   size_t len = PX_RECORD_MARK_SIZE + body_len;
+  if (w->ssl != NULL)
+    return px_tls_send(w->ssl, w->fd, p, len, deadline);
   while (len > 0) {
     ssize_t n = send(w->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
@@ -69,7 +72,7 @@ enum clnt_stat px_record_send(struct px_wire *w, size_t body_len,
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      int r = wait_fd(w->fd, POLLOUT, deadline);
+      int r = px_wait_fd(w->fd, POLLOUT, deadline);
       if (r == 0)
         return RPC_TIMEDOUT;
       if (r < 0)
@@ -86,8 +89,17 @@ static enum clnt_stat fill(struct px_wire *w, size_t *have, size_t need,
                            int64_t deadline) {
   if (!px_record_reserve(w, need))
     return RPC_CANTRECV;
+  while (*have < need && w->ssl != NULL) {
+    /* TLS may hold decrypted bytes already: read before any poll. */
+    size_t n = 0;
+    enum clnt_stat s =
+        px_tls_recv(w->ssl, w->fd, w->buf + *have, w->cap - *have, &n, deadline);
+    if (s != RPC_SUCCESS)
+      return s;
+    *have += n;
+  }
   while (*have < need) {
-    int r = wait_fd(w->fd, POLLIN, deadline);
+    int r = px_wait_fd(w->fd, POLLIN, deadline);
     if (r == 0)
       return RPC_TIMEDOUT;
     if (r < 0)

@@ -3,7 +3,8 @@
  * a record is fragments, each a 4-byte big-endian mark (top bit: last
  * fragment, low 31 bits: length) and its bytes. Reads and writes wait with
  * poll until a deadline (CLOCK_MONOTONIC milliseconds); writes use
- * MSG_NOSIGNAL. No lock and no signal mask: the caller owns the connection.
+ * MSG_NOSIGNAL. On a TLS connection (px_wire.ssl) the same records go
+ * through tls.c instead of send/recv. No lock and no signal mask: the caller owns the connection.
  */
 #ifndef PX_RECORD_H
 #define PX_RECORD_H
@@ -18,6 +19,9 @@
 #define PX_RECORD_MAX ((size_t)1 << 30)
 
 int64_t px_now_ms(void);
+/* Waits for events on fd until the deadline: 1 ready (hang-up included),
+ * 0 timed out, -1 error. */
+int px_wait_fd(int fd, short events, int64_t deadline);
 /* Grows w->buf to at least need bytes; false when out of memory. */
 bool px_record_reserve(struct px_wire *w, size_t need);
 /* Sends w->buf[PX_RECORD_MARK_SIZE..+body_len) as one record (the mark is

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "px.h"
+#include "record.h"
+#include "tls.h"
 
 /* Transport failures retire the connection: a reply may be half read, so
  * the stream cannot be trusted for another call. */
@@ -30,7 +32,54 @@ CK_RV px_rpc_done(struct px_conn *c, enum clnt_stat st, const char *what) {
   return CKR_DEVICE_ERROR;
 }
 
-static int connect_unix(const char *path) {
+/* Every connection object, listed in the state or not; see px.h. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct px_conn *reg_head;
+
+void px_conn_registry_lock(void) { pthread_mutex_lock(&reg_lock); }
+void px_conn_registry_unlock(void) { pthread_mutex_unlock(&reg_lock); }
+
+static void reg_add(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  c->reg_prev = NULL;
+  c->reg_next = reg_head;
+  if (reg_head != NULL)
+    reg_head->reg_prev = c;
+  reg_head = c;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  if (c->reg_prev != NULL)
+    c->reg_prev->reg_next = c->reg_next;
+  else
+    reg_head = c->reg_next;
+  if (c->reg_next != NULL)
+    c->reg_next->reg_prev = c->reg_prev;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+/* The descriptor (and SSL object) of a connection being opened is set
+ * under the registry lock, which fork's prepare handler holds: a child
+ * forked while a thread connects or handshakes finds them in the registry
+ * and closes them. */
+static int reg_socket(struct px_conn *c, int domain, int type, int proto) {
+  pthread_mutex_lock(&reg_lock);
+  int fd = socket(domain, type | SOCK_CLOEXEC, proto);
+  c->wire.fd = fd;
+  pthread_mutex_unlock(&reg_lock);
+  return fd;
+}
+
+static void reg_close_socket(struct px_conn *c) {
+  pthread_mutex_lock(&reg_lock);
+  close(c->wire.fd);
+  c->wire.fd = -1;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+static int connect_unix(struct px_conn *c, const char *path) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
@@ -39,18 +88,18 @@ static int connect_unix(const char *path) {
     return -1;
   }
   strcpy(sa.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = reg_socket(c, AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0)
     return -1;
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
     px_debug("connect: unix:%s: %s", path, strerror(errno));
-    close(fd);
+    reg_close_socket(c);
     return -1;
   }
-  return fd;
+  return 0;
 }
 
-static int connect_tcp(const char *host, const char *port) {
+static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -62,8 +111,7 @@ static int connect_tcp(const char *host, const char *port) {
   }
   int fd = -1;
   for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                ai->ai_protocol);
+    fd = reg_socket(c, ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (fd < 0)
       continue;
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
@@ -72,11 +120,26 @@ static int connect_tcp(const char *host, const char *port) {
       break;
     }
     px_debug("connect: tcp://%s:%s: %s", host, port, strerror(errno));
-    close(fd);
+    reg_close_socket(c);
     fd = -1;
   }
   freeaddrinfo(res);
-  return fd;
+  return fd < 0 ? -1 : 0;
+}
+
+/* TLS over the connected socket; the handshake, like a round trip, is
+ * bounded by rpc_timeout. */
+static int start_tls(struct px_conn *c, const struct px_config *cfg) {
+  if (cfg->tls == NULL)
+    return -1;
+  pthread_mutex_lock(&reg_lock);
+  c->wire.ssl = px_tls_new_ssl(cfg->tls, c->wire.fd, cfg->host);
+  pthread_mutex_unlock(&reg_lock);
+  if (c->wire.ssl == NULL)
+    return -1;
+  return px_tls_handshake(cfg->tls, c->wire.ssl, c->wire.fd, cfg->host,
+                          cfg->port,
+                          px_now_ms() + (int64_t)cfg->rpc_timeout * 1000);
 }
 
 /* C_SetupArch code of this process (rpc/pkcs11.x PX_ARCH_*). */
@@ -150,62 +213,27 @@ static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
   return CKR_OK;
 }
 
-/* Every connection object, listed in the state or not; see px.h. */
-static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct px_conn *reg_head;
-
-void px_conn_registry_lock(void) { pthread_mutex_lock(&reg_lock); }
-void px_conn_registry_unlock(void) { pthread_mutex_unlock(&reg_lock); }
-
-static void reg_add(struct px_conn *c) {
-  pthread_mutex_lock(&reg_lock);
-  c->reg_prev = NULL;
-  c->reg_next = reg_head;
-  if (reg_head != NULL)
-    reg_head->reg_prev = c;
-  reg_head = c;
-  pthread_mutex_unlock(&reg_lock);
-}
-
-static void reg_remove(struct px_conn *c) {
-  pthread_mutex_lock(&reg_lock);
-  if (c->reg_prev != NULL)
-    c->reg_prev->reg_next = c->reg_next;
-  else
-    reg_head = c->reg_next;
-  if (c->reg_next != NULL)
-    c->reg_next->reg_prev = c->reg_prev;
-  pthread_mutex_unlock(&reg_lock);
-}
-
 CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
                    struct px_conn **out) {
   *out = NULL;
-  int fd;
-  switch (cfg->transport) {
-  case PX_TRANSPORT_UNIX:
-    fd = connect_unix(cfg->path);
-    break;
-  case PX_TRANSPORT_TCP:
-    fd = connect_tcp(cfg->host, cfg->port);
-    break;
-  default:
-    px_debug("connect: tls:// is not supported yet");
-    return CKR_DEVICE_ERROR;
-  }
-  if (fd < 0)
-    return CKR_DEVICE_ERROR;
-
   struct px_conn *c = calloc(1, sizeof *c);
-  if (c == NULL) {
-    close(fd);
+  if (c == NULL)
     return CKR_HOST_MEMORY;
-  }
-  px_wire_init(&c->wire, fd, PKCS11_PROG, PKCS11_V3, cfg->rpc_timeout);
+  px_wire_init(&c->wire, -1, PKCS11_PROG, PKCS11_V3, cfg->rpc_timeout);
   c->clnt = &c->wire.client;
-  reg_add(c);
   pthread_mutex_init(&c->lock, NULL);
   atomic_init(&c->broken, false);
+  reg_add(c);
+  int rc = cfg->transport == PX_TRANSPORT_UNIX
+               ? connect_unix(c, cfg->path)
+               : connect_tcp(c, cfg->host, cfg->port);
+  if (rc == 0 && cfg->transport == PX_TRANSPORT_TLS)
+    rc = start_tls(c, cfg);
+  if (rc != 0) {
+    px_conn_destroy(c, false);
+    return CKR_DEVICE_ERROR;
+  }
+  int fd = c->wire.fd;
 
   CK_RV rv = token != NULL ? join_app(c, token) : CKR_OK;
   if (rv == CKR_OK)
@@ -271,7 +299,7 @@ void px_conn_abandon_all(void) {
   while (reg_head != NULL) {
     struct px_conn *c = reg_head;
     reg_head = c->reg_next;
-    px_wire_close(&c->wire);
+    px_wire_abandon(&c->wire);
     free(c);
   }
   pthread_mutex_unlock(&reg_lock);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "record.h"
+#include "tls.h"
 
 /* RFC 5531 constants. */
 enum {
@@ -268,7 +269,9 @@ void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
   w->last = RPC_SUCCESS;
 }
 
-void px_wire_close(struct px_wire *w) {
+static void wire_release(struct px_wire *w, bool say_goodbye) {
+  px_tls_close(w->ssl, say_goodbye);
+  w->ssl = NULL;
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;
@@ -278,3 +281,7 @@ void px_wire_close(struct px_wire *w) {
   w->buf = NULL;
   w->cap = 0;
 }
+
+void px_wire_close(struct px_wire *w) { wire_release(w, true); }
+
+void px_wire_abandon(struct px_wire *w) { wire_release(w, false); }

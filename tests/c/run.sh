@@ -114,6 +114,47 @@ done
 kill "$refragment_pid" 2>/dev/null
 wait "$refragment_pid" 2>/dev/null
 
+# The same groups over tls:// (TLS 1.3, client certificate, resumption):
+# tests/c/tls_relay.py terminates TLS in front of the daemon under test.
+# Fork groups check that a child never uses the parent's TLS state.
+tls_pki() { # DIR: CA, server certificate for DNS:localhost, client certificate
+  local d=$1 ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  mkdir -p "$d" && cd "$d" || return 1
+  openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj /CN=tls-test-ca &&
+  printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext &&
+  printf 'extendedKeyUsage=clientAuth\n' > client.ext &&
+  for n in server client; do
+    openssl req "${ec[@]}" -keyout $n.key -out $n.csr -subj "/CN=$n" &&
+    openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile $n.ext -out $n.pem || return 1
+  done
+  cd - >/dev/null
+}
+if tls_pki "$work/pki" >"$work/pki.log" 2>&1; then
+  python3 "$here/tls_relay.py" "$work/tls.port" "$PKCS11PROXY_SOCKET_PATH" \
+    "$work/pki/ca.pem" "$work/pki/server.pem" "$work/pki/server.key" 2>"$work/tls-relay.log" &
+  tls_relay_pid=$!
+  for _ in $(seq 1 100); do [ -f "$work/tls.port" ] && break; sleep 0.05; done
+  tls_groups="args sizes fork forkthread mechanisms app"
+  [ "$DAEMON" = ours ] && tls_groups="args sizes threads fork forkthread mechanisms app"
+  for group in $tls_groups; do
+    PKCS11PROXY_SOCKET_PATH="tls://localhost:$(cat "$work/tls.port")" \
+    PKCS11PROXY_CA_FILE="$work/pki/ca.pem" PKCS11PROXY_CERT_FILE="$work/pki/client.pem" \
+    PKCS11PROXY_PRIVKEY_FILE="$work/pki/client.key" PKCS11PROXY_TLS_STATS="$work/tls-stats-$group.json" \
+      run_group "$group, tls" "$group"
+  done
+  # threads/app open a connection per session: all but the first resume.
+  if grep -Eq '"full_handshakes":1,"resumed_handshakes":[1-9]' "$work/tls-stats-app.json" 2>/dev/null; then
+    ok "tls: connections after the first resume ($(cat "$work/tls-stats-app.json"))"
+  else
+    ko "tls: connections after the first resume ($(cat "$work/tls-stats-app.json" 2>/dev/null))"
+  fi
+  kill "$tls_relay_pid" 2>/dev/null
+  wait "$tls_relay_pid" 2>/dev/null
+else
+  ko "tls: test PKI"; sed 's/^/    /' "$work/pki.log" | tail -n 20
+fi
+
 # ---- attribute value shapes (test_attrs.c) ----
 # Our library under valgrind or the sanitizers; against our daemon also
 # Caml Crush's client library (uninstrumented: OCaml's runtime is not ours).

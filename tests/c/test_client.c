@@ -892,9 +892,19 @@ static void test_config(void) {
   char *sock = strdup(getenv("PKCS11PROXY_SOCKET_PATH"));
   char *alias = strdup(getenv("PKCS11PROXY_LIBNAME"));
   CK_ULONG n;
+  /* tls:// needs a CA file; an unreadable one is a bad setting too. */
+  char *ca = getenv("PKCS11PROXY_CA_FILE") ? strdup(getenv("PKCS11PROXY_CA_FILE")) : NULL;
+  unsetenv("PKCS11PROXY_CA_FILE");
   setenv("PKCS11PROXY_SOCKET_PATH", "tls://127.0.0.1:9", 1);
-  CHECK_RV(f->C_Initialize(NULL), CKR_DEVICE_ERROR);
+  CHECK_RV(f->C_Initialize(NULL), CKR_GENERAL_ERROR);
   CHECK_RV(f->C_GetSlotList(CK_TRUE, NULL, &n), CKR_CRYPTOKI_NOT_INITIALIZED);
+  setenv("PKCS11PROXY_CA_FILE", "/nonexistent/ca.pem", 1);
+  CHECK_RV(f->C_Initialize(NULL), CKR_GENERAL_ERROR);
+  if (ca != NULL)
+    setenv("PKCS11PROXY_CA_FILE", ca, 1);
+  else
+    unsetenv("PKCS11PROXY_CA_FILE");
+  free(ca);
   setenv("PKCS11PROXY_SOCKET_PATH", "unix:/nonexistent/p11.sock", 1);
   CHECK_RV(f->C_Initialize(NULL), CKR_DEVICE_ERROR);
   setenv("PKCS11PROXY_SOCKET_PATH", "no-port-here", 1);
