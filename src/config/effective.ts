@@ -45,7 +45,7 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     `  mechanism parameters: table of known shapes${
       sc.plainParameterMechanisms.length > 0 ? `; plain bytes also for ${sc.plainParameterMechanisms.map(hex).join(', ')}` : ''
     }`,
-    `  policy: pass-through (no filter key with an effect is accepted yet)${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''}`,
+    `  policy: ${policyKeys(fc.data)}${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''} (pkcs11proxyd -check-filter FILE prints the compiled rules)`,
     `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
     `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? (rt.traceFormat === 'json' ? 'on (JSON lines)' : 'on') : 'off'}`,
     // logging, audit and metrics (issue 9 item 8)
@@ -54,4 +54,10 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     }`,
   ];
   return lines;
+}
+
+/** The filter.conf keys with rules (all but modules and debug), or pass-through. */
+function policyKeys(data: unknown): string {
+  const keys = data !== null && typeof data === 'object' ? Object.keys(data).filter((k) => k !== 'modules' && k !== 'debug') : [];
+  return keys.length > 0 ? `rules from ${keys.join(', ')}` : 'pass-through (no rule)';
 }

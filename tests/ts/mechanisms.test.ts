@@ -817,7 +817,7 @@ describe('typed procedures: protocol behaviour', () => {
       await x.close();
       const log = t.output();
       expect(log).toContain('px_EncryptInitTyped(');
-      expect(log).toContain('CKM_AES_GCM(GCM iv=<12 bytes>, ivBits=96, aad=<12 bytes>, tagBits=128)');
+      expect(log).toContain('CKM_AES_GCM(GCM {iv=<12 bytes>, ivBits=96, aad=<12 bytes>, tagBits=128})');
       expect(log).toContain('CKM_AES_KEY_GEN(NONE)');
       expect(log).not.toContain(iv.toString('hex'));
       expect(log).not.toContain(aad.toString('hex'));

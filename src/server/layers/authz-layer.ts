@@ -9,6 +9,7 @@ import { audit } from '../audit';
 import type { AppRegistry, Application, ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
 import { installGeneric, invoke } from './generic';
+import { connectionFields } from '../audit-fields';
 
 /** Calls a refused or unchecked connection may still make: they choose nothing and end nothing of others. */
 const UNGUARDED: ReadonlySet<CallName> = new Set<CallName>(['C_SetupArch', 'C_Finalize', 'C_GetInfo']);
@@ -67,12 +68,12 @@ export class AuthzLayer extends Pkcs11Passthrough<ConnectionState> {
       event: 'authorization_refused',
       call,
       reason,
-      alias,
       entry: entry ?? null,
       rv: rvName(rv),
-      connection: conn.id,
-      identity: identityKey(conn.identity),
-      peer: describeIdentity(conn.identity),
+      ...connectionFields(conn),
+      // The identity as authorization entries match it (spki:..., uid:...).
+      identity_key: identityKey(conn.identity),
+      alias,
     });
     return rv;
   }

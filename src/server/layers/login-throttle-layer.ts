@@ -9,6 +9,7 @@ import type { ConnectionState } from '../dispatch/connection-state';
 import type { Logger } from '../log';
 import { settle } from './generic';
 import { aliasOf } from './router-layer';
+import { connectionFields } from '../audit-fields';
 
 const CKR_PIN_LOCKED = ck.CKR_PIN_LOCKED;
 
@@ -116,11 +117,11 @@ export class LoginThrottleLayer extends Pkcs11Passthrough<ConnectionState> {
       outcome,
       rv: rvName(rv),
       user_type: a.userType,
-      alias,
       slot,
-      connection: conn.id,
-      identity: identityKey(conn.identity),
-      peer: describeIdentity(conn.identity),
+      ...connectionFields(conn),
+      // The identity as authorization entries match it (spki:..., uid:...).
+      identity_key: identityKey(conn.identity),
+      alias,
       delayed_ms: delayedMs,
       failures: s?.failures ?? null,
       locked_until: s && s.lockedUntil > 0 ? new Date(s.lockedUntil).toISOString() : null,
