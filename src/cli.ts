@@ -330,13 +330,6 @@ export async function main(argv: string[]): Promise<number> {
   const endpoints = daemon.endpoints.map((e) => e.path ?? `tcp ${e.addr.type === 'internet' ? e.addr.host : ''}:${e.port}`);
   for (const line of effectiveConfiguration(loaded, settings, endpoints, VERSION)) log('info', line);
   if (embedded) process.stdout.write(clientHint(embedded) + '\n');
-  // Machine-readable readiness line for scripts and tests.
-  if (daemon.metricsEndpoint) process.stdout.write(`METRICS ${JSON.stringify(daemon.metricsEndpoint.address)}\n`);
-  process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);
-  process.send?.({ t: 'ready' });
-  manager.ready(`serving on ${endpoints.join(', ')}`);
-  audit({ event: 'startup', version: VERSION, pid: process.pid, uid: process.getuid!(), workers: settings.workers, listen: endpoints });
-
   return new Promise((resolve) => {
     let stopping = false;
     const stop = (sig: string) => {
@@ -369,6 +362,13 @@ export async function main(argv: string[]): Promise<number> {
     });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // After the handlers: a SIGTERM sent as soon as READY is read must find them (the default action kills).
+    // Machine-readable readiness line for scripts and tests.
+    if (daemon.metricsEndpoint) process.stdout.write(`METRICS ${JSON.stringify(daemon.metricsEndpoint.address)}\n`);
+    process.stdout.write(`READY ${JSON.stringify(daemon.endpoints)}\n`);
+    process.send?.({ t: 'ready' });
+    manager.ready(`serving on ${endpoints.join(', ')}`);
+    audit({ event: 'startup', version: VERSION, pid: process.pid, uid: process.getuid!(), workers: settings.workers, listen: endpoints });
   });
 }
 
