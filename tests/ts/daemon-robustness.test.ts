@@ -139,6 +139,8 @@ test('-debug-pkcs11 never prints PINs or secret attribute values', async () => {
     template: [ulong(p.CKA_CLASS, p.CKO_SECRET_KEY), ulong(p.CKA_KEY_TYPE, p.CKK_GENERIC_SECRET), bool(p.CKA_TOKEN, false), bool(p.CKA_PRIVATE, false), bytes(p.CKA_VALUE, secret)],
   });
   await c.close();
+  // Log lines are written asynchronously (pino): wait, with a deadline, for the C_CreateObject line.
+  for (const end = Date.now() + 10_000; !/C_CreateObject\(/.test(d.output()) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
   const log = d.output();
   expect(log).toMatch(/C_Login\(session=\d+, userType=CKU_USER, pin=<redacted>\) -> CKR_PIN_INCORRECT/);
   expect(log).toMatch(/CKA_VALUE=<16 bytes>/);
