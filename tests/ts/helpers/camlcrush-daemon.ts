@@ -66,19 +66,23 @@ export async function startCamlCrush(filterExtra = '', timeoutMs = 30_000): Prom
     proc,
     output: () => out,
     stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        process.kill(-proc.pid!, 'SIGTERM');
-        const killer = setTimeout(() => {
-          try {
-            process.kill(-proc.pid!, 'SIGKILL');
-          } catch {
-            // already gone
-          }
-        }, 5000);
-        await exited;
-        clearTimeout(killer);
-      }
+      await stopProcessGroup(proc, exited);
       hsm.cleanup();
     },
   };
+}
+
+/** SIGTERM to a detached daemon's process group (Caml Crush forks its workers), SIGKILL after 5 s; resolves on exit. */
+export async function stopProcessGroup(proc: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  process.kill(-proc.pid!, 'SIGTERM');
+  const killer = setTimeout(() => {
+    try {
+      process.kill(-proc.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }, 5000);
+  await exited;
+  clearTimeout(killer);
 }

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { CAMLCRUSH_DAEMON } from './camlcrush-daemon';
+import { CAMLCRUSH_DAEMON, stopProcessGroup } from './camlcrush-daemon';
 import { createSoftHsm, SOFTHSM_MODULE } from './softhsm';
 import type { SoftHsmStore } from './softhsm';
 import type { TestPki } from './pki';
@@ -88,18 +88,7 @@ export async function startCamlCrushTls(pki: TestPki, timeoutMs = 30_000): Promi
     hsm,
     output: () => out,
     stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        process.kill(-proc.pid!, 'SIGTERM');
-        const killer = setTimeout(() => {
-          try {
-            process.kill(-proc.pid!, 'SIGKILL');
-          } catch {
-            // already gone
-          }
-        }, 5000);
-        await exited;
-        clearTimeout(killer);
-      }
+      await stopProcessGroup(proc, exited);
       hsm.cleanup();
     },
   };
