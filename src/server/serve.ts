@@ -1,7 +1,6 @@
 import { ProxyError } from '../errors';
-import type { Backend } from '../bindings/backend';
-import { BackendError, LoadedModule, Pkcs11jsBackend } from '../bindings/pkcs11js-backend';
-import { errorMessage } from '../pkcs11/errors';
+import { openBackends } from '../bindings/open-backends';
+import type { UnavailableModule } from '../bindings/open-backends';
 import { declarePlainParameterMechanisms } from '../pkcs11/mechanism-shapes';
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
 import { AppRegistry } from './dispatch/connection-state';
@@ -39,12 +38,7 @@ export interface Pkcs11Stack {
   reloadFilter(text?: string): number | null;
 }
 
-/** A configured module this process could not load or initialize. */
-export interface UnavailableModule {
-  readonly alias: string;
-  readonly path: string;
-  readonly reason: string;
-}
+export type { UnavailableModule } from '../bindings/open-backends';
 
 export class NoModuleError extends ProxyError {
   readonly code = 'NO_MODULE';
@@ -62,26 +56,9 @@ export class NoModuleError extends ProxyError {
 export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
   declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
   const limits = s.limits ?? DEFAULT_APP_LIMITS;
-  const backends = new Map<string, Backend>();
-  const unavailable: UnavailableModule[] = [];
-  try {
-    for (const m of s.modules) {
-      let loaded: LoadedModule;
-      try {
-        loaded = new LoadedModule(m.alias, m.path);
-      } catch (e) {
-        if (!(e instanceof BackendError)) throw e;
-        unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));
-        continue;
-      }
-      backends.set(m.alias, new Pkcs11jsBackend(loaded, limits));
-    }
-    if (backends.size === 0) {
-      throw new NoModuleError(`no module can be loaded: ${unavailable.map((u) => u.reason).join('; ')}`);
-    }
-  } catch (e) {
-    for (const b of backends.values()) b.finalize();
-    throw e;
+  const { backends, unavailable } = openBackends(s.modules, limits);
+  if (backends.size === 0) {
+    throw new NoModuleError(`no module can be loaded: ${unavailable.map((u) => u.reason).join('; ')}`);
   }
   for (const u of unavailable) {
     const which = u.alias === s.defaultAlias ? 'default module' : 'module';

@@ -1,0 +1,56 @@
+import type { Backend, BackendLimits } from './backend';
+import { BackendError, LoadedModule, Pkcs11jsBackend } from './pkcs11js-backend';
+import { errorMessage } from '../pkcs11/errors';
+
+/** One configured alias (`modules` entry of filter.conf). */
+export interface ModuleSpec {
+  readonly alias: string;
+  readonly path: string;
+}
+
+/** A configured module this process could not load or initialize. */
+export interface UnavailableModule {
+  readonly alias: string;
+  readonly path: string;
+  readonly reason: string;
+}
+
+/** The backends of one process, by alias, and the aliases that could not be opened. */
+export interface OpenedBackends {
+  readonly backends: Map<string, Backend>;
+  readonly unavailable: UnavailableModule[];
+}
+
+/**
+ * Opens the backend of one alias. The kind of backend is chosen here and only
+ * here: the layers above see every kind through the Backend interface.
+ * Throws BackendError when the backend cannot be opened (the alias then stays
+ * known and C_LoadModule for it answers CKR_FUNCTION_FAILED).
+ */
+export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
+  return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
+}
+
+/**
+ * Opens every configured alias once in this process. A backend that cannot be
+ * opened does not stop the others. Any other error finalizes what was opened
+ * and is rethrown.
+ */
+export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits): OpenedBackends {
+  const backends = new Map<string, Backend>();
+  const unavailable: UnavailableModule[] = [];
+  try {
+    for (const m of modules) {
+      try {
+        backends.set(m.alias, openBackend(m, limits));
+      } catch (e) {
+        if (!(e instanceof BackendError)) throw e;
+        unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));
+      }
+    }
+  } catch (e) {
+    for (const b of backends.values()) b.finalize();
+    throw e;
+  }
+  return { backends, unavailable };
+}
