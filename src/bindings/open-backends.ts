@@ -1,11 +1,16 @@
 import type { Backend, BackendLimits } from './backend';
 import { BackendError, LoadedModule, Pkcs11jsBackend } from './pkcs11js-backend';
 import { errorMessage } from '../pkcs11/errors';
+import { HelperBackend } from './helper/helper-backend';
+import type { HelperEnvironment } from './helper/helper-backend';
+import type { ModuleIsolation } from './helper/isolation';
 
 /** One configured alias (`modules` entry of filter.conf). */
 export interface ModuleSpec {
   readonly alias: string;
   readonly path: string;
+  /** filter.conf `module_isolation` for this alias; absent: in the worker. */
+  readonly isolation?: ModuleIsolation;
 }
 
 /** A configured module this process could not load or initialize. */
@@ -27,7 +32,8 @@ export interface OpenedBackends {
  * Throws BackendError when the backend cannot be opened (the alias then stays
  * known and C_LoadModule for it answers CKR_FUNCTION_FAILED).
  */
-export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
+export function openBackend(m: ModuleSpec, limits: BackendLimits, env: HelperEnvironment = {}): Backend {
+  if (m.isolation?.mode === 'helper') return new HelperBackend(m, m.isolation, limits, env).asBackend();
   return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
 }
 
@@ -36,13 +42,13 @@ export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
  * opened does not stop the others. Any other error finalizes what was opened
  * and is rethrown.
  */
-export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits): OpenedBackends {
+export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, env: HelperEnvironment = {}): OpenedBackends {
   const backends = new Map<string, Backend>();
   const unavailable: UnavailableModule[] = [];
   try {
     for (const m of modules) {
       try {
-        backends.set(m.alias, openBackend(m, limits));
+        backends.set(m.alias, openBackend(m, limits, env));
       } catch (e) {
         if (!(e instanceof BackendError)) throw e;
         unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));

@@ -2,6 +2,7 @@ import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DE
 import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
+import type { ModuleSpec } from '../bindings/open-backends';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
 export interface ConnectionLimits {
@@ -31,7 +32,8 @@ export const DEFAULT_APP_LIMITS: Readonly<AppLimits> = Object.freeze({
 /** What one daemon process needs to serve; plain data so it can be handed to workers. */
 export interface DaemonSettings {
   listen: ListenAddress[];
-  modules: Array<{ alias: string; path: string }>;
+  /** filter.conf `modules`, with each alias's `module_isolation` (absent: in the worker). */
+  modules: ModuleSpec[];
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
