@@ -85,6 +85,19 @@ function helperMain(): string {
 
 const EMPTY = Buffer.alloc(0);
 
+/** Longest wait at finalize() for the helper to finalize its module. */
+const FINALIZE_WAIT_MS = 2000;
+
+/** Whether `pid` still runs (a zombie, exited but not yet reaped by us, does not). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Every call of Pkcs11Calls not defined below is installed on the instance by
  * the constructor (sent to the helper as it is): the layers see it through
@@ -355,13 +368,23 @@ export class HelperBackend {
     return this as unknown as Backend;
   }
 
-  /** Stops the helper: the channel's end makes it C_Finalize the module and exit. No restart. */
+  /**
+   * Stops the helper, no restart: SIGTERM makes it C_Finalize the module and
+   * exit. Waits for that (at most FINALIZE_WAIT_MS, synchronously: the worker
+   * exits right after, and its death would kill the helper before the module
+   * is finalized); a helper still running then dies with the worker.
+   */
   finalize(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.restart !== null) clearTimeout(this.restart);
     this.restart = null;
     this.failPending();
-    this.channel?.end();
+    const pid = this.child?.pid;
+    if (pid === undefined || this.child?.exitCode !== null || this.child?.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    const deadline = Date.now() + FINALIZE_WAIT_MS;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    while (running(pid) && Date.now() < deadline) Atomics.wait(pause, 0, 0, 5);
   }
 }
