@@ -71,6 +71,30 @@ describe('in helper mode', () => {
     expect(maps(h.server())).toContain(h.aliases.w.faulty.path);
   });
 
+  test('calls of several connections are in flight at once: every answer reaches its caller', async () => {
+    const clients = await Promise.all([0, 1, 2, 3].map(() => openSession(h.d, 'h', true)));
+    const keys = await Promise.all(clients.map((x, i) => ecKey(x, `conc${i}`)));
+    // Mixed calls (sign, random of a length of its own, session info) from 4 connections, all outstanding together.
+    const rounds = await Promise.all(
+      clients.map(async (x, i) => {
+        const out: unknown[] = [];
+        for (let n = 0; n < 25; n++) {
+          const [rv, rnd, info] = await Promise.all([
+            sign(x, keys[i]),
+            (async () => {
+              const y = await x.c.call('C_GenerateRandom', { session: x.s, length: 8 + i });
+              return y.data.length;
+            })(),
+            (async () => (await x.c.call('C_GetSessionInfo', { session: x.s })).rv)(),
+          ]);
+          out.push([rv, rnd, info]);
+        }
+        return out;
+      }),
+    );
+    rounds.forEach((out, i) => expect(out).toEqual(Array(25).fill([p.CKR_OK, 8 + i, p.CKR_OK])));
+  });
+
   test('pkcs11-tool through our C client: key pair, signature and object list on a helper alias', () => {
     const env = { ...process.env, PKCS11PROXY_SOCKET_PATH: h.d.socketPath, PKCS11PROXY_LIBNAME: 'h' };
     expect(pkcs11Tool(CLIENT, ['--login', '--pin', USER_PIN, '--keypairgen', '--key-type', 'EC:prime256v1', '--id', '42', '--label', 'tool'], env)).toMatchObject({ status: 0 });
