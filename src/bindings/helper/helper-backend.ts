@@ -174,7 +174,11 @@ export class HelperBackend {
     });
     channel.on('error', () => this.lost(child, 'channel error'));
     channel.on('close', () => this.lost(child, 'channel closed'));
-    child.on('error', (e) => this.lost(child, `cannot run: ${e.message}`));
+    child.on('error', (e) => {
+      this.lost(child, `cannot run: ${e.message}`);
+      // A process that never started has no exit event: its restart is scheduled here.
+      if (child.pid === undefined) this.exited(child, null, null);
+    });
     child.on('exit', (code, signal) => this.exited(child, code, signal));
     this.log('debug', `helper for '${this.alias}' started (pid ${child.pid}, generation ${this.generation})`);
   }
@@ -244,7 +248,7 @@ export class HelperBackend {
     this.sweep = null;
     const all = [...this.pending.values()];
     this.pending.clear();
-    for (const p of all) p.reject(new Pkcs11Error(CKR_DEVICE_ERROR, p.def.name));
+    for (const p of all) p.resolve(p.def.errorRet(CKR_DEVICE_ERROR));
   }
 
   /** Arms the timeout check for the oldest call in flight (calls are kept in sending order). */
@@ -315,15 +319,17 @@ export class HelperBackend {
 
   /** Sends one call to the helper; the answer comes back as a promise. */
   private call(name: CallName, ctx: BackendContext, args: unknown): Promise<unknown> {
-    if (this.state === 'down' || this.state === 'closed' || this.channel === null) return Promise.reject(new Pkcs11Error(CKR_DEVICE_ERROR, name));
     const index = HELPER_CALL_INDEX.get(name)!;
     const def = HELPER_CALLS[index];
+    // Failures of this backend's own (helper down, a handle of a dead helper) answer in band, as a result
+    // with that CK_RV: the layers above then drop what the call ends (a closed session) as for any refusal.
+    if (this.state === 'down' || this.state === 'closed' || this.channel === null) return Promise.resolve(def.errorRet(CKR_DEVICE_ERROR));
     const fields = callFieldsOf(name);
     let frame: Buffer;
     try {
       frame = xdrEncodeFramed(def.args, this.untagArgs(fields, args), HEADER_SIZE);
     } catch (e) {
-      return Promise.reject(e);
+      return e instanceof Pkcs11Error ? Promise.resolve(def.errorRet(e.rv)) : Promise.reject(e);
     }
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
