@@ -42,6 +42,12 @@ async function transcript(x: Session): Promise<unknown[]> {
   t.push(['C_Verify bad', await x.c.call('C_Verify', { session: x.s, data, signature: Buffer.alloc(64, 1) })]);
   const rnd = await x.c.call('C_GenerateRandom', { session: x.s, length: 48 });
   t.push(['C_GenerateRandom', rnd.rv, rnd.data.length]);
+  // Large arguments and results cross the helper's channel in many chunks.
+  const big = await x.c.call('C_GenerateRandom', { session: x.s, length: 700_000 });
+  t.push(['C_GenerateRandom large', big.rv, big.data.length]);
+  t.push(['C_DigestInit', await x.c.call('C_DigestInit', { session: x.s, mechanism: mech(p.CKM_SHA256) })]);
+  const digest = await x.c.call('C_Digest', { session: x.s, data: Buffer.alloc(3_000_000, 0x5a) });
+  t.push(['C_Digest large', digest.rv, digest.data.toString('hex')]);
   t.push(['C_GetSessionInfo unknown', (await x.c.call('C_GetSessionInfo', { session: 0x7ffffff0 })).rv]);
   t.push(['C_Logout', await x.c.call('C_Logout', { session: x.s })]);
   t.push(['C_GetSessionInfo', (await x.c.call('C_GetSessionInfo', { session: x.s })).info.state]);
@@ -53,7 +59,7 @@ async function transcript(x: Session): Promise<unknown[]> {
 describe('in helper mode', () => {
   let h: HelperDaemon;
   beforeAll(async () => {
-    h = await helperDaemon({ w: null, h: 'mode = "helper"' });
+    h = await helperDaemon({ w: null, h: 'mode = "helper"' }, { trace: true, env: { PKCS11PROXYD_LOG: 'debug' } });
   });
   afterAll(async () => h.stop());
 
@@ -69,6 +75,16 @@ describe('in helper mode', () => {
     expect(maps(helpers[0])).toContain(h.aliases.h.faulty.path);
     expect(maps(h.server())).not.toContain(h.aliases.h.faulty.path);
     expect(maps(h.server())).toContain(h.aliases.w.faulty.path);
+  });
+
+  test('PINs never reach a log line, in the worker or in the helper (debug log, call trace on)', async () => {
+    const x = await openSession(h.d, 'h');
+    const secret = 'hsecret-4711-pin';
+    expect(await x.c.call('C_Login', { session: x.s, userType: p.CKU_USER, pin: Buffer.from(secret) })).toBe(p.CKR_PIN_INCORRECT);
+    expect(await x.c.call('C_Login', { session: x.s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) })).toBe(p.CKR_OK);
+    // The helper logged at debug level (its module load), so its lines are in the output.
+    await waitUntil('the helper\'s debug line', () => /\[helper h \d+\] .*loaded/.test(h.d.output()));
+    expect(h.d.output()).not.toContain(secret);
   });
 
   test('calls of several connections are in flight at once: every answer reaches its caller', async () => {

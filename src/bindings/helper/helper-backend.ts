@@ -35,7 +35,7 @@ import path from 'node:path';
 import { callFieldsOf, px_rvCodec, xdrDecode, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
 import type { C_GenerateRandom_args, CallFields, CallName, MaybePromise, px_bytes_ret, px_rv, ProcedureDef } from '../../generated/pkcs11_rpc';
 import { NATIVE_ARCH } from '../../pkcs11/arch';
-import { CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
+import { ck, CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import { packageRoot } from '../../native-addons';
 import { audit } from '../../server/audit';
@@ -46,7 +46,7 @@ import { auditCallLimit } from '../../server/transport/limits';
 import { moduleReset } from '../backend';
 import type { Backend, BackendContext, BackendLimits } from '../backend';
 import type { ModuleIsolation } from './isolation';
-import { CONTROL_ID, FrameReader, HEADER_SIZE, HELPER_CALL_INDEX, HELPER_CALLS, HELPER_ENV, STATUS_FAILED, STATUS_RV, STATUS_VALUE, writeHeader } from './protocol';
+import { CONTROL_ID, FrameReader, HEADER_SIZE, HELPER_CALL_INDEX, MAX_FRAME, HELPER_CALLS, HELPER_ENV, STATUS_FAILED, STATUS_RV, STATUS_VALUE, writeHeader } from './protocol';
 import type { HelperStartup } from './protocol';
 
 /** Restart delays of a helper that keeps dying. */
@@ -331,6 +331,8 @@ export class HelperBackend {
     } catch (e) {
       return e instanceof Pkcs11Error ? Promise.resolve(def.errorRet(e.rv)) : Promise.reject(e);
     }
+    // Larger than the helper reads (a max_record_size beyond it): refused here, the helper is not at fault.
+    if (frame.length - 4 > MAX_FRAME) return Promise.resolve(def.errorRet(ck.CKR_HOST_MEMORY));
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     writeHeader(frame, id, index, ctx.appId);
