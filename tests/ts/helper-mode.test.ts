@@ -2,17 +2,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as p from 'pkcs11js';
 import { bytes, mech, query } from './helpers/attrs';
-import { ROOT } from './helpers/daemon';
+import { ROOT, startDaemon } from './helpers/daemon';
+import { P11Client } from './helpers/p11-client';
 import { alive, ecKey, helperDaemon, helpersOf, openSession, sign, waitUntil, workersOf } from './helpers/helper-procs';
 import type { HelperDaemon, Session } from './helpers/helper-procs';
 import { pkcs11Tool } from './helpers/pkcs11-tool';
 import { chownTree, ensureServiceUser, procStatus } from './helpers/service-user';
-import { USER_PIN } from './helpers/softhsm';
+import { SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
 
 // module_isolation mode "helper": the module runs in a helper process of the worker and answers as it
 // does in the worker; helpers run with the worker's privileges and never outlive it.
 
 const CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
+const CAML_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so';
 
 /** A transcript of a representative set of calls: CK_RVs and the values that do not depend on the store. */
 async function transcript(x: Session): Promise<unknown[]> {
@@ -122,7 +124,27 @@ describe('in helper mode', () => {
     const list = pkcs11Tool(CLIENT, ['--login', '--pin', USER_PIN, '-O'], env);
     expect(list.status).toBe(0);
     expect(list.out).toMatch(/label:\s+tool/);
+    // Debian's Caml Crush client library sees the same token and key.
+    const caml = pkcs11Tool(CAML_CLIENT, ['--login', '--pin', USER_PIN, '-O'], env);
+    expect(caml.status).toBe(0);
+    expect(caml.out).toMatch(/label:\s+tool/);
   });
+});
+
+test('a module the helper cannot load: its alias answers CKR_DEVICE_ERROR (retried with backoff), the others are served', async () => {
+  const d = await startDaemon({
+    modules: [{ alias: 'softhsm', path: SOFTHSM_MODULE }, { alias: 'bad', path: '/nonexistent/libnothing.so' }],
+    filterExtra: 'module_isolation = { bad = { mode = "helper" } }',
+  });
+  try {
+    const bad = await P11Client.open({ path: d.socketPath }, 'bad');
+    expect((await bad.call('C_GetSlotList', { tokenPresent: 1, count: 4 })).rv).toBe(p.CKR_DEVICE_ERROR);
+    const good = await openSession(d, 'softhsm', true);
+    expect(await sign(good, await ecKey(good))).toBe(p.CKR_OK);
+    expect(alive(d.proc.pid!)).toBe(true);
+  } finally {
+    await d.stop();
+  }
 });
 
 describe('no orphan helpers', () => {

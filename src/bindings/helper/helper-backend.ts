@@ -11,6 +11,9 @@
  *    RESTART_BACKOFF.baseMs up to maxMs, with jitter; a helper that stayed up
  *    stableMs starts a new series). The new helper initializes the module
  *    afresh: module sessions and login state are gone.
+ *  - The helper cannot load or initialize the module: handled as a death
+ *    (retried with backoff). The alias stays loadable (C_LoadModule answers
+ *    CKR_OK), its calls answer CKR_DEVICE_ERROR.
  *  - A call is not answered within call_timeout_ms: the helper is taken as
  *    hung, killed with SIGKILL and handled as dead (CKR_DEVICE_ERROR).
  *  - Handles: this backend answers the module's session and object numbers
