@@ -88,6 +88,9 @@ function helperMain(): string {
 
 const EMPTY = Buffer.alloc(0);
 
+/** Variables of the daemon's processes a helper has no use for (settings, service manager hand-offs). */
+const HELPER_ENV_DROPPED = ['PKCS11PROXYD_SETTINGS', 'PKCS11PROXYD_WORKER_INDEX', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET'];
+
 /** Longest wait at finalize() for the helper to finalize its module. */
 const FINALIZE_WAIT_MS = 2000;
 
@@ -160,8 +163,11 @@ export class HelperBackend {
       parentPid: process.pid,
       plainParameterMechanisms: this.env.plainParameterMechanisms ?? [],
     };
+    const env: NodeJS.ProcessEnv = { ...process.env, [HELPER_ENV]: JSON.stringify(startup) };
+    // The module sees the worker's environment (SOFTHSM2_CONF, vendor settings), not the daemon's own hand-offs.
+    for (const k of HELPER_ENV_DROPPED) delete env[k];
     const child = spawn(process.execPath, [helperMain()], {
-      env: { ...process.env, [HELPER_ENV]: JSON.stringify(startup) },
+      env,
       stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
     });
     const channel = child.stdio[3] as net.Socket;
