@@ -24,11 +24,16 @@
  *    handle of 2^32 or more cannot be tagged: the call answers
  *    CKR_DEVICE_ERROR (helper mode needs 32-bit handles; SoftHSM2 and common
  *    modules use small numbers).
+ *  - Login: a death is announced with moduleReset(alias), and the login
+ *    layer forgets the token's login (the module is logged out): clients log
+ *    in again.
  * Calls never wait for a restart, and nothing is replayed here (pools do that
  * on another member). The worker, its other aliases and its connections are
  * not affected. Helpers die with their worker: the channel's end makes them
- * exit, and a watchdog thread kills a helper whose worker died while a module
- * call blocked it.
+ * exit, and PR_SET_PDEATHSIG kills one whose worker died while a module call
+ * blocked it. One helper per alias and worker (module_isolation processes =
+ * 1): PKCS#11 login state is per process, so sessions of one application in
+ * several helpers would each need their own C_Login.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
