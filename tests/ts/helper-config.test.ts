@@ -1,5 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { ConfigError, parseFilterConfig } from '../../src/config';
-import { startDaemon } from './helpers/daemon';
+import { CLI, startDaemon } from './helpers/daemon';
+import { SOFTHSM_MODULE } from './helpers/softhsm';
 
 // filter.conf `module_isolation`: per alias, where the module runs; refused at line:column when wrong.
 const MODULES = 'modules = [("softhsm", "/x/libsofthsm2.so"), ("other", "/x/other.so")]\n';
@@ -48,4 +53,18 @@ test('the daemon refuses to start (exit 78) with processes = 2: fail closed', as
   await expect(startDaemon({ filterExtra: 'module_isolation = { softhsm = { mode = "helper" processes = 2 } }' })).rejects.toThrow(
     /exited with 78 before READY[\s\S]*only 1 helper process/,
   );
+});
+
+test('-check-filter names the helper aliases and what a helper alias that cannot load answers', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-helper-check-'));
+  try {
+    const file = path.join(dir, 'filter.conf');
+    fs.writeFileSync(file, `modules = [("ok", "${SOFTHSM_MODULE}"), ("bad", "/nonexistent/lib.so")]\nmodule_isolation = { ok = { mode = "helper" } bad = { mode = "helper" } }\n`);
+    const r = spawnSync(process.execPath, [CLI, '-check-filter', file], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain(`  ok (default) -> ${SOFTHSM_MODULE} (helper process): loads\n`);
+    expect(r.stdout).toMatch(/ {2}bad -> \/nonexistent\/lib\.so \(helper process\): CANNOT BE LOADED \(.*\); its calls answer CKR_DEVICE_ERROR/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
