@@ -259,7 +259,7 @@ export async function main(argv: string[]): Promise<number> {
         log('warn', `embedded default: ${embedded.filterConf} holds the wrapping format key but has mode 0${embedded.filterConfExposed.toString(8)}; chmod 600 it`);
       }
     }
-    const { server: sc, filter: fc } = loadDaemonConfig(confFile);
+    const { server: sc, filter: fc, tls } = loadDaemonConfig(confFile);
     const defaultWorkers = Math.min(sc.workloadThreads ?? os.availableParallelism(), sc.maxThreads ?? Infinity);
     settings = {
       listen: sc.listen,
@@ -288,7 +288,8 @@ export async function main(argv: string[]): Promise<number> {
     checkPrivilegeSettings(settings.privilege!);
     if (sc.auditFile !== null || sc.auditStderr) settings.audit = { file: sc.auditFile, stderr: sc.auditStderr };
     if (sc.metricsListen !== null) settings.metrics = { listen: sc.metricsListen };
-    loaded = { server: sc, filter: fc };
+    if (tls !== null) settings.tls = tls;
+    loaded = { server: sc, filter: fc, tls };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
     log = createLogger(settings.logLevel, '', settings.logFormat);
   } catch (e) {

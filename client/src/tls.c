@@ -274,6 +274,21 @@ SSL *px_tls_new_ssl(struct px_tls *t, int fd, const char *host) {
   return ssl;
 }
 
+/* A joining connection offers the ALPN protocol "pkcs11proxyd-worker.<N>",
+ * N the first byte of the application token in decimal: the daemon's primary
+ * reads it from the cleartext ClientHello to hand the connection to the worker
+ * holding the application (the token itself travels inside TLS). The daemon
+ * selects no protocol; servers that know no ALPN ignore it. */
+int px_tls_offer_join(SSL *ssl, const unsigned char *token) {
+  char name[32];
+  int n = snprintf(name, sizeof name, "pkcs11proxyd-worker.%u",
+                   (unsigned)token[0]);
+  unsigned char wire[33];
+  wire[0] = (unsigned char)n;
+  memcpy(wire + 1, name, (size_t)n);
+  return SSL_set_alpn_protos(ssl, wire, (unsigned)n + 1) == 0 ? 0 : -1;
+}
+
 int px_tls_handshake(struct px_tls *t, SSL *ssl, int fd, const char *host,
                      const char *port, int64_t deadline) {
   ERR_clear_error();

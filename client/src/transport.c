@@ -129,13 +129,16 @@ static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
 
 /* TLS over the connected socket; the handshake, like a round trip, is
  * bounded by rpc_timeout. */
-static int start_tls(struct px_conn *c, const struct px_config *cfg) {
+static int start_tls(struct px_conn *c, const struct px_config *cfg,
+                     const unsigned char *token) {
   if (cfg->tls == NULL)
     return -1;
   pthread_mutex_lock(&reg_lock);
   c->wire.ssl = px_tls_new_ssl(cfg->tls, c->wire.fd, cfg->host);
   pthread_mutex_unlock(&reg_lock);
   if (c->wire.ssl == NULL)
+    return -1;
+  if (token != NULL && px_tls_offer_join(c->wire.ssl, token) != 0)
     return -1;
   return px_tls_handshake(cfg->tls, c->wire.ssl, c->wire.fd, cfg->host,
                           cfg->port,
@@ -228,7 +231,7 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
                ? connect_unix(c, cfg->path)
                : connect_tcp(c, cfg->host, cfg->port);
   if (rc == 0 && cfg->transport == PX_TRANSPORT_TLS)
-    rc = start_tls(c, cfg);
+    rc = start_tls(c, cfg, token);
   if (rc != 0) {
     px_conn_destroy(c, false);
     return CKR_DEVICE_ERROR;

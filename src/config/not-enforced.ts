@@ -38,7 +38,6 @@ const is =
 
 export const NOT_ENFORCED: readonly PendingKey[] = [
   // ---- pkcs11proxyd.conf ----
-  { file: 'server', pointer: '/netplex/service/*/processor/use_ssl', neutral: is(false), neutralText: 'false', until: 'the TLS issue' },
   {
     file: 'server',
     pointer: '/netplex/service/*/processor/libnames',
@@ -153,15 +152,17 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     'netplex.service.processor.audit_file': 'audit trail file sink (src/server/audit-sinks.ts)',
     'netplex.service.processor.audit_stderr': 'audit trail on stderr (src/server/audit-sinks.ts)',
     'netplex.service.processor.metrics_listen': 'Prometheus endpoint (src/server/metrics/)',
-    'netplex.service.processor.tls': 'inert while use_ssl is false (Caml Crush reads TLS keys only with use_ssl)',
-    'netplex.service.processor.cafile': 'inert while use_ssl is false',
-    'netplex.service.processor.certfile': 'inert while use_ssl is false',
-    'netplex.service.processor.certkey': 'inert while use_ssl is false',
-    'netplex.service.processor.cipher_suite': 'inert while use_ssl is false',
-    'netplex.service.processor.dh_params': 'inert while use_ssl is false',
-    'netplex.service.processor.ec_curve_name': 'inert while use_ssl is false',
-    'netplex.service.processor.verify_depth': 'inert while use_ssl is false',
-    'netplex.service.processor.allowed_clients_cert_path': 'inert while use_ssl is false',
+    // TLS server (issue 9 item 1): config/tls-config.ts resolves, transport/tls.ts serves; inert while use_ssl is false.
+    'netplex.service.processor.use_ssl': 'TLS on every internet address (transport/tls.ts)',
+    'netplex.service.processor.tls': 'server certificate, trusted CAs, CRL, peer_auth, versions (config/tls-config.ts)',
+    'netplex.service.processor.cafile': 'trusted client CAs (legacy spelling of tls.x509.trust)',
+    'netplex.service.processor.certfile': 'server certificate (legacy spelling of tls.x509.key.crt_file)',
+    'netplex.service.processor.certkey': 'server key (legacy spelling of tls.x509.key.key_file)',
+    'netplex.service.processor.cipher_suite': 'OpenSSL cipher list for TLS 1.2',
+    'netplex.service.processor.dh_params': 'DH parameters (only DHE suites listed in cipher_suite use them)',
+    'netplex.service.processor.ec_curve_name': 'ECDHE groups',
+    'netplex.service.processor.verify_depth': 'client chain length (transport/tls.ts)',
+    'netplex.service.processor.allowed_clients_cert_path': 'client certificate allow-list (transport/tls.ts)',
     'netplex.service.workload_manager.type': 'constant: threads is the worker count; dynamic: max_threads caps it',
     'netplex.service.workload_manager.threads': 'worker count when processor.workers is absent (type constant)',
     'netplex.service.workload_manager.max_threads': 'upper bound of the worker count',

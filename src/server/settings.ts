@@ -1,6 +1,6 @@
 import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DEFAULT_MAX_SESSIONS_PER_APP } from '../config/server-schema';
 import type { AdmissionLimits } from './transport/limits';
-import type { ListenAddress } from './transport/types';
+import type { ListenAddress, TlsServerSettings } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
@@ -63,6 +63,8 @@ export interface DaemonSettings {
   privilege?: PrivilegeSettings;
   /** SIGTERM: how long calls in flight may take before their connections are closed. Absent: close at once. */
   shutdownTimeoutMs?: number;
+  /** processor.use_ssl and its keys: TLS on every internet address. Absent: plain TCP. */
+  tls?: TlsServerSettings;
 }
 
 export interface AuditSettings {
