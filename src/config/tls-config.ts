@@ -52,8 +52,9 @@ export function versionsOfPriority(priority: string): Set<Version> | string {
   for (const raw of priority.split(':')) {
     const tok = raw.trim();
     if (tok === '') continue;
-    if (PRIORITY_LEVELS.has(tok) || tok.startsWith('%')) {
-      sawLevel ||= PRIORITY_LEVELS.has(tok);
+    const level = tok.replace(/^\+/, '');
+    if (PRIORITY_LEVELS.has(level) || tok.startsWith('%')) {
+      sawLevel ||= PRIORITY_LEVELS.has(level);
       continue;
     }
     const m = /^([+-])VERS-(.+)$/.exec(tok);
@@ -104,11 +105,11 @@ export function resolveTlsServer(sc: ServerConfig): TlsServerSettings | null {
   const crl = pick([str(blockAt(x509?.revoke), 'crl_file'), `${sp}/tls/x509/revoke/crl_file`]);
   const dh = pick([str(blockAt(t?.dh_params), 'pkcs3_file'), `${sp}/tls/dh_params/pkcs3_file`], [str(proc, 'dh_params'), `${sp}/dh_params`]);
   if (cert === undefined || key === undefined) {
-    fail(`${sp}/use_ssl`, 'TLS needs a server certificate and key: tls { x509 { key { crt_file = "..."; key_file = "..." } } } (or certfile and certkey)');
+    fail(`${sp}/use_ssl`, 'TLS needs a server certificate and key: tls { x509 { key { crt_file = "..."; key_file = "..." } } } (or certfile and certkey)', 'key');
   }
   const peerAuth = (str(t, 'peer_auth') ?? 'required') as TlsServerSettings['peerAuth'];
   if (peerAuth !== 'none' && ca === undefined) {
-    fail(t?.peer_auth !== undefined ? `${sp}/tls/peer_auth` : `${sp}/use_ssl`, `peer_auth "${peerAuth}" needs trusted client CAs: tls { x509 { trust { crt_file = "..." } } } (or cafile)`);
+    fail(t?.peer_auth !== undefined ? `${sp}/tls/peer_auth` : `${sp}/use_ssl`, `peer_auth "${peerAuth}" needs trusted client CAs: tls { x509 { trust { crt_file = "..." } } } (or cafile)`, 'key');
   }
   const local = sc.listen.findIndex((a) => a.type === 'local');
   if (local >= 0) {

@@ -275,3 +275,54 @@ describe('SIGHUP reloads the TLS material', () => {
     for (let i = 0; i < 4; i++) expect(await servedSerial()).toBe(nextSerial);
   });
 });
+
+describe("Debian's Caml Crush TLS client (libp11clienttcpssl.so) against our daemon", () => {
+  const SSL_CLIENT = '/usr/lib/x86_64-linux-gnu/caml-crush/libp11clienttcpssl.so';
+  let d: RunningDaemon;
+  let work: string;
+  beforeAll(async () => {
+    d = await startDaemon({ tls: tlsKeys(), workers: 2 });
+    work = fs.mkdtempSync(path.join(d.hsm.dir, 'cc-'));
+  });
+  afterAll(async () => d?.stop());
+
+  const tool = (args: string[], cert: CertFiles = pki.client): { status: number | null; out: string } => {
+    const env = {
+      ...d.hsm.env,
+      PKCS11PROXY_SOCKET_PATH: `127.0.0.1:${d.tcpPort!}`,
+      PKCS11PROXY_LIBNAME: 'softhsm',
+      PKCS11PROXY_CA_FILE: pki.caCert,
+      PKCS11PROXY_CERT_FILE: cert.cert,
+      PKCS11PROXY_PRIVKEY_FILE: cert.key,
+    };
+    try {
+      return { status: 0, out: execFileSync('pkcs11-tool', ['--module', SSL_CLIENT, ...args], { env, encoding: 'utf8', stdio: 'pipe', timeout: 60_000 }) };
+    } catch (e) {
+      const x = e as { status: number | null; stdout?: string; stderr?: string };
+      return { status: x.status, out: `${x.stdout ?? ''}${x.stderr ?? ''}` };
+    }
+  };
+
+  test('pkcs11-tool -L, --keypairgen, -O, and an ECDSA signature openssl verifies', () => {
+    const l = tool(['-L']);
+    expect(l.status).toBe(0);
+    expect(l.out).toMatch(/token label *: test/);
+    expect(tool(['--login', '--pin', USER_PIN, '--keypairgen', '--key-type', 'EC:prime256v1', '--label', 'cc-tls', '--id', '4242']).status).toBe(0);
+    const o = tool(['-O', '--login', '--pin', USER_PIN]);
+    expect(o.status).toBe(0);
+    expect(o.out).toMatch(/label: *cc-tls/);
+    const data = path.join(work, 'data');
+    fs.writeFileSync(data, 'signed through libp11clienttcpssl.so\n');
+    fs.writeFileSync(`${data}.sha256`, execFileSync('openssl', ['dgst', '-sha256', '-binary', data]));
+    const sig = tool(['--login', '--pin', USER_PIN, '--sign', '--mechanism', 'ECDSA', '--signature-format', 'openssl', '--id', '4242', '-i', `${data}.sha256`, '-o', `${data}.sig`]);
+    expect(sig.status).toBe(0);
+    expect(tool(['--read-object', '--type', 'pubkey', '--id', '4242', '-o', `${data}.der`]).status).toBe(0);
+    execFileSync('openssl', ['pkey', '-pubin', '-inform', 'DER', '-in', `${data}.der`, '-out', `${data}.pem`]);
+    // Throws on a bad signature.
+    execFileSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', `${data}.pem`, '-in', `${data}.sha256`, '-sigfile', `${data}.sig`], { stdio: 'ignore' });
+  });
+
+  test('its client certificate from an unknown CA is refused', () => {
+    expect(tool(['-L'], pki.otherCaClient).status).not.toBe(0);
+  });
+});

@@ -1,5 +1,6 @@
 import { ProxyError } from '../../errors';
 import { fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import path from 'node:path';
@@ -125,6 +126,9 @@ export class Daemon {
   }
 
   static async start(s: DaemonSettings, log: Logger): Promise<Daemon> {
+    // One set of session ticket keys for every worker: a client resumes its TLS session on
+    // whichever worker its next connection reaches. Made here, never written to disk or logs.
+    if (s.tls && s.tls.ticketKeys === undefined) s = { ...s, tls: { ...s.tls, ticketKeys: randomBytes(48).toString('hex') } };
     const d = new Daemon(s, log);
     try {
       if (s.workers === 0) {

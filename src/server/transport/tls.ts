@@ -214,6 +214,7 @@ export class TlsTerminator {
       handshakeTimeout: s.handshakeTimeoutMs,
       allowHalfOpen: true,
     });
+    if (s.ticketKeys !== undefined) this.server.setTicketKeys(Buffer.from(s.ticketKeys, 'hex'));
     this.server.on('secureConnection', (sock: tls.TLSSocket) => this.secured(sock));
     this.server.on('tlsClientError', (err: Error & { code?: string }, sock: tls.TLSSocket) => {
       const reason: TlsFailureReason = err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'handshake_timeout' : 'handshake_failed';
@@ -241,6 +242,7 @@ export class TlsTerminator {
     const material = createTlsContext(settings);
     const allowed = settings.allowedClientsCertPath !== undefined ? allowedClientCertificates(settings.allowedClientsCertPath) : null;
     this.server.setSecureContext(material);
+    if (settings.ticketKeys !== undefined) this.server.setTicketKeys(Buffer.from(settings.ticketKeys, 'hex'));
     this.settings = settings;
     this.allowed = allowed;
   }
@@ -279,6 +281,7 @@ export class TlsTerminator {
       remote: remoteOf(address, port),
       protocol: sock.getProtocol() ?? undefined,
       cipher: sock.getCipher()?.name,
+      resumed: sock.isSessionReused(),
       subject: certificate?.subject,
       issuer: certificate?.issuer,
       sha256: certificate?.sha256,

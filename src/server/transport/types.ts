@@ -89,6 +89,8 @@ export interface TlsServerSettings {
   allowedClientsCertPath?: string;
   peerAuth: 'none' | 'optional' | 'required';
   handshakeTimeoutMs: number;
+  /** Session ticket keys (48 bytes, hex) shared by the daemon's processes; absent: each process makes its own. Secret. */
+  ticketKeys?: string;
 }
 
 /** The AUTH_SYS credential of a call (RFC 5531 appendix A): what the client claims, unverified. */
