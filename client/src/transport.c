@@ -129,16 +129,17 @@ static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
 
 /* TLS over the connected socket; the handshake, like a round trip, is
  * bounded by rpc_timeout. */
-static int start_tls(struct px_conn *c, const struct px_config *cfg) {
+static int start_tls(struct px_conn *c, const struct px_config *cfg,
+                     const struct px_endpoint *ep) {
   if (cfg->tls == NULL)
     return -1;
   pthread_mutex_lock(&reg_lock);
-  c->wire.ssl = px_tls_new_ssl(cfg->tls, c->wire.fd, cfg->host);
+  c->wire.ssl = px_tls_new_ssl(cfg->tls, c->wire.fd, ep->host);
   pthread_mutex_unlock(&reg_lock);
   if (c->wire.ssl == NULL)
     return -1;
-  return px_tls_handshake(cfg->tls, c->wire.ssl, c->wire.fd, cfg->host,
-                          cfg->port,
+  return px_tls_handshake(cfg->tls, c->wire.ssl, c->wire.fd, ep->host,
+                          ep->port,
                           px_now_ms() + (int64_t)cfg->rpc_timeout * 1000);
 }
 
@@ -213,9 +214,10 @@ static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
   return CKR_OK;
 }
 
-CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
-                   struct px_conn **out) {
+CK_RV px_conn_open(const struct px_config *cfg, size_t ep_index,
+                   const unsigned char *token, struct px_conn **out) {
   *out = NULL;
+  const struct px_endpoint *ep = &cfg->ep[ep_index];
   struct px_conn *c = calloc(1, sizeof *c);
   if (c == NULL)
     return CKR_HOST_MEMORY;
@@ -224,11 +226,11 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
   pthread_mutex_init(&c->lock, NULL);
   atomic_init(&c->broken, false);
   reg_add(c);
-  int rc = cfg->transport == PX_TRANSPORT_UNIX
-               ? connect_unix(c, cfg->path)
-               : connect_tcp(c, cfg->host, cfg->port);
-  if (rc == 0 && cfg->transport == PX_TRANSPORT_TLS)
-    rc = start_tls(c, cfg);
+  int rc = ep->transport == PX_TRANSPORT_UNIX
+               ? connect_unix(c, ep->path)
+               : connect_tcp(c, ep->host, ep->port);
+  if (rc == 0 && ep->transport == PX_TRANSPORT_TLS)
+    rc = start_tls(c, cfg, ep);
   if (rc != 0) {
     px_conn_destroy(c, false);
     return CKR_DEVICE_ERROR;
@@ -244,7 +246,8 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
     px_conn_destroy(c, false);
     return rv;
   }
-  px_debug("connected (fd %d%s)", fd, token != NULL ? ", joined" : "");
+  px_debug("connected to daemon %zu (fd %d%s)", ep_index + 1, fd,
+           token != NULL ? ", joined" : "");
   *out = c;
   return CKR_OK;
 }
@@ -275,6 +278,19 @@ CK_RV px_conn_app_token(struct px_conn *c,
     memcpy(token, res.token.token_val, PX_APP_TOKEN_SIZE);
   xdr_free((xdrproc_t)xdr_px_GetAppToken_ret, (char *)&res);
   return rv;
+}
+
+/* An idle connection whose daemon closed it (or reset it) reads EOF or an
+ * error without blocking; pending bytes (a reply another thread waits for,
+ * a TLS ticket) mean the peer is alive. */
+bool px_conn_peer_gone(const struct px_conn *c) {
+  unsigned char b;
+  ssize_t n = recv(c->wire.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0)
+    return false;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return false;
+  return true;
 }
 
 void px_conn_destroy(struct px_conn *c, bool say_finalize) {
