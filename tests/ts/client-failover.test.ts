@@ -19,7 +19,7 @@ import path from 'node:path';
 import { ck } from '../../src/pkcs11/constants';
 import { startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
-import { CLIENT, Driver, buildDriver, hex, kill9, release, serialOf } from './helpers/failover-driver';
+import { Driver, PLAIN_CLIENT, buildDriver, hex, kill9, release, serialOf } from './helpers/failover-driver';
 import { pkcs11Tool } from './helpers/pkcs11-tool';
 
 let dir: string;
@@ -109,7 +109,7 @@ test('first daemon down at start: the client connects to the second (driver and 
   expect(await app.step('sign')).toEqual(['0x0', '64']);
   expect(await app.end()).toEqual({ code: 0, stderr: '' });
 
-  const r = pkcs11Tool(CLIENT, ['-T'], { ...process.env, PKCS11PROXY_SOCKET_PATH: list, PKCS11PROXY_LIBNAME: 'softhsm', PKCS11PROXY_CONF: clientConf });
+  const r = pkcs11Tool(PLAIN_CLIENT, ['-T'], { ...process.env, PKCS11PROXY_SOCKET_PATH: list, PKCS11PROXY_LIBNAME: 'softhsm', PKCS11PROXY_CONF: clientConf });
   expect(r.status).toBe(0);
   expect(r.out).toContain(serialOf(d2));
 });

@@ -6,8 +6,17 @@ import { ROOT } from './daemon';
 import type { RunningDaemon } from './daemon';
 import { USER_PIN } from './softhsm';
 
+/**
+ * P11CLIENT_SANITIZERS=1: the ASan + UBSan build of our client (client/build-san/, made by
+ * `SANITIZERS=1 tests/c/run.sh`) and a driver built with them, instead of valgrind.
+ */
+const SANITIZERS = process.env.P11CLIENT_SANITIZERS === '1';
+const SANITIZE = ['-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer'];
+
 /** Our client library, and the command-driven test program of tests/c/failover_driver.c. */
-export const CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
+export const CLIENT = path.join(ROOT, 'client', SANITIZERS ? 'build-san' : 'build', 'libp11client.so');
+/** The plain build, for programs not built with the sanitizers (pkcs11-tool). */
+export const PLAIN_CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
 const DRIVER_SRC = path.join(ROOT, 'tests', 'c', 'failover_driver.c');
 const VALGRIND = [
   'valgrind',
@@ -23,7 +32,9 @@ export const hex = (rv: number): string => `0x${rv.toString(16)}`;
 /** Builds the driver and an empty client config file into dir. */
 export function buildDriver(dir: string): { driver: string; clientConf: string } {
   const driver = path.join(dir, 'failover_driver');
-  execFileSync('cc', ['-Wall', '-Wextra', '-Werror', '-I/usr/include/p11-kit-1', '-o', driver, DRIVER_SRC, '-ldl']);
+  // ASan resolves the SunRPC XDR functions at start-up: libtirpc must be linked in (tests/c/Makefile).
+  const san = SANITIZERS ? [...SANITIZE, '-Wl,--no-as-needed', '-ltirpc', '-Wl,--as-needed'] : [];
+  execFileSync('cc', ['-Wall', '-Wextra', '-Werror', '-I/usr/include/p11-kit-1', '-o', driver, DRIVER_SRC, '-ldl', ...san]);
   const clientConf = path.join(dir, 'client.conf');
   fs.writeFileSync(clientConf, '');
   return { driver, clientConf };
@@ -61,9 +72,10 @@ export class Driver {
   private readonly p: ChildProcessWithoutNullStreams;
 
   constructor(driver: string, clientConf: string, socketPath: string, opts: { valgrind?: boolean; env?: NodeJS.ProcessEnv } = {}) {
-    const argv = [...(opts.valgrind ? VALGRIND : []), driver, CLIENT, USER_PIN];
+    const argv = [...(opts.valgrind && !SANITIZERS ? VALGRIND : []), driver, CLIENT, USER_PIN];
+    const san = SANITIZERS ? { ASAN_OPTIONS: 'detect_leaks=1:exitcode=98', UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1' } : {};
     this.p = spawn(argv[0], argv.slice(1), {
-      env: { ...process.env, PKCS11PROXY_SOCKET_PATH: socketPath, PKCS11PROXY_LIBNAME: 'softhsm', PKCS11PROXY_CONF: clientConf, ...opts.env },
+      env: { ...process.env, PKCS11PROXY_SOCKET_PATH: socketPath, PKCS11PROXY_LIBNAME: 'softhsm', PKCS11PROXY_CONF: clientConf, ...san, ...opts.env },
     });
     this.p.stdout.on('data', (d: Buffer) => {
       this.buf += d.toString();
