@@ -3,7 +3,7 @@
  * default. Config file: PKCS11PROXY_CONF or /etc/pkcs11proxyd/client.conf
  * (a missing default file is not an error), lines `key = value`, `#`
  * comments; keys socket_path (one daemon address, or several separated by
- * commas, tried in order), libname, rpc_timeout, session_connections,
+ * commas, tried in order), libname, rpc_timeout, connect_timeout, session_connections,
  * and for tls:// ca_file, cert_file, privkey_file (environment
  * PKCS11PROXY_CA_FILE, PKCS11PROXY_CERT_FILE, PKCS11PROXY_PRIVKEY_FILE, the
  * names of Caml Crush's TLS client).
@@ -191,6 +191,7 @@ struct file_values {
   char *socket_path;
   char *libname;
   char *rpc_timeout;
+  char *connect_timeout;
   char *mode;
   char *ca_file, *cert_file, *key_file;
 };
@@ -199,6 +200,7 @@ static void file_values_free(struct file_values *fv) {
   free(fv->socket_path);
   free(fv->libname);
   free(fv->rpc_timeout);
+  free(fv->connect_timeout);
   free(fv->mode);
   free(fv->ca_file);
   free(fv->cert_file);
@@ -243,6 +245,8 @@ static int read_file(const char *path, bool must_exist,
       slot = &fv->libname;
     else if (strcmp(key, "rpc_timeout") == 0)
       slot = &fv->rpc_timeout;
+    else if (strcmp(key, "connect_timeout") == 0)
+      slot = &fv->connect_timeout;
     else if (strcmp(key, "session_connections") == 0)
       slot = &fv->mode;
     else if (strcmp(key, "ca_file") == 0)
@@ -297,6 +301,12 @@ CK_RV px_config_load(struct px_config *cfg) {
     px_debug("config: bad rpc_timeout '%s'", to);
     goto out;
   }
+  cfg->connect_timeout = PX_DEFAULT_CONNECT_TIMEOUT;
+  const char *cto = pick("PKCS11PROXY_CONNECT_TIMEOUT", fv.connect_timeout);
+  if (cto != NULL && parse_timeout(cto, &cfg->connect_timeout)) {
+    px_debug("config: bad connect_timeout '%s'", cto);
+    goto out;
+  }
   const char *mode = pick("PKCS11PROXY_SESSION_CONNECTIONS", fv.mode);
   if (mode != NULL && parse_mode(mode, &cfg->shared_sessions)) {
     px_debug("config: bad session_connections '%s'", mode);
@@ -336,8 +346,9 @@ CK_RV px_config_load(struct px_config *cfg) {
              ep->path ? ep->path : ep->host, ep->path ? "" : ":",
              ep->path ? "" : ep->port);
   }
-  px_debug("config: libname='%s' rpc_timeout=%lus session_connections=%s",
-           cfg->libname, cfg->rpc_timeout,
+  px_debug("config: libname='%s' rpc_timeout=%lus connect_timeout=%lus "
+           "session_connections=%s",
+           cfg->libname, cfg->rpc_timeout, cfg->connect_timeout,
            cfg->shared_sessions ? "shared" : "dedicated");
 out:
   file_values_free(&fv);

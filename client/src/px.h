@@ -49,6 +49,7 @@ struct px_config {
   size_t n_ep;
   char *libname;       /* C_LoadModule alias; "" when unset */
   unsigned long rpc_timeout; /* seconds */
+  unsigned long connect_timeout; /* seconds, bounds connect(2) */
   bool shared_sessions; /* all sessions on the control connection */
   /* When one of the daemons is tls://: the context built from the CA,
    * certificate and key files (tls.c). */
@@ -58,6 +59,9 @@ struct px_config {
 #define PX_DEFAULT_SOCKET_PATH "/var/run/pkcs11proxyd.socket"
 #define PX_DEFAULT_CONF "/etc/pkcs11proxyd/client.conf"
 #define PX_DEFAULT_RPC_TIMEOUT 600UL
+/* A connect(2) to a host that is gone waits for the kernel's SYN retries
+ * (about 2 minutes on Linux) unless bounded. */
+#define PX_DEFAULT_CONNECT_TIMEOUT 10UL
 
 /* Returns CKR_OK or CKR_GENERAL_ERROR (reason on the debug channel). */
 CK_RV px_config_load(struct px_config *cfg);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,7 +80,30 @@ static void reg_close_socket(struct px_conn *c) {
   pthread_mutex_unlock(&reg_lock);
 }
 
-static int connect_unix(struct px_conn *c, const char *path) {
+/* connect(2) bounded by SO_SNDTIMEO, which both AF_UNIX (a full backlog)
+ * and TCP (no SYN-ACK) connects honour; the option is cleared afterwards,
+ * the stream's sends being bounded by the RPC deadline instead. */
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len,
+                           unsigned long timeout_s) {
+  struct timeval tv = {.tv_sec = (time_t)timeout_s, .tv_usec = 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+    return -1;
+  int rc = connect(fd, sa, len);
+  int err = errno;
+  if (rc != 0 && (err == EINPROGRESS || err == EAGAIN))
+    err = ETIMEDOUT;
+  struct timeval zero = {0, 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero) != 0 &&
+      rc == 0) {
+    rc = -1;
+    err = errno;
+  }
+  errno = err;
+  return rc;
+}
+
+static int connect_unix(struct px_conn *c, const char *path,
+                        unsigned long timeout_s) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
@@ -91,7 +115,7 @@ static int connect_unix(struct px_conn *c, const char *path) {
   int fd = reg_socket(c, AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0)
     return -1;
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+  if (connect_bounded(fd, (struct sockaddr *)&sa, sizeof sa, timeout_s) < 0) {
     px_debug("connect: unix:%s: %s", path, strerror(errno));
     reg_close_socket(c);
     return -1;
@@ -99,7 +123,8 @@ static int connect_unix(struct px_conn *c, const char *path) {
   return 0;
 }
 
-static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
+static int connect_tcp(struct px_conn *c, const char *host, const char *port,
+                       unsigned long timeout_s) {
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -114,7 +139,7 @@ static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
     fd = reg_socket(c, ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (fd < 0)
       continue;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+    if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen, timeout_s) == 0) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       break;
@@ -227,8 +252,8 @@ CK_RV px_conn_open(const struct px_config *cfg, size_t ep_index,
   atomic_init(&c->broken, false);
   reg_add(c);
   int rc = ep->transport == PX_TRANSPORT_UNIX
-               ? connect_unix(c, ep->path)
-               : connect_tcp(c, ep->host, ep->port);
+               ? connect_unix(c, ep->path, cfg->connect_timeout)
+               : connect_tcp(c, ep->host, ep->port, cfg->connect_timeout);
   if (rc == 0 && ep->transport == PX_TRANSPORT_TLS)
     rc = start_tls(c, cfg, ep);
   if (rc != 0) {

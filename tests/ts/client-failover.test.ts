@@ -13,6 +13,7 @@
  * in; with every daemon down, C_GetSlotList answers CKR_FUNCTION_FAILED and
  * C_Initialize CKR_DEVICE_ERROR.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -126,4 +127,45 @@ test('a bad list refuses C_Initialize with CKR_GENERAL_ERROR: empty entry, more 
   expect(await ok.step('init')).toEqual(['0x0']);
   expect(await ok.step('fin')).toEqual(['0x0']);
   await ok.end();
+});
+
+/**
+ * A TCP listener whose accept queue is full drops new SYNs: connect(2) to it
+ * hangs as to a host that is gone (python3, which can leave a queue full).
+ */
+const SILENT_LISTENER = `
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+port = s.getsockname()[1]
+held = []
+while True:
+    c = socket.socket(); c.settimeout(0.5)
+    try:
+        c.connect(("127.0.0.1", port)); held.append(c)
+    except OSError:
+        break
+print(port, flush=True)
+sys.stdin.read()
+`;
+
+test('first daemon silent (SYNs dropped): connect_timeout bounds the wait, the second serves', async () => {
+  const [, d2] = await twoDaemons();
+  const silent = spawn('python3', ['-c', SILENT_LISTENER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise<string>((resolve, reject) => {
+      silent.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
+      silent.once('exit', (code) => reject(new Error(`listener exited with ${code}`)));
+    });
+    const app = new Driver(driver, clientConf, `tcp://127.0.0.1:${port},${d2.socketPath}`, { env: { PKCS11PROXY_CONNECT_TIMEOUT: '1' } });
+    const t0 = Date.now();
+    expect(await app.step('init')).toEqual(['0x0']);
+    const waited = Date.now() - t0;
+    // The first entry was tried for the whole second, not refused at once; far from the kernel's 2 minutes.
+    expect(waited).toBeGreaterThanOrEqual(900);
+    expect(waited).toBeLessThan(10_000);
+    expect(await app.step('open')).toEqual(['0x0', serialOf(d2)]);
+    expect(await app.end()).toEqual({ code: 0, stderr: '' });
+  } finally {
+    silent.kill('SIGKILL');
+  }
 });
