@@ -126,7 +126,8 @@ struct px_conn {
   struct px_conn *reg_prev, *reg_next;
 };
 
-/* Connects. Without a token: C_SetupArch, C_LoadModule and C_Initialize.
+/* Connects to daemon ep_index of cfg. Without a token: C_SetupArch,
+ * C_LoadModule and C_Initialize.
  * With one: px_JoinApp(token), then C_SetupArch. Returns CKR_DEVICE_ERROR
  * when the daemon cannot be reached or talked to, and another rv when it
  * refuses the join (the application is gone) or the module. */
