@@ -286,7 +286,8 @@ export async function main(argv: string[]): Promise<number> {
       shutdownTimeoutMs: sc.shutdownTimeoutMs,
     };
     checkPrivilegeSettings(settings.privilege!);
-    if (sc.auditFile !== null || sc.auditStderr) settings.audit = { file: sc.auditFile, stderr: sc.auditStderr };
+    if (sc.auditFile !== null || sc.auditStderr || sc.auditSyslog !== null)
+      settings.audit = { file: sc.auditFile, stderr: sc.auditStderr, syslog: sc.auditSyslog };
     if (sc.metricsListen !== null) settings.metrics = { listen: sc.metricsListen };
     if (tls !== null) settings.tls = tls;
     loaded = { server: sc, filter: fc, tls };

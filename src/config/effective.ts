@@ -50,7 +50,7 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
     `  service: ${JSON.stringify(sc.serviceName)}; ${tlsLine(dc.tls)}; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? (rt.traceFormat === 'json' ? 'on (JSON lines)' : 'on') : 'off'}`,
     // logging, audit and metrics (issue 9 item 8)
-    `  log format ${sc.logFormat ?? 'text'}; audit: ${[sc.auditFile !== null ? `file ${sc.auditFile}` : '', sc.auditStderr ? 'stderr' : ''].filter((x) => x !== '').join(', ') || 'off'}; metrics: ${
+    `  log format ${sc.logFormat ?? 'text'}; audit: ${[sc.auditFile !== null ? `file ${sc.auditFile}` : '', sc.auditStderr ? 'stderr' : '', sc.auditSyslog !== null ? `syslog ${sc.auditSyslog.path} (${sc.auditSyslog.facility}, ${sc.auditSyslog.format})` : ''].filter((x) => x !== '').join(', ') || 'off'}; metrics: ${
       sc.metricsListen === null ? 'off' : sc.metricsListen.type === 'local' ? sc.metricsListen.path : `${sc.metricsListen.host}:${sc.metricsListen.port}`
     }`,
   ];

@@ -151,6 +151,10 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     'netplex.service.processor.log_format': 'log line format (src/server/log.ts)',
     'netplex.service.processor.audit_file': 'audit trail file sink (src/server/audit-sinks.ts)',
     'netplex.service.processor.audit_stderr': 'audit trail on stderr (src/server/audit-sinks.ts)',
+    'netplex.service.processor.audit_syslog': 'audit trail to a local syslog socket (src/server/audit-sinks.ts)',
+    'netplex.service.processor.audit_syslog_facility': 'syslog facility of the audit trail (src/server/audit-sinks.ts)',
+    'netplex.service.processor.audit_syslog_tag': 'syslog tag of the audit trail (src/server/audit-sinks.ts)',
+    'netplex.service.processor.audit_syslog_format': 'syslog header format of the audit trail (src/server/audit-sinks.ts)',
     'netplex.service.processor.metrics_listen': 'Prometheus endpoint (src/server/metrics/)',
     // TLS server (issue 9 item 1): config/tls-config.ts resolves, transport/tls.ts serves; inert while use_ssl is false.
     'netplex.service.processor.use_ssl': 'TLS on every internet address (transport/tls.ts)',

@@ -245,6 +245,31 @@ const processor = block(
       'pkcs11proxyd extension: append the audit trail to this file, one JSON object per line, created with mode 0600, reopened on SIGHUP (logrotate); relative paths are resolved against the directory of this file.',
     ),
     audit_stderr: bool('pkcs11proxyd extension: write the audit trail to stderr as well (one JSON object per line; under systemd it reaches the journal). Default false.'),
+    audit_syslog: str(
+      'pkcs11proxyd extension: send the audit trail to the local syslog datagram socket at this absolute path (e.g. "/dev/log"; journald listens there too), one message per event whose text is the JSON object. Default: no syslog sink.',
+      { minLength: 2, maxLength: 107, pattern: '^/' },
+    ),
+    audit_syslog_facility: oneOf('pkcs11proxyd extension: syslog facility of audit_syslog messages (default "authpriv").', [
+      'user',
+      'daemon',
+      'auth',
+      'authpriv',
+      'local0',
+      'local1',
+      'local2',
+      'local3',
+      'local4',
+      'local5',
+      'local6',
+      'local7',
+    ]),
+    audit_syslog_tag: str('pkcs11proxyd extension: TAG (RFC 3164) or APP-NAME (RFC 5424) of audit_syslog messages (default "pkcs11proxyd").', {
+      pattern: '^[A-Za-z0-9._-]{1,32}$',
+    }),
+    audit_syslog_format: oneOf(
+      'pkcs11proxyd extension: header of audit_syslog messages: "rfc3164" (default; `<PRI>Mmm dd hh:mm:ss TAG[PID]: `, what syslog(3) sends to /dev/log) or "rfc5424" (`<PRI>1 TIMESTAMP HOST APP-NAME PID EVENT - `).',
+      ['rfc3164', 'rfc5424'],
+    ),
     metrics_listen: str(
       'pkcs11proxyd extension: serve Prometheus metrics (GET /metrics) on "HOST:PORT" (TCP) or an absolute path (Unix socket, mode 0600). Default: no metrics endpoint.',
       { minLength: 1 },

@@ -1,4 +1,5 @@
 import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DEFAULT_MAX_SESSIONS_PER_APP } from '../config/server-schema';
+import type { SyslogSettings } from '../config/server-config';
 import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress, TlsServerSettings } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
@@ -71,7 +72,10 @@ export interface AuditSettings {
   /** Absolute path, appended to with mode 0600; null: no file. */
   file: string | null;
   stderr: boolean;
+  /** Local syslog datagram socket (audit-sinks.ts SyslogSink); missing or null: none. */
+  syslog?: SyslogSettings | null;
 }
+
 
 export interface MetricsSettings {
   listen: { type: 'tcp'; host: string; port: number } | { type: 'local'; path: string };
