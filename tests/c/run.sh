@@ -146,7 +146,7 @@ start_tls_server() {
       >"$work/tls-daemon.log" 2>&1 </dev/null &
     tls_pid=$!
     for _ in $(seq 1 200); do
-      tls_port=$(sed -n 's/^READY .*"port":\([0-9][0-9]*\)}.*$/\1/p' "$work/tls-daemon.log" | head -n 1)
+      tls_port=$(sed -n 's/^READY .*"port":\([0-9][0-9]*\)}.*$/\1/p' "$work/tls-daemon.log" 2>/dev/null | head -n 1)
       [ -n "$tls_port" ] && return 0
       kill -0 "$tls_pid" 2>/dev/null || break
       sleep 0.05
