@@ -267,10 +267,19 @@ SSL *px_tls_new_ssl(struct px_tls *t, int fd, const char *host) {
     return NULL;
   }
   SSL_set_bio(ssl, b, b);
+  /* Each connection resumes from its own copy: a fatal error on one
+   * connection (a peer that vanished) makes OpenSSL flag the session it used
+   * not resumable, which must not cost every later connection a full
+   * handshake. */
   pthread_mutex_lock(&t->lock);
-  if (t->session != NULL && !t->no_resumption)
-    SSL_set_session(ssl, t->session);
+  SSL_SESSION *copy = t->session != NULL && !t->no_resumption
+                          ? SSL_SESSION_dup(t->session)
+                          : NULL;
   pthread_mutex_unlock(&t->lock);
+  if (copy != NULL) {
+    SSL_set_session(ssl, copy);
+    SSL_SESSION_free(copy); /* the SSL holds its own reference */
+  }
   return ssl;
 }
 
