@@ -1,6 +1,8 @@
 import type { Backend, BackendLimits } from './backend';
 import { BackendError, LoadedModule, Pkcs11jsBackend } from './pkcs11js-backend';
 import { errorMessage } from '../pkcs11/errors';
+import { ParsecBackend } from './parsec/backend';
+import { isParsecPath, parseParsecPath } from './parsec/uri';
 
 /** One configured alias (`modules` entry of filter.conf). */
 export interface ModuleSpec {
@@ -28,6 +30,8 @@ export interface OpenedBackends {
  * known and C_LoadModule for it answers CKR_FUNCTION_FAILED).
  */
 export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
+  // A Parsec service (bindings/parsec/uri.ts): reached per request, so opening it contacts nothing.
+  if (isParsecPath(m.path)) return new ParsecBackend(m.alias, parseParsecPath(m.path), limits);
   return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
 }
 
