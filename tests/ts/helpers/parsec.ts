@@ -136,7 +136,8 @@ export async function startParsec(auth: ParsecAuthType = 'UnixPeerCredentials'):
   const start = async (): Promise<void> => {
     fs.rmSync(socket, { force: true });
     const fd = fs.openSync(log, 'a');
-    const p = spawn(parsec, ['--config', config], { env: hsmEnv, stdio: ['ignore', fd, fd] });
+    // The Mbed Crypto provider keeps its keys in files of the working directory.
+    const p = spawn(parsec, ['--config', config], { cwd: dir, env: hsmEnv, stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     proc = p;
     let exited: number | null | undefined;
