@@ -94,6 +94,17 @@ test('--keypairgen EC P-256, --sign ECDSA-SHA256 verified by openssl with the ex
   expect(raw).toContain('Signature Verified Successfully');
 });
 
+test('the OpenSSL pkcs11 engine (libp11) signs with a Parsec key by URI, logging in without a PIN; openssl verifies', () => {
+  const uri = 'pkcs11:token=Parsec%20PKCS%20%2311;object=ec256;type=private';
+  execFileSync('openssl', ['pkeyutl', '-engine', 'pkcs11', '-keyform', 'engine', '-inkey', uri, '-sign', '-in', f('msg.sha256'), '-out', f('engine.sig')], {
+    env: { ...env, PKCS11_MODULE_PATH: CLIENT },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 60_000,
+  });
+  const v = execFileSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', publicPem(2, 'ec256'), '-in', f('msg.sha256'), '-sigfile', f('engine.sig')], { encoding: 'utf8' });
+  expect(v).toContain('Signature Verified Successfully');
+});
+
 test('--keypairgen EC P-384 and RSA 3072 on the PKCS #11 provider; a signature verifies through the proxy', () => {
   ok(2, ['--keypairgen', '--key-type', 'EC:secp384r1', '--label', 'ec384', '--usage-sign']);
   ok(2, ['--keypairgen', '--key-type', 'rsa:3072', '--label', 'rsa3072', '--usage-sign']);
