@@ -150,6 +150,29 @@ test('RSA-OAEP (Mbed Crypto): openssl encrypts with the exported public key, the
   expect(r.out).toContain('CKR_KEY_FUNCTION_NOT_PERMITTED');
 });
 
+test('C_CreateObject of a public key is PsaImportKey: openssl\'s EC key signs, the imported key verifies through the proxy', () => {
+  execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', f('ext.key')]);
+  execFileSync('openssl', ['pkey', '-in', f('ext.key'), '-pubout', '-outform', 'DER', '-out', f('ext.pub.der')]);
+  execFileSync('openssl', ['dgst', '-sha256', '-sign', f('ext.key'), '-out', f('ext.sig'), f('msg')]);
+  ok(1, ['--write-object', f('ext.pub.der'), '--type', 'pubkey', '--label', 'imported', '--usage-sign']);
+  expect(parsecKeys()).toMatch(/\* imported \(Mbed Crypto provider, EccPublicKey \{ curve_family: SecpR1 \}, 256 bits/);
+  expect(ok(1, ['--verify', '-m', 'ECDSA-SHA256', '--id', hexId('imported'), '-i', f('msg'), '--signature-file', f('ext.sig'), '--signature-format', 'openssl'])).toContain(
+    'Signature is valid',
+  );
+  // A signature of other data is CKR_SIGNATURE_INVALID, not a crash or a false OK.
+  fs.writeFileSync(f('other'), 'other data\n');
+  const bad = tool(1, ['--verify', '-m', 'ECDSA-SHA256', '--id', hexId('imported'), '-i', f('other'), '--signature-file', f('ext.sig'), '--signature-format', 'openssl']);
+  expect(bad.out).toContain('Invalid signature');
+});
+
+test('what one PSA key cannot be is refused precisely: RSA for both signing and decryption, a key size PSA does not generate', () => {
+  // pkcs11-tool's default RSA usage asks for sign and decrypt: one PSA algorithm cannot serve both.
+  expect(tool(2, ['--keypairgen', '--key-type', 'rsa:2048', '--label', 'both']).out).toContain('CKR_TEMPLATE_INCONSISTENT');
+  expect(tool(2, ['--keypairgen', '--key-type', 'rsa:1024', '--label', 'small', '--usage-sign']).out).toContain('CKR_KEY_SIZE_RANGE');
+  expect(tool(2, ['--keypairgen', '--key-type', 'EC:secp521r1', '--label', 'p521', '--usage-sign']).out).toContain('CKR_DOMAIN_PARAMS_INVALID');
+  expect(parsecKeys()).not.toMatch(/\* (both|small|p521) /);
+});
+
 test('--delete-object destroys the Parsec key (both objects go)', () => {
   ok(2, ['--keypairgen', '--key-type', 'EC:prime256v1', '--label', 'doomed', '--usage-sign']);
   expect(parsecKeys()).toContain('* doomed ');

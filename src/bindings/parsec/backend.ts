@@ -1044,7 +1044,7 @@ export class ParsecBackend implements Backend {
       const params = pub.get(ck.CKA_EC_PARAMS) ?? priv.get(ck.CKA_EC_PARAMS);
       if (params === undefined) throw new Pkcs11Error(ck.CKR_TEMPLATE_INCOMPLETE);
       const curve = curveOfParams(params.value);
-      if (curve === undefined || curve.family !== 2 || !EC_GEN_BITS.has(curve.bits)) throw new Pkcs11Error(ck.CKR_CURVE_NOT_SUPPORTED);
+      if (curve === undefined || curve.family !== 2 || !EC_GEN_BITS.has(curve.bits)) throw new Pkcs11Error(ck.CKR_DOMAIN_PARAMS_INVALID);
       bits = curve.bits;
       family = curve.family;
       for (const t of [ck.CKA_MODULUS_BITS, ck.CKA_PUBLIC_EXPONENT, ck.CKA_MODULUS]) {
@@ -1108,7 +1108,7 @@ export class ParsecBackend implements Backend {
     let family = 0;
     if (keyType === ck.CKK_EC) {
       const curve = curveOfParams(need(ck.CKA_EC_PARAMS));
-      if (curve === undefined) throw new Pkcs11Error(ck.CKR_CURVE_NOT_SUPPORTED);
+      if (curve === undefined) throw new Pkcs11Error(ck.CKR_DOMAIN_PARAMS_INVALID);
       bits = curve.bits;
       family = curve.family;
       if (pair) {
