@@ -184,8 +184,12 @@ test('--delete-object destroys the Parsec key (both objects go)', () => {
 test('a PIN is refused (CKR_PIN_INCORRECT); digest and random are served', () => {
   const r = pkcs11Tool(CLIENT, ['--slot', '2', '--login', '--pin', '1234', '-O'], env);
   expect(r.out).toContain('CKR_PIN_INCORRECT');
-  const digest = execFileSync('pkcs11-tool', ['--module', CLIENT, '--slot', '2', '--hash', '-m', 'SHA256', '-i', f('msg')], { env });
-  expect(digest.toString('hex')).toBe(execFileSync('openssl', ['dgst', '-sha256', '-binary', f('msg')]).toString('hex'));
+  // Slot 2 has no PsaHashCompute (the daemon hashes), slot 1 has it; a long input is hashed by the daemon.
+  fs.writeFileSync(f('long'), Buffer.alloc(200_000, 0x61));
+  for (const [slot, file, m, alg] of [[2, 'msg', 'SHA256', '-sha256'], [1, 'msg', 'SHA384', '-sha384'], [1, 'long', 'SHA512', '-sha512']] as const) {
+    const digest = execFileSync('pkcs11-tool', ['--module', CLIENT, '--slot', String(slot), '--hash', '-m', m, '-i', f(file)], { env, stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(digest.toString('hex')).toBe(execFileSync('openssl', ['dgst', alg, '-binary', f(file)]).toString('hex'));
+  }
   const random = execFileSync('pkcs11-tool', ['--module', CLIENT, '--slot', '1', '--generate-random', '32'], { env });
   expect(random.length).toBe(32);
 });

@@ -138,6 +138,8 @@ const RSA_GEN_BITS = new Set([2048, 3072, 4096]);
 const MAX_KEY_NAME = 255;
 /** The longest RSA input or output (8192-bit modulus). */
 const MAX_RSA_BLOCK = 1024;
+/** Longest input sent to PsaHashCompute: well under the service's default body limit (1 MiB). */
+const MAX_HASH_REQUEST = 64 * 1024;
 
 const PROVIDER_NAMES: Readonly<Record<number, string>> = {
   [Provider.MbedCrypto]: 'Mbed Crypto',
@@ -1395,14 +1397,17 @@ export class ParsecBackend implements Backend {
   px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): px_rv {
     return this.digestInit(c, a.session, typedMech(a.mechanism));
   }
-  /** Single-part: PsaHashCompute where the provider has it, else the daemon hashes (the same function either way). */
+  /**
+   * Single-part: PsaHashCompute where the provider has it (inputs up to
+   * MAX_HASH_REQUEST), else the daemon hashes: the same function either way.
+   */
   C_Digest(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'digest');
     return this.finish(s, 'digest', async () => {
       if (op.running !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
       const h = op.hash as HashInfo;
       const slot = await this.slot(c, s.slot);
-      if (slot.opcodes.has(Opcode.PsaHashCompute)) {
+      if (slot.opcodes.has(Opcode.PsaHashCompute) && a.data.length <= MAX_HASH_REQUEST) {
         const r = await this.call(c, s.slot, 'PsaHashCompute', hashCompute.OperationSchema, { alg: h.psa, input: a.data }, hashCompute.ResultSchema);
         return { rv: CKR_OK, data: Buffer.from(r.hash) };
       }
