@@ -27,7 +27,13 @@ let tmp: string;
 
 beforeAll(async () => {
   svc = await startParsec('UnixPeerCredentials');
-  d = await startDaemon({ modules: [{ alias: 'parsec', path: `parsec:${svc.socket}?timeout_ms=5000` }] });
+  d = await startDaemon({
+    modules: [
+      { alias: 'parsec', path: `parsec:${svc.socket}?timeout_ms=10000` },
+      // The same service with a short deadline, for the hung-service case.
+      { alias: 'impatient', path: `parsec:${svc.socket}?timeout_ms=400` },
+    ],
+  });
   env = { ...process.env, PKCS11PROXY_SOCKET_PATH: d.socketPath, PKCS11PROXY_LIBNAME: 'parsec' };
   tmp = fs.mkdtempSync(path.join(d.hsm.dir, 'files-'));
   fs.writeFileSync(path.join(tmp, 'msg'), 'hello parsec\n');
@@ -212,6 +218,26 @@ test('a stopped service answers CKR_DEVICE_ERROR, and after its restart the same
     expect(found.rv).toBe(CKR_OK);
     expect(found.objects).toHaveLength(2);
     expect(await c.call('C_FindObjectsFinal', { session })).toBe(CKR_OK);
+  } finally {
+    await c.close();
+  }
+});
+
+test('a hung service (SIGSTOP) answers CKR_DEVICE_ERROR once the deadline passes, and serves again when it resumes', async () => {
+  const c = await P11Client.open({ path: d.socketPath }, 'impatient');
+  try {
+    const { session } = await c.call('C_OpenSession', { slotID: 1, flags: CKF_SERIAL_RW });
+    svc.signal('SIGSTOP');
+    const started = Date.now();
+    try {
+      expect((await c.call('C_GenerateRandom', { session, length: 16 })).rv).toBe(CKR_DEVICE_ERROR);
+    } finally {
+      svc.signal('SIGCONT');
+    }
+    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+    const r = await c.call('C_GenerateRandom', { session, length: 16 });
+    expect(r.rv).toBe(CKR_OK);
+    expect(r.data).toHaveLength(16);
   } finally {
     await c.close();
   }

@@ -60,6 +60,8 @@ export interface ParsecService {
   readonly env: NodeJS.ProcessEnv;
   /** Runs parsec-tool against this service (stdout and stderr merged). */
   tool(args: string[]): { status: number | null; out: string };
+  /** Sends a signal to the running service (SIGSTOP: it accepts connections into the backlog and answers none). */
+  signal(sig: NodeJS.Signals): void;
   /** Stops the service (SIGTERM, then waits for its exit). */
   stop(): Promise<void>;
   /** Starts it again on the same key store and token. */
@@ -170,9 +172,14 @@ export async function startParsec(auth: ParsecAuthType = 'UnixPeerCredentials'):
       const r = spawnSync(parsecTool, args, { env, encoding: 'utf8', timeout: 60_000 });
       return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
     },
+    signal: (sig) => {
+      if (proc === null) throw new Error('parsec is not running');
+      proc.kill(sig);
+    },
     stop,
     start,
     cleanup: async () => {
+      proc?.kill('SIGCONT');
       await stop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
