@@ -32,7 +32,15 @@ export interface OpenedBackends {
  */
 export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
   // A Parsec service (bindings/parsec/uri.ts): reached per request, so opening it contacts nothing.
-  if (isParsecPath(m.path)) return new ParsecBackend(m.alias, parseParsecPath(m.path), limits);
+  if (isParsecPath(m.path)) {
+    let spec;
+    try {
+      spec = parseParsecPath(m.path);
+    } catch (e) {
+      throw new BackendError(`module '${m.alias}': ${errorMessage(e)}`);
+    }
+    return new ParsecBackend(m.alias, spec, limits);
+  }
   return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
 }
 
