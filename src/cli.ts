@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ConfigError, type DaemonConfig, effectiveConfiguration, loadDaemonConfig } from './config';
 import type { LogLevel as ConfigLogLevel } from './config';
 import { errorMessage } from './pkcs11/errors';
-import { probeModule } from './bindings/pkcs11js-backend';
+import { probeBackend } from './bindings/open-backends';
 import { checkFilterEnforced } from './config/daemon-config';
 import { type FilterConfig, loadFilterConfig } from './config/filter-config';
 import { invalidAt } from './config/validate';
@@ -203,7 +203,7 @@ export function checkFilter(file: string): number {
     process.stderr.write(lines.map((l) => `${l}\n`).join(''));
     return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
   }
-  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeModule(m.path) }));
+  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeBackend(m.path) }));
   process.stdout.write(describeFilter(compiled, modules).map((l) => `${l}\n`).join(''));
   if (modules.every((m) => m.error !== null)) {
     process.stderr.write(`${file}: no module can be loaded; the daemon would not start\n`);

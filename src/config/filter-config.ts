@@ -17,6 +17,7 @@ import { DEFAULT_LOGIN_THROTTLE, TokenSelectorError, parseTokenSelector } from '
 import type { AuthzTable, LoginThrottle } from '../filter/authz';
 import { type StrPattern, compileStrPattern } from './str-regex';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
+import { ParsecConfigError, isParsecPath, parseParsecPath } from '../bindings/parsec/uri';
 import { compileSchema, invalidAt, validatePlain } from './validate';
 
 export interface ModuleAlias {
@@ -233,6 +234,13 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
       );
     }
     seen.set(alias, i);
+    if (isParsecPath(p)) {
+      try {
+        parseParsecPath(p);
+      } catch (err) {
+        fail(`/modules/${i}/1`, err instanceof ParsecConfigError ? err.message : String(err));
+      }
+    }
     return { alias, path: p };
   });
 
