@@ -5,7 +5,8 @@
 
 APT_PACKAGES := softhsm2 opensc p11-kit gnutls-bin libengine-pkcs11-openssl \
   caml-crush-server caml-crush-clients libtirpc-dev rpcsvc-proto valgrind \
-  libp11-kit-dev libssl-dev gcc make pkg-config openssl iproute2 systemd python3 passwd
+  libp11-kit-dev libssl-dev gcc make pkg-config openssl iproute2 systemd python3 passwd haproxy \
+  protobuf-compiler librust-parsec-interface-dev libmbedcrypto7 libsqlite3-0
 
 all: build
 

@@ -43,5 +43,18 @@ for run in ours camlcrush ours-sanitizers; do
   fi
 done
 
+# The client's daemon-list failover (tests/ts/client-failover*.test.ts) again, with the
+# ASan + UBSan build of the client the run above made (client/build-san/).
+echo "== jest (client failover, sanitizers)"
+P11CLIENT_SANITIZERS=1 npx jest --ci --json --outputFile=.tmp/jest-san.json tests/ts/client-failover 2>&1 | tail -n 20
+if [ -f .tmp/jest-san.json ]; then
+  jp=$(node -e 'const r=require("./.tmp/jest-san.json");console.log(r.numPassedTests)')
+  jf=$(node -e 'const r=require("./.tmp/jest-san.json");console.log(r.numFailedTests + (r.numRuntimeErrorTestSuites||0))')
+  passed=$((passed+jp)); failed=$((failed+jf))
+  [ "$jf" -eq 0 ] || status=1
+else
+  echo "jest produced no report"; failed=$((failed+1)); status=1
+fi
+
 echo "$passed passed, $failed failed"
 exit $status

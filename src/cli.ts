@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ConfigError, type DaemonConfig, effectiveConfiguration, loadDaemonConfig } from './config';
 import type { LogLevel as ConfigLogLevel } from './config';
 import { errorMessage } from './pkcs11/errors';
-import { probeModule } from './bindings/pkcs11js-backend';
+import { probeBackend } from './bindings/open-backends';
 import { checkFilterEnforced } from './config/daemon-config';
 import { type FilterConfig, loadFilterConfig } from './config/filter-config';
 import { invalidAt } from './config/validate';
@@ -203,7 +203,7 @@ export function checkFilter(file: string): number {
     process.stderr.write(lines.map((l) => `${l}\n`).join(''));
     return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
   }
-  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeModule(m.path), helper: m.isolation?.mode === 'helper' }));
+  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeBackend(m.path), helper: m.isolation?.mode === 'helper' }));
   process.stdout.write(describeFilter(compiled, modules).map((l) => `${l}\n`).join(''));
   if (modules.every((m) => m.error !== null)) {
     process.stderr.write(`${file}: no module can be loaded; the daemon would not start\n`);
@@ -259,7 +259,7 @@ export async function main(argv: string[]): Promise<number> {
         log('warn', `embedded default: ${embedded.filterConf} holds the wrapping format key but has mode 0${embedded.filterConfExposed.toString(8)}; chmod 600 it`);
       }
     }
-    const { server: sc, filter: fc } = loadDaemonConfig(confFile);
+    const { server: sc, filter: fc, tls } = loadDaemonConfig(confFile);
     const defaultWorkers = Math.min(sc.workloadThreads ?? os.availableParallelism(), sc.maxThreads ?? Infinity);
     settings = {
       listen: sc.listen,
@@ -286,9 +286,11 @@ export async function main(argv: string[]): Promise<number> {
       shutdownTimeoutMs: sc.shutdownTimeoutMs,
     };
     checkPrivilegeSettings(settings.privilege!);
-    if (sc.auditFile !== null || sc.auditStderr) settings.audit = { file: sc.auditFile, stderr: sc.auditStderr };
+    if (sc.auditFile !== null || sc.auditStderr || sc.auditSyslog !== null)
+      settings.audit = { file: sc.auditFile, stderr: sc.auditStderr, syslog: sc.auditSyslog };
     if (sc.metricsListen !== null) settings.metrics = { listen: sc.metricsListen };
-    loaded = { server: sc, filter: fc };
+    if (tls !== null) settings.tls = tls;
+    loaded = { server: sc, filter: fc, tls };
     pidFile = o.pid ?? sc.pidFile ?? path.join(ROOT, 'var', 'pkcs11proxyd.pid');
     log = createLogger(settings.logLevel, '', settings.logFormat);
   } catch (e) {

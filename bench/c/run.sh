@@ -9,17 +9,15 @@
 #   ours-filter  ours-unix with filter.conf.example (the secure default)
 #   caml-filter  camlcrush with Debian's /etc/pkcs11proxyd/filter.conf
 #                (patchset 1; SoftHSM2 path fixed, wrapping_format_key added)
-# and TLS systems (our client over tls://, TLS 1.3, client certificate), until
-# our daemon terminates TLS itself: tests/c/tls_relay.py in front of our
-# daemon's Unix socket, and the same relay without TLS for the ratio:
-#   ours-tcprelay  libp11client.so -> relay (plain TCP) -> our daemon
-#   ours-tls       libp11client.so -> relay (TLS 1.3) -> our daemon
+# and TLS systems (our client over tls://, TLS 1.3, client certificate) against
+# our daemon's own TLS server:
+#   ours-tls       libp11client.so -> our daemon over TLS 1.3
 #   ours-tls-full  ours-tls with PKCS11PROXY_TLS_RESUMPTION=0 (every new
 #                  connection a full handshake; for the newconn workload)
 # and the module in a helper process of each worker (module_isolation):
 #   ours-helper    ours-unix with module_isolation mode "helper" for softhsm
 #                  (npm run bench:helper: ours-unix vs ours-helper)
-# e.g. BENCH_SYSTEMS="ours-tcp ours-tcprelay ours-tls ours-tls-full"
+# e.g. BENCH_SYSTEMS="ours-tcp ours-tls ours-tls-full"
 #      BENCH_WORKLOADS="sessioninfo ecdsa newconn"
 # Each system has its own copy of one SoftHSM2 store (same token, same keys).
 # Cells run one after another, row by row (workload x client processes), the
@@ -218,22 +216,21 @@ for sys in $SYSTEMS; do
     MODULE[$sys]=$OURS_LIB
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=127.0.0.1:$port PKCS11PROXY_LIBNAME=softhsm"
     ;;
-  ours-tcprelay | ours-tls | ours-tls-full)
-    start_ours "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
-    relay_args=(--plain "$work/$sys/port" "$work/$sys/sock")
-    tls_env=
-    if [ "$sys" != ours-tcprelay ]; then
-      [ -f "$work/pki/ca.pem" ] || bench_pki "$work/pki" || die "test PKI failed"
-      relay_args=("$work/$sys/port" "$work/$sys/sock" "$work/pki/ca.pem" "$work/pki/server.pem" "$work/pki/server.key")
-      tls_env="PKCS11PROXY_CA_FILE=$work/pki/ca.pem PKCS11PROXY_CERT_FILE=$work/pki/client.pem PKCS11PROXY_PRIVKEY_FILE=$work/pki/client.key"
-      [ "$sys" = ours-tls-full ] && tls_env="$tls_env PKCS11PROXY_TLS_RESUMPTION=0"
-    fi
-    setsid python3 "$root/tests/c/tls_relay.py" "${relay_args[@]}" 2>"$work/$sys/relay.err" </dev/null &
-    PID[$sys-relay]=$!
-    wait_for "relay ($sys) not listening: $(cat "$work/$sys/relay.err")" test -f "$work/$sys/port"
-    scheme=tcp; [ "$sys" = ours-tcprelay ] || scheme=tls
+  ours-tls | ours-tls-full)
+    [ -f "$work/pki/ca.pem" ] || bench_pki "$work/pki" || die "test PKI failed"
+    netplex_conf "$sys" 'address { type = "internet"; bind = "127.0.0.1:0"; };'
+    sed -i "s|use_ssl = false;|use_ssl = true; tls { x509 { key { crt_file = \"$work/pki/server.pem\"; key_file = \"$work/pki/server.key\" }; trust { crt_file = \"$work/pki/ca.pem\" }; }; };|" "$work/$sys/pkcs11proxyd.conf"
+    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    wait_for "our daemon ($sys) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    port=$(node -e '
+      const l = require("fs").readFileSync(process.argv[1], "utf8").split("\n").find((x) => x.startsWith("READY "));
+      const e = JSON.parse(l.slice(6)).find((x) => x.addr.type === "internet");
+      process.stdout.write(String(e.port));' "$work/$sys/stdout")
+    [ -n "$port" ] || die "no port in READY line: $(cat "$work/$sys/stdout")"
+    tls_env="PKCS11PROXY_CA_FILE=$work/pki/ca.pem PKCS11PROXY_CERT_FILE=$work/pki/client.pem PKCS11PROXY_PRIVKEY_FILE=$work/pki/client.key"
+    [ "$sys" = ours-tls-full ] && tls_env="$tls_env PKCS11PROXY_TLS_RESUMPTION=0"
     MODULE[$sys]=$OURS_LIB
-    ENVS[$sys]="$client_env $tls_env PKCS11PROXY_SOCKET_PATH=$scheme://localhost:$(cat "$work/$sys/port") PKCS11PROXY_LIBNAME=softhsm"
+    ENVS[$sys]="$client_env $tls_env PKCS11PROXY_SOCKET_PATH=tls://localhost:$port PKCS11PROXY_LIBNAME=softhsm"
     ;;
   ours-helper)
     netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
@@ -374,8 +371,8 @@ END {
   }
 }' "$results"
 
-# ---- TLS against TCP through the same relay ----
-if grep -q ' ours-tls ' "$results" && grep -q ' ours-tcprelay ' "$results"; then
+# ---- TLS against TCP, same daemon code, same run ----
+if grep -q ' ours-tls ' "$results" && grep -q ' ours-tcp ' "$results"; then
   awk '
   function field(line, key,    m) {
     if (match(line, "(^| )" key "=[^ ]*")) { m = substr(line, RSTART, RLENGTH); sub(/^ /, "", m); return substr(m, length(key) + 2) }
@@ -384,10 +381,10 @@ if grep -q ' ours-tls ' "$results" && grep -q ' ours-tcprelay ' "$results"; then
   { if (field($0, "status") == "ok") { ops[$1 " " $2, $3] = field($0, "ops_s"); p50[$1 " " $2, $3] = field($0, "p50_us") }
     if (!(($1 " " $2) in seen)) { seen[$1 " " $2] = 1; rows[++n] = $1 " " $2 } }
   END {
-    printf "\nTLS cost: p50 latency ours-tls / ours-tcprelay (same relay; target <= 1.3), ops/s tcp-relay, tls, tls-full\n"
+    printf "\nTLS cost: p50 latency ours-tls / ours-tcp (target <= 1.3), ops/s tcp, tls, tls-full\n"
     for (r = 1; r <= n; r++) {
-      k = rows[r]; a = p50[k, "ours-tls"]; b = p50[k, "ours-tcprelay"]
-      printf "  %-16s p50 %s  ops/s %s / %s / %s\n", k, (a == "" || b == "" || b == 0) ? "-" : sprintf("%.2f", a / b), ops[k, "ours-tcprelay"], ops[k, "ours-tls"], ops[k, "ours-tls-full"]
+      k = rows[r]; a = p50[k, "ours-tls"]; b = p50[k, "ours-tcp"]
+      printf "  %-16s p50 %s  ops/s %s / %s / %s\n", k, (a == "" || b == "" || b == 0) ? "-" : sprintf("%.2f", a / b), ops[k, "ours-tcp"], ops[k, "ours-tls"], ops[k, "ours-tls-full"]
     }
   }' "$results"
 fi

@@ -2,7 +2,8 @@
  * Settings. Precedence: environment variable, then config file, then
  * default. Config file: PKCS11PROXY_CONF or /etc/pkcs11proxyd/client.conf
  * (a missing default file is not an error), lines `key = value`, `#`
- * comments; keys socket_path, libname, rpc_timeout, session_connections,
+ * comments; keys socket_path (one daemon address, or several separated by
+ * commas, tried in order), libname, rpc_timeout, connect_timeout, session_connections,
  * and for tls:// ca_file, cert_file, privkey_file (environment
  * PKCS11PROXY_CA_FILE, PKCS11PROXY_CERT_FILE, PKCS11PROXY_PRIVKEY_FILE, the
  * names of Caml Crush's TLS client).
@@ -50,14 +51,17 @@ static char *trim(char *s) {
 }
 
 static void clear_address(struct px_config *cfg) {
-  free(cfg->path);
-  free(cfg->host);
-  free(cfg->port);
-  cfg->path = cfg->host = cfg->port = NULL;
+  for (size_t i = 0; i < cfg->n_ep; i++) {
+    free(cfg->ep[i].path);
+    free(cfg->ep[i].host);
+    free(cfg->ep[i].port);
+  }
+  memset(cfg->ep, 0, sizeof cfg->ep);
+  cfg->n_ep = 0;
 }
 
 /* host:port, [v6]:port */
-static int parse_host_port(struct px_config *cfg, const char *hp) {
+static int parse_host_port(struct px_endpoint *ep, const char *hp) {
   const char *colon;
   const char *host_start = hp;
   size_t host_len;
@@ -83,14 +87,14 @@ static int parse_host_port(struct px_config *cfg, const char *hp) {
   long pn = strtol(port, NULL, 10);
   if (pn <= 0 || pn > 65535)
     return -1;
-  cfg->host = strndup(host_start, host_len);
-  cfg->port = strdup(port);
-  return (cfg->host && cfg->port) ? 0 : -1;
+  ep->host = strndup(host_start, host_len);
+  ep->port = strdup(port);
+  return (ep->host && ep->port) ? 0 : -1;
 }
 
-int px_config_parse_address(struct px_config *cfg, const char *addr) {
-  clear_address(cfg);
-  if (addr == NULL || *addr == '\0')
+/* One address (no comma in it). */
+static int parse_endpoint(struct px_endpoint *ep, const char *addr) {
+  if (*addr == '\0')
     return -1;
   if (strncmp(addr, "unix:", 5) == 0) {
     const char *p = addr + 5;
@@ -98,27 +102,66 @@ int px_config_parse_address(struct px_config *cfg, const char *addr) {
       p += 2;
     if (*p == '\0')
       return -1;
-    cfg->transport = PX_TRANSPORT_UNIX;
-    cfg->path = strdup(p);
-    return cfg->path ? 0 : -1;
+    ep->transport = PX_TRANSPORT_UNIX;
+    ep->path = strdup(p);
+    return ep->path ? 0 : -1;
   }
   if (strncmp(addr, "tcp://", 6) == 0) {
-    cfg->transport = PX_TRANSPORT_TCP;
-    return parse_host_port(cfg, addr + 6);
+    ep->transport = PX_TRANSPORT_TCP;
+    return parse_host_port(ep, addr + 6);
   }
   if (strncmp(addr, "tls://", 6) == 0) {
-    cfg->transport = PX_TRANSPORT_TLS;
-    return parse_host_port(cfg, addr + 6);
+    ep->transport = PX_TRANSPORT_TLS;
+    return parse_host_port(ep, addr + 6);
   }
   /* A path: absolute, ./relative, or any value with a '/' (a host name has
    * none). Caml Crush's Unix client takes every value as a path. */
   if (addr[0] == '/' || addr[0] == '.' || strchr(addr, '/') != NULL) {
-    cfg->transport = PX_TRANSPORT_UNIX;
-    cfg->path = strdup(addr);
-    return cfg->path ? 0 : -1;
+    ep->transport = PX_TRANSPORT_UNIX;
+    ep->path = strdup(addr);
+    return ep->path ? 0 : -1;
   }
-  cfg->transport = PX_TRANSPORT_TCP;
-  return parse_host_port(cfg, addr);
+  ep->transport = PX_TRANSPORT_TCP;
+  return parse_host_port(ep, addr);
+}
+
+/* A list of daemons: addresses separated by ',' with optional blanks
+ * around each. No address form contains a comma except a Unix path, and
+ * such a path cannot be named here (a symlink to it can). An empty entry
+ * or more than PX_MAX_DAEMONS entries is an error. */
+int px_config_parse_address(struct px_config *cfg, const char *addr) {
+  clear_address(cfg);
+  if (addr == NULL)
+    return -1;
+  char *copy = strdup(addr);
+  if (copy == NULL)
+    return -1;
+  int rc = 0;
+  char *rest = copy;
+  for (;;) {
+    char *comma = strchr(rest, ',');
+    if (comma != NULL)
+      *comma = '\0';
+    if (cfg->n_ep == PX_MAX_DAEMONS) {
+      px_debug("config: socket_path names more than %d daemons",
+               PX_MAX_DAEMONS);
+      rc = -1;
+      break;
+    }
+    /* Counted first, so clear_address frees a half-parsed entry. */
+    struct px_endpoint *ep = &cfg->ep[cfg->n_ep++];
+    if (parse_endpoint(ep, trim(rest)) != 0) {
+      rc = -1;
+      break;
+    }
+    if (comma == NULL)
+      break;
+    rest = comma + 1;
+  }
+  free(copy);
+  if (rc != 0)
+    clear_address(cfg);
+  return rc;
 }
 
 static int parse_timeout(const char *s, unsigned long *out) {
@@ -148,6 +191,7 @@ struct file_values {
   char *socket_path;
   char *libname;
   char *rpc_timeout;
+  char *connect_timeout;
   char *mode;
   char *ca_file, *cert_file, *key_file;
 };
@@ -156,6 +200,7 @@ static void file_values_free(struct file_values *fv) {
   free(fv->socket_path);
   free(fv->libname);
   free(fv->rpc_timeout);
+  free(fv->connect_timeout);
   free(fv->mode);
   free(fv->ca_file);
   free(fv->cert_file);
@@ -200,6 +245,8 @@ static int read_file(const char *path, bool must_exist,
       slot = &fv->libname;
     else if (strcmp(key, "rpc_timeout") == 0)
       slot = &fv->rpc_timeout;
+    else if (strcmp(key, "connect_timeout") == 0)
+      slot = &fv->connect_timeout;
     else if (strcmp(key, "session_connections") == 0)
       slot = &fv->mode;
     else if (strcmp(key, "ca_file") == 0)
@@ -254,12 +301,21 @@ CK_RV px_config_load(struct px_config *cfg) {
     px_debug("config: bad rpc_timeout '%s'", to);
     goto out;
   }
+  cfg->connect_timeout = PX_DEFAULT_CONNECT_TIMEOUT;
+  const char *cto = pick("PKCS11PROXY_CONNECT_TIMEOUT", fv.connect_timeout);
+  if (cto != NULL && parse_timeout(cto, &cfg->connect_timeout)) {
+    px_debug("config: bad connect_timeout '%s'", cto);
+    goto out;
+  }
   const char *mode = pick("PKCS11PROXY_SESSION_CONNECTIONS", fv.mode);
   if (mode != NULL && parse_mode(mode, &cfg->shared_sessions)) {
     px_debug("config: bad session_connections '%s'", mode);
     goto out;
   }
-  if (cfg->transport == PX_TRANSPORT_TLS) {
+  bool any_tls = false;
+  for (size_t i = 0; i < cfg->n_ep; i++)
+    any_tls = any_tls || cfg->ep[i].transport == PX_TRANSPORT_TLS;
+  if (any_tls) {
     struct px_tls_files tf = {
         .ca_file = pick("PKCS11PROXY_CA_FILE", fv.ca_file),
         .cert_file = pick("PKCS11PROXY_CERT_FILE", fv.cert_file),
@@ -281,13 +337,18 @@ CK_RV px_config_load(struct px_config *cfg) {
              tf.key_file ? tf.key_file : "(none)");
   }
   rv = CKR_OK;
-  px_debug("config: socket=%s%s%s%s libname='%s' rpc_timeout=%lus "
+  for (size_t i = 0; i < cfg->n_ep; i++) {
+    const struct px_endpoint *ep = &cfg->ep[i];
+    px_debug("config: daemon %zu of %zu: %s%s%s%s", i + 1, cfg->n_ep,
+             ep->transport == PX_TRANSPORT_UNIX  ? "unix:"
+             : ep->transport == PX_TRANSPORT_TCP ? "tcp://"
+                                                 : "tls://",
+             ep->path ? ep->path : ep->host, ep->path ? "" : ":",
+             ep->path ? "" : ep->port);
+  }
+  px_debug("config: libname='%s' rpc_timeout=%lus connect_timeout=%lus "
            "session_connections=%s",
-           cfg->transport == PX_TRANSPORT_UNIX  ? "unix:"
-           : cfg->transport == PX_TRANSPORT_TCP ? "tcp://"
-                                                : "tls://",
-           cfg->path ? cfg->path : cfg->host, cfg->path ? "" : ":",
-           cfg->path ? "" : cfg->port, cfg->libname, cfg->rpc_timeout,
+           cfg->libname, cfg->rpc_timeout, cfg->connect_timeout,
            cfg->shared_sessions ? "shared" : "dedicated");
 out:
   file_values_free(&fv);

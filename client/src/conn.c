@@ -88,13 +88,23 @@ void conn_maybe_retire_locked(struct px_conn *c, struct px_conn **dead) {
     conn_unlist_locked(c, dead);
 }
 
-struct px_conn *conn_take_idle_locked(void) {
-  for (struct px_conn *i = st.conns; i != NULL; i = i->next) {
-    if (!i->control && i->nsessions == 0 && !atomic_load(&i->broken)) {
-      i->nsessions++;
-      i->refs++;
-      return i;
+struct px_conn *conn_take_idle_locked(struct px_conn **dead) {
+  for (struct px_conn **pp = &st.conns; *pp != NULL;) {
+    struct px_conn *i = *pp;
+    if (i->control || i->nsessions != 0) {
+      pp = &i->next;
+      continue;
     }
+    /* An idle connection its daemon closed is retired, not handed out. */
+    if (!atomic_load(&i->broken) && px_conn_peer_gone(i))
+      atomic_store(&i->broken, true);
+    if (atomic_load(&i->broken)) {
+      conn_unlist_locked(i, dead); /* *pp is now the next one */
+      continue;
+    }
+    i->nsessions++;
+    i->refs++;
+    return i;
   }
   return NULL;
 }
@@ -123,24 +133,55 @@ void conn_release(struct px_conn *c) {
   destroy_dead(dead, false);
 }
 
-/* Opens a control connection: in application mode it joins the
- * application; if the daemon refuses (the application is gone), it starts
- * a new one, reported through *renewed, *new_app and new_token. */
-static CK_RV open_control(bool app, const unsigned char *token,
-                          struct px_conn **out, bool *renewed, bool *new_app,
-                          unsigned char *new_token) {
-  *renewed = false;
-  *new_app = false;
-  CK_RV rv = px_conn_open(&st.cfg, app ? token : NULL, out);
-  if (!app || rv == CKR_OK || rv == CKR_DEVICE_ERROR)
+CK_RV open_first_answering(const struct px_config *cfg, size_t first,
+                           size_t tries, struct px_conn **out, size_t *used) {
+  CK_RV rv = CKR_DEVICE_ERROR;
+  for (size_t k = 0; k < tries; k++) {
+    size_t e = (first + k) % cfg->n_ep;
+    rv = px_conn_open(cfg, e, NULL, out);
+    if (rv != CKR_DEVICE_ERROR) {
+      *used = e;
+      return rv;
+    }
+    px_debug("daemon %zu of %zu does not answer", e + 1, cfg->n_ep);
+  }
+  return rv;
+}
+
+/* What open_control found. */
+struct control_opened {
+  bool renewed;  /* a new application (or none) replaces the old one */
+  bool switched; /* on another daemon of the list (implies renewed) */
+  bool new_app;  /* the new connection has a token: new_token */
+  size_t ep;     /* the daemon it reached */
+  unsigned char new_token[PX_APP_TOKEN_SIZE];
+};
+
+/* Opens a control connection to daemon ep: in application mode it joins
+ * the application; if the daemon refuses (the application is gone), it
+ * starts a new one there. If the daemon does not answer, the other
+ * daemons of the list are tried in turn round it, and the first that
+ * answers gets a new application: nothing of the old one is carried over. */
+static CK_RV open_control(bool app, const unsigned char *token, size_t ep,
+                          struct px_conn **out, struct control_opened *o) {
+  o->renewed = o->switched = o->new_app = false;
+  o->ep = ep;
+  CK_RV rv = px_conn_open(&st.cfg, ep, app ? token : NULL, out);
+  if (rv == CKR_OK || (!app && rv != CKR_DEVICE_ERROR))
     return rv;
-  px_debug("control connection: application gone (0x%lx), starting a new one",
-           (unsigned long)rv);
-  rv = px_conn_open(&st.cfg, NULL, out);
+  if (rv != CKR_DEVICE_ERROR) {
+    px_debug("control connection: application gone (0x%lx), starting a new "
+             "one",
+             (unsigned long)rv);
+    rv = px_conn_open(&st.cfg, ep, NULL, out);
+  } else if (st.cfg.n_ep > 1) {
+    rv = open_first_answering(&st.cfg, ep + 1, st.cfg.n_ep - 1, out, &o->ep);
+    o->switched = rv == CKR_OK;
+  }
   if (rv != CKR_OK)
     return rv;
-  *renewed = true;
-  *new_app = px_conn_app_token(*out, new_token) == CKR_OK;
+  o->renewed = true;
+  o->new_app = px_conn_app_token(*out, o->new_token) == CKR_OK;
   return CKR_OK;
 }
 
@@ -154,6 +195,13 @@ CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   }
   struct px_conn *c = st.control;
+  /* A daemon that died closed the idle control connection: found here,
+   * before a call is sent on it, so the call goes to a new connection
+   * (another daemon of the list) instead of failing. */
+  if (c != NULL && !atomic_load(&c->broken) && px_conn_peer_gone(c)) {
+    px_debug("control connection: closed by the daemon");
+    atomic_store(&c->broken, true);
+  }
   if (c != NULL && atomic_load(&c->broken)) {
     conn_drop_locked(c, &dead);
     c = NULL;
@@ -161,30 +209,34 @@ CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
   if (c == NULL) {
     bool app = st.app;
     unsigned epoch = st.app_epoch;
-    unsigned char token[PX_APP_TOKEN_SIZE], new_token[PX_APP_TOKEN_SIZE];
+    unsigned gen = st.daemon_gen;
+    size_t ep = st.ep;
+    unsigned char token[PX_APP_TOKEN_SIZE];
     memcpy(token, st.token, sizeof token);
     pthread_mutex_unlock(&st_lock);
     destroy_dead(dead, false);
     dead = NULL;
     struct px_conn *nc = NULL;
-    bool renewed, new_app;
-    CK_RV rv = open_control(app, token, &nc, &renewed, &new_app, new_token);
+    struct control_opened o;
+    CK_RV rv = open_control(app, token, ep, &nc, &o);
     explicit_bzero(token, sizeof token);
     if (rv != CKR_OK) {
       px_debug("control connection: reconnect failed (0x%lx)",
                (unsigned long)rv);
       return unreachable_rv;
     }
+    bool renewed = o.renewed;
     nc->app_epoch = renewed ? 0 : epoch;
+    nc->daemon_gen = gen;
     pthread_mutex_lock(&st_lock);
     if (!st.initialized) {
       pthread_mutex_unlock(&st_lock);
       px_conn_destroy(nc, nc->app_epoch == 0);
-      explicit_bzero(new_token, sizeof new_token);
+      explicit_bzero(&o, sizeof o);
       return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
     if ((st.control != NULL && !atomic_load(&st.control->broken)) ||
-        st.app != app || st.app_epoch != epoch) {
+        st.app != app || st.app_epoch != epoch || st.daemon_gen != gen) {
       /* Another thread reconnected first. destroy_dead finalizes nc only
        * if it is an application of its own (renewed, or no extension). */
       nc->next = dead;
@@ -193,11 +245,12 @@ CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
       if (st.control != NULL)
         conn_drop_locked(st.control, &dead);
       if (renewed) {
-        /* The old application's connections cannot reach it any more:
-         * idle ones close now, the others with their sessions' next use. */
+        /* The old application's connections cannot reach it any more
+         * (after a switch, no connection reaches the new daemon): idle
+         * ones close now, the others with their sessions' next use. */
         for (struct px_conn **pp = &st.conns; *pp != NULL;) {
           struct px_conn *i = *pp;
-          if (i->app_epoch == epoch) {
+          if (o.switched || i->app_epoch == epoch) {
             atomic_store(&i->broken, true);
             if (!i->control && i->nsessions == 0) {
               conn_unlist_locked(i, &dead); /* *pp is now the next one */
@@ -207,17 +260,27 @@ CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
           pp = &i->next;
         }
         app_forget_locked();
-        if (new_app)
-          app_start_locked(new_token);
+        if (o.new_app)
+          app_start_locked(o.new_token);
         nc->app_epoch = st.app_epoch;
+        if (o.switched) {
+          /* The login belonged to the dead daemon: kept PINs are not
+           * replayed on another one; the application logs in again. */
+          logins_clear_locked();
+          st.ep = o.ep;
+          nc->daemon_gen = ++st.daemon_gen;
+        }
       }
       nc->control = true;
       conn_list_locked(nc);
       st.control = nc;
-      px_debug("control connection: reconnected%s",
-               renewed ? " (new application)" : "");
+      px_debug("control connection: reconnected%s%s",
+               renewed ? " (new application)" : "",
+               o.switched ? " on the next daemon" : "");
+      if (o.switched)
+        px_debug("now on daemon %zu of %zu", st.ep + 1, st.cfg.n_ep);
     }
-    explicit_bzero(new_token, sizeof new_token);
+    explicit_bzero(&o, sizeof o);
     c = st.control;
     if (c == NULL || atomic_load(&c->broken)) {
       /* The application changed meanwhile and its control broke again. */
@@ -252,23 +315,38 @@ CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv) {
 /* A dedicated connection for a new session; in application mode it joins
  * the application. A refused join means the application may be gone: the
  * control connection is asked for its token (a dead one fails, and its
- * reconnect starts a new application) and the join is tried once more. */
+ * reconnect starts a new application) and the join is tried once more. A
+ * daemon that does not answer is checked through the control connection
+ * (get_control finds it closed and moves to the next daemon of the list),
+ * then the connection is tried once more. */
 CK_RV open_session_conn(struct px_conn **out) {
   for (int attempt = 0;; attempt++) {
     pthread_mutex_lock(&st_lock);
     bool app = st.app;
     unsigned epoch = st.app_epoch;
+    unsigned gen = st.daemon_gen;
+    size_t ep = st.ep;
     unsigned char token[PX_APP_TOKEN_SIZE], check[PX_APP_TOKEN_SIZE];
     memcpy(token, st.token, sizeof token);
     pthread_mutex_unlock(&st_lock);
-    CK_RV rv = px_conn_open(&st.cfg, app ? token : NULL, out);
-    if (rv == CKR_OK)
+    CK_RV rv = px_conn_open(&st.cfg, ep, app ? token : NULL, out);
+    if (rv == CKR_OK) {
       (*out)->app_epoch = epoch;
-    if (rv == CKR_OK || !app || rv == CKR_DEVICE_ERROR || attempt > 0) {
+      (*out)->daemon_gen = gen;
+    }
+    if (rv == CKR_OK || attempt > 0 || (!app && rv != CKR_DEVICE_ERROR)) {
       explicit_bzero(token, sizeof token);
       return rv;
     }
     struct px_conn *ctl;
+    if (rv == CKR_DEVICE_ERROR) {
+      explicit_bzero(token, sizeof token);
+      rv = get_control(&ctl, CKR_DEVICE_ERROR);
+      if (rv != CKR_OK)
+        return rv;
+      conn_release(ctl);
+      continue;
+    }
     rv = get_control(&ctl, CKR_DEVICE_ERROR);
     if (rv != CKR_OK) {
       explicit_bzero(token, sizeof token);

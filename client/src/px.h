@@ -32,27 +32,42 @@ void px_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ---- settings (config.c) ---- */
 enum px_transport { PX_TRANSPORT_UNIX, PX_TRANSPORT_TCP, PX_TRANSPORT_TLS };
 
-struct px_config {
+/* One daemon address of socket_path. */
+struct px_endpoint {
   enum px_transport transport;
   char *path;          /* unix socket path (PX_TRANSPORT_UNIX) */
   char *host;          /* TCP/TLS host */
   char *port;          /* TCP/TLS port */
+};
+
+/* socket_path names up to this many daemons, separated by commas. */
+#define PX_MAX_DAEMONS 16
+
+struct px_config {
+  /* The daemons in the order they are tried (n_ep >= 1 once loaded). */
+  struct px_endpoint ep[PX_MAX_DAEMONS];
+  size_t n_ep;
   char *libname;       /* C_LoadModule alias; "" when unset */
   unsigned long rpc_timeout; /* seconds */
+  unsigned long connect_timeout; /* seconds, bounds connect(2) */
   bool shared_sessions; /* all sessions on the control connection */
-  /* tls:// only: the context built from the CA, certificate and key
-   * files (tls.c). */
+  /* When one of the daemons is tls://: the context built from the CA,
+   * certificate and key files (tls.c). */
   struct px_tls *tls;
 };
 
 #define PX_DEFAULT_SOCKET_PATH "/var/run/pkcs11proxyd.socket"
 #define PX_DEFAULT_CONF "/etc/pkcs11proxyd/client.conf"
 #define PX_DEFAULT_RPC_TIMEOUT 600UL
+/* A connect(2) to a host that is gone waits for the kernel's SYN retries
+ * (about 2 minutes on Linux) unless bounded. */
+#define PX_DEFAULT_CONNECT_TIMEOUT 10UL
 
 /* Returns CKR_OK or CKR_GENERAL_ERROR (reason on the debug channel). */
 CK_RV px_config_load(struct px_config *cfg);
 void px_config_free(struct px_config *cfg);
-/* Parses a socket address setting into cfg; 0 on success. */
+/* Parses a socket_path setting (one address, or several separated by
+ * commas) into cfg->ep; 0 on success. */
 int px_config_parse_address(struct px_config *cfg, const char *addr);
 
 /* ---- RPC transport of one connection (wire.c, record.c) ---- */
@@ -101,18 +116,26 @@ struct px_conn {
   /* Application (px_GetAppToken) this connection belongs to, 0 for none
    * (a daemon without the extension). Set before listing, then fixed. */
   unsigned app_epoch;
+  /* Daemon generation (state's daemon_gen) it was opened on; a switch to
+   * another daemon of socket_path retires every older one. Set before
+   * listing, then fixed. */
+  unsigned daemon_gen;
   struct px_conn *next;
   /* Registry of every connection from px_conn_open to its destruction
    * (transport.c, its own lock). */
   struct px_conn *reg_prev, *reg_next;
 };
 
-/* Connects. Without a token: C_SetupArch, C_LoadModule and C_Initialize.
+/* Connects to daemon ep_index of cfg. Without a token: C_SetupArch,
+ * C_LoadModule and C_Initialize.
  * With one: px_JoinApp(token), then C_SetupArch. Returns CKR_DEVICE_ERROR
  * when the daemon cannot be reached or talked to, and another rv when it
  * refuses the join (the application is gone) or the module. */
-CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
-                   struct px_conn **out);
+CK_RV px_conn_open(const struct px_config *cfg, size_t ep_index,
+                   const unsigned char *token, struct px_conn **out);
+/* The daemon closed or reset this connection (a non-blocking peek reads
+ * EOF or an error). No lock needed: nothing is consumed. */
+bool px_conn_peer_gone(const struct px_conn *c);
 /* px_GetAppToken on an idle connection (takes its lock). CKR_OK fills
  * token; CKR_FUNCTION_NOT_SUPPORTED when the daemon lacks the procedure
  * (the connection stays usable); otherwise another failure. */

@@ -17,8 +17,11 @@ CK_RV rpc_close_session(struct px_conn *c, CK_SESSION_HANDLE remote) {
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
 
-CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
-                      CK_SESSION_HANDLE_PTR out) {
+/* One attempt; *lost is set when the connection broke during the
+ * C_OpenSession round trip (its daemon died). */
+static CK_RV session_open_once(CK_SLOT_ID slot, CK_FLAGS flags,
+                               CK_SESSION_HANDLE_PTR out, bool *lost) {
+  *lost = false;
   struct px_conn *dead = NULL;
   struct px_conn *c = NULL;
   CK_RV rv;
@@ -47,9 +50,11 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
   }
   bool shared = st.cfg.shared_sessions;
   if (!shared) {
-    c = conn_take_idle_locked();
+    c = conn_take_idle_locked(&dead);
   }
   pthread_mutex_unlock(&st_lock);
+  destroy_dead(dead, false);
+  dead = NULL;
 
   if (shared) {
     rv = get_control(&c, CKR_DEVICE_ERROR);
@@ -63,7 +68,8 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
     if (rv != CKR_OK)
       return CKR_DEVICE_ERROR;
     pthread_mutex_lock(&st_lock);
-    if (!st.initialized || c->app_epoch != st.app_epoch) {
+    if (!st.initialized || c->app_epoch != st.app_epoch ||
+        c->daemon_gen != st.daemon_gen) {
       /* Finalized, or the application was replaced meanwhile. */
       rv = st.initialized ? CKR_DEVICE_ERROR : CKR_CRYPTOKI_NOT_INITIALIZED;
       pthread_mutex_unlock(&st_lock);
@@ -85,6 +91,8 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
   pthread_mutex_unlock(&c->lock);
   if (rv == CKR_OK)
     rv = (CK_RV)res.rv;
+  else
+    *lost = true;
 
   struct px_session *s = NULL;
   bool opened = rv == CKR_OK;
@@ -175,6 +183,23 @@ CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
            (unsigned long)res.session);
   *out = handle;
   return CKR_OK;
+}
+
+/* A connection that breaks during C_OpenSession (an idle one, or the
+ * shared control connection, whose daemon died since its last call) is
+ * dropped and the session is opened once more on a new connection: to the
+ * same daemon, or, when it does not answer, to the next daemon of the
+ * list (open_session_conn, get_control). A session lost that way was
+ * never handed out, so nothing the application holds changes. */
+CK_RV px_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
+                      CK_SESSION_HANDLE_PTR out) {
+  bool lost;
+  CK_RV rv = session_open_once(slot, flags, out, &lost);
+  if (rv == CKR_DEVICE_ERROR && lost) {
+    px_debug("C_OpenSession: connection lost, trying once more");
+    rv = session_open_once(slot, flags, out, &lost);
+  }
+  return rv;
 }
 
 CK_RV px_session_close(CK_SESSION_HANDLE h) {

@@ -26,6 +26,14 @@
  * session, on C_Finalize and in a forked child) and replayed on the other
  * connections that have sessions on the slot and on connections opened for
  * new sessions.
+ *
+ * Several daemons (socket_path "a,b,..."): C_Initialize connects to the
+ * first that answers. When the control connection is found lost (closed by
+ * its daemon, or broken by a call) its reconnect tries the same daemon,
+ * then the others round the list; the first that answers gets a new
+ * application and every connection to the old daemon is retired: its
+ * sessions are gone (CKR_SESSION_HANDLE_INVALID) and the login with them
+ * (kept PINs are forgotten, not replayed). No state moves between daemons.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -90,8 +98,11 @@ CK_RV px_state_initialize(CK_C_INITIALIZE_ARGS *args) {
   struct px_config cfg;
   CK_RV rv = px_config_load(&cfg);
   struct px_conn *control = NULL;
+  size_t ep = 0;
+  /* The first daemon of the list that answers; one that answers and
+   * refuses (C_LoadModule) ends the walk with its rv. */
   if (rv == CKR_OK)
-    rv = px_conn_open(&cfg, NULL, &control);
+    rv = open_first_answering(&cfg, 0, cfg.n_ep, &control, &ep);
   unsigned char token[PX_APP_TOKEN_SIZE];
   bool app = false;
   if (rv == CKR_OK) {
@@ -115,6 +126,8 @@ CK_RV px_state_initialize(CK_C_INITIALIZE_ARGS *args) {
   }
   st.cfg = cfg;
   st.have_cfg = true;
+  st.ep = ep;
+  control->daemon_gen = ++st.daemon_gen;
   if (app)
     app_start_locked(token);
   explicit_bzero(token, sizeof token);

@@ -64,6 +64,11 @@ struct px_state {
    * get_control. */
   CK_SESSION_HANDLE *stale;
   size_t n_stale, cap_stale;
+  /* The daemon of cfg.ep in use, and its generation: bumped each time the
+   * library moves to another daemon of the list (conn.c, switch_daemon),
+   * never reset, so connections to an earlier daemon never match. */
+  size_t ep;
+  unsigned daemon_gen;
 };
 
 extern struct px_state st;
@@ -94,8 +99,9 @@ void conn_maybe_retire_locked(struct px_conn *c, struct px_conn **dead);
 /* A broken connection takes its sessions with it. */
 void conn_drop_locked(struct px_conn *c, struct px_conn **dead);
 /* An idle dedicated connection, reserved for one new session
- * (nsessions and refs taken), or NULL. */
-struct px_conn *conn_take_idle_locked(void);
+ * (nsessions and refs taken), or NULL. Idle connections found closed by
+ * their daemon are unlisted onto *dead. */
+struct px_conn *conn_take_idle_locked(struct px_conn **dead);
 void destroy_dead(struct px_conn *dead, bool say_finalize);
 void destroy_dead_app(struct px_conn *dead, const struct px_conn *ctl,
                       unsigned epoch);
@@ -105,6 +111,11 @@ void conn_release(struct px_conn *c);
 CK_RV get_control(struct px_conn **out, CK_RV unreachable_rv);
 /* A new dedicated connection for a session (joins the application). */
 CK_RV open_session_conn(struct px_conn **out);
+/* Opens a connection that starts an application, trying `tries` daemons
+ * of cfg from index `first` round the list; only unreachable ones
+ * (CKR_DEVICE_ERROR) are passed over. *used gets the index it reached. */
+CK_RV open_first_answering(const struct px_config *cfg, size_t first,
+                           size_t tries, struct px_conn **out, size_t *used);
 
 /* ---- session_table.c ---- */
 struct px_session *session_find_locked(CK_SESSION_HANDLE h);

@@ -267,11 +267,35 @@ SSL *px_tls_new_ssl(struct px_tls *t, int fd, const char *host) {
     return NULL;
   }
   SSL_set_bio(ssl, b, b);
+  /* Each connection resumes from its own copy: a fatal error on one
+   * connection (a peer that vanished) makes OpenSSL flag the session it used
+   * not resumable, which must not cost every later connection a full
+   * handshake. */
   pthread_mutex_lock(&t->lock);
-  if (t->session != NULL && !t->no_resumption)
-    SSL_set_session(ssl, t->session);
+  SSL_SESSION *copy = t->session != NULL && !t->no_resumption
+                          ? SSL_SESSION_dup(t->session)
+                          : NULL;
   pthread_mutex_unlock(&t->lock);
+  if (copy != NULL) {
+    SSL_set_session(ssl, copy);
+    SSL_SESSION_free(copy); /* the SSL holds its own reference */
+  }
   return ssl;
+}
+
+/* A joining connection offers the ALPN protocol "pkcs11proxyd-worker.<N>",
+ * N the first byte of the application token in decimal: the daemon's primary
+ * reads it from the cleartext ClientHello to hand the connection to the worker
+ * holding the application (the token itself travels inside TLS). The daemon
+ * selects no protocol; servers that know no ALPN ignore it. */
+int px_tls_offer_join(SSL *ssl, const unsigned char *token) {
+  char name[32];
+  int n = snprintf(name, sizeof name, "pkcs11proxyd-worker.%u",
+                   (unsigned)token[0]);
+  unsigned char wire[33];
+  wire[0] = (unsigned char)n;
+  memcpy(wire + 1, name, (size_t)n);
+  return SSL_set_alpn_protos(ssl, wire, (unsigned)n + 1) == 0 ? 0 : -1;
 }
 
 int px_tls_handshake(struct px_tls *t, SSL *ssl, int fd, const char *host,

@@ -29,6 +29,9 @@ void px_tls_free(struct px_tls *t);
  * (DNS name, or IP address when host is a literal); the kept session is
  * offered. NULL on failure (reason on the debug channel). */
 struct ssl_st *px_tls_new_ssl(struct px_tls *t, int fd, const char *host);
+/* Before the handshake of a connection joining an application: offers the
+ * routing ALPN name of `token` (see tls.c). 0, or -1 on failure. */
+int px_tls_offer_join(struct ssl_st *ssl, const unsigned char *token);
 /* The handshake until the deadline; 0 on success, -1 otherwise (reason on
  * the debug channel; nothing more is sent). Counts full and resumed
  * handshakes. */

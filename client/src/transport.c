@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,7 +80,30 @@ static void reg_close_socket(struct px_conn *c) {
   pthread_mutex_unlock(&reg_lock);
 }
 
-static int connect_unix(struct px_conn *c, const char *path) {
+/* connect(2) bounded by SO_SNDTIMEO, which both AF_UNIX (a full backlog)
+ * and TCP (no SYN-ACK) connects honour; the option is cleared afterwards,
+ * the stream's sends being bounded by the RPC deadline instead. */
+static int connect_bounded(int fd, const struct sockaddr *sa, socklen_t len,
+                           unsigned long timeout_s) {
+  struct timeval tv = {.tv_sec = (time_t)timeout_s, .tv_usec = 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+    return -1;
+  int rc = connect(fd, sa, len);
+  int err = errno;
+  if (rc != 0 && (err == EINPROGRESS || err == EAGAIN))
+    err = ETIMEDOUT;
+  struct timeval zero = {0, 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero) != 0 &&
+      rc == 0) {
+    rc = -1;
+    err = errno;
+  }
+  errno = err;
+  return rc;
+}
+
+static int connect_unix(struct px_conn *c, const char *path,
+                        unsigned long timeout_s) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
@@ -91,7 +115,7 @@ static int connect_unix(struct px_conn *c, const char *path) {
   int fd = reg_socket(c, AF_UNIX, SOCK_STREAM, 0);
   if (fd < 0)
     return -1;
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+  if (connect_bounded(fd, (struct sockaddr *)&sa, sizeof sa, timeout_s) < 0) {
     px_debug("connect: unix:%s: %s", path, strerror(errno));
     reg_close_socket(c);
     return -1;
@@ -99,7 +123,8 @@ static int connect_unix(struct px_conn *c, const char *path) {
   return 0;
 }
 
-static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
+static int connect_tcp(struct px_conn *c, const char *host, const char *port,
+                       unsigned long timeout_s) {
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -114,7 +139,7 @@ static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
     fd = reg_socket(c, ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (fd < 0)
       continue;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+    if (connect_bounded(fd, ai->ai_addr, ai->ai_addrlen, timeout_s) == 0) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       break;
@@ -129,16 +154,20 @@ static int connect_tcp(struct px_conn *c, const char *host, const char *port) {
 
 /* TLS over the connected socket; the handshake, like a round trip, is
  * bounded by rpc_timeout. */
-static int start_tls(struct px_conn *c, const struct px_config *cfg) {
+static int start_tls(struct px_conn *c, const struct px_config *cfg,
+                     const struct px_endpoint *ep,
+                     const unsigned char *token) {
   if (cfg->tls == NULL)
     return -1;
   pthread_mutex_lock(&reg_lock);
-  c->wire.ssl = px_tls_new_ssl(cfg->tls, c->wire.fd, cfg->host);
+  c->wire.ssl = px_tls_new_ssl(cfg->tls, c->wire.fd, ep->host);
   pthread_mutex_unlock(&reg_lock);
   if (c->wire.ssl == NULL)
     return -1;
-  return px_tls_handshake(cfg->tls, c->wire.ssl, c->wire.fd, cfg->host,
-                          cfg->port,
+  if (token != NULL && px_tls_offer_join(c->wire.ssl, token) != 0)
+    return -1;
+  return px_tls_handshake(cfg->tls, c->wire.ssl, c->wire.fd, ep->host,
+                          ep->port,
                           px_now_ms() + (int64_t)cfg->rpc_timeout * 1000);
 }
 
@@ -213,9 +242,10 @@ static CK_RV load_and_initialize(struct px_conn *c, const char *libname) {
   return CKR_OK;
 }
 
-CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
-                   struct px_conn **out) {
+CK_RV px_conn_open(const struct px_config *cfg, size_t ep_index,
+                   const unsigned char *token, struct px_conn **out) {
   *out = NULL;
+  const struct px_endpoint *ep = &cfg->ep[ep_index];
   struct px_conn *c = calloc(1, sizeof *c);
   if (c == NULL)
     return CKR_HOST_MEMORY;
@@ -224,11 +254,11 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
   pthread_mutex_init(&c->lock, NULL);
   atomic_init(&c->broken, false);
   reg_add(c);
-  int rc = cfg->transport == PX_TRANSPORT_UNIX
-               ? connect_unix(c, cfg->path)
-               : connect_tcp(c, cfg->host, cfg->port);
-  if (rc == 0 && cfg->transport == PX_TRANSPORT_TLS)
-    rc = start_tls(c, cfg);
+  int rc = ep->transport == PX_TRANSPORT_UNIX
+               ? connect_unix(c, ep->path, cfg->connect_timeout)
+               : connect_tcp(c, ep->host, ep->port, cfg->connect_timeout);
+  if (rc == 0 && ep->transport == PX_TRANSPORT_TLS)
+    rc = start_tls(c, cfg, ep, token);
   if (rc != 0) {
     px_conn_destroy(c, false);
     return CKR_DEVICE_ERROR;
@@ -244,7 +274,8 @@ CK_RV px_conn_open(const struct px_config *cfg, const unsigned char *token,
     px_conn_destroy(c, false);
     return rv;
   }
-  px_debug("connected (fd %d%s)", fd, token != NULL ? ", joined" : "");
+  px_debug("connected to daemon %zu (fd %d%s)", ep_index + 1, fd,
+           token != NULL ? ", joined" : "");
   *out = c;
   return CKR_OK;
 }
@@ -275,6 +306,19 @@ CK_RV px_conn_app_token(struct px_conn *c,
     memcpy(token, res.token.token_val, PX_APP_TOKEN_SIZE);
   xdr_free((xdrproc_t)xdr_px_GetAppToken_ret, (char *)&res);
   return rv;
+}
+
+/* An idle connection whose daemon closed it (or reset it) reads EOF or an
+ * error without blocking; pending bytes (a reply another thread waits for,
+ * a TLS ticket) mean the peer is alive. */
+bool px_conn_peer_gone(const struct px_conn *c) {
+  unsigned char b;
+  ssize_t n = recv(c->wire.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0)
+    return false;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return false;
+  return true;
 }
 
 void px_conn_destroy(struct px_conn *c, bool say_finalize) {

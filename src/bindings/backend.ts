@@ -10,6 +10,11 @@ export interface BackendContext {
   readonly appId: number;
   /** Configured alias of the module the application chose (C_LoadModule). */
   readonly alias: string;
+  /**
+   * Who the client is (src/filter/identity.ts identityKey: `uid:N`, `spki:HEX`, ...), from the transport.
+   * A backend that keeps per-client namespaces (Parsec's Direct authentication) names the client by it.
+   */
+  readonly identity?: string;
 }
 
 /**

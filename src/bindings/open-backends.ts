@@ -1,9 +1,12 @@
 import type { Backend, BackendLimits } from './backend';
-import { BackendError, LoadedModule, Pkcs11jsBackend } from './pkcs11js-backend';
+import fs from 'node:fs';
+import { BackendError, LoadedModule, Pkcs11jsBackend, probeModule } from './pkcs11js-backend';
 import { errorMessage } from '../pkcs11/errors';
 import { HelperBackend } from './helper/helper-backend';
 import type { HelperEnvironment } from './helper/helper-backend';
 import type { ModuleIsolation } from './helper/isolation';
+import { ParsecBackend } from './parsec/backend';
+import { isParsecPath, parseParsecPath } from './parsec/uri';
 
 /** One configured alias (`modules` entry of filter.conf). */
 export interface ModuleSpec {
@@ -33,8 +36,33 @@ export interface OpenedBackends {
  * known and C_LoadModule for it answers CKR_FUNCTION_FAILED).
  */
 export function openBackend(m: ModuleSpec, limits: BackendLimits, env: HelperEnvironment = {}): Backend {
+  // A Parsec service (bindings/parsec/uri.ts): reached per request, so opening it contacts nothing.
+  if (isParsecPath(m.path)) {
+    let spec;
+    try {
+      spec = parseParsecPath(m.path);
+    } catch (e) {
+      throw new BackendError(`module '${m.alias}': ${errorMessage(e)}`);
+    }
+    return new ParsecBackend(m.alias, spec, limits);
+  }
   if (m.isolation?.mode === 'helper') return new HelperBackend(m, m.isolation, limits, env).asBackend();
   return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
+}
+
+/**
+ * Whether the backend of a path could be opened, touching no token: null when
+ * it could, else why not (-check-filter). A Parsec path is checked for a
+ * socket at its path (the service is asked nothing).
+ */
+export function probeBackend(path: string): string | null {
+  if (!isParsecPath(path)) return probeModule(path);
+  const socket = parseParsecPath(path).socket;
+  try {
+    return fs.statSync(socket).isSocket() ? null : `${socket} is not a socket`;
+  } catch (e) {
+    return `${socket}: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`;
+  }
 }
 
 /**

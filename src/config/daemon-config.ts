@@ -10,10 +10,14 @@ import { NOT_ENFORCED, matchPointers } from './not-enforced';
 import { type ServerConfig, loadServerConfig } from './server-config';
 import type { Plain, SourceMap } from './syntax';
 import { invalidAt } from './validate';
+import { resolveTlsServer } from './tls-config';
+import type { TlsServerSettings } from '../server/transport/types';
 
 export interface DaemonConfig {
   server: ServerConfig;
   filter: FilterConfig;
+  /** processor.use_ssl and its keys, material checked; null: plain TCP. */
+  tls: TlsServerSettings | null;
 }
 
 /**
@@ -55,6 +59,7 @@ export function checkFilterEnforced(fc: FilterConfig): void {
 export function loadDaemonConfig(serverFile: string): DaemonConfig {
   const server = loadServerConfig(serverFile);
   checkServerEnforced(server);
+  const tls = resolveTlsServer(server);
   if (server.filterConfig === null) {
     throw invalidAt(
       serverFile,
@@ -68,5 +73,5 @@ export function loadDaemonConfig(serverFile: string): DaemonConfig {
   }
   const filter = loadFilterConfig(server.filterConfig);
   checkFilterEnforced(filter);
-  return { server, filter };
+  return { server, filter, tls };
 }

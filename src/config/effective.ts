@@ -7,6 +7,7 @@ import type { DaemonConfig } from './daemon-config';
 import { NOT_ENFORCED, matchPointers } from './not-enforced';
 import type { Plain } from './syntax';
 import { defaultBurst } from '../server/transport/limits';
+import type { TlsServerSettings } from '../server/transport/types';
 
 export interface EffectiveRuntime {
   workers: number;
@@ -47,9 +48,9 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     }`,
     `  policy: ${policyKeys(fc.data)}${neutral.length > 0 ? `; present: ${neutral.join(', ')}` : ''} (pkcs11proxyd -check-filter FILE prints the compiled rules)`,
     `  filter debug ${fc.debug}${raw.log_subchannel !== undefined ? `, log_subchannel ${JSON.stringify(raw.log_subchannel)}` : ''}`,
-    `  service: ${JSON.stringify(sc.serviceName)}; tls off; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? (rt.traceFormat === 'json' ? 'on (JSON lines)' : 'on') : 'off'}`,
+    `  service: ${JSON.stringify(sc.serviceName)}; ${tlsLine(dc.tls)}; log level ${sc.logLevel ?? 'default'}; trace ${rt.trace ? (rt.traceFormat === 'json' ? 'on (JSON lines)' : 'on') : 'off'}`,
     // logging, audit and metrics (issue 9 item 8)
-    `  log format ${sc.logFormat ?? 'text'}; audit: ${[sc.auditFile !== null ? `file ${sc.auditFile}` : '', sc.auditStderr ? 'stderr' : ''].filter((x) => x !== '').join(', ') || 'off'}; metrics: ${
+    `  log format ${sc.logFormat ?? 'text'}; audit: ${[sc.auditFile !== null ? `file ${sc.auditFile}` : '', sc.auditStderr ? 'stderr' : '', sc.auditSyslog !== null ? `syslog ${sc.auditSyslog.path} (${sc.auditSyslog.facility}, ${sc.auditSyslog.format})` : ''].filter((x) => x !== '').join(', ') || 'off'}; metrics: ${
       sc.metricsListen === null ? 'off' : sc.metricsListen.type === 'local' ? sc.metricsListen.path : `${sc.metricsListen.host}:${sc.metricsListen.port}`
     }`,
   ];
@@ -60,4 +61,11 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
 function policyKeys(data: unknown): string {
   const keys = data !== null && typeof data === 'object' ? Object.keys(data).filter((k) => k !== 'modules' && k !== 'debug') : [];
   return keys.length > 0 ? `rules from ${keys.join(', ')}` : 'pass-through (no rule)';
+}
+
+/** TLS summary: versions, peer authentication, material files (no secret: paths only). */
+function tlsLine(t: TlsServerSettings | null): string {
+  if (t === null) return 'tls off';
+  const v = t.minVersion === t.maxVersion ? t.minVersion : `${t.minVersion}-${t.maxVersion}`;
+  return `tls ${v}, client certificates ${t.peerAuth}, cert ${t.certFile}${t.caFile ? `, CAs ${t.caFile}` : ''}${t.crlFile ? `, CRL ${t.crlFile}` : ''}, handshake timeout ${t.handshakeTimeoutMs} ms`;
 }

@@ -17,6 +17,7 @@ import { DEFAULT_LOGIN_THROTTLE, TokenSelectorError, parseTokenSelector } from '
 import type { AuthzTable, LoginThrottle } from '../filter/authz';
 import { type StrPattern, compileStrPattern } from './str-regex';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
+import { ParsecConfigError, isParsecPath, parseParsecPath } from '../bindings/parsec/uri';
 import { compileSchema, invalidAt, validatePlain } from './validate';
 import { DEFAULT_CALL_TIMEOUT_MS } from '../bindings/helper/isolation';
 import type { ModuleIsolation } from '../bindings/helper/isolation';
@@ -238,6 +239,13 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
       );
     }
     seen.set(alias, i);
+    if (isParsecPath(p)) {
+      try {
+        parseParsecPath(p);
+      } catch (err) {
+        fail(`/modules/${i}/1`, err instanceof ParsecConfigError ? err.message : String(err));
+      }
+    }
     return { alias, path: p };
   });
 
@@ -250,6 +258,8 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     // PKCS#11 login state is per process: sessions of one application spread over several helpers would
     // each need their own C_Login. Refused rather than served with a login state that differs by session.
     if ((iso.processes ?? 1) !== 1) fail(`${ptr}/processes`, 'only 1 helper process per module is supported (login state is per process)');
+    // A Parsec alias runs no module code in the daemon: nothing to isolate; refused rather than ignored.
+    if (iso.mode === 'helper' && isParsecPath(m.path)) fail(`${ptr}/mode`, 'a parsec: alias runs no module in the daemon: only "in-worker" applies');
     if (iso.mode === 'helper') {
       m.isolation = Object.freeze({ mode: 'helper', processes: 1, callTimeoutMs: iso.call_timeout_ms ?? DEFAULT_CALL_TIMEOUT_MS });
     }

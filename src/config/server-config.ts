@@ -77,6 +77,16 @@ export interface TlsSettings {
   verifyDepth?: number;
 }
 
+/** The audit trail's syslog sink (processor.audit_syslog*; src/server/audit-sinks.ts). */
+export interface SyslogSettings {
+  /** Absolute path of the AF_UNIX datagram socket (/dev/log). */
+  path: string;
+  facility: 'user' | 'daemon' | 'auth' | 'authpriv' | 'local0' | 'local1' | 'local2' | 'local3' | 'local4' | 'local5' | 'local6' | 'local7';
+  /** APP-NAME / TAG: 1 to 32 characters [A-Za-z0-9._-]. */
+  tag: string;
+  format: 'rfc3164' | 'rfc5424';
+}
+
 export interface ServerConfig {
   file: string;
   /** Every address of every protocol of the service, in file order. Never empty. */
@@ -120,6 +130,8 @@ export interface ServerConfig {
   auditFile: string | null;
   /** processor.audit_stderr. */
   auditStderr: boolean;
+  /** processor.audit_syslog and its facility, tag and format; null: no syslog sink. */
+  auditSyslog: SyslogSettings | null;
   /** processor.metrics_listen parsed; null: no metrics endpoint. */
   metricsListen: MetricsListen | null;
   /** workload_manager threads (type "constant"), null when absent. */
@@ -183,6 +195,10 @@ interface ProcessorBlock {
   log_format?: 'text' | 'json';
   audit_file?: string;
   audit_stderr?: boolean;
+  audit_syslog?: string;
+  audit_syslog_facility?: SyslogSettings['facility'];
+  audit_syslog_tag?: string;
+  audit_syslog_format?: SyslogSettings['format'];
   metrics_listen?: string;
   allow_root?: boolean;
   umask?: string;
@@ -392,6 +408,15 @@ function build(doc: ServerFile, data: Plain, map: SourceMap, file: string): Serv
     logFormat: proc.log_format ?? null,
     auditFile: proc.audit_file !== undefined ? fromConf(proc.audit_file) : null,
     auditStderr: proc.audit_stderr ?? false,
+    auditSyslog:
+      proc.audit_syslog !== undefined
+        ? {
+            path: proc.audit_syslog,
+            facility: proc.audit_syslog_facility ?? 'authpriv',
+            tag: proc.audit_syslog_tag ?? 'pkcs11proxyd',
+            format: proc.audit_syslog_format ?? 'rfc3164',
+          }
+        : null,
     metricsListen,
     workloadThreads: wm?.type === 'constant' ? (wm.threads ?? null) : null,
     maxThreads: wm?.max_threads ?? null,

@@ -151,10 +151,17 @@ const protocol = block(
 );
 
 const tls = block(
-  'TLS settings (OCamlnet 4 / GnuTLS style). Parsed; TLS serving is not implemented yet. File paths here and in the legacy keys are resolved against the directory of this file; values here win over the legacy keys.',
+  'TLS settings (OCamlnet 4 / GnuTLS style), used when use_ssl is true. File paths here and in the legacy keys are resolved against the directory of this file; values here win over the legacy keys.',
   {
-    algorithms: str('GnuTLS priority string.'),
-    peer_auth: oneOf('Client certificate requirement.', ['none', 'optional', 'required']),
+    algorithms: str(
+      'GnuTLS priority string. Its VERS-* tokens choose the TLS versions (1.2 and 1.3 only); removals of algorithms are met by the TLS 1.2 list pkcs11proxyd offers (ECDHE with AES-GCM or ChaCha20-Poly1305); additions are refused (use cipher_suite).',
+    ),
+    peer_auth: oneOf('Client certificate requirement (default required).', ['none', 'optional', 'required']),
+    min_version: oneOf('pkcs11proxyd extension: lowest TLS version served (default 1.3; "1.2" allows TLS 1.2 as well).', ['1.2', '1.3']),
+    handshake_timeout_ms: int('pkcs11proxyd extension: a client that has not finished its TLS handshake in this many ms is dropped (default 10000).', {
+      minimum: 100,
+      maximum: 600000,
+    }),
     dh_params: block('Diffie-Hellman parameters.', {
       pkcs3_file: path('PEM file with PKCS#3 DH parameters.'),
       bits: int('Generate DH parameters of this size at startup.', { minimum: 512 }),
@@ -184,14 +191,14 @@ const processor = block(
     libnames: str(
       'Caml Crush without filter: "alias:path;alias:path;". Parsed only; pkcs11proxyd always reads modules from filter_config.',
     ),
-    use_ssl: bool('Serve TLS. pkcs11proxyd does not implement TLS yet and refuses to start when true.'),
+    use_ssl: bool('Serve TLS (mutual by default) on every internet address of the service; see the tls block.'),
     cafile: path('Legacy TLS (Caml Crush <= 1.0.6): CA chain file.'),
     certfile: path('Legacy TLS: server certificate file.'),
     certkey: path('Legacy TLS: server private key file.'),
     cipher_suite: str('Legacy TLS: OpenSSL cipher list, colon separated.'),
     dh_params: path('Legacy TLS: DH parameters file.'),
     ec_curve_name: str('Legacy TLS: ECDHE curve name.'),
-    verify_depth: int('Legacy TLS: certificate chain verification depth.', { minimum: 0 }),
+    verify_depth: int('Legacy TLS: most CA certificates allowed between a client certificate and its trusted CA.', { minimum: 0 }),
     allowed_clients_cert_path: path('Legacy TLS: directory of accepted client certificates.'),
     tls,
     max_record_size: int(
@@ -238,6 +245,31 @@ const processor = block(
       'pkcs11proxyd extension: append the audit trail to this file, one JSON object per line, created with mode 0600, reopened on SIGHUP (logrotate); relative paths are resolved against the directory of this file.',
     ),
     audit_stderr: bool('pkcs11proxyd extension: write the audit trail to stderr as well (one JSON object per line; under systemd it reaches the journal). Default false.'),
+    audit_syslog: str(
+      'pkcs11proxyd extension: send the audit trail to the local syslog datagram socket at this absolute path (e.g. "/dev/log"; journald listens there too), one message per event whose text is the JSON object. Default: no syslog sink.',
+      { minLength: 2, maxLength: 107, pattern: '^/' },
+    ),
+    audit_syslog_facility: oneOf('pkcs11proxyd extension: syslog facility of audit_syslog messages (default "authpriv").', [
+      'user',
+      'daemon',
+      'auth',
+      'authpriv',
+      'local0',
+      'local1',
+      'local2',
+      'local3',
+      'local4',
+      'local5',
+      'local6',
+      'local7',
+    ]),
+    audit_syslog_tag: str('pkcs11proxyd extension: TAG (RFC 3164) or APP-NAME (RFC 5424) of audit_syslog messages (default "pkcs11proxyd").', {
+      pattern: '^[A-Za-z0-9._-]{1,32}$',
+    }),
+    audit_syslog_format: oneOf(
+      'pkcs11proxyd extension: header of audit_syslog messages: "rfc3164" (default; `<PRI>Mmm dd hh:mm:ss TAG[PID]: `, what syslog(3) sends to /dev/log) or "rfc5424" (`<PRI>1 TIMESTAMP HOST APP-NAME PID EVENT - `).',
+      ['rfc3164', 'rfc5424'],
+    ),
     metrics_listen: str(
       'pkcs11proxyd extension: serve Prometheus metrics (GET /metrics) on "HOST:PORT" (TCP) or an absolute path (Unix socket, mode 0600). Default: no metrics endpoint.',
       { minLength: 1 },

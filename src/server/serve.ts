@@ -128,6 +128,7 @@ export function createPkcs11Server(
     ...s.connectionLimits,
     admission,
     createHandler: (info) => pkcs11.createDispatcher(info),
+    ...(s.tls ? { tls: s.tls } : {}),
     log: (level, msg) => log(level, msg),
   });
   return {

@@ -1,6 +1,7 @@
 import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DEFAULT_MAX_SESSIONS_PER_APP } from '../config/server-schema';
+import type { SyslogSettings } from '../config/server-config';
 import type { AdmissionLimits } from './transport/limits';
-import type { ListenAddress } from './transport/types';
+import type { ListenAddress, TlsServerSettings } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
 import type { ModuleSpec } from '../bindings/open-backends';
 
@@ -65,13 +66,18 @@ export interface DaemonSettings {
   privilege?: PrivilegeSettings;
   /** SIGTERM: how long calls in flight may take before their connections are closed. Absent: close at once. */
   shutdownTimeoutMs?: number;
+  /** processor.use_ssl and its keys: TLS on every internet address. Absent: plain TCP. */
+  tls?: TlsServerSettings;
 }
 
 export interface AuditSettings {
   /** Absolute path, appended to with mode 0600; null: no file. */
   file: string | null;
   stderr: boolean;
+  /** Local syslog datagram socket (audit-sinks.ts SyslogSink); missing or null: none. */
+  syslog?: SyslogSettings | null;
 }
+
 
 export interface MetricsSettings {
   listen: { type: 'tcp'; host: string; port: number } | { type: 'local'; path: string };

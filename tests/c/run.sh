@@ -114,8 +114,11 @@ done
 kill "$refragment_pid" 2>/dev/null
 wait "$refragment_pid" 2>/dev/null
 
-# The same groups over tls:// (TLS 1.3, client certificate, resumption):
-# tests/c/tls_relay.py terminates TLS in front of the daemon under test.
+# The same groups over tls:// (TLS 1.3, client certificate, resumption).
+# Against our daemon: a second instance of it serving TLS itself (use_ssl,
+# two workers, so each session's connection is routed by its join ALPN name)
+# on the same token store. Against Caml Crush (whose TLS needs a GnuTLS
+# build and TLS 1.2): tests/c/tls_relay.py terminates TLS in front of it.
 # Fork groups check that a child never uses the parent's TLS state.
 tls_pki() { # DIR: CA, server certificate for DNS:localhost, client certificate
   local d=$1 ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
@@ -130,15 +133,40 @@ tls_pki() { # DIR: CA, server certificate for DNS:localhost, client certificate
   done
   cd - >/dev/null
 }
-if tls_pki "$work/pki" >"$work/pki.log" 2>&1; then
-  python3 "$here/tls_relay.py" "$work/tls.port" "$PKCS11PROXY_SOCKET_PATH" \
-    "$work/pki/ca.pem" "$work/pki/server.pem" "$work/pki/server.key" 2>"$work/tls-relay.log" &
-  tls_relay_pid=$!
-  for _ in $(seq 1 100); do [ -f "$work/tls.port" ] && break; sleep 0.05; done
+# start_tls_server: sets tls_port and tls_pid, or returns 1.
+start_tls_server() {
+  tls_port=
+  if [ "$DAEMON" = ours ]; then
+    mkdir -p "$work/tlsd"
+    write_netplex_conf "$work/tlsd" "${SOFTHSM_LIB:-/usr/lib/softhsm/libsofthsm2.so}" "$PKCS11PROXY_LIBNAME" \
+      'address { type = "internet"; bind = "127.0.0.1:0"; };'
+    sed -i "s|use_ssl = false;|use_ssl = true; tls { x509 { key { crt_file = \"$work/pki/server.pem\"; key_file = \"$work/pki/server.key\" }; trust { crt_file = \"$work/pki/ca.pem\" }; }; };|" \
+      "$work/tlsd/pkcs11proxyd.conf"
+    setsid node "$root/dist/src/cli.js" -fg -conf "$work/tlsd/pkcs11proxyd.conf" -workers 2 \
+      >"$work/tls-daemon.log" 2>&1 </dev/null &
+    tls_pid=$!
+    for _ in $(seq 1 200); do
+      tls_port=$(sed -n 's/^READY .*"port":\([0-9][0-9]*\)}.*$/\1/p' "$work/tls-daemon.log" 2>/dev/null | head -n 1)
+      [ -n "$tls_port" ] && return 0
+      kill -0 "$tls_pid" 2>/dev/null || break
+      sleep 0.05
+    done
+  else
+    python3 "$here/tls_relay.py" "$work/tls.port" "$PKCS11PROXY_SOCKET_PATH" \
+      "$work/pki/ca.pem" "$work/pki/server.pem" "$work/pki/server.key" 2>"$work/tls-daemon.log" &
+    tls_pid=$!
+    for _ in $(seq 1 100); do [ -f "$work/tls.port" ] && tls_port=$(cat "$work/tls.port") && return 0; sleep 0.05; done
+  fi
+  return 1
+}
+if tls_pki "$work/pki" >"$work/pki.log" 2>&1 && start_tls_server; then
   tls_groups="args sizes fork forkthread mechanisms app"
   [ "$DAEMON" = ours ] && tls_groups="args sizes threads fork forkthread mechanisms app"
+  # The restart check restarts the Unix daemon; our TLS server is another instance (its
+  # restart is the Unix run's check), so it runs without one there.
+  [ "$DAEMON" = ours ] && unset P11TEST_RESTART_CMD
   for group in $tls_groups; do
-    PKCS11PROXY_SOCKET_PATH="tls://localhost:$(cat "$work/tls.port")" \
+    PKCS11PROXY_SOCKET_PATH="tls://localhost:$tls_port" \
     PKCS11PROXY_CA_FILE="$work/pki/ca.pem" PKCS11PROXY_CERT_FILE="$work/pki/client.pem" \
     PKCS11PROXY_PRIVKEY_FILE="$work/pki/client.key" PKCS11PROXY_TLS_STATS="$work/tls-stats-$group.json" \
       run_group "$group, tls" "$group"
@@ -149,10 +177,13 @@ if tls_pki "$work/pki" >"$work/pki.log" 2>&1; then
   else
     ko "tls: connections after the first resume ($(cat "$work/tls-stats-app.json" 2>/dev/null))"
   fi
-  kill "$tls_relay_pid" 2>/dev/null
-  wait "$tls_relay_pid" 2>/dev/null
+  export P11TEST_RESTART_CMD="$here/daemon.sh restart $work"
+  # Our TLS daemon runs in its own session: the group reaches its workers.
+  if [ "$DAEMON" = ours ]; then kill -TERM -- "-$tls_pid" 2>/dev/null; else kill "$tls_pid" 2>/dev/null; fi
+  wait "$tls_pid" 2>/dev/null
 else
-  ko "tls: test PKI"; sed 's/^/    /' "$work/pki.log" | tail -n 20
+  ko "tls: test PKI or TLS server"; sed 's/^/    /' "$work/pki.log" "$work/tls-daemon.log" 2>/dev/null | tail -n 20
+  [ -n "${tls_pid:-}" ] && kill -- "-$tls_pid" "$tls_pid" 2>/dev/null
 fi
 
 # ---- attribute value shapes (test_attrs.c) ----

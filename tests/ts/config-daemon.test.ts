@@ -73,7 +73,7 @@ interface Refused {
 /** An action that src/filter/actions/index.ts does not register. */
 const NO_ACTION = /^action '[a-z_A-Z0-9]+' is not enforced yet$/;
 const refused: Refused[] = [
-  { name: 'use_ssl true', files: { processor: 'use_ssl = true;' }, file: 'server', line: 7, column: 0, key: 'netplex.service[0].processor.use_ssl', rule: /^not enforced yet \(the TLS issue\); allowed until then: false$/ },
+  { name: 'use_ssl without a certificate', files: { processor: 'use_ssl = true;' }, file: 'server', line: 7, column: 0, key: 'netplex.service[0].processor.use_ssl', rule: /^TLS needs a server certificate and key/ },
   { name: 'libnames', files: { processor: 'libnames = "softhsm:/x.so;";' }, file: 'server', line: 7, column: 0, key: 'netplex.service[0].processor.libnames', rule: /^not supported \(modules come from filter_config/ },
   { name: 'conn_limit other than 1', files: { service: 'conn_limit = 5;' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].conn_limit', rule: /^not supported .*allowed: 1$/ },
   { name: 'startup_timeout', files: { service: 'startup_timeout = 10.0;' }, file: 'server', line: 5, column: 5, key: 'netplex.service[0].startup_timeout', rule: /^not enforced yet/ },

@@ -49,6 +49,19 @@ test.each([
   expect(`${e.key ?? ''} ${e.message}`).toMatch(rule);
 });
 
+test('a parsec: alias cannot run in a helper (no module code in the daemon): refused at its mode', () => {
+  const text = 'modules = [("ps", "parsec:/run/parsec/parsec.sock")]\nmodule_isolation = { ps = { mode = "helper" } }';
+  let e: unknown;
+  try {
+    parseFilterConfig(text, '/etc/filter.conf');
+  } catch (x) {
+    e = x;
+  }
+  expect(e).toBeInstanceOf(ConfigError);
+  expect({ line: (e as ConfigError).line, column: (e as ConfigError).column }).toEqual({ line: 2, column: 36 });
+  expect((e as ConfigError).message).toMatch(/parsec: alias runs no module/);
+});
+
 test('the daemon refuses to start (exit 78) with processes = 2: fail closed', async () => {
   await expect(startDaemon({ filterExtra: 'module_isolation = { softhsm = { mode = "helper" processes = 2 } }' })).rejects.toThrow(
     /exited with 78 before READY[\s\S]*only 1 helper process/,

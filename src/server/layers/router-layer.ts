@@ -4,6 +4,7 @@ import type { CallName, Pkcs11Calls } from '../../generated/pkcs11_rpc';
 import { CKR_GENERAL_ERROR } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import type { ConnectionState } from '../dispatch/connection-state';
+import { identityKey } from '../../filter/identity';
 
 /**
  * Bottom layer: sends each call to the backend of the application's alias,
@@ -37,8 +38,8 @@ export class RouterLayer {
     const app = conn.app;
     const alias = app.moduleAlias ?? this.defaultAlias;
     let ctx = app.backendContext;
-    if (ctx === null || ctx.alias !== alias) {
-      ctx = Object.freeze({ appId: app.id, alias });
+    if (ctx === null || ctx.alias !== alias || ctx.identity !== identityKeyOf(conn)) {
+      ctx = Object.freeze({ appId: app.id, alias, identity: identityKeyOf(conn) });
       app.backendContext = ctx;
     }
     return ctx;
@@ -48,6 +49,18 @@ export class RouterLayer {
   asCalls(): Pkcs11Calls<ConnectionState> {
     return this as unknown as Pkcs11Calls<ConnectionState>;
   }
+}
+
+const identityKeys = new WeakMap<ConnectionState, string>();
+
+/** The connection's identity key, computed once per connection (its identity never changes). */
+function identityKeyOf(conn: ConnectionState): string {
+  let k = identityKeys.get(conn);
+  if (k === undefined) {
+    k = identityKey(conn.identity);
+    identityKeys.set(conn, k);
+  }
+  return k;
 }
 
 /** Alias of the backend the application's calls go to. */

@@ -1,11 +1,13 @@
 import { ProxyError } from '../../errors';
 import { fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import path from 'node:path';
 import { errorMessage } from '../../pkcs11/errors';
 import type { Logger } from '../log';
 import type { ListenAddress, ListenResult, PeerIdentity } from '../transport/types';
+import { reloadTlsMaterial } from '../transport/tls';
 import { PROCEDURES, px_JoinApp_argsCodec, xdrDecode } from '../../generated/pkcs11_rpc';
 import { DEFAULT_SOCKET_OPTIONS, describePeer, Listener } from '../transport/listener';
 import { AdmissionControl, DEFAULT_ADMISSION_LIMITS } from '../transport/limits';
@@ -23,6 +25,7 @@ import type { MetricsJson } from '../metrics/endpoint';
 import { enableMetrics } from '../metrics/registry';
 import type { ProcessMetrics } from '../metrics/registry';
 import type { ConnMessage, ToPrimary } from './handover';
+import { joinWorkerOf, peekClientHello } from './client-hello';
 import { dropPrivileges } from './privilege';
 
 /** The primary reads at most one record of this size from a new connection to route it. */
@@ -123,6 +126,9 @@ export class Daemon {
   }
 
   static async start(s: DaemonSettings, log: Logger): Promise<Daemon> {
+    // One set of session ticket keys for every worker: a client resumes its TLS session on
+    // whichever worker its next connection reaches. Made here, never written to disk or logs.
+    if (s.tls && s.tls.ticketKeys === undefined) s = { ...s, tls: { ...s.tls, ticketKeys: randomBytes(48).toString('hex') } };
     const d = new Daemon(s, log);
     try {
       if (s.workers === 0) {
@@ -317,6 +323,8 @@ export class Daemon {
    * The bytes read travel with the socket to the worker.
    */
   private route(sock: net.Socket, addr: ListenAddress, peer: PeerIdentity, ticket: AdmissionTicket): void {
+    // TLS: the routing key is in the cleartext ClientHello (client-hello.ts); the worker terminates TLS.
+    const tlsTimeout = addr.type === 'internet' && this.s.tls ? this.s.tls.handshakeTimeoutMs : null;
     const chunks: Buffer[] = [];
     let length = 0;
     let routed = false;
@@ -346,6 +354,13 @@ export class Daemon {
     const onData = (c: Buffer) => {
       chunks.push(c);
       length += c.length;
+      if (tlsTimeout !== null) {
+        const hello = peekClientHello(Buffer.concat(chunks, length));
+        if (hello.kind === 'partial') return;
+        target = hello.kind === 'hello' ? joinWorkerOf(hello.alpn) : null;
+        done();
+        return;
+      }
       let records: Buffer[];
       try {
         records = peek.push(c);
@@ -365,7 +380,18 @@ export class Daemon {
       ticket.release();
     };
     // A silent client is handed over as is; the worker applies the protocol's rules.
-    const timer = setTimeout(done, FIRST_RECORD_WAIT_MS);
+    // Under TLS, one that has not sent its ClientHello within the handshake timeout is dropped here.
+    const timer =
+      tlsTimeout === null
+        ? setTimeout(done, FIRST_RECORD_WAIT_MS)
+        : setTimeout(() => {
+            if (routed) return;
+            sock.off('data', onData);
+            const remote = describePeer(peer);
+            audit({ event: 'authentication_failure', transport: 'tls', remote, reason: 'handshake_timeout', detail: 'no ClientHello' });
+            this.log('warn', `tls ${remote}: refused (handshake_timeout: no ClientHello in ${tlsTimeout} ms)`);
+            sock.destroy();
+          }, tlsTimeout);
     sock.on('data', onData);
     sock.once('end', done);
     sock.once('close', onClose);
@@ -388,7 +414,7 @@ export class Daemon {
     const child = w.child!;
     h.tried.add(w.index);
     w.pending.set(h.id, h);
-    const transport = h.addr.type === 'local' ? 'unix' : 'tcp';
+    const transport = h.addr.type === 'local' ? 'unix' : this.s.tls ? 'tls' : 'tcp';
     const msg: ConnMessage = {
       t: 'conn',
       id: h.id,
@@ -426,6 +452,7 @@ export class Daemon {
    * A worker started later reads the file itself.
    */
   reload(): void {
+    this.reloadTls();
     const file = this.s.filterFile;
     if (!file) {
       this.log('warn', 'SIGHUP: no filter file configured; nothing to reload');
@@ -456,6 +483,20 @@ export class Daemon {
     this.pendingReload = { id, waiting: new Set(workers.map((w) => w.index)), failed: 0 };
     for (const w of workers) w.child!.send({ t: 'reload', id, text });
     if (workers.length === 0) this.log('warn', 'SIGHUP: no worker ready; workers read the filter file when they start');
+  }
+
+  /**
+   * SIGHUP with use_ssl: every process reads its TLS files again (same paths) for the
+   * connections it accepts from now on; a process whose files are unreadable or do not
+   * match keeps its old material and says so. Files must be readable by the service user.
+   */
+  private reloadTls(): void {
+    if (!this.s.tls) return;
+    if (this.inProcess) {
+      reloadTlsMaterial(this.inProcess.server, this.s.tls, this.log);
+      return;
+    }
+    for (const w of this.readyWorkers()) w.child!.send({ t: 'tls-reload' });
   }
 
   private reloadAnswered(slot: WorkerSlot, id: number, error: string | undefined): void {
@@ -496,3 +537,4 @@ export class Daemon {
     if (this.inProcess) await this.inProcess.shutdown();
   }
 }
+

@@ -11,7 +11,8 @@ export interface ConnMessage {
   t: 'conn';
   /** Hand-over id, unique in the primary's life. */
   id: number;
-  transport: 'unix' | 'tcp';
+  /** 'tls': a raw TCP socket of a TLS address; the worker runs the handshake (`initial` holds the ClientHello). */
+  transport: 'unix' | 'tcp' | 'tls';
   remote: string;
   peer: PeerIdentity;
   /** base64 of the bytes the primary read to route the connection. */
@@ -34,6 +35,8 @@ export type ToWorker =
   | { t: 'stop' }
   /** SIGHUP: reopen the audit file by name (logrotate moved it). */
   | { t: 'reopen' }
+  /** SIGHUP with use_ssl: read the TLS files again (daemon.ts reloadTlsMaterial). */
+  | { t: 'tls-reload' }
   /** A scrape of the metrics endpoint: answer this process's metrics as prom-client JSON. */
   | { t: 'metrics'; id: number };
 

@@ -9,6 +9,7 @@ import { createPkcs11Server } from '../serve';
 import type { DaemonSettings } from '../settings';
 import type { ToPrimary, ToWorker } from './handover';
 import { dropPrivileges } from './privilege';
+import { reloadTlsMaterial } from '../transport/tls';
 
 /**
  * Entry point of a worker process. The primary owns the listening sockets and
@@ -36,7 +37,6 @@ function main(): void {
     process.send?.(m);
   };
   announceObjectChanges(() => send({ t: 'objects' }));
-  let nextId = 0;
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -50,9 +50,14 @@ function main(): void {
       // leaving it to the primary.
       send({ t: 'taken', id: msg.id });
       if (!handle) return;
-      nextId += 1;
       const initial = msg.initial ? Buffer.from(msg.initial, 'base64') : undefined;
-      const conn = served.server.attachSocket(handle, { id: nextId, transport: msg.transport, remote: msg.remote, peer: msg.peer }, initial);
+      if (msg.transport === 'tls') {
+        // The handshake runs here; the connection gets its id and certificate identity once it passes.
+        handle.once('close', () => send({ t: 'closed', id: msg.id }));
+        served.server.attachTlsSocket(handle, initial);
+        return;
+      }
+      const conn = served.server.attachSocket(handle, { id: served.server.allocateId(), transport: msg.transport, remote: msg.remote, peer: msg.peer }, initial);
       if (conn === null) send({ t: 'closed', id: msg.id });
       else void conn.closed.then(() => send({ t: 'closed', id: msg.id }));
     } else if (msg.t === 'reload') {
@@ -65,6 +70,9 @@ function main(): void {
       }
     } else if (msg.t === 'objects') objectsChangedElsewhere();
     else if (msg.t === 'reopen') auditSinks?.reopen();
+    else if (msg.t === 'tls-reload') {
+      if (settings.tls) reloadTlsMaterial(served.server, settings.tls, log);
+    }
     else if (msg.t === 'metrics') {
       const id = msg.id;
       if (metrics === null) send({ t: 'metrics', id, metrics: [] });

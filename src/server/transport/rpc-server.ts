@@ -11,7 +11,8 @@ import {
   RpcConnection,
 } from './rpc-connection';
 import { createTraceLogger } from './rpc-trace';
-import type { ConnectionInfo, ListenAddress, ListenResult, RpcLogger, RpcServerOptions } from './types';
+import { TlsTerminator } from './tls';
+import type { ConnectionInfo, ListenAddress, ListenResult, PeerIdentity, RpcLogger, RpcServerOptions, TlsServerSettings } from './types';
 
 /** Node's Buffer limit bounds a record, which is held in one buffer. */
 const MAX_RECORD_SIZE_LIMIT = 0x7fffffff;
@@ -27,6 +28,8 @@ export class RpcServer {
   private readonly connections = new Set<RpcConnection>();
   private nextConnectionId = 1;
   private closing: Promise<void> | null = null;
+  /** Set when `opts.tls` is: it terminates TLS on every internet address. */
+  private readonly tls: TlsTerminator | null;
 
   constructor(private readonly opts: RpcServerOptions) {
     this.log = opts.log ?? createTraceLogger();
@@ -52,6 +55,37 @@ export class RpcServer {
     }
     if (typeof opts.createHandler !== 'function')
       throw new RpcOptionError('createHandler must be a function');
+    this.tls = opts.tls
+      ? new TlsTerminator({ settings: opts.tls, log: this.log, onSecure: (sock, peer) => this.secured(sock, peer) })
+      : null;
+  }
+
+  /** A connection id of this process, for sockets attached with attachSocket. */
+  allocateId(): number {
+    return this.nextConnectionId++;
+  }
+
+  /** New TLS material for new connections (SIGHUP); throws TlsMaterialError and keeps the old one. */
+  reloadTls(settings: TlsServerSettings): void {
+    this.tls?.reload(settings);
+  }
+
+  /**
+   * Serves a raw TCP socket of a TLS address once its handshake passes (tls.ts); `initial`: bytes
+   * already read from it (the ClientHello the primary peeked). The raw socket's 'close' marks the end
+   * of the connection, refused or served.
+   */
+  attachTlsSocket(raw: net.Socket, initial?: Buffer): void {
+    if (this.closing || this.tls === null) {
+      raw.on('error', () => {});
+      raw.destroy();
+      return;
+    }
+    this.tls.accept(raw, initial);
+  }
+
+  private secured(sock: net.Socket, peer: Extract<PeerIdentity, { transport: 'tls' }>): void {
+    this.attachSocket(sock, { id: this.nextConnectionId++, transport: 'tls', remote: describePeer(peer), peer });
   }
 
   get connectionCount(): number {
@@ -130,6 +164,7 @@ export class RpcServer {
   private async doClose(graceMs: number): Promise<void> {
     const listeners = this.listeners.splice(0);
     const stopped = Promise.all(listeners.map((l) => l.close()));
+    this.tls?.close();
     const conns = [...this.connections];
     if (graceMs > 0) {
       for (const c of conns) c.drain();
@@ -148,6 +183,11 @@ export class RpcServer {
     if (admitted !== undefined && !admitted.ok) {
       sock.on('error', () => {});
       sock.destroy();
+      return;
+    }
+    if (addr.type === 'internet' && this.tls !== null) {
+      this.tls.accept(sock);
+      if (admitted !== undefined) sock.once('close', () => admitted.ticket.release());
       return;
     }
     const transport = addr.type === 'local' ? 'unix' : 'tcp';

@@ -68,6 +68,31 @@ export type PeerIdentity =
   /** TLS over TCP; `certificate` absent when the client sent none (allowed only with peer_auth "none"/"optional"). */
   | { transport: 'tls'; address: string; port: number; certificate?: PeerCertificate };
 
+/** TLS settings as the daemon hands them to every process (plain data, absolute paths); see tls.ts. */
+export interface TlsServerSettings {
+  certFile: string;
+  keyFile: string;
+  /** Trusted CAs for client certificates; required unless peerAuth is 'none'. */
+  caFile?: string;
+  /** CRLs (PEM; one per trusted CA, concatenated): every client certificate is checked against its CA's CRL. */
+  crlFile?: string;
+  /** OpenSSL cipher list for TLS 1.2 (`cipher_suite`); TLS 1.3 suites are OpenSSL's defaults. */
+  ciphers?: string;
+  dhParamsFile?: string;
+  /** `ec_curve_name`: ECDHE groups, OpenSSL names, colon separated. */
+  ecdhCurve?: string;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  maxVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** Longest accepted client chain below the trusted CA (`verify_depth`); absent: OpenSSL's default. */
+  verifyDepth?: number;
+  /** `allowed_clients_cert_path`: only client certificates found (PEM) in this directory are let in. */
+  allowedClientsCertPath?: string;
+  peerAuth: 'none' | 'optional' | 'required';
+  handshakeTimeoutMs: number;
+  /** Session ticket keys (48 bytes, hex) shared by the daemon's processes; absent: each process makes its own. Secret. */
+  ticketKeys?: string;
+}
+
 /** The AUTH_SYS credential of a call (RFC 5531 appendix A): what the client claims, unverified. */
 export interface AuthSysCred {
   stamp: number;
@@ -141,6 +166,8 @@ export interface RpcServerOptions {
   stallTimeoutMs?: number;
   /** Options of accepted sockets; default DEFAULT_SOCKET_OPTIONS. */
   socket?: SocketOptions;
+  /** Serve TLS on every internet address (tls.ts); absent: plain TCP. */
+  tls?: TlsServerSettings;
   /** idle_timeout_s in ms (limits.ts IdleWatch); absent or 0: off. */
   idleTimeoutMs?: number;
   /** Admission limits for connections this server accepts itself (listen()); attachSocket() is not metered. */

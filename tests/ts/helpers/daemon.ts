@@ -32,6 +32,11 @@ export interface DaemonOptions {
   serviceExtra?: string;
   /** Called with the fresh store before the daemon starts (e.g. to chown it to the service user). */
   prepare?: (hsm: SoftHsmStore) => void;
+  /**
+   * Serve TLS: `use_ssl = true` plus these processor keys (the tls block...). The
+   * service then has only its TCP address (127.0.0.1 port 0): TLS is refused on local sockets.
+   */
+  tls?: string;
   /** filter.conf `modules`, first is the default; default: SoftHSM2 as "softhsm" on the daemon's store. */
   modules?: Array<{ alias: string; path: string }>;
 }
@@ -56,12 +61,14 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
   const filterConf = path.join(hsm.dir, 'filter.conf');
   const modules = (o.modules ?? [{ alias: 'softhsm', path: SOFTHSM_MODULE }]).map((m) => `("${m.alias}", "${m.path}")`).join('; ');
   fs.writeFileSync(filterConf, `modules = [${modules}]\n${o.filterExtra ?? ''}\n`);
-  const tcp = o.tcp ? `address { type = "internet"; bind = "127.0.0.1:0"; };` : '';
+  const tcp = o.tcp || o.tls !== undefined ? `address { type = "internet"; bind = "127.0.0.1:0"; };` : '';
+  const local = o.tls !== undefined ? '' : `address { type = "local"; path = "${socketPath}"; };`;
+  const tls = o.tls !== undefined ? `use_ssl = true; ${o.tls}` : '';
   const serverConf = path.join(hsm.dir, 'pkcs11proxyd.conf');
   fs.writeFileSync(
     serverConf,
-    `netplex { service { name = "t"; ${o.serviceExtra ?? ''} protocol { name = "rpc_pkcs11"; ${o.protocolExtra ?? ''} address { type = "local"; path = "${socketPath}"; }; ${tcp} };
-       processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${o.processorExtra ?? ''} ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
+    `netplex { service { name = "t"; ${o.serviceExtra ?? ''} protocol { name = "rpc_pkcs11"; ${o.protocolExtra ?? ''} ${local} ${tcp} };
+       processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${tls} ${o.processorExtra ?? ''} ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
   );
   o.prepare?.(hsm);
   const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];

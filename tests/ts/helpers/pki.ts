@@ -39,6 +39,8 @@ export interface TestPki {
   emptyCrl: string;
   /** Extra client certificate of the CA with its own subject. */
   issueClient(name: string): CertFiles;
+  /** Extra server certificate of the CA (CN=name, SAN DNS:localhost, IP:127.0.0.1), with a new key. */
+  issueServer(name: string): CertFiles;
   cleanup(): void;
 }
 
@@ -158,6 +160,7 @@ export function createTestPki(): TestPki {
     crl,
     emptyCrl,
     issueClient: (name) => issue(dir, ca, name, { ext: 'v3_client' }),
+    issueServer: (name) => issue(dir, ca, name, { ext: 'v3_server' }),
     cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
   };
 }

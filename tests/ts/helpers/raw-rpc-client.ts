@@ -3,6 +3,7 @@
  * here), deliberately independent of src/server/transport so tests do not check the code against itself.
  */
 import net from 'net';
+import tls from 'tls';
 
 export const RPC_CALL = 0;
 export const RPC_REPLY = 1;
@@ -181,7 +182,8 @@ export function parseReply(msg: Buffer): ParsedReply {
   throw new Error(`unknown reply_stat ${replyStat}`);
 }
 
-export type Target = { path: string } | { host: string; port: number };
+/** `tls`: a TLS connection (node:tls options: CA, client certificate...), resolved once the client side of the handshake is done. */
+export type Target = { path: string } | { host: string; port: number; tls?: tls.ConnectionOptions };
 
 /**
  * A socket that collects record-marked replies. Replies are handed out in arrival order by
@@ -213,6 +215,15 @@ export class RawRpcClient {
 
   static connect(target: Target): Promise<RawRpcClient> {
     return new Promise((resolve, reject) => {
+      if ('tls' in target && target.tls !== undefined) {
+        const t = tls.connect({ host: target.host, port: target.port, ...target.tls });
+        t.once('secureConnect', () => {
+          t.off('error', reject);
+          resolve(new RawRpcClient(t));
+        });
+        t.once('error', reject);
+        return;
+      }
       const sock = net.connect(target as net.NetConnectOpts);
       sock.once('connect', () => {
         sock.off('error', reject);

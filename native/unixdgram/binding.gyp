@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "unixdgram",
+      "sources": ["unixdgram.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-std=c11"]
+    }
+  ]
+}
