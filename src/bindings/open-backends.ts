@@ -2,6 +2,9 @@ import type { Backend, BackendLimits } from './backend';
 import fs from 'node:fs';
 import { BackendError, LoadedModule, Pkcs11jsBackend, probeModule } from './pkcs11js-backend';
 import { errorMessage } from '../pkcs11/errors';
+import { HelperBackend } from './helper/helper-backend';
+import type { HelperEnvironment } from './helper/helper-backend';
+import type { ModuleIsolation } from './helper/isolation';
 import { ParsecBackend } from './parsec/backend';
 import { isParsecPath, parseParsecPath } from './parsec/uri';
 
@@ -9,6 +12,8 @@ import { isParsecPath, parseParsecPath } from './parsec/uri';
 export interface ModuleSpec {
   readonly alias: string;
   readonly path: string;
+  /** filter.conf `module_isolation` for this alias; absent: in the worker. */
+  readonly isolation?: ModuleIsolation;
 }
 
 /** A configured module this process could not load or initialize. */
@@ -30,7 +35,7 @@ export interface OpenedBackends {
  * Throws BackendError when the backend cannot be opened (the alias then stays
  * known and C_LoadModule for it answers CKR_FUNCTION_FAILED).
  */
-export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
+export function openBackend(m: ModuleSpec, limits: BackendLimits, env: HelperEnvironment = {}): Backend {
   // A Parsec service (bindings/parsec/uri.ts): reached per request, so opening it contacts nothing.
   if (isParsecPath(m.path)) {
     let spec;
@@ -41,6 +46,7 @@ export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
     }
     return new ParsecBackend(m.alias, spec, limits);
   }
+  if (m.isolation?.mode === 'helper') return new HelperBackend(m, m.isolation, limits, env).asBackend();
   return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
 }
 
@@ -64,13 +70,13 @@ export function probeBackend(path: string): string | null {
  * opened does not stop the others. Any other error finalizes what was opened
  * and is rethrown.
  */
-export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits): OpenedBackends {
+export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, env: HelperEnvironment = {}): OpenedBackends {
   const backends = new Map<string, Backend>();
   const unavailable: UnavailableModule[] = [];
   try {
     for (const m of modules) {
       try {
-        backends.set(m.alias, openBackend(m, limits));
+        backends.set(m.alias, openBackend(m, limits, env));
       } catch (e) {
         if (!(e instanceof BackendError)) throw e;
         unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));

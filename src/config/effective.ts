@@ -31,7 +31,7 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
   const lines = [
     `pkcs11proxyd ${version}: effective configuration (${sc.file}, ${fc.file})`,
     `  listen: ${endpoints.join(', ')}`,
-    `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}`).join(', ')} (default ${fc.defaultModule})`,
+    `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}${m.isolation?.mode === 'helper' ? ` (helper process, call_timeout_ms ${m.isolation.callTimeoutMs})` : ''}`).join(', ')} (default ${fc.defaultModule})`,
     `  workers: ${rt.workers === 0 ? 'none (served in the main process)' : rt.workers}`,
     `  limits: max_record_size ${rt.maxRecordSize}; per connection: max_inflight_calls ${sc.connectionLimits.maxPendingCalls}, ` +
       `max_reply_bytes ${sc.connectionLimits.maxReplyBytes}, stall_timeout_ms ${sc.connectionLimits.stallTimeoutMs}; ` +

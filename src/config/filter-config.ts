@@ -19,10 +19,14 @@ import { type StrPattern, compileStrPattern } from './str-regex';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { ParsecConfigError, isParsecPath, parseParsecPath } from '../bindings/parsec/uri';
 import { compileSchema, invalidAt, validatePlain } from './validate';
+import { DEFAULT_CALL_TIMEOUT_MS } from '../bindings/helper/isolation';
+import type { ModuleIsolation } from '../bindings/helper/isolation';
 
 export interface ModuleAlias {
   alias: string;
   path: string;
+  /** `module_isolation` of the alias; absent: in the worker. */
+  isolation?: ModuleIsolation;
 }
 
 export interface FilterAction {
@@ -150,6 +154,7 @@ interface FilterFile {
   identity_groups?: Record<string, string[]>;
   authorization?: Record<string, { identities: string[]; aliases: string[]; profile?: string; tokens?: string[] }>;
   login_throttle?: { base_delay_ms?: number; max_delay_ms?: number; lockout_failures?: number; lockout_seconds?: number };
+  module_isolation?: Record<string, { mode: 'in-worker' | 'helper'; processes?: number; call_timeout_ms?: number }>;
 }
 
 type CkWord = string | number;
@@ -224,7 +229,7 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
   };
 
   const seen = new Map<string, number>();
-  const modules = doc.modules.map(([alias, p], i) => {
+  const modules = doc.modules.map(([alias, p], i): ModuleAlias => {
     const first = seen.get(alias);
     if (first !== undefined) {
       const pos = map.get(`/modules/${first}/0`)?.value;
@@ -243,6 +248,22 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     }
     return { alias, path: p };
   });
+
+  for (const [alias, iso] of Object.entries(doc.module_isolation ?? {})) {
+    const ptr = `/module_isolation/${alias.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+    const m = modules.find((x) => x.alias === alias);
+    if (m === undefined) {
+      throw invalidAt(file, data, map, ptr, `unknown module alias ${JSON.stringify(alias)} (aliases: ${modules.map((x) => JSON.stringify(x.alias)).join(', ')})`, 'key');
+    }
+    // PKCS#11 login state is per process: sessions of one application spread over several helpers would
+    // each need their own C_Login. Refused rather than served with a login state that differs by session.
+    if ((iso.processes ?? 1) !== 1) fail(`${ptr}/processes`, 'only 1 helper process per module is supported (login state is per process)');
+    // A Parsec alias runs no module code in the daemon: nothing to isolate; refused rather than ignored.
+    if (iso.mode === 'helper' && isParsecPath(m.path)) fail(`${ptr}/mode`, 'a parsec: alias runs no module in the daemon: only "in-worker" applies');
+    if (iso.mode === 'helper') {
+      m.isolation = Object.freeze({ mode: 'helper', processes: 1, callTimeoutMs: iso.call_timeout_ms ?? DEFAULT_CALL_TIMEOUT_MS });
+    }
+  }
 
   const pattern = (pointer: string, source: string): StrPattern => {
     try {

@@ -21,6 +21,7 @@ export const AUDIT_EVENTS = [
   'object_destroyed', // C_DestroyObject
   'config_reload', // SIGHUP: file, outcome
   'privilege_drop',
+  'module_helper', // a module helper process (module_isolation "helper") ready or exited: alias, pid, state
   'startup',
   'shutdown',
 ] as const;

@@ -56,7 +56,14 @@ export class NoModuleError extends ProxyError {
 export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
   declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
   const limits = s.limits ?? DEFAULT_APP_LIMITS;
-  const { backends, unavailable } = openBackends(s.modules, limits);
+  const { backends, unavailable } = openBackends(s.modules, limits, {
+    log,
+    privilege: s.privilege,
+    logLevel: s.logLevel,
+    logFormat: s.logFormat,
+    workerIndex,
+    plainParameterMechanisms: s.plainParameterMechanisms,
+  });
   if (backends.size === 0) {
     throw new NoModuleError(`no module can be loaded: ${unavailable.map((u) => u.reason).join('; ')}`);
   }
