@@ -1,6 +1,9 @@
 import type { Backend, BackendLimits } from './backend';
 import { BackendError, LoadedModule, Pkcs11jsBackend } from './pkcs11js-backend';
 import { errorMessage } from '../pkcs11/errors';
+import type { Logger } from '../server/log';
+import { openVirtualBackends } from './pool/open-virtual';
+import type { VirtualAliasSpec } from './pool/pool-spec';
 
 /** One configured alias (`modules` entry of filter.conf). */
 export interface ModuleSpec {
@@ -34,9 +37,10 @@ export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
 /**
  * Opens every configured alias once in this process. A backend that cannot be
  * opened does not stop the others. Any other error finalizes what was opened
- * and is rethrown.
+ * and is rethrown. Pools and slot NATs (`virtual`) are built afterwards out
+ * of the backends opened (src/bindings/pool).
  */
-export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits): OpenedBackends {
+export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, virtual: readonly VirtualAliasSpec[] = [], log: Logger | null = null): OpenedBackends {
   const backends = new Map<string, Backend>();
   const unavailable: UnavailableModule[] = [];
   try {
@@ -48,6 +52,7 @@ export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimi
         unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));
       }
     }
+    for (const u of openVirtualBackends(virtual, backends, log)) unavailable.push(Object.freeze({ ...u, path: `(${u.alias}: pool or slot_nat)` }));
   } catch (e) {
     for (const b of backends.values()) b.finalize();
     throw e;

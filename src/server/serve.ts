@@ -56,7 +56,9 @@ export class NoModuleError extends ProxyError {
 export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
   declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
   const limits = s.limits ?? DEFAULT_APP_LIMITS;
-  const { backends, unavailable } = openBackends(s.modules, limits);
+  const { backends, unavailable } = openBackends(s.modules, limits, s.virtualAliases ?? [], workerIndex === 0 ? log : (level, msg) => log(level === 'info' ? 'debug' : level, msg));
+  // A pool or slot NAT member is reached through it only: loaded directly, its login would not be the pool's (fail closed).
+  const reserved = new Set((s.virtualAliases ?? []).flatMap((v) => (v.kind === 'pool' ? v.members.map((m) => m.alias) : v.aliases)));
   if (backends.size === 0) {
     throw new NoModuleError(`no module can be loaded: ${unavailable.map((u) => u.reason).join('; ')}`);
   }
@@ -70,7 +72,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
   let filterLayer: FilterLayer | null = null;
   const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
     aliases: new Set(backends.keys()),
-    unavailableAliases: new Set(unavailable.map((u) => u.alias)),
+    unavailableAliases: new Set([...unavailable.map((u) => u.alias), ...reserved]),
     defaultAlias: s.defaultAlias,
     trace: s.trace,
     traceFormat: s.traceFormat,

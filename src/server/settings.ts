@@ -2,6 +2,7 @@ import { DEFAULT_MAX_RANDOM_LENGTH, DEFAULT_MAX_SESSION_OBJECT_BYTES_PER_APP, DE
 import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
+import type { VirtualAliasSpec } from '../bindings/pool/pool-spec';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
 export interface ConnectionLimits {
@@ -32,6 +33,8 @@ export const DEFAULT_APP_LIMITS: Readonly<AppLimits> = Object.freeze({
 export interface DaemonSettings {
   listen: ListenAddress[];
   modules: Array<{ alias: string; path: string }>;
+  /** filter.conf `pools` and `slot_nat` (src/bindings/pool); their member aliases are not loadable directly. Absent: none. */
+  virtualAliases?: VirtualAliasSpec[];
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
