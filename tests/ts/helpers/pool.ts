@@ -15,7 +15,9 @@ const BENCH_DIR = path.join(ROOT, 'bench', 'c');
 /**
  * A SoftHSM2 store with one token `bench` holding the keys bench/c/bench.c
  * uses (bench-ec: EC P-256 pair, id 21; bench-rsa: RSA-2048 pair, id 22;
- * bench-aes: AES-256, id 23), made once; members get copies of its token
+ * bench-aes: AES-256, id 23) and two more for key wrapping (wrap-aes: AES-128
+ * with CKA_WRAP, id 31; data-aes: extractable AES-128, id 32), made once;
+ * members get copies of its token
  * directory, so every member holds the very same objects.
  */
 export function createKeyTemplate(): SoftHsmStore {
@@ -35,6 +37,8 @@ const s = p.C_OpenSession(p.C_GetSlotList(true)[0], 6);
 p.C_Login(s, 1, process.argv[3]);
 const t = (type, value) => ({ type, value });
 p.C_GenerateKey(s, { mechanism: 0x1080 }, [t(0x0, 4), t(0x1, true), t(0x3, 'bench-aes'), t(0x102, Buffer.from([0x23])), t(0x161, 32), t(0x104, true), t(0x105, true), t(0x106, false), t(0x107, false), t(0x103, true), t(0x162, false)]);
+p.C_GenerateKey(s, { mechanism: 0x1080 }, [t(0x0, 4), t(0x1, true), t(0x3, 'wrap-aes'), t(0x102, Buffer.from([0x31])), t(0x161, 16), t(0x106, true), t(0x107, true), t(0x104, false), t(0x105, false), t(0x103, true), t(0x162, false)]);
+p.C_GenerateKey(s, { mechanism: 0x1080 }, [t(0x0, 4), t(0x1, true), t(0x3, 'data-aes'), t(0x102, Buffer.from([0x32])), t(0x161, 16), t(0x104, true), t(0x105, true), t(0x103, false), t(0x162, true)]);
 p.C_Logout(s); p.C_Finalize();`,
       path.join(ROOT, 'node_modules', 'pkcs11js'),
       SOFTHSM_MODULE,
