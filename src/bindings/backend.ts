@@ -30,3 +30,22 @@ export interface BackendLimits {
   /** Longest C_GenerateRandom output; longer asks answer CKR_ARGUMENTS_BAD. */
   maxRandomLength: number;
 }
+
+type ResetListener = (alias: string) => void;
+const resetListeners = new Set<ResetListener>();
+
+/**
+ * Calls `listener` whenever a backend of this process lost its module state
+ * (a module helper process died: its sessions and login are gone). Layers
+ * that mirror module state (the login layer) drop what they hold for that
+ * alias. Returns the unsubscribe function.
+ */
+export function onModuleReset(listener: ResetListener): () => void {
+  resetListeners.add(listener);
+  return () => resetListeners.delete(listener);
+}
+
+/** Announces that the module behind `alias` lost its sessions and login state. */
+export function moduleReset(alias: string): void {
+  for (const l of resetListeners) l(alias);
+}

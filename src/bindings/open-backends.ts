@@ -4,11 +4,16 @@ import { errorMessage } from '../pkcs11/errors';
 import type { Logger } from '../server/log';
 import { openVirtualBackends } from './pool/open-virtual';
 import type { VirtualAliasSpec } from './pool/pool-spec';
+import { HelperBackend } from './helper/helper-backend';
+import type { HelperEnvironment } from './helper/helper-backend';
+import type { ModuleIsolation } from './helper/isolation';
 
 /** One configured alias (`modules` entry of filter.conf). */
 export interface ModuleSpec {
   readonly alias: string;
   readonly path: string;
+  /** filter.conf `module_isolation` for this alias; absent: in the worker. */
+  readonly isolation?: ModuleIsolation;
 }
 
 /** A configured module this process could not load or initialize. */
@@ -30,7 +35,8 @@ export interface OpenedBackends {
  * Throws BackendError when the backend cannot be opened (the alias then stays
  * known and C_LoadModule for it answers CKR_FUNCTION_FAILED).
  */
-export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
+export function openBackend(m: ModuleSpec, limits: BackendLimits, env: HelperEnvironment = {}): Backend {
+  if (m.isolation?.mode === 'helper') return new HelperBackend(m, m.isolation, limits, env).asBackend();
   return new Pkcs11jsBackend(new LoadedModule(m.alias, m.path), limits);
 }
 
@@ -40,22 +46,27 @@ export function openBackend(m: ModuleSpec, limits: BackendLimits): Backend {
  * and is rethrown. Pools and slot NATs (`virtual`) are built afterwards out
  * of the backends opened (src/bindings/pool).
  */
-export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, virtual: readonly VirtualAliasSpec[] = [], log: Logger | null = null): OpenedBackends {
+export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, env: HelperEnvironment = {}, virtual: readonly VirtualAliasSpec[] = []): OpenedBackends {
   const backends = new Map<string, Backend>();
   const unavailable: UnavailableModule[] = [];
   try {
     for (const m of modules) {
       try {
-        backends.set(m.alias, openBackend(m, limits));
+        backends.set(m.alias, openBackend(m, limits, env));
       } catch (e) {
         if (!(e instanceof BackendError)) throw e;
         unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));
       }
     }
-    for (const u of openVirtualBackends(virtual, backends, log)) unavailable.push(Object.freeze({ ...u, path: `(${u.alias}: pool or slot_nat)` }));
+    for (const u of openVirtualBackends(virtual, backends, env.log === undefined ? null : poolLog(env.log, env.workerIndex ?? 0))) unavailable.push(Object.freeze({ ...u, path: `(${u.alias}: pool or slot_nat)` }));
   } catch (e) {
     for (const b of backends.values()) b.finalize();
     throw e;
   }
   return { backends, unavailable };
+}
+
+/** Pool member state lines: every worker has its own members; worker 0 logs them at info, the others at debug. */
+function poolLog(log: Logger, workerIndex: number): Logger {
+  return workerIndex === 0 ? log : (level, msg) => log(level === 'info' ? 'debug' : level, msg);
 }

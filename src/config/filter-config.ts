@@ -18,6 +18,8 @@ import type { AuthzTable, LoginThrottle } from '../filter/authz';
 import { type StrPattern, compileStrPattern } from './str-regex';
 import { type Plain, type SourceMap, parseConfigText, toPlain } from './syntax';
 import { compileSchema, invalidAt, validatePlain } from './validate';
+import { DEFAULT_CALL_TIMEOUT_MS } from '../bindings/helper/isolation';
+import type { ModuleIsolation } from '../bindings/helper/isolation';
 import { Pkcs11UriError, parseTokenUri } from '../bindings/pool/pkcs11-uri';
 import { POOL_DEFAULTS } from '../bindings/pool/pool-spec';
 import type { PoolSpec, PoolStrategyName, SlotNatSpec } from '../bindings/pool/pool-spec';
@@ -25,6 +27,8 @@ import type { PoolSpec, PoolStrategyName, SlotNatSpec } from '../bindings/pool/p
 export interface ModuleAlias {
   alias: string;
   path: string;
+  /** `module_isolation` of the alias; absent: in the worker. */
+  isolation?: ModuleIsolation;
 }
 
 export interface FilterAction {
@@ -158,6 +162,7 @@ interface FilterFile {
   identity_groups?: Record<string, string[]>;
   authorization?: Record<string, { identities: string[]; aliases: string[]; profile?: string; tokens?: string[] }>;
   login_throttle?: { base_delay_ms?: number; max_delay_ms?: number; lockout_failures?: number; lockout_seconds?: number };
+  module_isolation?: Record<string, { mode: 'in-worker' | 'helper'; processes?: number; call_timeout_ms?: number }>;
   pools?: Record<string, PoolFile>;
   slot_nat?: Record<string, string[]>;
 }
@@ -247,7 +252,7 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
   };
 
   const seen = new Map<string, number>();
-  const modules = doc.modules.map(([alias, p], i) => {
+  const modules = doc.modules.map(([alias, p], i): ModuleAlias => {
     const first = seen.get(alias);
     if (first !== undefined) {
       const pos = map.get(`/modules/${first}/0`)?.value;
@@ -260,6 +265,19 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     return { alias, path: p };
   });
 
+  for (const [alias, iso] of Object.entries(doc.module_isolation ?? {})) {
+    const ptr = `/module_isolation/${alias.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+    const m = modules.find((x) => x.alias === alias);
+    if (m === undefined) {
+      throw invalidAt(file, data, map, ptr, `unknown module alias ${JSON.stringify(alias)} (aliases: ${modules.map((x) => JSON.stringify(x.alias)).join(', ')})`, 'key');
+    }
+    // PKCS#11 login state is per process: sessions of one application spread over several helpers would
+    // each need their own C_Login. Refused rather than served with a login state that differs by session.
+    if ((iso.processes ?? 1) !== 1) fail(`${ptr}/processes`, 'only 1 helper process per module is supported (login state is per process)');
+    if (iso.mode === 'helper') {
+      m.isolation = Object.freeze({ mode: 'helper', processes: 1, callTimeoutMs: iso.call_timeout_ms ?? DEFAULT_CALL_TIMEOUT_MS });
+    }
+  }
   const jsonKey = (k: string): string => k.replace(/~/g, '~0').replace(/\//g, '~1');
   const moduleAliases = new Set(modules.map((m) => m.alias));
   const aliasList = (set: Iterable<string>): string => [...set].map((a) => JSON.stringify(a)).join(', ');

@@ -369,6 +369,28 @@ export const filterSchema: SchemaObject = {
       ruleText: 'must be a block { base_delay_ms = N max_delay_ms = N lockout_failures = N lockout_seconds = N }',
     },
     // ---- end of part C ----
+    // ---- issue 10: module helper processes (src/bindings/helper) ----
+    module_isolation: {
+      type: 'object',
+      description:
+        'Where each module runs: `module_isolation = { ALIAS = { mode = "helper"; processes = 1; call_timeout_ms = 30000 } ... }`. ' +
+        '"in-worker" (default): loaded by the worker itself. "helper": in a helper process of each worker, so a crash, abort or hang of the module ' +
+        'costs only its helper (calls in flight answer CKR_DEVICE_ERROR, its sessions CKR_SESSION_HANDLE_INVALID afterwards; restarted with backoff). ' +
+        'A call not answered within call_timeout_ms kills the helper (CKR_DEVICE_ERROR). Only processes = 1 is supported.',
+      additionalProperties: {
+        type: 'object',
+        description: 'Isolation of one module alias.',
+        additionalProperties: false,
+        required: ['mode'],
+        properties: {
+          mode: { type: 'string', description: 'in-worker or helper.', enum: ['in-worker', 'helper'], ruleText: 'must be "in-worker" or "helper"' },
+          processes: { type: 'integer', description: 'Helper processes per worker (default 1; only 1 is supported).', minimum: 1, maximum: 64 },
+          call_timeout_ms: { type: 'integer', description: 'Longest call before the helper is taken as hung and killed, ms (default 30000).', minimum: 1, maximum: 3_600_000 },
+        },
+        ruleText: 'must be a block { mode = "in-worker"|"helper" processes = N call_timeout_ms = N }',
+      },
+      ruleText: 'must be a block { ALIAS = { mode = ... } ... }',
+    },
     // ---- issue 10 (pool): pools of tokens holding the same keys, slot NAT ----
     pools: {
       type: 'object',

@@ -22,6 +22,7 @@ export const AUDIT_EVENTS = [
   'config_reload', // SIGHUP: file, outcome
   'pool_member_state', // a pool member went down (reason) or came back up
   'privilege_drop',
+  'module_helper', // a module helper process (module_isolation "helper") ready or exited: alias, pid, state
   'startup',
   'shutdown',
 ] as const;

@@ -56,7 +56,14 @@ export class NoModuleError extends ProxyError {
 export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
   declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
   const limits = s.limits ?? DEFAULT_APP_LIMITS;
-  const { backends, unavailable } = openBackends(s.modules, limits, s.virtualAliases ?? [], workerIndex === 0 ? log : (level, msg) => log(level === 'info' ? 'debug' : level, msg));
+  const { backends, unavailable } = openBackends(s.modules, limits, {
+    log,
+    privilege: s.privilege,
+    logLevel: s.logLevel,
+    logFormat: s.logFormat,
+    workerIndex,
+    plainParameterMechanisms: s.plainParameterMechanisms,
+  }, s.virtualAliases ?? []);
   // A pool or slot NAT member is reached through it only: loaded directly, its login would not be the pool's (fail closed).
   const reserved = new Set((s.virtualAliases ?? []).flatMap((v) => (v.kind === 'pool' ? v.members.map((m) => m.alias) : v.aliases)));
   if (backends.size === 0) {

@@ -3,6 +3,7 @@ import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
 import type { VirtualAliasSpec } from '../bindings/pool/pool-spec';
+import type { ModuleSpec } from '../bindings/open-backends';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
 export interface ConnectionLimits {
@@ -32,7 +33,8 @@ export const DEFAULT_APP_LIMITS: Readonly<AppLimits> = Object.freeze({
 /** What one daemon process needs to serve; plain data so it can be handed to workers. */
 export interface DaemonSettings {
   listen: ListenAddress[];
-  modules: Array<{ alias: string; path: string }>;
+  /** filter.conf `modules`, with each alias's `module_isolation` (absent: in the worker). */
+  modules: ModuleSpec[];
   /** filter.conf `pools` and `slot_nat` (src/bindings/pool); their member aliases are not loadable directly. Absent: none. */
   virtualAliases?: VirtualAliasSpec[];
   defaultAlias: string;

@@ -40,6 +40,7 @@ import { Pkcs11Error } from '../../pkcs11/errors';
 import type { Application, ConnectionState } from '../dispatch/connection-state';
 import { installGeneric, invoke, settle, then } from './generic';
 import { aliasOf } from './router-layer';
+import { onModuleReset } from '../../bindings/backend';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from './object-fields';
 
 /**
@@ -95,6 +96,21 @@ export class LoginLayer extends Pkcs11Passthrough<ConnectionState> {
   ) {
     super(next);
     installGeneric(this, LoginLayer.prototype, (name, conn, args) => this.guarded(name, conn, args));
+    onModuleReset((alias) => this.forgetModule(alias));
+  }
+
+  /**
+   * The module of `alias` restarted (helper process): it is logged out and its sessions are gone.
+   * Sessions the connections still name answer CKR_SESSION_HANDLE_INVALID from the backend.
+   */
+  private forgetModule(alias: string): void {
+    for (const [key, t] of this.tokens) {
+      if (!key.startsWith(`${alias}\u0000`)) continue;
+      t.userType = null;
+      t.pinTag = null;
+      t.holders.clear();
+      t.sessions.clear();
+    }
   }
 
   private conn(conn: ConnectionState): ConnLogin {
