@@ -30,8 +30,8 @@ describe('pool of two members', () => {
     expect(l.out).toMatch(/token manufacturer\s*: pkcs11proxyd/);
     expect(l.out.match(/^Slot /gm)).toHaveLength(1);
     // ECDSA over the pool: pkcs11-tool finds the key by label (C_FindObjects) and signs.
-    const s = pkcs11Tool(CLIENT, ['--login', '--pin', '1234', '--sign', '--mechanism', 'ECDSA', '--label', 'bench-ec', '--input-file', '/dev/null'], d.env());
-    expect(s.status).toBe(0);
+    const s = pkcs11Tool(CLIENT, ['--login', '--pin', '1234', '--sign', '--mechanism', 'ECDSA', '--id', '21', '--input-file', '/dev/null'], d.env());
+    expect({ status: s.status, out: s.status === 0 ? '' : s.out }).toEqual({ status: 0, out: '' });
     const m0 = pkcs11Tool(CLIENT, ['-L'], d.env('m0'));
     expect(m0.status).not.toBe(0);
   });
@@ -73,5 +73,32 @@ describe('pool of two members', () => {
     expect((await runBench(d.env(), 'ecdsa', 0.3, 1)).status).toBe('ok');
     expect(await d.memberCalls('m0', 'C_Sign')).toBeGreaterThan(m0);
     expect(await d.memberCalls('m1', 'C_Sign')).toBe(m1);
+  });
+
+  test('members in helper processes: kill -9 of one helper in the middle of a signing loop from 4 clients: 0 failed signatures; the member comes back', async () => {
+    d = await startPoolDaemon(template, { isolation: 'mode = "helper" call_timeout_ms = 5000', pool: 'probe_interval_ms = 100 retry_base_ms = 50 retry_max_ms = 200' });
+    const pid = await d.helperPid('m0');
+    const run = runBench(d.env(), 'ecdsa', 3, 4);
+    await waitFor('signatures on m0', () => d.memberCalls('m0', 'C_Sign'), (n) => n >= 100);
+    process.kill(pid, 'SIGKILL');
+    const r = await run;
+    expect({ status: r.status, out: r.status === 'ok' ? '' : r.out }).toEqual({ status: 'ok', out: '' });
+    const states = () => d.audit().filter((e) => e.event === 'pool_member_state' && e.member === 'm0').map((e) => e.state);
+    await waitFor('m0 down and up again', states, (v) => v.length >= 3);
+    expect(states().slice(0, 3)).toEqual(['up', 'down', 'up']);
+    const before = await d.memberCalls('m0', 'C_Sign');
+    expect((await runBench(d.env(), 'ecdsa', 0.5, 2)).status).toBe('ok');
+    expect(await d.memberCalls('m0', 'C_Sign')).toBeGreaterThan(before);
+  });
+
+  test('members in helper processes: a hung C_Sign times out (pool call_timeout_ms) and the signature is made by the other member', async () => {
+    d = await startPoolDaemon(template, { isolation: 'mode = "helper" call_timeout_ms = 10000', pool: 'strategy = "primary-standby" call_timeout_ms = 300 probe_interval_ms = 60000 retry_base_ms = 60000' });
+    d.members[0].faults.hang('C_Sign');
+    const r = await runBench(d.env(), 'ecdsa', 0.5, 1);
+    expect({ status: r.status, out: r.status === 'ok' ? '' : `${r.out}\n${d.daemon.output()}` }).toEqual({ status: 'ok', out: '' });
+    expect(Number(r.fields.ops)).toBeGreaterThan(10);
+    expect(await d.memberCalls('m0', 'C_Sign')).toBe(1);
+    expect(await d.memberCalls('m1', 'C_Sign')).toBeGreaterThanOrEqual(Number(r.fields.ops));
+    d.members[0].faults.heal();
   });
 });

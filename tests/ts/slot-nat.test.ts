@@ -54,7 +54,7 @@ test('the tokens of both modules side by side, renumbered 0..n-1 in alias order;
   expect(new Set(labels.slice(0, 3))).toEqual(new Set(['alpha', 'beta', '']));
   expect(labels.slice(3)).toEqual(['bench', '']);
   // The keys of the wrapped store, found and used through its virtual slot.
-  const s = pkcs11Tool(OUR_CLIENT, ['--token-label', 'bench', '--login', '--pin', '1234', '--sign', '--mechanism', 'ECDSA', '--label', 'bench-ec', '--input-file', '/dev/null'], env('nat'));
+  const s = pkcs11Tool(OUR_CLIENT, ['--token-label', 'bench', '--login', '--pin', '1234', '--sign', '--mechanism', 'ECDSA', '--id', '21', '--input-file', '/dev/null'], env('nat'));
   expect(s.status).toBe(0);
   const o = pkcs11Tool(OUR_CLIENT, ['--token-label', 'alpha', '--login', '--pin', '1234', '-O'], env('nat'));
   expect(o.status).toBe(0);

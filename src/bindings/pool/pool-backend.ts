@@ -91,6 +91,12 @@ const EMPTY = Buffer.alloc(0);
 const IDENTITY_VALUE_ROOM = 1024;
 /** Slots and mechanisms asked for in one call (the protocol returns the whole list when it fits). */
 const LIST_ROOM = 4096;
+/**
+ * Shortest timeout of a health probe's calls, ms: a member that is starting
+ * (a helper process being spawned and initializing its module) is given
+ * this long before it counts as down, whatever call_timeout_ms says.
+ */
+const PROBE_TIMEOUT_FLOOR_MS = 5000;
 
 function padded(s: string, width: number): Buffer {
   const b = Buffer.alloc(width, 0x20);
@@ -267,7 +273,7 @@ export class PoolBackend implements Backend {
    * CKR_DEVICE_ERROR (the member is then marked down by the caller); a
    * session it opens late is closed.
    */
-  private call<T>(m: PoolMember, name: CallName, args: unknown): Promise<T> {
+  private call<T>(m: PoolMember, name: CallName, args: unknown, timeoutMs = this.spec.callTimeoutMs): Promise<T> {
     m.count(name);
     m.outstanding++;
     let r: MaybePromise<unknown>;
@@ -287,8 +293,8 @@ export class PoolBackend implements Backend {
       const timer = setTimeout(() => {
         late = true;
         m.outstanding--;
-        reject(new Pkcs11Error(ck.CKR_DEVICE_ERROR, `${name} timed out after ${this.spec.callTimeoutMs} ms`));
-      }, this.spec.callTimeoutMs);
+        reject(new Pkcs11Error(ck.CKR_DEVICE_ERROR, `${name} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
       pending.then(
         (v) => {
           if (late) {
@@ -311,8 +317,13 @@ export class PoolBackend implements Backend {
   }
 
   /** A member call whose result must be CKR_OK. */
-  private async callOk<T>(m: PoolMember, name: CallName, args: unknown): Promise<T> {
-    return ok(await this.call<T>(m, name, args));
+  private async callOk<T>(m: PoolMember, name: CallName, args: unknown, timeoutMs?: number): Promise<T> {
+    return ok(await this.call<T>(m, name, args, timeoutMs));
+  }
+
+  /** A health probe's call: CKR_OK or thrown, with the probe timeout. */
+  private probeCall<T>(m: PoolMember, name: CallName, args: unknown): Promise<T> {
+    return this.callOk<T>(m, name, args, Math.max(this.spec.callTimeoutMs, PROBE_TIMEOUT_FLOOR_MS));
   }
 
   /** Cleanup call: failures are ignored. */
@@ -338,8 +349,8 @@ export class PoolBackend implements Backend {
     const generation = m.generation;
     try {
       if (m.state === 'up') {
-        await this.callOk(m, 'C_GetTokenInfo', { slotID: m.slotID });
-        if (m.lookupSession !== null) await this.callOk(m, 'C_GetSessionInfo', { session: m.lookupSession });
+        await this.probeCall(m, 'C_GetTokenInfo', { slotID: m.slotID });
+        if (m.lookupSession !== null) await this.probeCall(m, 'C_GetSessionInfo', { session: m.lookupSession });
       } else {
         await this.admit(m);
       }
@@ -364,13 +375,13 @@ export class PoolBackend implements Backend {
 
   /** Finds the member's token and makes the member usable; throws when it cannot. */
   private async admit(m: PoolMember): Promise<void> {
-    const info = await this.callOk<C_GetInfo_ret>(m, 'C_GetInfo', undefined);
-    const list = await this.callOk<C_GetSlotList_ret>(m, 'C_GetSlotList', { tokenPresent: 1, count: LIST_ROOM });
+    const info = await this.probeCall<C_GetInfo_ret>(m, 'C_GetInfo', undefined);
+    const list = await this.probeCall<C_GetSlotList_ret>(m, 'C_GetSlotList', { tokenPresent: 1, count: LIST_ROOM });
     const found: number[] = [];
     let token: px_token_info | null = null;
     for (const slotID of list.slotList) {
-      const ti = await this.callOk<C_GetTokenInfo_ret>(m, 'C_GetTokenInfo', { slotID });
-      const si = await this.callOk<C_GetSlotInfo_ret>(m, 'C_GetSlotInfo', { slotID });
+      const ti = await this.probeCall<C_GetTokenInfo_ret>(m, 'C_GetTokenInfo', { slotID });
+      const si = await this.probeCall<C_GetSlotInfo_ret>(m, 'C_GetSlotInfo', { slotID });
       if (uriMatches(m.uri, { slotId: slotID, token: ti.info, slot: si.info, library: info.info })) {
         found.push(slotID);
         token = ti.info;
@@ -379,12 +390,12 @@ export class PoolBackend implements Backend {
     if (found.length === 0) throw new Error(`no token matches ${m.uri.source}`);
     if (found.length > 1) throw new Error(`${found.length} tokens match ${m.uri.source} (slots ${found.join(', ')}): the URI must name one`);
     const slotID = found[0];
-    const mechs = await this.callOk<C_GetMechanismList_ret>(m, 'C_GetMechanismList', { slotID, count: LIST_ROOM });
+    const mechs = await this.probeCall<C_GetMechanismList_ret>(m, 'C_GetMechanismList', { slotID, count: LIST_ROOM });
     const mechanisms = new Map<number, px_mechanism_info>();
     for (const type of mechs.mechanismList) {
-      mechanisms.set(type, (await this.callOk<C_GetMechanismInfo_ret>(m, 'C_GetMechanismInfo', { slotID, type })).info);
+      mechanisms.set(type, (await this.probeCall<C_GetMechanismInfo_ret>(m, 'C_GetMechanismInfo', { slotID, type })).info);
     }
-    const lookup = await this.callOk<C_OpenSession_ret>(m, 'C_OpenSession', { slotID, flags: ck.CKF_SERIAL_SESSION });
+    const lookup = await this.probeCall<C_OpenSession_ret>(m, 'C_OpenSession', { slotID, flags: ck.CKF_SERIAL_SESSION });
     m.slotID = slotID;
     m.tokenInfo = token;
     m.mechanisms = mechanisms;
@@ -403,7 +414,13 @@ export class PoolBackend implements Backend {
    * and it is probed again after a backoff delay.
    */
   private markDown(m: PoolMember, reason: string): void {
-    if (m.state === 'down' && m.slotID === null) return;
+    if (m.state === 'down') {
+      // Already down (never admitted, or marked by another call): the probe schedule stands.
+      m.reason = reason;
+      this.announce(m);
+      this.schedule(m);
+      return;
+    }
     const generation = m.generation;
     const stale: number[] = [];
     for (const s of this.sessions.values()) {

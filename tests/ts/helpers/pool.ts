@@ -69,6 +69,10 @@ export interface PoolDaemon {
   env(alias?: string): NodeJS.ProcessEnv;
   /** Prometheus samples (metrics over a Unix socket), keyed `name{label=value,...}` with sorted labels. */
   metrics(): Promise<Map<string, number>>;
+  /** The audit trail so far, one object per line. */
+  audit(): Array<Record<string, unknown>>;
+  /** Pid of the helper process (module_isolation "helper") that last became ready for `alias`; waits for one. */
+  helperPid(alias: string): Promise<number>;
   /** Calls the pool sent to member `alias` for `procedure`, summed over workers. */
   memberCalls(alias: string, procedure: string): Promise<number>;
   stop(): Promise<void>;
@@ -84,18 +88,25 @@ export interface PoolDaemonOptions {
   modules?: DaemonOptions['modules'];
   workers?: number;
   env?: NodeJS.ProcessEnv;
+  /** Run every member in a helper process (module_isolation) with this block, e.g. `mode = "helper" call_timeout_ms = 2000`. */
+  isolation?: string;
+  /** -debug-pkcs11 */
+  trace?: boolean;
 }
 
 /** The daemon with pool `pool` over `members` members (aliases m0, m1, ...) all holding `template`'s keys. */
 export async function startPoolDaemon(template: SoftHsmStore, o: PoolDaemonOptions = {}): Promise<PoolDaemon> {
   const members = Array.from({ length: o.members ?? 2 }, (_, i) => createMember(template, `m${i}`));
   const metricsSock = path.join(members[0].store.dir, 'metrics.sock');
+  const auditFile = path.join(members[0].store.dir, 'audit.log');
   const list = members.map((m) => `("${m.alias}", "pkcs11:token=bench")`).join(' ');
+  const isolation = o.isolation === undefined ? '' : `module_isolation = { ${members.map((m) => `${m.alias} = { ${o.isolation} }`).join(' ')} }`;
   const daemon = await startDaemon({
     workers: o.workers ?? 0,
+    trace: o.trace,
     modules: [...(o.modules ?? []), ...members.map((m) => ({ alias: m.alias, path: m.faults.path }))],
-    filterExtra: `pools = { pool = { members = [${list}] label = "bench" ${o.pool ?? ''} } }\n${o.filterExtra ?? ''}`,
-    processorExtra: `metrics_listen = "${metricsSock}";`,
+    filterExtra: `pools = { pool = { members = [${list}] label = "bench" ${o.pool ?? ''} } }\n${isolation}\n${o.filterExtra ?? ''}`,
+    processorExtra: `metrics_listen = "${metricsSock}"; audit_file = "${auditFile}";`,
     env: o.env,
   });
   const metrics = (): Promise<Map<string, number>> =>
@@ -108,9 +119,22 @@ export async function startPoolDaemon(template: SoftHsmStore, o: PoolDaemonOptio
         })
         .on('error', reject);
     });
+  const audit = (): Array<Record<string, unknown>> =>
+    (fs.existsSync(auditFile) ? fs.readFileSync(auditFile, 'utf8') : '').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
   return {
     daemon,
     members,
+    audit,
+    helperPid: (alias) =>
+      waitFor(
+        `a ready helper for ${alias}`,
+        () => {
+          const ready = audit().filter((e) => e.event === 'module_helper' && e.alias === alias && e.state === 'ready');
+          const pid = ready[ready.length - 1]?.pid;
+          return typeof pid === 'number' && fs.existsSync(`/proc/${pid}`) ? pid : 0;
+        },
+        (pid) => pid > 0,
+      ),
     env: (alias = 'pool') => ({ ...members[0].store.env, PKCS11PROXY_SOCKET_PATH: daemon.socketPath, PKCS11PROXY_LIBNAME: alias }),
     metrics,
     async memberCalls(alias, procedure) {
