@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as p from 'pkcs11js';
 import { ModuleProcess, OUR_CLIENT } from './helpers/module-process';
-import { createKeyTemplate, startPoolDaemon } from './helpers/pool';
+import { createKeyTemplate, startPoolDaemon, waitFor } from './helpers/pool';
 import type { PoolDaemon } from './helpers/pool';
 import type { SoftHsmStore } from './helpers/softhsm';
 
@@ -35,21 +35,25 @@ async function find(label: string, cls: number): Promise<Buffer> {
   return found[0];
 }
 
-beforeEach(async () => {
-  // Probes stay out of the way (long interval) unless a test shortens them; a member that goes down stays down.
-  d = await startPoolDaemon(template, { pool: 'strategy = "primary-standby" probe_interval_ms = 60000 retry_base_ms = 60000 call_timeout_ms = 300' });
+async function open(pool: string): Promise<void> {
+  d = await startPoolDaemon(template, { pool });
   c = await ModuleProcess.start(OUR_CLIENT, d.env());
   await c.must('C_Initialize');
   const slots = await c.must<Buffer[]>('C_GetSlotList', true);
   expect(slots).toHaveLength(1);
   session = await c.must<Buffer>('C_OpenSession', slots[0], p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION);
   await c.must('C_Login', session, p.CKU_USER, '1234');
-});
-afterEach(async () => {
+}
+
+async function close(): Promise<void> {
   await c?.stop();
   for (const m of d?.members ?? []) m.faults.heal();
   await d?.stop();
-});
+}
+
+// Probes stay out of the way (long interval) unless a test shortens them; a member that goes down stays down.
+beforeEach(() => open('strategy = "primary-standby" probe_interval_ms = 60000 retry_base_ms = 60000 call_timeout_ms = 300'));
+afterEach(close);
 
 test('multi-part digest whose member fails after C_DigestUpdate: CKR_DEVICE_ERROR, then the operation is gone; a one-shot digest moves to the standby', async () => {
   await c.must('C_DigestInit', session, { mechanism: p.CKM_SHA256 });
@@ -77,26 +81,45 @@ test('multi-part operation on a member that goes down in between (token removed)
 });
 
 test('single-part work in flight moves to the standby: C_DigestInit + C_Digest, C_GetAttributeValue, C_GenerateRandom, C_FindObjects half-way', async () => {
+  // The primary is probed often, so that it is back (and first choice again) before each case.
+  await close();
+  await open('strategy = "primary-standby" probe_interval_ms = 50 retry_base_ms = 20 retry_max_ms = 50 call_timeout_ms = 300');
   const key = await find('bench-aes', p.CKO_SECRET_KEY);
-  // A search the primary answers in part, then fails: the standby finishes it without repeating an object.
-  await c.must('C_FindObjectsInit', session, []);
-  const first = await c.must<Buffer[]>('C_FindObjects', session, 2);
-  expect(first).toHaveLength(2);
-  d.members[0].faults.fail('C_FindObjects', p.CKR_DEVICE_ERROR);
-  const rest = await c.must<Buffer[]>('C_FindObjects', session, 100);
-  await c.must('C_FindObjectsFinal', session);
-  const all = [...first, ...rest].map((h) => h.toString('hex'));
-  // bench-ec and bench-rsa (public and private), bench-aes, wrap-aes, data-aes.
-  expect(new Set(all).size).toBe(7);
-  expect(all).toHaveLength(7);
-  expect(await upState('m0')).toBe(0);
-  const signsOnM1 = await d.memberCalls('m1', 'C_Digest');
-  await c.must('C_DigestInit', session, { mechanism: p.CKM_SHA256 });
-  expect(await c.must<Buffer>('C_Digest', session, DATA, Buffer.alloc(32))).toEqual(SHA256);
-  expect(await d.memberCalls('m1', 'C_Digest')).toBe(signsOnM1 + 1);
-  const attrs = await c.must<Array<{ type: number; value: Buffer }>>('C_GetAttributeValue', session, key, [{ type: p.CKA_LABEL }, { type: p.CKA_ID }]);
-  expect(attrs.map((a) => a.value.toString('hex'))).toEqual([Buffer.from('bench-aes').toString('hex'), '23']);
-  expect(await c.must<Buffer>('C_GenerateRandom', session, Buffer.alloc(32))).toHaveLength(32);
+  const cases: Array<[string, () => Promise<void>]> = [
+    ['C_Digest', async () => {
+      await c.must('C_DigestInit', session, { mechanism: p.CKM_SHA256 });
+      expect(await c.must<Buffer>('C_Digest', session, DATA, Buffer.alloc(32))).toEqual(SHA256);
+    }],
+    ['C_GetAttributeValue', async () => {
+      const attrs = await c.must<Array<{ type: number; value: Buffer }>>('C_GetAttributeValue', session, key, [{ type: p.CKA_LABEL }, { type: p.CKA_ID }]);
+      expect(attrs.map((a) => a.value.toString('hex'))).toEqual([Buffer.from('bench-aes').toString('hex'), '23']);
+    }],
+    ['C_GenerateRandom', async () => {
+      expect(await c.must<Buffer>('C_GenerateRandom', session, Buffer.alloc(32))).toHaveLength(32);
+    }],
+    ['C_FindObjects', async () => {
+      // The primary answers the first part of the search, then fails: the standby finishes it without repeating an object.
+      d.members[0].faults.release('C_FindObjects');
+      await c.must('C_FindObjectsInit', session, []);
+      const first = await c.must<Buffer[]>('C_FindObjects', session, 2);
+      expect(first).toHaveLength(2);
+      d.members[0].faults.fail('C_FindObjects', p.CKR_DEVICE_ERROR);
+      const rest = await c.must<Buffer[]>('C_FindObjects', session, 100);
+      await c.must('C_FindObjectsFinal', session);
+      const all = [...first, ...rest].map((h) => h.toString('hex'));
+      // bench-ec and bench-rsa (public and private), bench-aes, wrap-aes, data-aes.
+      expect(all).toHaveLength(7);
+      expect(new Set(all).size).toBe(7);
+    }],
+  ];
+  for (const [fn, run] of cases) {
+    d.members[0].faults.heal();
+    await waitFor('m0 up', () => upState('m0'), (v) => v === 1);
+    const onM1 = await d.memberCalls('m1', fn);
+    d.members[0].faults.fail(fn, p.CKR_DEVICE_ERROR);
+    await run();
+    expect({ fn, m1: (await d.memberCalls('m1', fn)) > onM1 }).toEqual({ fn, m1: true });
+  }
 });
 
 test('the primary failing at C_Sign: the one-shot signature is replayed on the standby (logged in there with the pool PIN) and verifies', async () => {
