@@ -171,3 +171,25 @@ test('token objects are not created through a pool; session objects are, on one 
   expect((await c.call('C_EncryptInit', session, { mechanism: p.CKM_AES_ECB }, k)).rv).toBe(p.CKR_DEVICE_ERROR);
   expect((await c.call('C_EncryptInit', session, { mechanism: p.CKM_AES_ECB }, k)).rv).toBe(p.CKR_OBJECT_HANDLE_INVALID);
 });
+
+test('round-robin: session objects made on both members are all found by one search', async () => {
+  await close();
+  await open('strategy = "round-robin"');
+  const made: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const h = await c.must<Buffer>('C_CreateObject', session, [
+      { type: p.CKA_CLASS, value: p.CKO_DATA },
+      { type: p.CKA_TOKEN, value: false },
+      { type: p.CKA_LABEL, value: 'sess' },
+      { type: p.CKA_VALUE, value: Buffer.from([i]) },
+    ]);
+    made.push(h.toString('hex'));
+  }
+  // Consecutive creations alternate between the members.
+  expect([await d.memberCalls('m0', 'C_CreateObject'), await d.memberCalls('m1', 'C_CreateObject')]).toEqual([2, 2]);
+  await c.must('C_FindObjectsInit', session, [{ type: p.CKA_LABEL, value: 'sess' }]);
+  const found = await c.must<Buffer[]>('C_FindObjects', session, 10);
+  await c.must('C_FindObjectsFinal', session);
+  expect(new Set(found.map((h) => h.toString('hex')))).toEqual(new Set(made));
+  expect(found).toHaveLength(4);
+});

@@ -140,6 +140,8 @@ interface FindState {
   /** Pool handles already returned: a search replayed on another member skips them. */
   readonly returned: Set<number>;
   done: boolean;
+  /** Session objects of other members that match, found once `member` is exhausted; null until then. */
+  others: number[] | null;
 }
 
 interface MemberSession {
@@ -216,8 +218,9 @@ const INIT_KIND: Readonly<Partial<Record<CallName, OpKind>>> = {
  * the pool (TOKEN_OBJECT_CHANGE_RV). Session objects (C_GenerateKey,
  * C_GenerateKeyPair, C_CreateObject, C_CopyObject, C_UnwrapKey, C_DeriveKey
  * without CKA_TOKEN = CK_TRUE) are made on one member and every call using
- * them runs there. C_FindObjects lists one member's objects (token objects
- * and the session objects made on that member).
+ * them runs there. C_FindObjects searches one member (its token objects and
+ * the session objects made there), then the other members holding session
+ * objects made through the pool, keeping only those.
  *
  * Not supported (CKR_FUNCTION_NOT_SUPPORTED): C_InitToken, C_InitPIN,
  * C_SetPIN (administer the members directly), dual-function updates,
@@ -1028,7 +1031,7 @@ export class PoolBackend implements Backend {
       await this.callOk(m, 'C_FindObjectsInit', { session: ms, template });
       return { m, ms };
     });
-    s.find = { template, member: placed.m, memberSession: placed.ms, generation: placed.m.generation, returned: new Set(), done: false };
+    s.find = { template, member: placed.m, memberSession: placed.ms, generation: placed.m.generation, returned: new Set(), done: false, others: null };
     return CKR_OK;
   }
 
@@ -1064,7 +1067,47 @@ export class PoolBackend implements Backend {
       }
       if (batch.length === 0) f.done = true;
     }
+    if (f.done && f.others === null) f.others = await this.otherSessionObjects(s, f);
+    while (out.length < a.maxObjectCount && f.others !== null && f.others.length > 0) {
+      const h = f.others.shift()!;
+      if (f.returned.has(h)) continue;
+      f.returned.add(h);
+      out.push(h);
+    }
     return { rv: CKR_OK, objects: out, count: out.length };
+  }
+
+  /**
+   * The session objects made on members other than the one a search ran on
+   * that match its template: the same search on each member holding some,
+   * keeping only those objects. A member that fails meanwhile lost them.
+   */
+  private async otherSessionObjects(s: PoolSession, f: FindState): Promise<number[]> {
+    const holders = new Set<PoolMember>();
+    for (const o of this.objects.values()) if (o.pinned !== null && o.pinned !== f.member && o.pinned.state === 'up' && o.pinnedGeneration === o.pinned.generation) holders.add(o.pinned);
+    const out: number[] = [];
+    for (const m of holders) {
+      try {
+        const ms = await this.memberSession(s, m);
+        await this.callOk(m, 'C_FindObjectsInit', { session: ms, template: f.template });
+        try {
+          for (;;) {
+            const batch = (await this.callOk<C_FindObjects_ret>(m, 'C_FindObjects', { session: ms, maxObjectCount: 64 })).objects;
+            if (batch.length === 0) break;
+            for (const h of batch) {
+              const ph = m.reverse.get(h);
+              if (ph !== undefined && this.objects.get(ph)?.pinned === m) out.push(ph);
+            }
+          }
+        } finally {
+          await this.quietly(m, 'C_FindObjectsFinal', { session: ms });
+        }
+      } catch (e) {
+        if (!isMemberFailure(rvOf(e))) throw e;
+        if (m.state === 'up') this.markDown(m, this.describe(e));
+      }
+    }
+    return out;
   }
 
   async C_FindObjectsFinal(_c: BackendContext, a: C_FindObjectsFinal_args): Promise<px_rv> {
