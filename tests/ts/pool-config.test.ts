@@ -62,6 +62,15 @@ forbidden_mechanisms = [("p1", [CKM_RSA_X_509])]
     expect((caught as Error).message).toMatch(error);
   });
 
+  test("filter.conf.example's pool and slot NAT examples parse", () => {
+    const text = fs.readFileSync(path.join(__dirname, '..', '..', 'filter.conf.example'), 'utf8');
+    const pools = /^\s+(pools = \{[\s\S]*?\n\s+\})\n/m.exec(text)![1];
+    const nat = /^\s+(slot_nat = \{[^}]*\})/m.exec(text)![1];
+    const cfg = parseFilterConfig(`modules = [("softhsm", "/x.so"), ("hsm-a", "/a.so"), ("hsm-b", "/b.so")]\n${pools}\n${nat}\n`, 'f.conf');
+    expect(cfg.pools.map((p) => [p.name, p.members.map((m) => m.weight)])).toEqual([['hsm_pool', [2, 1]]]);
+    expect(cfg.slotNat.map((n) => n.aliases)).toEqual([['softhsm', 'hsm_pool']]);
+  });
+
   test('the daemon refuses to start (exit 78) on a member naming an unknown alias', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p11pd-poolconf-'));
     try {
