@@ -203,7 +203,7 @@ export function checkFilter(file: string): number {
     process.stderr.write(lines.map((l) => `${l}\n`).join(''));
     return e instanceof ConfigError ? EXIT_CONFIG : EXIT_FAILURE;
   }
-  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeModule(m.path) }));
+  const modules = fc.modules.map((m) => ({ alias: m.alias, path: m.path, error: probeModule(m.path), helper: m.isolation?.mode === 'helper' }));
   process.stdout.write(describeFilter(compiled, modules).map((l) => `${l}\n`).join(''));
   if (modules.every((m) => m.error !== null)) {
     process.stderr.write(`${file}: no module can be loaded; the daemon would not start\n`);

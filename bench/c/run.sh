@@ -16,6 +16,9 @@
 #   ours-tls       libp11client.so -> relay (TLS 1.3) -> our daemon
 #   ours-tls-full  ours-tls with PKCS11PROXY_TLS_RESUMPTION=0 (every new
 #                  connection a full handshake; for the newconn workload)
+# and the module in a helper process of each worker (module_isolation):
+#   ours-helper    ours-unix with module_isolation mode "helper" for softhsm
+#                  (npm run bench:helper: ours-unix vs ours-helper)
 # e.g. BENCH_SYSTEMS="ours-tcp ours-tcprelay ours-tls ours-tls-full"
 #      BENCH_WORKLOADS="sessioninfo ecdsa newconn"
 # Each system has its own copy of one SoftHSM2 store (same token, same keys).
@@ -231,6 +234,14 @@ for sys in $SYSTEMS; do
     scheme=tcp; [ "$sys" = ours-tcprelay ] || scheme=tls
     MODULE[$sys]=$OURS_LIB
     ENVS[$sys]="$client_env $tls_env PKCS11PROXY_SOCKET_PATH=$scheme://localhost:$(cat "$work/$sys/port") PKCS11PROXY_LIBNAME=softhsm"
+    ;;
+  ours-helper)
+    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    printf 'module_isolation = { softhsm = { mode = "helper" } }\n' >> "$work/$sys/filter.conf"
+    spawn "$sys" node "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    wait_for "our daemon ($sys) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    MODULE[$sys]=$OURS_LIB
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
     ;;
   ours-filter)
     netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"

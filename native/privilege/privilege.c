@@ -4,6 +4,12 @@
  *   setNoNewPrivs()      prctl(PR_SET_NO_NEW_PRIVS, 1): execve never grants
  *                        privileges again (setuid bits, file capabilities).
  *   getNoNewPrivs()      prctl(PR_GET_NO_NEW_PRIVS): 0 or 1.
+ *   killWithParent()     prctl(PR_SET_PDEATHSIG, SIGKILL): the kernel kills this
+ *                        process when its parent dies (module helper processes,
+ *                        whose event loop a module call may block). Cleared by
+ *                        a change of credentials: call it after the drop.
+ *                        Returns getppid() afterwards (the parent may have died
+ *                        before the call).
  *   notify(path, text)   one datagram on an AF_UNIX SOCK_DGRAM socket (sd_notify
  *                        protocol); a path starting with '@' names the abstract
  *                        namespace (the '@' becomes the leading NUL byte).
@@ -16,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,6 +62,12 @@ static napi_value get_no_new_privs(napi_env env, napi_callback_info info) {
   int r = prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0);
   if (r < 0) return throw_errno(env, "prctl(PR_GET_NO_NEW_PRIVS)", errno);
   return make_int(env, r);
+}
+
+static napi_value kill_with_parent(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return throw_errno(env, "prctl(PR_SET_PDEATHSIG)", errno);
+  return make_int(env, (int32_t)getppid());
 }
 
 static napi_value notify(napi_env env, napi_callback_info info) {
@@ -150,6 +163,7 @@ static int export_fn(napi_env env, napi_value exports, const char *name, napi_ca
 
 static napi_value init(napi_env env, napi_value exports) {
   if (!export_fn(env, exports, "setNoNewPrivs", set_no_new_privs) || !export_fn(env, exports, "getNoNewPrivs", get_no_new_privs) ||
+      !export_fn(env, exports, "killWithParent", kill_with_parent) ||
       !export_fn(env, exports, "notify", notify) || !export_fn(env, exports, "listenSocket", listen_socket))
     return NULL;
   return exports;

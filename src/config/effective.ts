@@ -30,7 +30,7 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
   const lines = [
     `pkcs11proxyd ${version}: effective configuration (${sc.file}, ${fc.file})`,
     `  listen: ${endpoints.join(', ')}`,
-    `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}`).join(', ')} (default ${fc.defaultModule})`,
+    `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}${m.isolation?.mode === 'helper' ? ` (helper process, call_timeout_ms ${m.isolation.callTimeoutMs})` : ''}`).join(', ')} (default ${fc.defaultModule})`,
     ...(fc.pools.length + fc.slotNat.length > 0
       ? [
         `  pools: ${fc.pools.map((p) => `${p.name} = ${p.strategy} [${p.members.map((m) => `${m.alias} ${m.uri}${m.weight !== 1 ? ` weight ${m.weight}` : ''}`).join(', ')}]`).join('; ') || 'none'}; ` +

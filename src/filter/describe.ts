@@ -14,6 +14,8 @@ export interface ModuleProbe {
   readonly path: string;
   /** null: the library loads. */
   readonly error: string | null;
+  /** module_isolation "helper": the module runs in helper processes. */
+  readonly helper?: boolean;
 }
 
 let mechanismNames: Map<number, string> | undefined;
@@ -65,8 +67,9 @@ export function describeAliasPolicy(p: AliasPolicy, heading: string): string[] {
 export function describeFilter(f: CompiledFilter, modules: readonly ModuleProbe[]): string[] {
   const out = [`filter ${f.file}: valid`, `debug = ${f.debug}`, 'modules:'];
   modules.forEach((m, i) => {
-    const state = m.error === null ? 'loads' : `CANNOT BE LOADED (${m.error}); C_LoadModule for it answers CKR_FUNCTION_FAILED`;
-    out.push(`  ${m.alias}${i === 0 ? ' (default)' : ''} -> ${m.path}: ${state}`);
+    const refusal = m.helper ? 'its calls answer CKR_DEVICE_ERROR (helper retried with backoff)' : 'C_LoadModule for it answers CKR_FUNCTION_FAILED';
+    const state = m.error === null ? 'loads' : `CANNOT BE LOADED (${m.error}); ${refusal}`;
+    out.push(`  ${m.alias}${i === 0 ? ' (default)' : ''} -> ${m.path}${m.helper ? ' (helper process)' : ''}: ${state}`);
   });
   for (const [alias, p] of f.byAlias) out.push(...describeAliasPolicy(p, `alias ${alias}:`));
   for (const [name, byAlias] of f.profiles ?? []) {

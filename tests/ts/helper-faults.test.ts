@@ -1,6 +1,7 @@
 import * as p from 'pkcs11js';
 import { alive, ecKey, helperDaemon, helpersOf, openSession, openWhenServed, sign, waitUntil } from './helpers/helper-procs';
 import type { HelperDaemon, Session } from './helpers/helper-procs';
+import { USER_PIN } from './helpers/softhsm';
 
 // A module that crashes, aborts or hangs in helper mode (module_isolation "helper") costs only its
 // helper: the call gets CKR_DEVICE_ERROR, the worker (same pid) keeps serving its other connections,
@@ -52,8 +53,12 @@ async function othersServed(x: Setup): Promise<void> {
   expect(await sign(again, await ecKey(again))).toBe(p.CKR_OK);
   // Sessions of the dead helper are gone; the connection that saw the fault is still usable.
   expect((await x.a.c.call('C_GetSessionInfo', { session: x.a.s })).rv).toBe(p.CKR_SESSION_HANDLE_INVALID);
+  expect(await x.a.c.call('C_CloseSession', { session: x.a.s })).toBe(p.CKR_SESSION_HANDLE_INVALID);
   const reopened = await x.a.c.call('C_OpenSession', { slotID: x.a.slot, flags: p.CKF_SERIAL_SESSION });
   expect(reopened.rv).toBe(p.CKR_OK);
+  // Its login died with the helper: it logs in again (not CKR_USER_ALREADY_LOGGED_IN) and can sign.
+  expect(await x.a.c.call('C_Login', { session: reopened.session, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) })).toBe(p.CKR_OK);
+  expect(await sign({ ...x.a, s: reopened.session }, await ecKey({ ...x.a, s: reopened.session }))).toBe(p.CKR_OK);
   expect(h.server()).toBe(x.worker);
 }
 

@@ -11,6 +11,9 @@
  *    RESTART_BACKOFF.baseMs up to maxMs, with jitter; a helper that stayed up
  *    stableMs starts a new series). The new helper initializes the module
  *    afresh: module sessions and login state are gone.
+ *  - The helper cannot load or initialize the module: handled as a death
+ *    (retried with backoff). The alias stays loadable (C_LoadModule answers
+ *    CKR_OK), its calls answer CKR_DEVICE_ERROR.
  *  - A call is not answered within call_timeout_ms: the helper is taken as
  *    hung, killed with SIGKILL and handled as dead (CKR_DEVICE_ERROR).
  *  - Handles: this backend answers the module's session and object numbers
@@ -21,11 +24,16 @@
  *    handle of 2^32 or more cannot be tagged: the call answers
  *    CKR_DEVICE_ERROR (helper mode needs 32-bit handles; SoftHSM2 and common
  *    modules use small numbers).
+ *  - Login: a death is announced with moduleReset(alias), and the login
+ *    layer forgets the token's login (the module is logged out): clients log
+ *    in again.
  * Calls never wait for a restart, and nothing is replayed here (pools do that
  * on another member). The worker, its other aliases and its connections are
  * not affected. Helpers die with their worker: the channel's end makes them
- * exit, and a watchdog thread kills a helper whose worker died while a module
- * call blocked it.
+ * exit, and PR_SET_PDEATHSIG kills one whose worker died while a module call
+ * blocked it. One helper per alias and worker (module_isolation processes =
+ * 1): PKCS#11 login state is per process, so sessions of one application in
+ * several helpers would each need their own C_Login.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -35,7 +43,7 @@ import path from 'node:path';
 import { callFieldsOf, px_rvCodec, xdrDecode, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
 import type { C_GenerateRandom_args, CallFields, CallName, MaybePromise, px_bytes_ret, px_rv, ProcedureDef } from '../../generated/pkcs11_rpc';
 import { NATIVE_ARCH } from '../../pkcs11/arch';
-import { CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
+import { ck, CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import { packageRoot } from '../../native-addons';
 import { audit } from '../../server/audit';
@@ -46,7 +54,7 @@ import { auditCallLimit } from '../../server/transport/limits';
 import { moduleReset } from '../backend';
 import type { Backend, BackendContext, BackendLimits } from '../backend';
 import type { ModuleIsolation } from './isolation';
-import { CONTROL_ID, FrameReader, HEADER_SIZE, HELPER_CALL_INDEX, HELPER_CALLS, HELPER_ENV, STATUS_FAILED, STATUS_RV, STATUS_VALUE, writeHeader } from './protocol';
+import { CONTROL_ID, FrameReader, HEADER_SIZE, HELPER_CALL_INDEX, MAX_FRAME, HELPER_CALLS, HELPER_ENV, STATUS_FAILED, STATUS_RV, STATUS_VALUE, writeHeader } from './protocol';
 import type { HelperStartup } from './protocol';
 
 /** Restart delays of a helper that keeps dying. */
@@ -84,6 +92,22 @@ function helperMain(): string {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Variables of the daemon's processes a helper has no use for (settings, service manager hand-offs). */
+const HELPER_ENV_DROPPED = ['PKCS11PROXYD_SETTINGS', 'PKCS11PROXYD_WORKER_INDEX', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET'];
+
+/** Longest wait at finalize() for the helper to finalize its module. */
+const FINALIZE_WAIT_MS = 2000;
+
+/** Whether `pid` still runs (a zombie, exited but not yet reaped by us, does not). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Every call of Pkcs11Calls not defined below is installed on the instance by
@@ -144,8 +168,11 @@ export class HelperBackend {
       parentPid: process.pid,
       plainParameterMechanisms: this.env.plainParameterMechanisms ?? [],
     };
+    const env: NodeJS.ProcessEnv = { ...process.env, [HELPER_ENV]: JSON.stringify(startup) };
+    // The module sees the worker's environment (SOFTHSM2_CONF, vendor settings), not the daemon's own hand-offs.
+    for (const k of HELPER_ENV_DROPPED) delete env[k];
     const child = spawn(process.execPath, [helperMain()], {
-      env: { ...process.env, [HELPER_ENV]: JSON.stringify(startup) },
+      env,
       stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
     });
     const channel = child.stdio[3] as net.Socket;
@@ -161,7 +188,11 @@ export class HelperBackend {
     });
     channel.on('error', () => this.lost(child, 'channel error'));
     channel.on('close', () => this.lost(child, 'channel closed'));
-    child.on('error', (e) => this.lost(child, `cannot run: ${e.message}`));
+    child.on('error', (e) => {
+      this.lost(child, `cannot run: ${e.message}`);
+      // A process that never started has no exit event: its restart is scheduled here.
+      if (child.pid === undefined) this.exited(child, null, null);
+    });
     child.on('exit', (code, signal) => this.exited(child, code, signal));
     this.log('debug', `helper for '${this.alias}' started (pid ${child.pid}, generation ${this.generation})`);
   }
@@ -231,7 +262,7 @@ export class HelperBackend {
     this.sweep = null;
     const all = [...this.pending.values()];
     this.pending.clear();
-    for (const p of all) p.reject(new Pkcs11Error(CKR_DEVICE_ERROR, p.def.name));
+    for (const p of all) p.resolve(p.def.errorRet(CKR_DEVICE_ERROR));
   }
 
   /** Arms the timeout check for the oldest call in flight (calls are kept in sending order). */
@@ -302,16 +333,20 @@ export class HelperBackend {
 
   /** Sends one call to the helper; the answer comes back as a promise. */
   private call(name: CallName, ctx: BackendContext, args: unknown): Promise<unknown> {
-    if (this.state === 'down' || this.state === 'closed' || this.channel === null) return Promise.reject(new Pkcs11Error(CKR_DEVICE_ERROR, name));
     const index = HELPER_CALL_INDEX.get(name)!;
     const def = HELPER_CALLS[index];
+    // Failures of this backend's own (helper down, a handle of a dead helper) answer in band, as a result
+    // with that CK_RV: the layers above then drop what the call ends (a closed session) as for any refusal.
+    if (this.state === 'down' || this.state === 'closed' || this.channel === null) return Promise.resolve(def.errorRet(CKR_DEVICE_ERROR));
     const fields = callFieldsOf(name);
     let frame: Buffer;
     try {
       frame = xdrEncodeFramed(def.args, this.untagArgs(fields, args), HEADER_SIZE);
     } catch (e) {
-      return Promise.reject(e);
+      return e instanceof Pkcs11Error ? Promise.resolve(def.errorRet(e.rv)) : Promise.reject(e);
     }
+    // Larger than the helper reads (a max_record_size beyond it): refused here, the helper is not at fault.
+    if (frame.length - 4 > MAX_FRAME) return Promise.resolve(def.errorRet(ck.CKR_HOST_MEMORY));
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     writeHeader(frame, id, index, ctx.appId);
@@ -355,13 +390,23 @@ export class HelperBackend {
     return this as unknown as Backend;
   }
 
-  /** Stops the helper: the channel's end makes it C_Finalize the module and exit. No restart. */
+  /**
+   * Stops the helper, no restart: SIGTERM makes it C_Finalize the module and
+   * exit. Waits for that (at most FINALIZE_WAIT_MS, synchronously: the worker
+   * exits right after, and its death would kill the helper before the module
+   * is finalized); a helper still running then dies with the worker.
+   */
   finalize(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.restart !== null) clearTimeout(this.restart);
     this.restart = null;
     this.failPending();
-    this.channel?.end();
+    const pid = this.child?.pid;
+    if (pid === undefined || this.child?.exitCode !== null || this.child?.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    const deadline = Date.now() + FINALIZE_WAIT_MS;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    while (running(pid) && Date.now() < deadline) Atomics.wait(pause, 0, 0, 5);
   }
 }

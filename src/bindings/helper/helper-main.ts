@@ -2,30 +2,22 @@
  * Entry point of a module helper process (see helper-backend.ts): loads one
  * module with Pkcs11jsBackend, as a worker would, and answers the worker's
  * calls over fd 3 (protocol.ts). It exits when the channel closes (the
- * worker finalized the backend or died), and kills itself within
- * WATCHDOG_MS when the worker died while a module call blocks the event
- * loop (the watchdog thread sees the parent pid change).
+ * worker finalized the backend or died), and the kernel kills it when the
+ * worker dies (PR_SET_PDEATHSIG), also while a module call blocks its event
+ * loop.
  */
 import net from 'node:net';
-import { Worker } from 'node:worker_threads';
 import { CALL_INVOKERS, isPromise, px_rvCodec, xdrDecode, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
 import type { ProcedureDef } from '../../generated/pkcs11_rpc';
 import { declarePlainParameterMechanisms } from '../../pkcs11/mechanism-shapes';
 import { errorMessage, pkcs11RvOf } from '../../pkcs11/errors';
 import { createLogger, envLogFormat, envLogLevel } from '../../server/log';
+import { privilegeAddon } from '../../server/supervision/native-privilege';
 import { dropPrivileges } from '../../server/supervision/privilege';
 import type { BackendContext } from '../backend';
 import { LoadedModule, Pkcs11jsBackend } from '../pkcs11js-backend';
 import { CONTROL_ID, FrameReader, frameOf, HEADER_SIZE, HELPER_CALLS, HELPER_ENV, STATUS_FAILED, STATUS_RV, STATUS_VALUE, writeHeader } from './protocol';
 import type { HelperStartup } from './protocol';
-
-const WATCHDOG_MS = 100;
-
-/** A thread of its own: it runs while the main thread is blocked in the module. */
-const WATCHDOG = `
-const { workerData } = require('node:worker_threads');
-setInterval(() => { if (process.ppid !== workerData.parent) process.kill(process.pid, 'SIGKILL'); }, workerData.everyMs);
-`;
 
 function main(): void {
   const cfg = JSON.parse(process.env[HELPER_ENV] ?? 'null') as HelperStartup | null;
@@ -33,9 +25,8 @@ function main(): void {
     process.stderr.write(`pkcs11proxyd helper: started without ${HELPER_ENV}\n`);
     process.exit(2);
   }
-  const watchdog = new Worker(WATCHDOG, { eval: true, workerData: { parent: cfg.parentPid, everyMs: WATCHDOG_MS } });
-  watchdog.unref();
-  if (process.ppid !== cfg.parentPid) process.exit(2);
+  // Before the module is loaded (its C_Initialize may hang too), and again after the privilege drop.
+  if (privilegeAddon().killWithParent() !== cfg.parentPid) process.exit(2);
   const log = createLogger(envLogLevel(cfg.logLevel), `[helper ${cfg.alias} ${process.pid}] `, envLogFormat(cfg.logFormat), cfg.workerIndex);
   declarePlainParameterMechanisms(cfg.plainParameterMechanisms);
   const channel = new net.Socket({ fd: 3, readable: true, writable: true });
@@ -48,6 +39,8 @@ function main(): void {
     backend = new Pkcs11jsBackend(new LoadedModule(cfg.alias, cfg.path), cfg.limits);
     // The module is loaded (its files opened with the worker's rights at start-up): now give root up as the worker does.
     if (cfg.privilege !== null) dropPrivileges(cfg.privilege, `helper ${cfg.alias}`, log);
+    // After the drop (a credential change clears it); a worker that died before this leaves another parent.
+    if (privilegeAddon().killWithParent() !== cfg.parentPid) process.exit(2);
   } catch (e) {
     failStart(errorMessage(e));
     return;

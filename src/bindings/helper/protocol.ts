@@ -67,28 +67,38 @@ export class FrameError extends Error {}
 
 /**
  * Cuts a byte stream into frames. `push` calls `onFrame` for every complete
- * frame, with the payload as a view (valid during the call only if the
- * caller copies; the codecs copy what they decode). Throws FrameError on a
- * frame longer than MAX_FRAME or shorter than its header.
+ * frame, with the payload as a view of the received bytes (the codecs copy
+ * what they decode). Throws FrameError on a frame longer than MAX_FRAME or
+ * shorter than its header.
  */
 export class FrameReader {
-  private pending: Buffer | null = null;
+  /** Bytes received and not yet consumed; joined only once a whole frame is there (no copy per chunk). */
+  private chunks: Buffer[] = [];
+  private size = 0;
 
   constructor(private readonly onFrame: (id: number, word2: number, word3: number, payload: Buffer) => void) {}
 
   push(chunk: Buffer): void {
-    const buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
-    this.pending = null;
-    let off = 0;
-    while (buf.length - off >= 4) {
-      const len = buf.readUInt32BE(off);
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size >= 4) {
+      const head = this.chunks[0].length >= 4 ? this.chunks[0] : this.joined();
+      const len = head.readUInt32BE(0);
       if (len < HEADER_SIZE - 4 || len > MAX_FRAME) throw new FrameError(`bad frame length ${len}`);
-      if (buf.length - off < 4 + len) break;
-      this.onFrame(buf.readUInt32BE(off + 4), buf.readUInt32BE(off + 8), buf.readUInt32BE(off + 12), buf.subarray(off + HEADER_SIZE, off + 4 + len));
-      off += 4 + len;
+      if (this.size < 4 + len) return;
+      const buf = this.chunks.length === 1 ? this.chunks[0] : this.joined();
+      // A socket's chunks are never reused by Node: the rest can stay a view.
+      const rest = buf.subarray(4 + len);
+      this.chunks = rest.length > 0 ? [rest] : [];
+      this.size = rest.length;
+      this.onFrame(buf.readUInt32BE(4), buf.readUInt32BE(8), buf.readUInt32BE(12), buf.subarray(HEADER_SIZE, 4 + len));
     }
-    // A socket's chunks are never reused by Node: the rest can stay a view.
-    if (off < buf.length) this.pending = buf.subarray(off);
+  }
+
+  private joined(): Buffer {
+    const b = Buffer.concat(this.chunks, this.size);
+    this.chunks = [b];
+    return b;
   }
 }
 

@@ -11,6 +11,8 @@ export type InheritedSocket = { family: 'unix'; path: string } | { family: 'inet
 export interface PrivilegeAddon {
   setNoNewPrivs(): number;
   getNoNewPrivs(): number;
+  /** prctl(PR_SET_PDEATHSIG, SIGKILL); returns getppid() after it. Cleared by a credential change. */
+  killWithParent(): number;
   /** One datagram to the AF_UNIX socket `path` ('@' first: abstract namespace); bytes sent. */
   notify(path: string, text: string): number;
   /** Throws unless `fd` is a listening stream socket; sets FD_CLOEXEC. */

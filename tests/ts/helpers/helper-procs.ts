@@ -97,11 +97,16 @@ export interface HelperDaemon {
  * A daemon with one faulty-module alias per entry of `isolation` (its own SoftHSM2 store with token
  * "t-ALIAS"); `isolation[alias]` is that alias's module_isolation block, or null for in-worker.
  */
-export async function helperDaemon(isolation: Record<string, string | null>, o: DaemonOptions = {}): Promise<HelperDaemon> {
+export async function helperDaemon(
+  isolation: Record<string, string | null>,
+  o: DaemonOptions = {},
+  prepareAlias?: (a: Alias) => void,
+): Promise<HelperDaemon> {
   const aliases: Record<string, Alias> = {};
   for (const alias of Object.keys(isolation)) {
     const store = createSoftHsm([`t-${alias}`]);
     aliases[alias] = { alias, store, faulty: faultyModule(path.join(store.dir, 'module'), store.conf) };
+    prepareAlias?.(aliases[alias]);
   }
   const blocks = Object.entries(isolation)
     .filter(([, b]) => b !== null)
