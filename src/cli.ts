@@ -264,6 +264,7 @@ export async function main(argv: string[]): Promise<number> {
     settings = {
       listen: sc.listen,
       modules: fc.modules,
+      virtualAliases: [...fc.pools, ...fc.slotNat],
       defaultAlias: fc.defaultModule,
       trace: o.trace,
       traceFormat: o.traceJson ? 'json' : 'text',

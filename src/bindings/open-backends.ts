@@ -2,6 +2,9 @@ import type { Backend, BackendLimits } from './backend';
 import fs from 'node:fs';
 import { BackendError, LoadedModule, Pkcs11jsBackend, probeModule } from './pkcs11js-backend';
 import { errorMessage } from '../pkcs11/errors';
+import type { Logger } from '../server/log';
+import { openVirtualBackends } from './pool/open-virtual';
+import type { VirtualAliasSpec } from './pool/pool-spec';
 import { HelperBackend } from './helper/helper-backend';
 import type { HelperEnvironment } from './helper/helper-backend';
 import type { ModuleIsolation } from './helper/isolation';
@@ -68,9 +71,10 @@ export function probeBackend(path: string): string | null {
 /**
  * Opens every configured alias once in this process. A backend that cannot be
  * opened does not stop the others. Any other error finalizes what was opened
- * and is rethrown.
+ * and is rethrown. Pools and slot NATs (`virtual`) are built afterwards out
+ * of the backends opened (src/bindings/pool).
  */
-export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, env: HelperEnvironment = {}): OpenedBackends {
+export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimits, env: HelperEnvironment = {}, virtual: readonly VirtualAliasSpec[] = []): OpenedBackends {
   const backends = new Map<string, Backend>();
   const unavailable: UnavailableModule[] = [];
   try {
@@ -82,9 +86,15 @@ export function openBackends(modules: readonly ModuleSpec[], limits: BackendLimi
         unavailable.push(Object.freeze({ alias: m.alias, path: m.path, reason: errorMessage(e) }));
       }
     }
+    for (const u of openVirtualBackends(virtual, backends, env.log === undefined ? null : poolLog(env.log, env.workerIndex ?? 0))) unavailable.push(Object.freeze({ ...u, path: `(${u.alias}: pool or slot_nat)` }));
   } catch (e) {
     for (const b of backends.values()) b.finalize();
     throw e;
   }
   return { backends, unavailable };
+}
+
+/** Pool member state lines: every worker has its own members; worker 0 logs them at info, the others at debug. */
+function poolLog(log: Logger, workerIndex: number): Logger {
+  return workerIndex === 0 ? log : (level, msg) => log(level === 'info' ? 'debug' : level, msg);
 }

@@ -32,6 +32,12 @@ export function effectiveConfiguration(dc: DaemonConfig, rt: EffectiveRuntime, e
     `pkcs11proxyd ${version}: effective configuration (${sc.file}, ${fc.file})`,
     `  listen: ${endpoints.join(', ')}`,
     `  modules: ${fc.modules.map((m) => `${m.alias}=${m.path}${m.isolation?.mode === 'helper' ? ` (helper process, call_timeout_ms ${m.isolation.callTimeoutMs})` : ''}`).join(', ')} (default ${fc.defaultModule})`,
+    ...(fc.pools.length + fc.slotNat.length > 0
+      ? [
+        `  pools: ${fc.pools.map((p) => `${p.name} = ${p.strategy} [${p.members.map((m) => `${m.alias} ${m.uri}${m.weight !== 1 ? ` weight ${m.weight}` : ''}`).join(', ')}]`).join('; ') || 'none'}; ` +
+            `slot_nat: ${fc.slotNat.map((n) => `${n.name} = [${n.aliases.join(', ')}]`).join('; ') || 'none'} (member aliases reserved)`,
+      ]
+      : []),
     `  workers: ${rt.workers === 0 ? 'none (served in the main process)' : rt.workers}`,
     `  limits: max_record_size ${rt.maxRecordSize}; per connection: max_inflight_calls ${sc.connectionLimits.maxPendingCalls}, ` +
       `max_reply_bytes ${sc.connectionLimits.maxReplyBytes}, stall_timeout_ms ${sc.connectionLimits.stallTimeoutMs}; ` +

@@ -21,6 +21,9 @@ import { ParsecConfigError, isParsecPath, parseParsecPath } from '../bindings/pa
 import { compileSchema, invalidAt, validatePlain } from './validate';
 import { DEFAULT_CALL_TIMEOUT_MS } from '../bindings/helper/isolation';
 import type { ModuleIsolation } from '../bindings/helper/isolation';
+import { Pkcs11UriError, parseTokenUri } from '../bindings/pool/pkcs11-uri';
+import { POOL_DEFAULTS } from '../bindings/pool/pool-spec';
+import type { PoolSpec, PoolStrategyName, SlotNatSpec } from '../bindings/pool/pool-spec';
 
 export interface ModuleAlias {
   alias: string;
@@ -101,6 +104,12 @@ export interface FilterConfig {
   modules: ModuleAlias[];
   /** Alias of the first module. */
   defaultModule: string;
+  /** `pools` (issue 10), in file order; members checked (aliases of `modules`, URIs parsed). */
+  pools: PoolSpec[];
+  /** `slot_nat`, in file order. */
+  slotNat: SlotNatSpec[];
+  /** Every alias a client may name: `modules`, then `pools`, then `slot_nat`. Policies are compiled per alias. */
+  aliases: string[];
   /** `debug`, 0..3 (default 0). Caml Crush has no other log-level key. */
   debug: number;
   /** `log_subchannel`, null when absent or empty. */
@@ -155,6 +164,21 @@ interface FilterFile {
   authorization?: Record<string, { identities: string[]; aliases: string[]; profile?: string; tokens?: string[] }>;
   login_throttle?: { base_delay_ms?: number; max_delay_ms?: number; lockout_failures?: number; lockout_seconds?: number };
   module_isolation?: Record<string, { mode: 'in-worker' | 'helper'; processes?: number; call_timeout_ms?: number }>;
+  pools?: Record<string, PoolFile>;
+  slot_nat?: Record<string, string[]>;
+}
+
+interface PoolFile {
+  members: Array<[string, string]>;
+  strategy?: PoolStrategyName;
+  weights?: number[];
+  match_attributes?: Array<string | number>;
+  probe_interval_ms?: number;
+  call_timeout_ms?: number;
+  retry_base_ms?: number;
+  retry_max_ms?: number;
+  slot_id?: number;
+  label?: string;
 }
 
 type CkWord = string | number;
@@ -264,6 +288,64 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
       m.isolation = Object.freeze({ mode: 'helper', processes: 1, callTimeoutMs: iso.call_timeout_ms ?? DEFAULT_CALL_TIMEOUT_MS });
     }
   }
+  const jsonKey = (k: string): string => k.replace(/~/g, '~0').replace(/\//g, '~1');
+  const moduleAliases = new Set(modules.map((m) => m.alias));
+  const aliasList = (set: Iterable<string>): string => [...set].map((a) => JSON.stringify(a)).join(', ');
+  const pools: PoolSpec[] = Object.entries(doc.pools ?? {}).map(([name, p]) => {
+    const ptr = `/pools/${jsonKey(name)}`;
+    if (name === '' || moduleAliases.has(name)) throw invalidAt(file, data, map, ptr, name === '' ? 'a pool needs a name' : `pool name ${JSON.stringify(name)} is already a module alias`, 'key');
+    const members = p.members.map(([alias, uri], i) => {
+      if (!moduleAliases.has(alias)) fail(`${ptr}/members/${i}/0`, `unknown module alias ${JSON.stringify(alias)} (aliases: ${aliasList(moduleAliases)})`);
+      try {
+        parseTokenUri(uri);
+      } catch (err) {
+        if (err instanceof Pkcs11UriError) fail(`${ptr}/members/${i}/1`, `PKCS#11 URI: ${err.message}`);
+        throw err;
+      }
+      return { alias, uri, weight: p.weights?.[i] ?? 1 };
+    });
+    const seenMember = new Set<string>();
+    members.forEach((m, i) => {
+      const k = `${m.alias}\0${m.uri}`;
+      if (seenMember.has(k)) fail(`${ptr}/members/${i}`, 'member listed twice');
+      seenMember.add(k);
+    });
+    if (p.weights !== undefined && p.weights.length !== members.length) fail(`${ptr}/weights`, `must have one weight per member (${members.length})`);
+    const matchAttributes = (p.match_attributes ?? [...POOL_DEFAULTS.matchAttributes]).map((a, i) => {
+      if (typeof a === 'number') return a;
+      const v = constantByName(a);
+      return v !== undefined && a.startsWith('CKA_') ? v : fail(`${ptr}/match_attributes/${i}`, `unknown attribute '${a}'`);
+    });
+    const retryBaseMs = p.retry_base_ms ?? POOL_DEFAULTS.retryBaseMs;
+    const retryMaxMs = p.retry_max_ms ?? Math.max(POOL_DEFAULTS.retryMaxMs, retryBaseMs);
+    if (retryMaxMs < retryBaseMs) fail(`${ptr}/retry_max_ms`, `must be >= retry_base_ms (${retryBaseMs})`);
+    return Object.freeze({
+      kind: 'pool' as const,
+      name,
+      members: Object.freeze(members),
+      strategy: p.strategy ?? POOL_DEFAULTS.strategy,
+      matchAttributes: Object.freeze(matchAttributes),
+      probeIntervalMs: p.probe_interval_ms ?? POOL_DEFAULTS.probeIntervalMs,
+      callTimeoutMs: p.call_timeout_ms ?? POOL_DEFAULTS.callTimeoutMs,
+      retryBaseMs,
+      retryMaxMs,
+      slotId: p.slot_id ?? POOL_DEFAULTS.slotId,
+      label: p.label ?? name,
+    });
+  });
+  const poolNames = new Set(pools.map((p) => p.name));
+  const slotNat: SlotNatSpec[] = Object.entries(doc.slot_nat ?? {}).map(([name, list]) => {
+    const ptr = `/slot_nat/${jsonKey(name)}`;
+    if (name === '' || moduleAliases.has(name) || poolNames.has(name)) throw invalidAt(file, data, map, ptr, name === '' ? 'a slot NAT needs a name' : `slot NAT name ${JSON.stringify(name)} is already an alias`, 'key');
+    const seenAlias = new Set<string>();
+    list.forEach((a, i) => {
+      if (!moduleAliases.has(a) && !poolNames.has(a)) fail(`${ptr}/${i}`, `unknown alias ${JSON.stringify(a)} (aliases: ${aliasList([...moduleAliases, ...poolNames])})`);
+      if (seenAlias.has(a)) fail(`${ptr}/${i}`, `alias ${JSON.stringify(a)} listed twice`);
+      seenAlias.add(a);
+    });
+    return Object.freeze({ kind: 'nat' as const, name, aliases: Object.freeze([...list]) });
+  });
+  const aliases = [...modules.map((m) => m.alias), ...pools.map((p) => p.name), ...slotNat.map((n) => n.name)];
 
   const pattern = (pointer: string, source: string): StrPattern => {
     try {
@@ -274,10 +356,10 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
   };
   const aliasPattern = (pointer: string, source: string): StrPattern => {
     const p = pattern(pointer, source);
-    if (!modules.some((m) => p.regex.test(m.alias))) {
+    if (!aliases.some((a) => p.regex.test(a))) {
       fail(
         pointer,
-        `pattern matches no module alias (aliases: ${modules.map((m) => JSON.stringify(m.alias)).join(', ')})`,
+        `pattern matches no module alias (aliases: ${aliasList(aliases)})`,
       );
     }
     return p;
@@ -466,7 +548,7 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
       const ptr = `/authorization/${jsonPointerKey(name)}`;
       if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(name)) throw invalidAt(file, data, map, ptr, 'must be an entry name ([A-Za-z_][A-Za-z0-9_-]*)', 'key');
       e.aliases.forEach((a, k) => {
-        if (a !== '' && !modules.some((m) => m.alias === a)) fail(`${ptr}/aliases/${k}`, `unknown module alias ${JSON.stringify(a)} (aliases: ${modules.map((m) => JSON.stringify(m.alias)).join(', ')})`);
+        if (a !== '' && !aliases.includes(a)) fail(`${ptr}/aliases/${k}`, `unknown module alias ${JSON.stringify(a)} (aliases: ${aliasList(aliases)})`);
       });
       if (e.profile !== undefined && e.profile !== 'default' && !profiles.some((p) => p.name === e.profile)) {
         fail(`${ptr}/profile`, `unknown profile '${e.profile}' (profiles: ${['default', ...profiles.map((p) => p.name)].join(', ')})`);
@@ -525,6 +607,9 @@ function build(doc: FilterFile, data: Plain, map: SourceMap, file: string): Filt
     file,
     modules,
     defaultModule: modules[0].alias,
+    pools,
+    slotNat,
+    aliases,
     debug: doc.debug ?? 0,
     logSubchannel: doc.log_subchannel ? doc.log_subchannel : null,
     wrappingFormatKey,

@@ -391,6 +391,81 @@ export const filterSchema: SchemaObject = {
       },
       ruleText: 'must be a block { ALIAS = { mode = ... } ... }',
     },
+    // ---- issue 10 (pool): pools of tokens holding the same keys, slot NAT ----
+    pools: {
+      type: 'object',
+      description:
+        'Pools: `pools = { NAME = { members = [(ALIAS, URI), ...] strategy = S weights = [N, ...] match_attributes = [CKA_..., ...] probe_interval_ms = N call_timeout_ms = N retry_base_ms = N retry_max_ms = N slot_id = N label = TEXT } ... }`. ' +
+        'NAME is a new alias clients load; it shows one slot (slot_id, default 0) whose token is any member: a `modules` ALIAS plus an RFC 7512 URI naming one of its tokens ' +
+        '(path attributes token, manufacturer, serial, model, slot-id, slot-description, slot-manufacturer, library-manufacturer, library-description, library-version). ' +
+        'The members must hold the same keys: an object is matched across members by match_attributes (default CKA_CLASS, CKA_ID, CKA_LABEL). ' +
+        'strategy: round-robin (default; weighted), least-outstanding (fewest calls in flight per weight), primary-standby (first member up, in list order). ' +
+        'A member answering CKR_DEVICE_ERROR, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_SESSION_CLOSED or CKR_SESSION_HANDLE_INVALID, or not answering within call_timeout_ms, is marked down and probed again ' +
+        '(retry_base_ms doubling up to retry_max_ms, with jitter); single-part work moves to another member (src/bindings/pool/pool-backend.ts). ' +
+        'A module alias used by a pool or a slot NAT is reserved: clients cannot load it directly (CKR_FUNCTION_FAILED).',
+      additionalProperties: {
+        type: 'object',
+        description: 'One pool.',
+        additionalProperties: false,
+        required: ['members'],
+        properties: {
+          members: {
+            type: 'array',
+            description: 'Members: [(ALIAS, URI), ...], ALIAS a `modules` alias, URI an RFC 7512 PKCS#11 URI naming one of its tokens.',
+            minItems: 1,
+            items: {
+              type: 'array',
+              description: 'A pair (ALIAS, URI).',
+              items: [
+                { type: 'string', description: 'A `modules` alias.' },
+                { type: 'string', description: 'pkcs11:token=...;serial=...', minLength: 7 },
+              ],
+              minItems: 2,
+              additionalItems: false,
+              ruleText: 'must be a pair (ALIAS, "pkcs11:...")',
+            },
+            ruleText: 'must be a non-empty list of pairs (ALIAS, "pkcs11:...")',
+          },
+          strategy: { type: 'string', description: 'round-robin, least-outstanding or primary-standby.', enum: ['round-robin', 'least-outstanding', 'primary-standby'], ruleText: 'must be one of: round-robin, least-outstanding, primary-standby' },
+          weights: {
+            type: 'array',
+            description: 'One positive integer per member (default all 1): its share of new work.',
+            items: { type: 'integer', minimum: 1, maximum: 1000, description: 'Weight.' },
+            ruleText: 'must be a list of integers 1..1000, one per member',
+          },
+          match_attributes: {
+            type: 'array',
+            description: 'Attributes identifying an object across members (default [CKA_CLASS, CKA_ID, CKA_LABEL]).',
+            minItems: 1,
+            items: { type: ['string', 'integer'], pattern: '^CKA_[A-Za-z0-9_]+$', minimum: 0, maximum: 0xffffffff, description: 'A CKA_* name or number.' },
+            ruleText: 'must be a non-empty list of CKA_* names',
+          },
+          probe_interval_ms: { type: 'integer', description: 'Health probe period of a member that is up, ms (default 5000).', minimum: 10, maximum: 3_600_000 },
+          call_timeout_ms: { type: 'integer', description: 'A member call taking longer marks the member down, ms (default 10000).', minimum: 10, maximum: 3_600_000 },
+          retry_base_ms: { type: 'integer', description: 'First probe delay after a member went down, ms (default 100).', minimum: 1, maximum: 3_600_000 },
+          retry_max_ms: { type: 'integer', description: 'Largest probe delay of a member that stays down, ms (default 30000).', minimum: 1, maximum: 3_600_000 },
+          slot_id: { type: 'integer', description: 'CK_SLOT_ID of the pool slot (default 0).', minimum: 0, maximum: 0xffffffff },
+          label: { type: 'string', description: 'CK_TOKEN_INFO.label of the pool token (default the pool name; at most 32 bytes).', maxLength: 32 },
+        },
+        ruleText: 'must be a block { members = [...] ... }',
+      },
+      ruleText: 'must be a block { NAME = { members = [...] ... } ... }',
+    },
+    slot_nat: {
+      type: 'object',
+      description:
+        'Slot NAT: `slot_nat = { NAME = [ALIAS, ...] ... }`. NAME is a new alias clients load; it lists the slots of the ALIASes (of `modules` or `pools`) side by side, ' +
+        'renumbered 0..n-1 in this order, for clients that can load only one module. The aliases listed are reserved (not loadable directly).',
+      additionalProperties: {
+        type: 'array',
+        description: 'Aliases.',
+        minItems: 1,
+        items: { type: 'string', description: 'A `modules` or `pools` alias.' },
+        ruleText: 'must be a non-empty list of aliases',
+      },
+      ruleText: 'must be a block { NAME = [ALIAS, ...] ... }',
+    },
+    // ---- end of issue 10 (pool) ----
     profile_map: {
       type: 'array',
       description:

@@ -106,6 +106,7 @@ export const HONOURED: Readonly<Record<'server' | 'filter', Readonly<Record<stri
     min_rsa_modulus_bits: 'src/filter/rules/limits.ts',
     allowed_ec_curves: 'src/filter/rules/limits.ts',
     profile_map: 'src/filter/identity.ts (profile by client identity: Unix peer, TLS certificate; src/filter/authz-patterns.ts)',
+    // issue 10 (pool); blocks of names: pools, slot_nat (src/bindings/pool, built by src/bindings/open-backends.ts)
     // issue 9 part C (authz); blocks of names (like profiles): identity_groups (src/filter/authz-patterns.ts @NAME), authorization (src/server/layers/authz-layer.ts, slot-view-layer.ts, src/filter/identity.ts policyFor)
     'login_throttle.base_delay_ms': 'login-throttle-layer.ts backoffDelay',
     'login_throttle.max_delay_ms': 'login-throttle-layer.ts backoffDelay',

@@ -127,7 +127,7 @@ export function compileFilter(cfg: FilterConfig): CompiledFilter {
     const p = cfg.sourceMap.get(pointer)?.value;
     return p ? `${cfg.file}:${p.line}:${p.column}` : cfg.file;
   };
-  for (const { alias } of cfg.modules) {
+  for (const alias of cfg.aliases) {
     /** The rules whose alias pattern matches, with their index in the file's list. */
     const matches = <T extends { alias: StrPattern }>(rules: readonly T[]): Array<[T, number]> =>
       rules.flatMap((r, i): Array<[T, number]> => (r.alias.regex.test(alias) ? [[r, i]] : []));

@@ -20,6 +20,7 @@ export const AUDIT_EVENTS = [
   'object_created', // C_GenerateKey, C_GenerateKeyPair, C_CreateObject, C_CopyObject, C_UnwrapKey, C_DeriveKey
   'object_destroyed', // C_DestroyObject
   'config_reload', // SIGHUP: file, outcome
+  'pool_member_state', // a pool member went down (reason) or came back up
   'privilege_drop',
   'module_helper', // a module helper process (module_isolation "helper") ready or exited: alias, pid, state
   'startup',

@@ -63,7 +63,9 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     logFormat: s.logFormat,
     workerIndex,
     plainParameterMechanisms: s.plainParameterMechanisms,
-  });
+  }, s.virtualAliases ?? []);
+  // A pool or slot NAT member is reached through it only: loaded directly, its login would not be the pool's (fail closed).
+  const reserved = new Set((s.virtualAliases ?? []).flatMap((v) => (v.kind === 'pool' ? v.members.map((m) => m.alias) : v.aliases)));
   if (backends.size === 0) {
     throw new NoModuleError(`no module can be loaded: ${unavailable.map((u) => u.reason).join('; ')}`);
   }
@@ -77,7 +79,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
   let filterLayer: FilterLayer | null = null;
   const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
     aliases: new Set(backends.keys()),
-    unavailableAliases: new Set(unavailable.map((u) => u.alias)),
+    unavailableAliases: new Set([...unavailable.map((u) => u.alias), ...reserved]),
     defaultAlias: s.defaultAlias,
     trace: s.trace,
     traceFormat: s.traceFormat,

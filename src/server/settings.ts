@@ -3,6 +3,7 @@ import type { SyslogSettings } from '../config/server-config';
 import type { AdmissionLimits } from './transport/limits';
 import type { ListenAddress, TlsServerSettings } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
+import type { VirtualAliasSpec } from '../bindings/pool/pool-spec';
 import type { ModuleSpec } from '../bindings/open-backends';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
@@ -35,6 +36,8 @@ export interface DaemonSettings {
   listen: ListenAddress[];
   /** filter.conf `modules`, with each alias's `module_isolation` (absent: in the worker). */
   modules: ModuleSpec[];
+  /** filter.conf `pools` and `slot_nat` (src/bindings/pool); their member aliases are not loadable directly. Absent: none. */
+  virtualAliases?: VirtualAliasSpec[];
   defaultAlias: string;
   /** -debug-pkcs11 */
   trace: boolean;
