@@ -29,6 +29,8 @@
 #   BENCH_SYSTEMS (default all five), BENCH_OURS_WORKERS (our daemon's
 #   -workers; default: its own, one per core), KEEP_WORKDIR=1,
 #   BENCH_RESULTS=FILE (also write the raw RESULT lines there),
+#   BENCH_OURS_NODE_FLAGS (node options of our daemon, e.g. --perf-basic-prof
+#   to profile it with perf),
 #   BENCH_OURS_LIB (the client library of the ours-* systems; default
 #   client/build/libp11client.so, e.g. an older build to compare).
 set -uo pipefail
@@ -186,7 +188,8 @@ ours_args=()
 # Our daemon for system $1, listening on the netplex address $2.
 start_ours() {
   netplex_conf "$1" "$2"
-  spawn "$1" node "$root/dist/src/cli.js" -fg -conf "$work/$1/pkcs11proxyd.conf" "${ours_args[@]}"
+  # shellcheck disable=SC2086 # BENCH_OURS_NODE_FLAGS is a word list (e.g. --perf-basic-prof)
+  spawn "$1" node ${BENCH_OURS_NODE_FLAGS:-} "$root/dist/src/cli.js" -fg -conf "$work/$1/pkcs11proxyd.conf" "${ours_args[@]}"
   wait_for "our daemon ($1) not ready: $(cat "$work/$1/stderr")" grep -q '^READY ' "$work/$1/stdout"
 }
 # A call that gets no reply fails after 30 s instead of the default 600 s.

@@ -1,4 +1,4 @@
-import { CallCostModel, INLINE_LIMIT_US, INLINE_MAX_INPUT } from './call-cost';
+import { CallCostModel, INLINE_LEAVE_US, INLINE_LIMIT_US, INLINE_MAX_INPUT, INLINE_SPIKE_US } from './call-cost';
 
 describe('CallCostModel', () => {
   test('an unknown kind goes to the pool; a cheap one then runs inline', () => {
@@ -21,8 +21,28 @@ describe('CallCostModel', () => {
     const k = CallCostModel.key('C_Encrypt', 0x1082, 4096);
     m.record(k, 100);
     expect(m.runInline(k, 4096)).toBe(true);
-    m.record(k, INLINE_LIMIT_US * 4);
+    m.record(k, INLINE_SPIKE_US + 1);
     expect(m.runInline(k, 4096)).toBe(false);
+  });
+
+  test('an RSA-2048 signature (about 620 µs of module time) runs inline', () => {
+    const m = new CallCostModel();
+    const k = CallCostModel.key('C_Sign', 1, 32);
+    m.record(k, 720); // on the pool: the module time and the hand-off
+    expect(m.runInline(k, 32)).toBe(true);
+  });
+
+  test('an inline kind near the limit stays inline until it passes the leave limit', () => {
+    const m = new CallCostModel();
+    const k = CallCostModel.key('C_Sign', 1, 32);
+    m.record(k, INLINE_LIMIT_US - 100);
+    for (let i = 0; i < 20; i++) m.record(k, INLINE_LIMIT_US + 200);
+    expect(m.runInline(k, 32)).toBe(true);
+    for (let i = 0; i < 40; i++) m.record(k, INLINE_LEAVE_US + 500);
+    expect(m.runInline(k, 32)).toBe(false);
+    // Back on the pool, it returns only below the entry limit.
+    for (let i = 0; i < 40; i++) m.record(k, INLINE_LIMIT_US + 200);
+    expect(m.runInline(k, 32)).toBe(false);
   });
 
   test('large inputs never run inline and sizes are separate kinds', () => {

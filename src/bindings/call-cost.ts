@@ -1,17 +1,25 @@
 /**
  * Chooses, per kind of call, between pkcs11js's synchronous call (runs on the
  * event loop) and its async variant (runs on a libuv thread). The async
- * variant frees the loop but costs about 110 µs of hand-off per call
- * (measured with SoftHSM2: ECDSA P-256 sign 53 µs sync, 166 µs async), more
- * than many operations themselves. So calls whose measured cost stays under
- * INLINE_LIMIT_US run inline, everything else (RSA private-key operations,
- * key generation, large inputs) on the pool. A kind starts on the pool and
- * is judged by what it costs there; an inline run that turns out slow sends
- * the kind back to the pool.
+ * variant frees the loop but costs about 80-110 µs of hand-off per call
+ * (measured with SoftHSM2: ECDSA P-256 sign 53 µs sync, 166 µs async; RSA-2048
+ * sign 620 µs sync, 720 µs async), more than many operations themselves.
+ * The core issue bounds a call's module time on the loop to about a
+ * millisecond, so calls whose measured cost stays under INLINE_LIMIT_US run
+ * inline (RSA-2048 signatures among them), everything else (RSA-4096, key
+ * generation, large inputs) on the pool. A kind starts on the pool and is
+ * judged by what it costs there. An inline kind goes back to the pool when
+ * its smoothed cost passes INLINE_LEAVE_US or one run passes
+ * INLINE_SPIKE_US; the gap between the two limits keeps a kind near the
+ * limit from switching on every call when the machine is loaded.
  */
 
-/** A kind of call whose smoothed cost is below this runs on the event loop. */
-export const INLINE_LIMIT_US = 300;
+/** A pool kind whose smoothed cost is below this runs on the event loop from then on. */
+export const INLINE_LIMIT_US = 1000;
+/** An inline kind whose smoothed cost passes this goes back to the pool. */
+export const INLINE_LEAVE_US = 1500;
+/** One inline run longer than this sends its kind back to the pool at once. */
+export const INLINE_SPIKE_US = 3000;
 /** Inputs above this size always go to the pool, whatever the kind's history. */
 export const INLINE_MAX_INPUT = 64 * 1024;
 /** Weight of the newest sample in the smoothed cost. */
@@ -20,6 +28,8 @@ const EMA_WEIGHT = 0.2;
 export class CallCostModel {
   /** Smoothed cost in µs by kind (`C_Sign:0x1041:b2`). */
   private readonly cost = new Map<string, number>();
+  /** Kinds that run inline now. */
+  private readonly inline = new Set<string>();
 
   static key(call: string, mechanism: number | undefined, inputLength: number): string {
     // Inputs of similar size (within a factor of 16) share a kind.
@@ -29,15 +39,16 @@ export class CallCostModel {
 
   runInline(key: string, inputLength: number): boolean {
     if (inputLength > INLINE_MAX_INPUT) return false;
-    const c = this.cost.get(key);
-    return c !== undefined && c < INLINE_LIMIT_US;
+    return this.inline.has(key);
   }
 
   record(key: string, micros: number): void {
     const prev = this.cost.get(key);
-    // One slow inline run is enough to send the kind back to the pool.
-    const next = prev === undefined || micros > INLINE_LIMIT_US * 3 ? micros : prev + EMA_WEIGHT * (micros - prev);
+    // One very slow run restarts the kind's history from it.
+    const next = prev === undefined || micros > INLINE_SPIKE_US ? micros : prev + EMA_WEIGHT * (micros - prev);
     this.cost.set(key, next);
+    if (this.inline.has(key) ? next > INLINE_LEAVE_US : next >= INLINE_LIMIT_US) this.inline.delete(key);
+    else this.inline.add(key);
   }
 
   /**
