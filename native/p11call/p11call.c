@@ -13,6 +13,32 @@
  *                             for a length-only ask, or -1 where the module
  *                             set CK_UNAVAILABLE_INFORMATION.
  *
+ *
+ * and the hot calls of the benchmarked workloads, with handles as numbers
+ * (pkcs11js wraps each in a Buffer) and results written into a caller's
+ * Float64Array instead of objects built property by property:
+ *
+ *   getSessionInfo(handle, session, out) -> rv      out[0..3] = slotID, state,
+ *                                                   flags, ulDeviceError
+ *   findObjectsInit(handle, session, types[], values[]) -> rv
+ *                                                   values[i]: Buffer, the
+ *                                                   value in module layout
+ *   findObjects(handle, session, max, out) -> rv    out[0] = count, then the
+ *                                                   handles; max < out.length
+ *   findObjectsFinal(handle, session) -> rv
+ *   init(handle, which, session, mechanism, parameter|null, key) -> rv
+ *                                                   which: INIT_* below
+ *   data(handle, which, session, input, output, out) -> rv
+ *                                                   which: DATA_* below; out[0]
+ *                                                   = output length (the
+ *                                                   length needed on
+ *                                                   CKR_BUFFER_TOO_SMALL)
+ *   verify(handle, session, data, signature) -> rv
+ *
+ * A CK_ULONG that is not a safe integer (CK_UNAVAILABLE_INFORMATION) is
+ * written as -1. Empty inputs go down as a valid pointer with length 0
+ * (SoftHSM2 answers CKR_ARGUMENTS_BAD for NULL data even at length 0).
+ *
  * pkcs11js's C_GetAttributeValue always asks for the lengths, then calls
  * again for the values; SoftHSM2 re-reads a token object on each call, so
  * one call instead of two halves the module's cost of an attribute read.
@@ -134,12 +160,229 @@ static napi_value get_attribute_value(napi_env env, napi_callback_info info) {
   return st == napi_ok ? out : NULL;
 }
 
+/* ---- the hot calls ---- */
+
+enum { INIT_SIGN, INIT_VERIFY, INIT_ENCRYPT, INIT_DECRYPT, INIT_DIGEST, INIT_COUNT };
+enum { DATA_SIGN, DATA_ENCRYPT, DATA_DECRYPT, DATA_DIGEST, DATA_COUNT };
+
+/* Largest template findObjectsInit carries (the caller falls back above it). */
+#define MAX_FIND_ATTRS 64
+
+static unsigned char empty_input[1];
+
+static double ulong_out(CK_ULONG v) {
+  return v > (CK_ULONG)9007199254740991ULL ? -1.0 : (double)v;
+}
+
+static napi_value rv_value(napi_env env, CK_RV rv) {
+  napi_value x;
+  if (napi_create_double(env, (double)rv, &x) != napi_ok) return NULL;
+  return x;
+}
+
+static napi_value bad_args(napi_env env, const char *what) {
+  return fail(env, "EINVAL", what);
+}
+
+/* A Float64Array argument: its elements and count. */
+static int get_f64(napi_env env, napi_value v, double **data, size_t *n) {
+  napi_typedarray_type type;
+  void *p;
+  if (napi_get_typedarray_info(env, v, &type, n, &p, NULL, NULL) != napi_ok || type != napi_float64_array) return 0;
+  *data = p;
+  return 1;
+}
+
+/* A Buffer (or any Uint8Array) argument; a zero-length one gets a valid pointer. */
+static int get_bytes(napi_env env, napi_value v, unsigned char **data, size_t *n) {
+  void *p;
+  if (napi_get_buffer_info(env, v, &p, n) != napi_ok) return 0;
+  *data = *n > 0 && p != NULL ? p : empty_input;
+  return 1;
+}
+
+static int get_module(napi_env env, napi_value v, module_t **m) {
+  return napi_get_value_external(env, v, (void **)m) == napi_ok && *m != NULL;
+}
+
+static napi_value get_session_info(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG session;
+  double *out;
+  size_t n;
+  if (argc < 3 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_f64(env, argv[2], &out, &n) ||
+      n < 4)
+    return bad_args(env, "getSessionInfo(handle, session, Float64Array(4))");
+  CK_SESSION_INFO si;
+  memset(&si, 0, sizeof si);
+  CK_RV rv = m->f->C_GetSessionInfo(session, &si);
+  if (rv == CKR_OK) {
+    out[0] = ulong_out(si.slotID);
+    out[1] = ulong_out(si.state);
+    out[2] = ulong_out(si.flags);
+    out[3] = ulong_out(si.ulDeviceError);
+  }
+  return rv_value(env, rv);
+}
+
+static napi_value find_objects_init(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG session;
+  uint32_t n, nv;
+  if (argc < 4 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
+      napi_get_array_length(env, argv[2], &n) != napi_ok || napi_get_array_length(env, argv[3], &nv) != napi_ok || n != nv ||
+      n > MAX_FIND_ATTRS)
+    return bad_args(env, "findObjectsInit(handle, session, types[], values[]) with at most 64 attributes");
+  CK_ATTRIBUTE t[MAX_FIND_ATTRS];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value x;
+    unsigned char *p;
+    size_t len;
+    CHECK(napi_get_element(env, argv[2], i, &x));
+    if (!get_ulong(env, x, &t[i].type)) return bad_args(env, "attribute type must be a non-negative integer");
+    CHECK(napi_get_element(env, argv[3], i, &x));
+    if (!get_bytes(env, x, &p, &len)) return bad_args(env, "attribute value must be a Buffer");
+    t[i].pValue = p;
+    t[i].ulValueLen = len;
+  }
+  /* The Buffers stay referenced by the caller's arrays for the whole (synchronous) call. */
+  return rv_value(env, m->f->C_FindObjectsInit(session, n > 0 ? t : NULL, n));
+}
+
+static napi_value find_objects(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG session, max;
+  double *out;
+  size_t n;
+  if (argc < 4 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &max) ||
+      !get_f64(env, argv[3], &out, &n) || max + 1 > n || max > 65536)
+    return bad_args(env, "findObjects(handle, session, max, Float64Array(max + 1))");
+  CK_OBJECT_HANDLE h[256];
+  CK_OBJECT_HANDLE *hs = max <= 256 ? h : malloc(max * sizeof *hs);
+  if (hs == NULL) return fail(env, "ENOMEM", "out of memory");
+  CK_ULONG count = 0;
+  CK_RV rv = m->f->C_FindObjects(session, hs, max, &count);
+  if (rv == CKR_OK) {
+    if (count > max) count = max;
+    out[0] = (double)count;
+    for (CK_ULONG i = 0; i < count; i++) out[i + 1] = ulong_out(hs[i]);
+  }
+  if (hs != h) free(hs);
+  return rv_value(env, rv);
+}
+
+static napi_value find_objects_final(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG session;
+  if (argc < 2 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session))
+    return bad_args(env, "findObjectsFinal(handle, session)");
+  return rv_value(env, m->f->C_FindObjectsFinal(session));
+}
+
+static napi_value op_init(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG which, session, key;
+  CK_MECHANISM mech = {0, NULL, 0};
+  napi_valuetype pt;
+  if (argc < 6 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= INIT_COUNT ||
+      !get_ulong(env, argv[2], &session) || !get_ulong(env, argv[3], &mech.mechanism) || !get_ulong(env, argv[5], &key) ||
+      napi_typeof(env, argv[4], &pt) != napi_ok)
+    return bad_args(env, "init(handle, which, session, mechanism, parameter | null, key)");
+  if (pt != napi_null && pt != napi_undefined) {
+    unsigned char *p;
+    size_t len;
+    if (!get_bytes(env, argv[4], &p, &len)) return bad_args(env, "mechanism parameter must be a Buffer or null");
+    /* A zero-length parameter is no parameter (as pkcs11js passes it). */
+    if (len > 0) {
+      mech.pParameter = p;
+      mech.ulParameterLen = len;
+    }
+  }
+  CK_RV rv;
+  switch (which) {
+  case INIT_SIGN: rv = m->f->C_SignInit(session, &mech, key); break;
+  case INIT_VERIFY: rv = m->f->C_VerifyInit(session, &mech, key); break;
+  case INIT_ENCRYPT: rv = m->f->C_EncryptInit(session, &mech, key); break;
+  case INIT_DECRYPT: rv = m->f->C_DecryptInit(session, &mech, key); break;
+  default: rv = m->f->C_DigestInit(session, &mech); break;
+  }
+  return rv_value(env, rv);
+}
+
+static napi_value op_data(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG which, session;
+  unsigned char *in, *outp;
+  size_t inlen, outcap, n;
+  double *res;
+  if (argc < 6 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= DATA_COUNT ||
+      !get_ulong(env, argv[2], &session) || !get_bytes(env, argv[3], &in, &inlen) || !get_bytes(env, argv[4], &outp, &outcap) ||
+      !get_f64(env, argv[5], &res, &n) || n < 1)
+    return bad_args(env, "data(handle, which, session, input, output, Float64Array(1))");
+  CK_ULONG outlen = outcap;
+  CK_RV rv;
+  switch (which) {
+  case DATA_SIGN: rv = m->f->C_Sign(session, in, inlen, outp, &outlen); break;
+  case DATA_ENCRYPT: rv = m->f->C_Encrypt(session, in, inlen, outp, &outlen); break;
+  case DATA_DECRYPT: rv = m->f->C_Decrypt(session, in, inlen, outp, &outlen); break;
+  default: rv = m->f->C_Digest(session, in, inlen, outp, &outlen); break;
+  }
+  res[0] = ulong_out(outlen);
+  return rv_value(env, rv);
+}
+
+static napi_value op_verify(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  module_t *m;
+  CK_ULONG session;
+  unsigned char *data, *sig;
+  size_t dlen, slen;
+  if (argc < 4 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
+      !get_bytes(env, argv[2], &data, &dlen) || !get_bytes(env, argv[3], &sig, &slen))
+    return bad_args(env, "verify(handle, session, data, signature)");
+  return rv_value(env, m->f->C_Verify(session, data, dlen, sig, slen));
+}
+
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value f;
-  CHECK(napi_create_function(env, "open", NAPI_AUTO_LENGTH, open_module, NULL, &f));
-  CHECK(napi_set_named_property(env, exports, "open", f));
-  CHECK(napi_create_function(env, "getAttributeValue", NAPI_AUTO_LENGTH, get_attribute_value, NULL, &f));
-  CHECK(napi_set_named_property(env, exports, "getAttributeValue", f));
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+      {"open", open_module},
+      {"getAttributeValue", get_attribute_value},
+      {"getSessionInfo", get_session_info},
+      {"findObjectsInit", find_objects_init},
+      {"findObjects", find_objects},
+      {"findObjectsFinal", find_objects_final},
+      {"init", op_init},
+      {"data", op_data},
+      {"verify", op_verify},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    CHECK(napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f));
+    CHECK(napi_set_named_property(env, exports, fns[i].name, f));
+  }
   return exports;
 }
 

@@ -9,10 +9,30 @@ import { addonFile } from '../native-addons';
 /** A module opened by the addon (the instance pkcs11js loaded). */
 export type P11CallModule = { readonly __brand: 'P11CallModule' };
 
-interface P11CallAddon {
+/** `which` of P11CallAddon.init (native/p11call/p11call.c INIT_*). */
+export const P11CALL_INIT = { C_SignInit: 0, C_VerifyInit: 1, C_EncryptInit: 2, C_DecryptInit: 3, C_DigestInit: 4 } as const;
+/** `which` of P11CallAddon.data (DATA_*). */
+export const P11CALL_DATA = { C_Sign: 0, C_Encrypt: 1, C_Decrypt: 2, C_Digest: 3 } as const;
+
+/**
+ * Each call is one synchronous module call and answers its CK_RV; results go
+ * into the caller's Float64Array (CK_ULONGs that are not safe integers as -1).
+ */
+export interface P11CallAddon {
   open(path: string): P11CallModule;
   /** [rv, v0, v1...]: a Buffer (value), a number (length for a length-only ask), or -1 (unavailable). */
   getAttributeValue(m: P11CallModule, session: number, object: number, types: number[], caps: number[]): Array<number | Buffer>;
+  /** out[0..3]: slotID, state, flags, ulDeviceError. */
+  getSessionInfo(m: P11CallModule, session: number, out: Float64Array): number;
+  /** values[i]: attribute i's value in module layout; at most P11CALL_MAX_FIND_ATTRIBUTES. */
+  findObjectsInit(m: P11CallModule, session: number, types: number[], values: Buffer[]): number;
+  /** out[0]: count, out[1..count]: handles; max < out.length. */
+  findObjects(m: P11CallModule, session: number, max: number, out: Float64Array): number;
+  findObjectsFinal(m: P11CallModule, session: number): number;
+  init(m: P11CallModule, which: number, session: number, mechanism: number, parameter: Buffer | null, key: number): number;
+  /** out[0]: bytes written to `output`, or needed on CKR_BUFFER_TOO_SMALL. */
+  data(m: P11CallModule, which: number, session: number, input: Buffer, output: Buffer, out: Float64Array): number;
+  verify(m: P11CallModule, session: number, data: Buffer, signature: Buffer): number;
 }
 
 let addon: P11CallAddon | null | undefined;
@@ -29,5 +49,9 @@ export function p11call(): P11CallAddon | null {
 
 /** Attributes one direct call may carry; larger asks use pkcs11js. */
 export const P11CALL_MAX_ATTRIBUTES = 256;
+/** Attributes of a C_FindObjectsInit template the direct call carries; larger ones use pkcs11js. */
+export const P11CALL_MAX_FIND_ATTRIBUTES = 64;
+/** Handles one direct C_FindObjects returns at most; larger asks use pkcs11js. */
+export const P11CALL_MAX_FIND_OBJECTS = 4096;
 /** Bytes of attribute capacity one direct call may offer; larger asks use pkcs11js. */
 export const P11CALL_MAX_BYTES = 16 << 20;

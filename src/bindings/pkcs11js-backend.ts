@@ -70,6 +70,7 @@ import type {
   px_session_mechanism_key_args,
   px_session_mechanism_typed_args,
   px_session_mechanism_typed_key_args,
+  px_mechanism,
   px_version,
   MaybePromise,
 } from '../generated/pkcs11_rpc';
@@ -87,8 +88,16 @@ import {
 import { NATIVE_ARCH } from '../pkcs11/arch';
 import { Pkcs11Error, rvOf } from '../pkcs11/errors';
 import { ATTR_SHAPE, attributeShape } from '../generated/attribute-shapes';
-import { P11CALL_MAX_ATTRIBUTES, P11CALL_MAX_BYTES, p11call } from './p11call';
-import type { P11CallModule } from './p11call';
+import {
+  P11CALL_DATA,
+  P11CALL_INIT,
+  P11CALL_MAX_ATTRIBUTES,
+  P11CALL_MAX_BYTES,
+  P11CALL_MAX_FIND_ATTRIBUTES,
+  P11CALL_MAX_FIND_OBJECTS,
+  p11call,
+} from './p11call';
+import type { P11CallAddon, P11CallModule } from './p11call';
 import { CallCostModel } from './call-cost';
 import type { Backend, BackendContext, BackendLimits } from './backend';
 import { rawMechanism as mechanism, typedMechanism } from './mech-params';
@@ -209,6 +218,32 @@ function inBuf(b: Buffer): Buffer {
   return b.length > 0 ? b : NON_NULL_EMPTY;
 }
 
+/** A direct call's CK_RV: CKR_OK, or thrown as pkcs11js throws a module's error. */
+function checked(rv: number, fn: string): px_rv {
+  if (rv !== CKR_OK) throw new Pkcs11Error(rv, fn);
+  return CKR_OK;
+}
+
+/** A direct C_Verify's CK_RV as pkcs11js's verdict: CKR_SIGNATURE_INVALID is false, other errors throw. */
+function verified(rv: number): boolean {
+  if (rv === ck.CKR_SIGNATURE_INVALID) return false;
+  checked(rv, 'C_Verify');
+  return true;
+}
+
+/** The addon's `which` for a key *Init call it makes directly. */
+function directInit(op: KeyInitCall): number | undefined {
+  switch (op) {
+    case 'C_SignInit':
+    case 'C_VerifyInit':
+    case 'C_EncryptInit':
+    case 'C_DecryptInit':
+      return P11CALL_INIT[op];
+    default:
+      return undefined;
+  }
+}
+
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
 /** An open module session as the backend keeps it. */
@@ -296,6 +331,14 @@ export class Pkcs11jsBackend implements Backend {
   /** Handle Buffers of objects named recently; bounded, rebuilt on demand. */
   private readonly objectHandles = new Map<number, Buffer>();
   private readonly slotHandles = new Map<number, Buffer>();
+  /**
+   * The module's hot calls made directly (native/p11call): handles as numbers
+   * and results in `scratch`, not pkcs11js's per-call Buffers and objects.
+   * Null without the addon; pkcs11js then makes every call.
+   */
+  private readonly direct: { readonly addon: P11CallAddon; readonly module: P11CallModule } | null;
+  /** Results of direct calls; read before the next call. */
+  private readonly scratch = new Float64Array(P11CALL_MAX_FIND_OBJECTS + 1);
 
   constructor(
     private readonly module: LoadedModule,
@@ -303,6 +346,8 @@ export class Pkcs11jsBackend implements Backend {
   ) {
     this.p11 = module.p11;
     this.alias = module.alias;
+    const addon = p11call();
+    this.direct = addon !== null && module.direct !== null ? { addon, module: module.direct } : null;
   }
 
   finalize(): void {
@@ -352,6 +397,27 @@ export class Pkcs11jsBackend implements Backend {
     } finally {
       this.inflight.delete(m);
     }
+  }
+
+  /**
+   * The *Init calls that take a mechanism and a key, with a raw (wire bytes)
+   * parameter: made directly when the addon has the call.
+   */
+  private keyInitRaw(c: BackendContext, op: KeyInitCall, session: number, raw: px_mechanism, key: number): px_rv {
+    const d = this.direct;
+    const which = d === null ? undefined : directInit(op);
+    if (d === null || which === undefined) return this.keyInit(c, op, session, mechanism(raw), key);
+    const m = mechanism(raw);
+    checked(d.addon.init(d.module, which, session, m.mechanism, (m.parameter as Buffer | undefined) ?? null, key), op);
+    this.sessions.get(session)?.ops.set(op, m.mechanism);
+    return CKR_OK;
+  }
+
+  /** A single-part data call made directly: the output's first bytes, or Pkcs11Error (CKR_BUFFER_TOO_SMALL grows `out`). */
+  private directData(which: number, fn: string, session: number, input: Buffer, out: Buffer): Buffer {
+    const d = this.direct!;
+    checked(d.addon.data(d.module, which, session, input, out, this.scratch), fn);
+    return out.subarray(0, this.scratch[0]);
   }
 
   /** The *Init calls that take a mechanism and a key. */
@@ -497,6 +563,12 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_GetSessionInfo(c: BackendContext, a: C_GetSessionInfo_args): C_GetSessionInfo_ret {
+    const d = this.direct;
+    if (d !== null) {
+      const o = this.scratch;
+      checked(d.addon.getSessionInfo(d.module, a.session, o), 'C_GetSessionInfo');
+      return { rv: CKR_OK, info: { slotID: o[0], state: o[1], flags: o[2], deviceError: o[3] } };
+    }
     const i = this.m(c).C_GetSessionInfo(this.sh(a.session));
     return {
       rv: CKR_OK,
@@ -555,16 +627,38 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_FindObjectsInit(c: BackendContext, a: C_FindObjectsInit_args): px_rv {
+    const d = this.direct;
+    const n = a.template.length;
+    if (d !== null && n <= P11CALL_MAX_FIND_ATTRIBUTES) {
+      const types = new Array<number>(n);
+      const values = new Array<Buffer>(n);
+      for (let i = 0; i < n; i++) {
+        types[i] = a.template[i].type;
+        values[i] = a.template[i].value;
+      }
+      return checked(d.addon.findObjectsInit(d.module, a.session, types, values), 'C_FindObjectsInit');
+    }
     this.m(c).C_FindObjectsInit(this.sh(a.session), template(a.template));
     return CKR_OK;
   }
   C_FindObjects(c: BackendContext, a: C_FindObjects_args): C_FindObjects_ret {
     if (a.maxObjectCount < 0) return { rv: CKR_ARGUMENTS_BAD, objects: [], count: 0 };
     if (a.maxObjectCount === 0) return { rv: CKR_OK, objects: [], count: 0 };
+    const d = this.direct;
+    if (d !== null && a.maxObjectCount <= P11CALL_MAX_FIND_OBJECTS) {
+      const o = this.scratch;
+      checked(d.addon.findObjects(d.module, a.session, a.maxObjectCount, o), 'C_FindObjects');
+      const count = o[0];
+      const objects = new Array<number>(count);
+      for (let i = 0; i < count; i++) objects[i] = o[i + 1];
+      return { rv: CKR_OK, objects, count };
+    }
     const found = this.m(c).C_FindObjects(this.sh(a.session), Math.min(a.maxObjectCount, 65536)).map(fromHandle);
     return { rv: CKR_OK, objects: found, count: found.length };
   }
   C_FindObjectsFinal(c: BackendContext, a: C_FindObjectsFinal_args): px_rv {
+    const d = this.direct;
+    if (d !== null) return checked(d.addon.findObjectsFinal(d.module, a.session), 'C_FindObjectsFinal');
     this.m(c).C_FindObjectsFinal(this.sh(a.session));
     return CKR_OK;
   }
@@ -766,6 +860,13 @@ export class Pkcs11jsBackend implements Backend {
     return CKR_OK;
   }
   C_DigestInit(c: BackendContext, a: px_session_mechanism_args): px_rv {
+    const d = this.direct;
+    if (d !== null) {
+      const m = mechanism(a.mechanism);
+      checked(d.addon.init(d.module, P11CALL_INIT.C_DigestInit, a.session, m.mechanism, (m.parameter as Buffer | undefined) ?? null, 0), 'C_DigestInit');
+      this.sessions.get(a.session)?.ops.set('C_DigestInit', m.mechanism);
+      return CKR_OK;
+    }
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
   px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): px_rv {
@@ -774,8 +875,11 @@ export class Pkcs11jsBackend implements Backend {
   C_Digest(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
+    const sync = this.direct !== null
+      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Digest, 'C_Digest', a.session, a.data, out)
+      : (out: Buffer) => p11.C_Digest(h, inBuf(a.data), out);
     return outputRet(withOutput(128, (out) =>
-        this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => p11.C_Digest(h, inBuf(a.data), out), () => p11.C_DigestAsync(h, inBuf(a.data), out)),
+        this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => sync(out), () => p11.C_DigestAsync(h, inBuf(a.data), out)),
       ),
     );
   }
@@ -795,7 +899,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_SignInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
-    return this.keyInit(c, 'C_SignInit', a.session, mechanism(a.mechanism), a.key);
+    return this.keyInitRaw(c, 'C_SignInit', a.session, a.mechanism, a.key);
   }
   px_SignInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
@@ -803,8 +907,11 @@ export class Pkcs11jsBackend implements Backend {
   C_Sign(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
+    const sync = this.direct !== null
+      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Sign, 'C_Sign', a.session, a.data, out)
+      : (out: Buffer) => p11.C_Sign(h, inBuf(a.data), out);
     return outputRet(withOutput(1024, (out) =>
-        this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => p11.C_Sign(h, inBuf(a.data), out), () => p11.C_SignAsync(h, inBuf(a.data), out)),
+        this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => sync(out), () => p11.C_SignAsync(h, inBuf(a.data), out)),
       ),
     );
   }
@@ -820,7 +927,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_VerifyInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
-    return this.keyInit(c, 'C_VerifyInit', a.session, mechanism(a.mechanism), a.key);
+    return this.keyInitRaw(c, 'C_VerifyInit', a.session, a.mechanism, a.key);
   }
   px_VerifyInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
@@ -828,7 +935,11 @@ export class Pkcs11jsBackend implements Backend {
   C_Verify(c: BackendContext, a: C_Verify_args): MaybePromise<px_rv> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    return verifyRv(this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature)), () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature))));
+    const d = this.direct;
+    const sync = d !== null
+      ? () => verified(d.addon.verify(d.module, a.session, a.data, a.signature))
+      : () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature));
+    return verifyRv(this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, sync, () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature))));
   }
   C_VerifyUpdate(c: BackendContext, a: px_session_data_args): px_rv {
     this.m(c).C_VerifyUpdate(this.sh(a.session), inBuf(a.data));
@@ -841,7 +952,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_EncryptInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
-    return this.keyInit(c, 'C_EncryptInit', a.session, mechanism(a.mechanism), a.key);
+    return this.keyInitRaw(c, 'C_EncryptInit', a.session, a.mechanism, a.key);
   }
   px_EncryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
@@ -849,8 +960,11 @@ export class Pkcs11jsBackend implements Backend {
   C_Encrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
+    const sync = this.direct !== null
+      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Encrypt, 'C_Encrypt', a.session, a.data, out)
+      : (out: Buffer) => p11.C_Encrypt(h, inBuf(a.data), out);
     return outputRet(withOutput(a.data.length + 256, (out) =>
-        this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => p11.C_Encrypt(h, inBuf(a.data), out), () => p11.C_EncryptAsync(h, inBuf(a.data), out)),
+        this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => sync(out), () => p11.C_EncryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
@@ -866,7 +980,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_DecryptInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
-    return this.keyInit(c, 'C_DecryptInit', a.session, mechanism(a.mechanism), a.key);
+    return this.keyInitRaw(c, 'C_DecryptInit', a.session, a.mechanism, a.key);
   }
   px_DecryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
@@ -874,8 +988,11 @@ export class Pkcs11jsBackend implements Backend {
   C_Decrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
+    const sync = this.direct !== null
+      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Decrypt, 'C_Decrypt', a.session, a.data, out)
+      : (out: Buffer) => p11.C_Decrypt(h, inBuf(a.data), out);
     return outputRet(withOutput(a.data.length + 256, (out) =>
-        this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => p11.C_Decrypt(h, inBuf(a.data), out), () => p11.C_DecryptAsync(h, inBuf(a.data), out)),
+        this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => sync(out), () => p11.C_DecryptAsync(h, inBuf(a.data), out)),
       ),
     );
   }
@@ -891,7 +1008,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   C_SignRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
-    return this.keyInit(c, 'C_SignRecoverInit', a.session, mechanism(a.mechanism), a.key);
+    return this.keyInitRaw(c, 'C_SignRecoverInit', a.session, a.mechanism, a.key);
   }
   px_SignRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
@@ -901,7 +1018,7 @@ export class Pkcs11jsBackend implements Backend {
     return outputRet(withOutput(1024, (out) => p11.C_SignRecover(this.sh(a.session), inBuf(a.data), out)));
   }
   C_VerifyRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
-    return this.keyInit(c, 'C_VerifyRecoverInit', a.session, mechanism(a.mechanism), a.key);
+    return this.keyInitRaw(c, 'C_VerifyRecoverInit', a.session, a.mechanism, a.key);
   }
   px_VerifyRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, typedMechanism(a.mechanism), a.key);

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import * as p from 'pkcs11js';
-import { bool, bytes, query, ulong } from './helpers/attrs';
+import { bool, bytes, ecKeyPairTemplates, mech, query, ulong } from './helpers/attrs';
 import { faultyModule } from './helpers/faulty-module';
 import type { startInProcess as StartInProcess } from './helpers/in-process';
 import { createSoftHsm, USER_PIN } from './helpers/softhsm';
@@ -43,7 +43,10 @@ const ASKS: Record<string, px_attribute[]> = {
 
 type Answers = Record<string, { rv: number; template: Array<{ type: number; value: string; valueLen: number }> }>;
 
-async function answers(disable: boolean, dir: string): Promise<Answers> {
+type Client = Awaited<ReturnType<ReturnType<typeof StartInProcess>['open']>>;
+
+/** Runs `fn` on a logged-in session of a fresh in-process stack, with or without the addon. */
+async function withSession<T>(disable: boolean, dir: string, fn: (c: Client, s: number) => Promise<T>): Promise<T> {
   if (disable) process.env.PKCS11PROXYD_NO_P11CALL = '1';
   else delete process.env.PKCS11PROXYD_NO_P11CALL;
   let start!: typeof StartInProcess;
@@ -61,6 +64,16 @@ async function answers(disable: boolean, dir: string): Promise<Answers> {
     const slot = (await c.call('C_GetSlotList', { tokenPresent: 1, count: 4 })).slotList[0];
     const s = (await c.call('C_OpenSession', { slotID: slot, flags: RW })).session;
     expect(await c.call('C_Login', { session: s, userType: p.CKU_USER, pin: Buffer.from(USER_PIN) })).toBe(p.CKR_OK);
+    const out = await fn(c, s);
+    await c.close();
+    return out;
+  } finally {
+    stack.finalize();
+  }
+}
+
+async function answers(disable: boolean, dir: string): Promise<Answers> {
+  return withSession(disable, dir, async (c, s) => {
     const key = await c.call('C_GenerateKey', {
       session: s,
       mechanism: { mechanism: p.CKM_AES_KEY_GEN, parameter: Buffer.alloc(0) },
@@ -75,11 +88,8 @@ async function answers(disable: boolean, dir: string): Promise<Answers> {
       const r = await c.call('C_GetAttributeValue', { session: s, object: key.object, template });
       out[name] = { rv: r.rv, template: r.template.map((a) => ({ type: a.type, value: a.value.toString('hex'), valueLen: a.valueLen })) };
     }
-    await c.close();
     return out;
-  } finally {
-    stack.finalize();
-  }
+  });
 }
 
 test('one direct module call answers as the two pkcs11js calls do, for every per-attribute outcome', async () => {
@@ -104,4 +114,154 @@ test('one direct module call answers as the two pkcs11js calls do, for every per
 test('the addon is built by npm run build and found by the backend', () => {
   delete process.env.PKCS11PROXYD_NO_P11CALL;
   expect(p11call()).not.toBeNull();
+});
+
+/**
+ * The other direct calls (C_GetSessionInfo, C_FindObjects*, the key *Init
+ * calls with a raw parameter, C_Sign/C_Encrypt/C_Decrypt/C_Digest/C_Verify)
+ * against pkcs11js, step by step: each step's CK_RV and output, successes
+ * and errors alike (bad session, operation not initialized, bad IV length,
+ * data length, wrong signature, empty input). Keys are made from fixed
+ * values so the outputs can be compared byte for byte.
+ */
+type Step = { step: string; rv: number; out?: unknown };
+const AES_KEY = Buffer.alloc(32, 0x11);
+const HMAC_KEY = Buffer.alloc(32, 0x22);
+const IV = Buffer.alloc(16, 0x33);
+
+async function hotCalls(disable: boolean, dir: string): Promise<Step[]> {
+  return withSession(disable, dir, async (c, s) => {
+    const steps: Step[] = [];
+    const note = (step: string, r: { rv: number } | number, out?: unknown): void => {
+      steps.push(typeof r === 'number' ? { step, rv: r } : { step, rv: r.rv, out });
+    };
+    const info = await c.call('C_GetSessionInfo', { session: s });
+    note('C_GetSessionInfo', info, { state: info.info.state, flags: info.info.flags, deviceError: info.info.deviceError });
+    note('C_GetSessionInfo bad session', await c.call('C_GetSessionInfo', { session: s + 1000 }));
+    const secret = (label: string, value: Buffer, use: number[]) =>
+      c.call('C_CreateObject', {
+        session: s,
+        template: [
+          ulong(p.CKA_CLASS, p.CKO_SECRET_KEY), ulong(p.CKA_KEY_TYPE, label === 'aes' ? p.CKK_AES : p.CKK_GENERIC_SECRET),
+          bool(p.CKA_TOKEN, false), bytes(p.CKA_LABEL, `hot-${label}`), bytes(p.CKA_VALUE, value), ...use.map((u) => bool(u, true)),
+        ],
+      });
+    const aes = await secret('aes', AES_KEY, [p.CKA_ENCRYPT, p.CKA_DECRYPT]);
+    const hmac = await secret('hmac', HMAC_KEY, [p.CKA_SIGN, p.CKA_VERIFY]);
+    expect([aes.rv, hmac.rv]).toEqual([p.CKR_OK, p.CKR_OK]);
+    const ec = await c.call('C_GenerateKeyPair', { session: s, mechanism: mech(p.CKM_EC_KEY_PAIR_GEN), ...ecKeyPairTemplates('hot-ec') });
+    expect(ec.rv).toBe(p.CKR_OK);
+
+    // Find: a two-attribute template, one handle per call, then the rest; the handles are compared as sets.
+    note('C_FindObjects before init', await c.call('C_FindObjects', { session: s, maxObjectCount: 4 }));
+    note('C_FindObjectsInit', await c.call('C_FindObjectsInit', { session: s, template: [ulong(p.CKA_CLASS, p.CKO_SECRET_KEY), bool(p.CKA_TOKEN, false)] }));
+    const first = await c.call('C_FindObjects', { session: s, maxObjectCount: 1 });
+    const rest = await c.call('C_FindObjects', { session: s, maxObjectCount: 10 });
+    note('C_FindObjects', first, first.count);
+    note('C_FindObjects rest', rest, rest.count);
+    expect(new Set([...first.objects, ...rest.objects])).toEqual(new Set([aes.object, hmac.object]));
+    note('C_FindObjectsFinal', await c.call('C_FindObjectsFinal', { session: s }));
+    note('C_FindObjectsFinal again', await c.call('C_FindObjectsFinal', { session: s }));
+    note('C_FindObjectsInit empty', await c.call('C_FindObjectsInit', { session: s, template: [] }));
+    const all = await c.call('C_FindObjects', { session: s, maxObjectCount: 100 });
+    note('C_FindObjects all', all, all.count);
+    await c.call('C_FindObjectsFinal', { session: s });
+
+    // AES-CBC: a parameter checked by the module, a data length it refuses, a round trip.
+    note('C_EncryptInit short IV', await c.call('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV.subarray(0, 8)), key: aes.object }));
+    note('C_EncryptInit', await c.call('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV), key: aes.object }));
+    note('C_Encrypt bad length', await c.call('C_Encrypt', { session: s, data: Buffer.alloc(15) }));
+    await c.call('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV), key: aes.object });
+    const plain = Buffer.alloc(4096, 0x5a);
+    const ct = await c.call('C_Encrypt', { session: s, data: plain });
+    note('C_Encrypt', ct, ct.data.toString('hex'));
+    note('C_DecryptInit', await c.call('C_DecryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV), key: aes.object }));
+    const pt = await c.call('C_Decrypt', { session: s, data: ct.data });
+    note('C_Decrypt', pt, pt.data.equals(plain));
+    note('C_Encrypt not initialized', await c.call('C_Encrypt', { session: s, data: plain }));
+    note('C_EncryptInit wrong key', await c.call('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV), key: hmac.object }));
+
+    // HMAC: deterministic signature, verified, and refused when altered.
+    note('C_SignInit', await c.call('C_SignInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object }));
+    const mac = await c.call('C_Sign', { session: s, data: Buffer.from('hot path') });
+    note('C_Sign', mac, mac.data.toString('hex'));
+    await c.call('C_VerifyInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object });
+    note('C_Verify', await c.call('C_Verify', { session: s, data: Buffer.from('hot path'), signature: mac.data }));
+    await c.call('C_VerifyInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object });
+    note('C_Verify altered', await c.call('C_Verify', { session: s, data: Buffer.from('hot patH'), signature: mac.data }));
+
+    // ECDSA: random signatures, so only their length and the verdict are compared.
+    await c.call('C_SignInit', { session: s, mechanism: mech(p.CKM_ECDSA), key: ec.privateKey });
+    const sig = await c.call('C_Sign', { session: s, data: Buffer.alloc(32, 7) });
+    note('C_Sign ECDSA', sig, sig.data.length);
+    await c.call('C_VerifyInit', { session: s, mechanism: mech(p.CKM_ECDSA), key: ec.publicKey });
+    note('C_Verify ECDSA', await c.call('C_Verify', { session: s, data: Buffer.alloc(32, 7), signature: sig.data }));
+
+    // Digest of an empty input (a valid pointer with length 0 reaches the module) and of data.
+    note('C_DigestInit', await c.call('C_DigestInit', { session: s, mechanism: mech(p.CKM_SHA256) }));
+    const empty = await c.call('C_Digest', { session: s, data: Buffer.alloc(0) });
+    note('C_Digest empty', empty, empty.data.toString('hex'));
+    await c.call('C_DigestInit', { session: s, mechanism: mech(p.CKM_SHA512) });
+    const d = await c.call('C_Digest', { session: s, data: plain });
+    note('C_Digest', d, d.data.toString('hex'));
+    note('C_Digest not initialized', await c.call('C_Digest', { session: s, data: plain }));
+    return steps;
+  });
+}
+
+test('the hot calls made directly answer as pkcs11js does, errors included', async () => {
+  const direct = await hotCalls(false, 'hot-direct');
+  const viaPkcs11js = await hotCalls(true, 'hot-pkcs11js');
+  expect(direct).toEqual(viaPkcs11js);
+  const by = new Map(direct.map((x) => [x.step, x]));
+  expect(by.get('C_GetSessionInfo')).toEqual({ step: 'C_GetSessionInfo', rv: p.CKR_OK, out: { state: 3 /* CKS_RW_USER_FUNCTIONS */, flags: RW, deviceError: 0 } });
+  expect(by.get('C_GetSessionInfo bad session')?.rv).toBe(p.CKR_SESSION_HANDLE_INVALID);
+  expect(by.get('C_FindObjects before init')?.rv).toBe(p.CKR_OPERATION_NOT_INITIALIZED);
+  expect(by.get('C_FindObjects')?.out).toBe(1);
+  expect(by.get('C_FindObjects rest')?.out).toBe(1);
+  expect(by.get('C_FindObjects all')?.out).toBe(4);
+  expect(by.get('C_EncryptInit short IV')?.rv).toBe(p.CKR_MECHANISM_PARAM_INVALID);
+  expect(by.get('C_Encrypt bad length')?.rv).toBe(p.CKR_DATA_LEN_RANGE);
+  expect(by.get('C_Decrypt')?.out).toBe(true);
+  expect(by.get('C_Encrypt not initialized')?.rv).toBe(p.CKR_OPERATION_NOT_INITIALIZED);
+  expect(by.get('C_EncryptInit wrong key')?.rv).toBe(p.CKR_KEY_TYPE_INCONSISTENT);
+  expect(by.get('C_Verify')?.rv).toBe(p.CKR_OK);
+  expect(by.get('C_Verify altered')?.rv).toBe(p.CKR_SIGNATURE_INVALID);
+  expect(by.get('C_Sign ECDSA')?.out).toBe(64);
+  expect(by.get('C_Verify ECDSA')?.rv).toBe(p.CKR_OK);
+  expect(by.get('C_Digest empty')?.out).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  expect(by.get('C_Digest not initialized')?.rv).toBe(p.CKR_OPERATION_NOT_INITIALIZED);
+});
+
+test('a direct data call reports the length it needs on CKR_BUFFER_TOO_SMALL and keeps the operation', () => {
+  delete process.env.PKCS11PROXYD_NO_P11CALL;
+  const addon = p11call()!;
+  const pk = new p.PKCS11();
+  const conf = process.env.SOFTHSM2_CONF;
+  process.env.SOFTHSM2_CONF = store.conf;
+  try {
+    // A copy of its own, so this instance is not the one the stacks above initialized.
+    const lib = faultyModule(path.join(store.dir, 'raw'), store.conf).path;
+    pk.load(lib);
+    pk.C_Initialize();
+    const m = addon.open(lib);
+    const h = pk.C_OpenSession(pk.C_GetSlotList(true)[0], p.CKF_SERIAL_SESSION);
+    const session = Number(h.readBigUInt64LE());
+    const o = new Float64Array(4);
+    expect(addon.init(m, 4 /* C_DigestInit */, session, p.CKM_SHA256, null, 0)).toBe(p.CKR_OK);
+    expect(addon.data(m, 3 /* C_Digest */, session, Buffer.from('abc'), Buffer.alloc(8), o)).toBe(p.CKR_BUFFER_TOO_SMALL);
+    expect(o[0]).toBe(32);
+    const out = Buffer.alloc(o[0]);
+    expect(addon.data(m, 3, session, Buffer.from('abc'), out, o)).toBe(p.CKR_OK);
+    expect(out.toString('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    // Bad arguments throw an Error naming the call's form; nothing reaches the module.
+    expect(() => addon.data(m, 99, session, Buffer.alloc(1), out, o)).toThrow(/data\(handle/);
+    expect(() => addon.getSessionInfo(m, session, new Float64Array(2))).toThrow(/getSessionInfo/);
+    expect(() => addon.findObjects(m, session, 10, new Float64Array(4))).toThrow(/findObjects/);
+    pk.C_CloseSession(h);
+    pk.C_Finalize();
+  } finally {
+    if (conf === undefined) delete process.env.SOFTHSM2_CONF;
+    else process.env.SOFTHSM2_CONF = conf;
+  }
 });
