@@ -184,6 +184,13 @@ static napi_value bad_args(napi_env env, const char *what) {
   return fail(env, "EINVAL", what);
 }
 
+/* Declares argv[N] and fills it from the call; fewer arguments throw `usage`. */
+#define ARGS(N, usage)                                                                                       \
+  size_t argc = N;                                                                                           \
+  napi_value argv[N];                                                                                        \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));                                               \
+  if (argc < N) return bad_args(env, usage)
+
 /* A Float64Array argument: its elements and count. */
 static int get_f64(napi_env env, napi_value v, double **data, size_t *n) {
   napi_typedarray_type type;
@@ -206,14 +213,12 @@ static int get_module(napi_env env, napi_value v, module_t **m) {
 }
 
 static napi_value get_session_info(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(3, "getSessionInfo(handle, session, Float64Array(4))");
   module_t *m;
   CK_ULONG session;
   double *out;
   size_t n;
-  if (argc < 3 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_f64(env, argv[2], &out, &n) ||
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_f64(env, argv[2], &out, &n) ||
       n < 4)
     return bad_args(env, "getSessionInfo(handle, session, Float64Array(4))");
   CK_SESSION_INFO si;
@@ -229,13 +234,11 @@ static napi_value get_session_info(napi_env env, napi_callback_info info) {
 }
 
 static napi_value find_objects_init(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(4, "findObjectsInit(handle, session, types[], values[]) with at most 64 attributes");
   module_t *m;
   CK_ULONG session;
   uint32_t n, nv;
-  if (argc < 4 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
       napi_get_array_length(env, argv[2], &n) != napi_ok || napi_get_array_length(env, argv[3], &nv) != napi_ok || n != nv ||
       n > MAX_FIND_ATTRS)
     return bad_args(env, "findObjectsInit(handle, session, types[], values[]) with at most 64 attributes");
@@ -256,14 +259,12 @@ static napi_value find_objects_init(napi_env env, napi_callback_info info) {
 }
 
 static napi_value find_objects(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(4, "findObjects(handle, session, max, Float64Array(max + 1))");
   module_t *m;
   CK_ULONG session, max;
   double *out;
   size_t n;
-  if (argc < 4 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &max) ||
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &max) ||
       !get_f64(env, argv[3], &out, &n) || max + 1 > n || max > 65536)
     return bad_args(env, "findObjects(handle, session, max, Float64Array(max + 1))");
   CK_OBJECT_HANDLE h[256];
@@ -281,25 +282,21 @@ static napi_value find_objects(napi_env env, napi_callback_info info) {
 }
 
 static napi_value find_objects_final(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(2, "findObjectsFinal(handle, session)");
   module_t *m;
   CK_ULONG session;
-  if (argc < 2 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session))
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session))
     return bad_args(env, "findObjectsFinal(handle, session)");
   return rv_value(env, m->f->C_FindObjectsFinal(session));
 }
 
 static napi_value op_init(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(6, "init(handle, which, session, mechanism, parameter | null, key)");
   module_t *m;
   CK_ULONG which, session, key;
   CK_MECHANISM mech = {0, NULL, 0};
   napi_valuetype pt;
-  if (argc < 6 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= INIT_COUNT ||
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= INIT_COUNT ||
       !get_ulong(env, argv[2], &session) || !get_ulong(env, argv[3], &mech.mechanism) || !get_ulong(env, argv[5], &key) ||
       napi_typeof(env, argv[4], &pt) != napi_ok)
     return bad_args(env, "init(handle, which, session, mechanism, parameter | null, key)");
@@ -325,15 +322,13 @@ static napi_value op_init(napi_env env, napi_callback_info info) {
 }
 
 static napi_value op_data(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(6, "data(handle, which, session, input, output, Float64Array(1))");
   module_t *m;
   CK_ULONG which, session;
   unsigned char *in, *outp;
   size_t inlen, outcap, n;
   double *res;
-  if (argc < 6 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= DATA_COUNT ||
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= DATA_COUNT ||
       !get_ulong(env, argv[2], &session) || !get_bytes(env, argv[3], &in, &inlen) || !get_bytes(env, argv[4], &outp, &outcap) ||
       !get_f64(env, argv[5], &res, &n) || n < 1)
     return bad_args(env, "data(handle, which, session, input, output, Float64Array(1))");
@@ -350,14 +345,12 @@ static napi_value op_data(napi_env env, napi_callback_info info) {
 }
 
 static napi_value op_verify(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(4, "verify(handle, session, data, signature)");
   module_t *m;
   CK_ULONG session;
   unsigned char *data, *sig;
   size_t dlen, slen;
-  if (argc < 4 || !get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
       !get_bytes(env, argv[2], &data, &dlen) || !get_bytes(env, argv[3], &sig, &slen))
     return bad_args(env, "verify(handle, session, data, signature)");
   return rv_value(env, m->f->C_Verify(session, data, dlen, sig, slen));
