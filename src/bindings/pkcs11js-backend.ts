@@ -246,6 +246,12 @@ function directInit(op: KeyInitCall): number | undefined {
 
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
+/** The addon and the module instance it calls (the one pkcs11js loaded). */
+interface DirectModule {
+  readonly addon: P11CallAddon;
+  readonly module: P11CallModule;
+}
+
 /** An open module session as the backend keeps it. */
 interface SessionRecord {
   readonly handle: Buffer;
@@ -336,7 +342,7 @@ export class Pkcs11jsBackend implements Backend {
    * and results in `scratch`, not pkcs11js's per-call Buffers and objects.
    * Null without the addon; pkcs11js then makes every call.
    */
-  private readonly direct: { readonly addon: P11CallAddon; readonly module: P11CallModule } | null;
+  private readonly direct: DirectModule | null;
   /** Results of direct calls; read before the next call. */
   private readonly scratch = new Float64Array(P11CALL_MAX_FIND_OBJECTS + 1);
 
@@ -404,20 +410,36 @@ export class Pkcs11jsBackend implements Backend {
    * parameter: made directly when the addon has the call.
    */
   private keyInitRaw(c: BackendContext, op: KeyInitCall, session: number, raw: px_mechanism, key: number): px_rv {
-    const d = this.direct;
-    const which = d === null ? undefined : directInit(op);
-    if (d === null || which === undefined) return this.keyInit(c, op, session, mechanism(raw), key);
+    const which = directInit(op);
+    if (this.direct === null || which === undefined) return this.keyInit(c, op, session, mechanism(raw), key);
+    return this.initDirect(which, op, session, raw, key);
+  }
+
+  /** An *Init call made directly; `op` names it for errors and the cost model's record of the operation. */
+  private initDirect(which: number, op: string, session: number, raw: px_mechanism, key: number): px_rv {
+    const d = this.direct!;
     const m = mechanism(raw);
     checked(d.addon.init(d.module, which, session, m.mechanism, (m.parameter as Buffer | undefined) ?? null, key), op);
     this.sessions.get(session)?.ops.set(op, m.mechanism);
     return CKR_OK;
   }
 
-  /** A single-part data call made directly: the output's first bytes, or Pkcs11Error (CKR_BUFFER_TOO_SMALL grows `out`). */
-  private directData(which: number, fn: string, session: number, input: Buffer, out: Buffer): Buffer {
-    const d = this.direct!;
-    checked(d.addon.data(d.module, which, session, input, out, this.scratch), fn);
-    return out.subarray(0, this.scratch[0]);
+  /**
+   * The inline form of a single-part data call: made directly when the addon
+   * is there, else by pkcs11js. It answers the output's first bytes, or
+   * throws Pkcs11Error (CKR_BUFFER_TOO_SMALL makes withOutput grow `out`).
+   */
+  private singlePart(fn: keyof typeof P11CALL_DATA, session: number, h: Buffer, input: Buffer): (out: Buffer) => Buffer {
+    const d = this.direct;
+    if (d === null) {
+      const p11 = this.p11;
+      return (out) => p11[fn](h, inBuf(input), out);
+    }
+    const which = P11CALL_DATA[fn];
+    return (out) => {
+      checked(d.addon.data(d.module, which, session, input, out, this.scratch), fn);
+      return out.subarray(0, this.scratch[0]);
+    };
   }
 
   /** The *Init calls that take a mechanism and a key. */
@@ -710,8 +732,8 @@ export class Pkcs11jsBackend implements Backend {
    * size query; otherwise `valueLen` is the caller's buffer size.
    */
   C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): C_GetAttributeValue_ret {
-    if (this.module.direct !== null) {
-      const r = this.getAttributeValueDirect(this.module.direct, a);
+    if (this.direct !== null) {
+      const r = this.getAttributeValueDirect(this.direct, a);
       if (r !== null) return r;
     }
     const p11 = this.m(c);
@@ -761,7 +783,7 @@ export class Pkcs11jsBackend implements Backend {
    * templates, whose values hold pointers, or very large asks): the pkcs11js
    * path answers those.
    */
-  private getAttributeValueDirect(direct: P11CallModule, a: C_GetAttributeValue_args): C_GetAttributeValue_ret | null {
+  private getAttributeValueDirect(direct: DirectModule, a: C_GetAttributeValue_args): C_GetAttributeValue_ret | null {
     const n = a.template.length;
     if (n > P11CALL_MAX_ATTRIBUTES) return null;
     const types: number[] = new Array<number>(n);
@@ -775,7 +797,7 @@ export class Pkcs11jsBackend implements Backend {
       if (caps[i] > 0) bytes += caps[i];
     }
     if (bytes > P11CALL_MAX_BYTES) return null;
-    const out = p11call()!.getAttributeValue(direct, a.session, a.object, types, caps);
+    const out = direct.addon.getAttributeValue(direct.module, a.session, a.object, types, caps);
     const rv = out[0] as number;
     if (rv !== CKR_OK && rv !== CKR_ATTRIBUTE_SENSITIVE && rv !== CKR_ATTRIBUTE_TYPE_INVALID && rv !== CKR_BUFFER_TOO_SMALL) {
       throw new Pkcs11Error(rv, 'C_GetAttributeValue');
@@ -860,13 +882,7 @@ export class Pkcs11jsBackend implements Backend {
     return CKR_OK;
   }
   C_DigestInit(c: BackendContext, a: px_session_mechanism_args): px_rv {
-    const d = this.direct;
-    if (d !== null) {
-      const m = mechanism(a.mechanism);
-      checked(d.addon.init(d.module, P11CALL_INIT.C_DigestInit, a.session, m.mechanism, (m.parameter as Buffer | undefined) ?? null, 0), 'C_DigestInit');
-      this.sessions.get(a.session)?.ops.set('C_DigestInit', m.mechanism);
-      return CKR_OK;
-    }
+    if (this.direct !== null) return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, a.mechanism, 0);
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
   px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): px_rv {
@@ -875,9 +891,7 @@ export class Pkcs11jsBackend implements Backend {
   C_Digest(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    const sync = this.direct !== null
-      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Digest, 'C_Digest', a.session, a.data, out)
-      : (out: Buffer) => p11.C_Digest(h, inBuf(a.data), out);
+    const sync = this.singlePart('C_Digest', a.session, h, a.data);
     return outputRet(withOutput(128, (out) =>
         this.timed(c, 'C_Digest', 'C_DigestInit', a.session, a.data.length, () => sync(out), () => p11.C_DigestAsync(h, inBuf(a.data), out)),
       ),
@@ -907,9 +921,7 @@ export class Pkcs11jsBackend implements Backend {
   C_Sign(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    const sync = this.direct !== null
-      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Sign, 'C_Sign', a.session, a.data, out)
-      : (out: Buffer) => p11.C_Sign(h, inBuf(a.data), out);
+    const sync = this.singlePart('C_Sign', a.session, h, a.data);
     return outputRet(withOutput(1024, (out) =>
         this.timed(c, 'C_Sign', 'C_SignInit', a.session, a.data.length, () => sync(out), () => p11.C_SignAsync(h, inBuf(a.data), out)),
       ),
@@ -960,9 +972,7 @@ export class Pkcs11jsBackend implements Backend {
   C_Encrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    const sync = this.direct !== null
-      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Encrypt, 'C_Encrypt', a.session, a.data, out)
-      : (out: Buffer) => p11.C_Encrypt(h, inBuf(a.data), out);
+    const sync = this.singlePart('C_Encrypt', a.session, h, a.data);
     return outputRet(withOutput(a.data.length + 256, (out) =>
         this.timed(c, 'C_Encrypt', 'C_EncryptInit', a.session, a.data.length, () => sync(out), () => p11.C_EncryptAsync(h, inBuf(a.data), out)),
       ),
@@ -988,9 +998,7 @@ export class Pkcs11jsBackend implements Backend {
   C_Decrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
-    const sync = this.direct !== null
-      ? (out: Buffer) => this.directData(P11CALL_DATA.C_Decrypt, 'C_Decrypt', a.session, a.data, out)
-      : (out: Buffer) => p11.C_Decrypt(h, inBuf(a.data), out);
+    const sync = this.singlePart('C_Decrypt', a.session, h, a.data);
     return outputRet(withOutput(a.data.length + 256, (out) =>
         this.timed(c, 'C_Decrypt', 'C_DecryptInit', a.session, a.data.length, () => sync(out), () => p11.C_DecryptAsync(h, inBuf(a.data), out)),
       ),
