@@ -26,6 +26,7 @@ import { bool, bytes, mech, P256, readULong, ulong } from './helpers/attrs';
 import { startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
 import { P11Client } from './helpers/p11-client';
+import { waitFor } from './helpers/pool';
 import { USER_PIN } from './helpers/softhsm';
 
 /**
@@ -815,7 +816,8 @@ describe('typed procedures: protocol behaviour', () => {
       const m = typed(p.CKM_AES_GCM, { tag: PX_MP_GCM, value: { iv, ivBits: 96, aad, tagBits: 128 } });
       expect(await x.call('px_EncryptInitTyped', { session: s, mechanism: m, key: k.object })).toBe(p.CKR_OK);
       await x.close();
-      const log = t.output();
+      // The reply can reach the client before the daemon's trace line reaches its stderr pipe.
+      const log = await waitFor('the px_EncryptInitTyped trace line', () => t.output(), (o) => o.includes('px_EncryptInitTyped('), 5000);
       expect(log).toContain('px_EncryptInitTyped(');
       expect(log).toContain('CKM_AES_GCM(GCM {iv=<12 bytes>, ivBits=96, aad=<12 bytes>, tagBits=128})');
       expect(log).toContain('CKM_AES_KEY_GEN(NONE)');
