@@ -209,10 +209,28 @@ async function hotCalls(disable: boolean, dir: string): Promise<Step[]> {
   });
 }
 
+/** The pkcs11js functions the addon replaces, with the number of calls they get while `fn` runs. */
+const REPLACED = ['C_GetSessionInfo', 'C_FindObjectsInit', 'C_FindObjects', 'C_FindObjectsFinal', 'C_SignInit', 'C_VerifyInit',
+  'C_EncryptInit', 'C_DecryptInit', 'C_DigestInit', 'C_Sign', 'C_Verify', 'C_Encrypt', 'C_Decrypt', 'C_Digest'] as const;
+async function countingPkcs11js<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  // The native class every pkcs11js instance (and jest module registry) shares; instances bind its methods when built.
+  const native = Object.getPrototypeOf(p.PKCS11.prototype) as Record<string, (...args: unknown[]) => unknown>;
+  const spies = REPLACED.map((name) => jest.spyOn(native, name));
+  try {
+    const r = await fn();
+    return [r, spies.reduce((n, sp) => n + sp.mock.calls.length, 0)];
+  } finally {
+    for (const sp of spies) sp.mockRestore();
+  }
+}
+
 test('the hot calls made directly answer as pkcs11js does, errors included', async () => {
-  const direct = await hotCalls(false, 'hot-direct');
-  const viaPkcs11js = await hotCalls(true, 'hot-pkcs11js');
+  const [direct, pkcs11jsCallsDirect] = await countingPkcs11js(() => hotCalls(false, 'hot-direct'));
+  const [viaPkcs11js, pkcs11jsCalls] = await countingPkcs11js(() => hotCalls(true, 'hot-pkcs11js'));
   expect(direct).toEqual(viaPkcs11js);
+  // With the addon none of these reach pkcs11js (its async variants are other functions).
+  expect(pkcs11jsCallsDirect).toBe(0);
+  expect(pkcs11jsCalls).toBeGreaterThan(20);
   const by = new Map(direct.map((x) => [x.step, x]));
   expect(by.get('C_GetSessionInfo')).toEqual({ step: 'C_GetSessionInfo', rv: p.CKR_OK, out: { state: 3 /* CKS_RW_USER_FUNCTIONS */, flags: RW, deviceError: 0 } });
   expect(by.get('C_GetSessionInfo bad session')?.rv).toBe(p.CKR_SESSION_HANDLE_INVALID);
