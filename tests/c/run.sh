@@ -70,7 +70,7 @@ if [ "$VALGRIND" = 1 ]; then
       --errors-for-leak-kinds=definite,possible
       --suppressions="$here/valgrind.supp")
 fi
-groups="args sizes threads fork forkthread manysessions restart config mechanisms app"
+groups="args sizes threads fork forkthread manysessions restart config mechanisms app timeout"
 # Caml Crush forks one daemon process per connection, each calling
 # C_Initialize on the same SoftHSM2 store; SoftHSM2 2.6.1 races when several
 # processes do that at once, so four threads opening sessions together fail

@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -887,6 +888,88 @@ static void test_restart(void) {
   CHECK_RV(f->C_Finalize(NULL), CKR_OK);
 }
 
+/* ---- group: timeout ---- */
+/* A daemon that takes the first call and never answers it, or answers
+ * part of a record (its mark announces more than is sent). */
+struct stall_server {
+  int lfd;
+  bool partial;
+};
+
+static void *stall_serve(void *arg) {
+  struct stall_server *st = arg;
+  struct pollfd p = {.fd = st->lfd, .events = POLLIN};
+  if (poll(&p, 1, 10000) != 1)
+    return NULL;
+  int fd = accept(st->lfd, NULL, NULL);
+  if (fd < 0)
+    return NULL;
+  unsigned char buf[4096];
+  p.fd = fd;
+  bool answered = false;
+  /* Until the client closes (it does once its call has failed), 10 s at most. */
+  while (poll(&p, 1, 10000) == 1 && recv(fd, buf, sizeof buf, 0) > 0) {
+    if (st->partial && !answered) {
+      /* Last fragment of 64 bytes; 8 of them follow: the xid and REPLY. */
+      unsigned char part[12] = {0x80, 0, 0, 64};
+      memcpy(part + 4, buf + 4, 4);
+      part[11] = 1;
+      send(fd, part, sizeof part, MSG_NOSIGNAL);
+      answered = true;
+    }
+  }
+  close(fd);
+  return NULL;
+}
+
+/* rpc_timeout bounds a round trip whether no byte of the reply comes or
+ * only part of it: the call fails after about that long, never hangs. */
+static void test_timeout(void) {
+  char dir[] = "/tmp/p11timeout.XXXXXX";
+  bool made = mkdtemp(dir) != NULL;
+  CHECK(made, "temp dir");
+  if (!made)
+    return;
+  char path[sizeof dir + 16];
+  snprintf(path, sizeof path, "%s/sock", dir);
+  char *saved_sock = getenv("PKCS11PROXY_SOCKET_PATH")
+                         ? strdup(getenv("PKCS11PROXY_SOCKET_PATH"))
+                         : NULL;
+  for (int partial = 0; partial < 2; partial++) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    unlink(path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool up = lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+              listen(lfd, 4) == 0;
+    CHECK(up, "stalling server listens");
+    if (!up)
+      break;
+    struct stall_server st = {.lfd = lfd, .partial = partial == 1};
+    pthread_t t;
+    pthread_create(&t, NULL, stall_serve, &st);
+    setenv("PKCS11PROXY_SOCKET_PATH", path, 1);
+    setenv("PKCS11PROXY_RPC_TIMEOUT", "1", 1);
+    double t0 = now_s();
+    CK_RV rv = f->C_Initialize(NULL);
+    double took = now_s() - t0;
+    CHECK(rv == CKR_DEVICE_ERROR, "%s: C_Initialize fails with CKR_DEVICE_ERROR (0x%lx)",
+          partial ? "part of a reply" : "no reply", (unsigned long)rv);
+    CHECK(took >= 0.9 && took < 5, "%s: failed after %.2f s (rpc_timeout 1 s)",
+          partial ? "part of a reply" : "no reply", took);
+    if (rv == CKR_OK)
+      f->C_Finalize(NULL);
+    pthread_join(t, NULL);
+    close(lfd);
+  }
+  unsetenv("PKCS11PROXY_RPC_TIMEOUT");
+  if (saved_sock != NULL)
+    setenv("PKCS11PROXY_SOCKET_PATH", saved_sock, 1);
+  free(saved_sock);
+  unlink(path);
+  rmdir(dir);
+}
+
 /* ---- group: config ---- */
 static void test_config(void) {
   char *sock = strdup(getenv("PKCS11PROXY_SOCKET_PATH"));
@@ -1575,7 +1658,7 @@ int main(int argc, char **argv) {
                 {"manysessions", test_manysessions},
                 {"restart", test_restart},
                 {"config", test_config},   {"mechanisms", test_mechanisms},
-                {"app", test_app}};
+                {"app", test_app},         {"timeout", test_timeout}};
   for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
     bool run = argc < 2;
     for (int i = 1; i < argc; i++)
