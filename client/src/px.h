@@ -79,9 +79,6 @@ struct px_wire {
   u_int prog, vers;
   uint32_t xid;          /* of the last call */
   int64_t timeout_ms;    /* per round trip */
-  /* SO_RCVTIMEO set on fd (ms), or 0: a reply may then be awaited by a
-   * blocking recv, one syscall where poll + recv are two (record.c). */
-  int64_t rcvtimeo_ms;
   enum clnt_stat last;   /* status of the last call (clnt_geterr) */
   unsigned char *buf;    /* record being sent, then the reply record */
   size_t cap;
@@ -90,9 +87,6 @@ struct px_wire {
 /* Takes ownership of fd. No allocation; the buffer is made on first use. */
 void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
                   unsigned long timeout_s);
-/* Plain (not TLS) sockets: bounds blocking receives by the round-trip
- * timeout (SO_RCVTIMEO), so that replies are awaited without a poll. */
-void px_wire_block_receives(struct px_wire *w);
 /* Closes the descriptor and frees the buffer; safe to call twice. A TLS
  * connection sends its close_notify first. */
 void px_wire_close(struct px_wire *w);

@@ -15,7 +15,6 @@
 #include "tls.h"
 
 #define LAST_FRAGMENT 0x80000000u
-#define BLOCKING_SLACK_MS 10
 
 int64_t px_now_ms(void) {
   struct timespec ts;
@@ -100,20 +99,12 @@ static enum clnt_stat fill(struct px_wire *w, size_t *have, size_t need,
     *have += n;
   }
   while (*have < need) {
-    /* A blocking recv waits at most rcvtimeo_ms, which may end past the
-     * deadline by the time already spent in this round trip: it is used
-     * only while that is under BLOCKING_SLACK_MS, then poll takes over. */
-    bool block = w->rcvtimeo_ms > 0 &&
-                 deadline - px_now_ms() > w->rcvtimeo_ms - BLOCKING_SLACK_MS;
-    if (!block) {
-      int r = px_wait_fd(w->fd, POLLIN, deadline);
-      if (r == 0)
-        return RPC_TIMEDOUT;
-      if (r < 0)
-        return RPC_CANTRECV;
-    }
-    ssize_t n =
-        recv(w->fd, w->buf + *have, w->cap - *have, block ? 0 : MSG_DONTWAIT);
+    int r = px_wait_fd(w->fd, POLLIN, deadline);
+    if (r == 0)
+      return RPC_TIMEDOUT;
+    if (r < 0)
+      return RPC_CANTRECV;
+    ssize_t n = recv(w->fd, w->buf + *have, w->cap - *have, MSG_DONTWAIT);
     if (n > 0)
       *have += (size_t)n;
     else if (n == 0)

@@ -259,8 +259,6 @@ CK_RV px_conn_open(const struct px_config *cfg, size_t ep_index,
                : connect_tcp(c, ep->host, ep->port, cfg->connect_timeout);
   if (rc == 0 && ep->transport == PX_TRANSPORT_TLS)
     rc = start_tls(c, cfg, ep, token);
-  else if (rc == 0)
-    px_wire_block_receives(&c->wire);
   if (rc != 0) {
     px_conn_destroy(c, false);
     return CKR_DEVICE_ERROR;

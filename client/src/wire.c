@@ -22,7 +22,6 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -268,17 +267,6 @@ void px_wire_init(struct px_wire *w, int fd, u_int prog, u_int vers,
   clock_gettime(CLOCK_MONOTONIC, &ts);
   w->xid = (uint32_t)ts.tv_nsec ^ (uint32_t)((uintptr_t)w >> 4);
   w->last = RPC_SUCCESS;
-}
-
-void px_wire_block_receives(struct px_wire *w) {
-  /* A day at most: a larger rpc_timeout still ends each wait by the
-   * deadline check in record.c. */
-  int64_t ms = w->timeout_ms < 86400000 ? w->timeout_ms : 86400000;
-  struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
-                       .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-  if (ms > 0 && w->fd >= 0 && w->ssl == NULL &&
-      setsockopt(w->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0)
-    w->rcvtimeo_ms = ms;
 }
 
 static void wire_release(struct px_wire *w, bool say_goodbye) {
