@@ -89,23 +89,24 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
     proc.once('exit', (code) => reject(new Error(`daemon exited with ${code} before READY:\n${out}`)));
   });
   const tcpPort = endpoints.find((e) => e.port !== undefined)?.port;
+  // 'exit' can come before the last of the daemon's output is read from its pipes; 'close' comes after.
+  // A worker that outlived the primary would keep the pipes open: then 5 s after the exit is enough.
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const done = Promise.race([
+    new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code))),
+    exited.then((code) => new Promise<number | null>((resolve) => setTimeout(() => resolve(code), 5000).unref())),
+  ]);
   return {
     socketPath,
     tcpPort,
     hsm,
     proc,
     output: () => out,
-    stop: () =>
-      new Promise((resolve) => {
-        if (proc.exitCode !== null) {
-          hsm.cleanup();
-          return resolve(proc.exitCode);
-        }
-        proc.once('exit', (code) => {
-          hsm.cleanup();
-          resolve(code);
-        });
-        proc.kill('SIGTERM');
-      }),
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const code = await done;
+      hsm.cleanup();
+      return code;
+    },
   };
 }
