@@ -1,4 +1,6 @@
-import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
+import type { C_LoadModule_args, C_SetupArch_args, Pkcs11Calls, px_GetAppToken_ret, px_JoinApp_args, px_rv } from '../generated/pkcs11_rpc';
+import { NATIVE_ARCH } from '../pkcs11/arch';
+import { ck, CKR_OK } from '../pkcs11/constants';
 
 /**
  * What a backend is told about the caller. Plain, serialisable data: a
@@ -31,6 +33,37 @@ export interface Backend extends Pkcs11Calls<BackendContext> {
 }
 
 /** Limits a backend enforces on its own calls. */
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The calls that are the client's business, answered alike by every backend. The layers above
+ * answer them (the arch layer C_SetupArch, the life-cycle layer C_Initialize/C_Finalize, the
+ * connection layer application joining); a backend reached with one anyway answers for its alias
+ * and never touches its module or service, whose C_Initialize is process-wide.
+ */
+export abstract class BackendBase {
+  abstract readonly alias: string;
+
+  C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): px_rv {
+    return NATIVE_ARCH.code;
+  }
+  C_LoadModule(_c: BackendContext, a: C_LoadModule_args): px_rv {
+    return a.alias.toString('utf8') === this.alias ? CKR_OK : ck.CKR_ARGUMENTS_BAD;
+  }
+  C_Initialize(_c: BackendContext): px_rv {
+    return CKR_OK;
+  }
+  C_Finalize(_c: BackendContext): px_rv {
+    return CKR_OK;
+  }
+  px_GetAppToken(_c: BackendContext): px_GetAppToken_ret {
+    return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
+  }
+  px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): px_rv {
+    return ck.CKR_FUNCTION_NOT_SUPPORTED;
+  }
+}
+
 export interface BackendLimits {
   /** Longest C_GenerateRandom output; longer asks answer CKR_ARGUMENTS_BAD. */
   maxRandomLength: number;

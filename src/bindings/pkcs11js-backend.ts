@@ -2,78 +2,7 @@ import { ProxyError } from '../errors';
 import { auditCallLimit } from '../server/transport/limits';
 import * as pkcs11js from 'pkcs11js';
 import { isPromise } from '../generated/pkcs11_rpc';
-import type {
-  C_CloseAllSessions_args,
-  C_CloseSession_args,
-  C_CopyObject_args,
-  C_CreateObject_args,
-  C_DeriveKey_args,
-  C_DestroyObject_args,
-  C_DigestKey_args,
-  C_FindObjectsFinal_args,
-  C_FindObjectsInit_args,
-  C_FindObjects_args,
-  C_FindObjects_ret,
-  C_GenerateKeyPair_args,
-  C_GenerateKeyPair_ret,
-  C_GenerateKey_args,
-  C_GenerateRandom_args,
-  C_GetAttributeValue_args,
-  C_GetAttributeValue_ret,
-  C_GetInfo_ret,
-  C_GetMechanismInfo_args,
-  C_GetMechanismInfo_ret,
-  C_GetMechanismList_args,
-  C_GetMechanismList_ret,
-  C_GetObjectSize_args,
-  C_GetObjectSize_ret,
-  C_GetSessionInfo_args,
-  C_GetSessionInfo_ret,
-  C_GetSlotInfo_args,
-  C_GetSlotInfo_ret,
-  C_GetSlotList_args,
-  C_GetSlotList_ret,
-  C_GetTokenInfo_args,
-  C_GetTokenInfo_ret,
-  C_InitPIN_args,
-  C_InitToken_args,
-  C_LoadModule_args,
-  C_Login_args,
-  C_Logout_args,
-  C_OpenSession_args,
-  C_OpenSession_ret,
-  C_SeedRandom_args,
-  C_SetAttributeValue_args,
-  C_SetOperationState_args,
-  C_SetPIN_args,
-  C_SetupArch_args,
-  C_UnwrapKey_args,
-  C_VerifyFinal_args,
-  C_Verify_args,
-  C_WaitForSlotEvent_args,
-  C_WaitForSlotEvent_ret,
-  C_WrapKey_args,
-  px_DeriveKeyTyped_args,
-  px_GenerateKeyPairTyped_args,
-  px_GenerateKeyTyped_args,
-  px_GetAppToken_ret,
-  px_JoinApp_args,
-  px_UnwrapKeyTyped_args,
-  px_WrapKeyTyped_args,
-  px_attribute,
-  px_bytes_ret,
-  px_object_ret,
-  px_rv,
-  px_session_args,
-  px_session_data_args,
-  px_session_mechanism_args,
-  px_session_mechanism_key_args,
-  px_session_mechanism_typed_args,
-  px_session_mechanism_typed_key_args,
-  px_mechanism,
-  px_version,
-  MaybePromise,
-} from '../generated/pkcs11_rpc';
+import type * as rpc from '../generated/pkcs11_rpc';
 import {
   CKR_ARGUMENTS_BAD,
   CKR_ATTRIBUTE_SENSITIVE,
@@ -99,6 +28,7 @@ import {
 } from './p11call';
 import type { P11CallAddon, P11CallModule } from './p11call';
 import { CallCostModel } from './call-cost';
+import { BackendBase } from './backend';
 import type { Backend, BackendContext, BackendLimits } from './backend';
 import { rawMechanism as mechanism, typedMechanism } from './mech-params';
 
@@ -151,11 +81,11 @@ function ul(n: number): number {
   return Number.isSafeInteger(n) ? n : -1;
 }
 
-function version(v: { major: number; minor: number }): px_version {
+function version(v: { major: number; minor: number }): rpc.px_version {
   return { major: Buffer.from([v.major & 0xff]), minor: Buffer.from([v.minor & 0xff]) };
 }
 
-function template(t: px_attribute[]): pkcs11js.Template {
+function template(t: rpc.px_attribute[]): pkcs11js.Template {
   return t.map((a) => ({ type: a.type, value: a.value }));
 }
 
@@ -164,7 +94,7 @@ function pinString(pin: Buffer): string {
   return pin.toString('utf8');
 }
 
-function bytesRet(data: Buffer): px_bytes_ret {
+function bytesRet(data: Buffer): rpc.px_bytes_ret {
   return { rv: CKR_OK, data };
 }
 
@@ -173,10 +103,10 @@ function bytesRet(data: Buffer): px_bytes_ret {
  * CKR_BUFFER_TOO_SMALL. The protocol has no output length (the whole output is
  * returned), so the daemon sizes the buffer itself.
  */
-function withOutput(guess: number, fn: (out: Buffer) => MaybePromise<Buffer>): MaybePromise<Buffer> {
+function withOutput(guess: number, fn: (out: Buffer) => rpc.MaybePromise<Buffer>): rpc.MaybePromise<Buffer> {
   let size = Math.max(MIN_OUTPUT_GUESS, guess);
   for (;;) {
-    let r: MaybePromise<Buffer>;
+    let r: rpc.MaybePromise<Buffer>;
     try {
       r = fn(Buffer.alloc(size));
     } catch (e) {
@@ -197,12 +127,12 @@ function grownOutput(e: unknown, size: number): number {
 }
 
 /** The bytes result of an output, without a promise when the output came without one. */
-function outputRet(b: MaybePromise<Buffer>): MaybePromise<px_bytes_ret> {
+function outputRet(b: rpc.MaybePromise<Buffer>): rpc.MaybePromise<rpc.px_bytes_ret> {
   return isPromise(b) ? b.then(bytesRet) : bytesRet(b);
 }
 
 /** C_Verify*'s CK_RV from pkcs11js's verdict. */
-function verifyRv(ok: MaybePromise<boolean>): MaybePromise<px_rv> {
+function verifyRv(ok: rpc.MaybePromise<boolean>): rpc.MaybePromise<rpc.px_rv> {
   return isPromise(ok) ? ok.then((v) => (v ? CKR_OK : ck.CKR_SIGNATURE_INVALID)) : ok ? CKR_OK : ck.CKR_SIGNATURE_INVALID;
 }
 
@@ -219,7 +149,7 @@ function inBuf(b: Buffer): Buffer {
 }
 
 /** A direct call's CK_RV: CKR_OK, or thrown as pkcs11js throws a module's error. */
-function checked(rv: number, fn: string): px_rv {
+function checked(rv: number, fn: string): rpc.px_rv {
   if (rv !== CKR_OK) throw new Pkcs11Error(rv, fn);
   return CKR_OK;
 }
@@ -328,7 +258,7 @@ export class LoadedModule {
  * answered by the layers above and never reach the module's process-wide
  * functions.
  */
-export class Pkcs11jsBackend implements Backend {
+export class Pkcs11jsBackend extends BackendBase implements Backend {
   private readonly inflight = new Set<pkcs11js.Mechanism>();
   private readonly p11: pkcs11js.PKCS11;
   readonly alias: string;
@@ -350,6 +280,7 @@ export class Pkcs11jsBackend implements Backend {
     private readonly module: LoadedModule,
     private readonly limits: BackendLimits,
   ) {
+    super();
     this.p11 = module.p11;
     this.alias = module.alias;
     const addon = p11call();
@@ -396,7 +327,7 @@ export class Pkcs11jsBackend implements Backend {
    * the module reads them on a libuv thread, so they are kept referenced
    * until the call settles.
    */
-  private async pinned<T>(m: pkcs11js.Mechanism, fn: () => MaybePromise<T>): Promise<T> {
+  private async pinned<T>(m: pkcs11js.Mechanism, fn: () => rpc.MaybePromise<T>): Promise<T> {
     this.inflight.add(m);
     try {
       return await fn();
@@ -409,14 +340,14 @@ export class Pkcs11jsBackend implements Backend {
    * The *Init calls that take a mechanism and a key, with a raw (wire bytes)
    * parameter: made directly when the addon has the call.
    */
-  private keyInitRaw(c: BackendContext, op: KeyInitCall, session: number, raw: px_mechanism, key: number): px_rv {
+  private keyInitRaw(c: BackendContext, op: KeyInitCall, session: number, raw: rpc.px_mechanism, key: number): rpc.px_rv {
     const which = directInit(op);
     if (this.direct === null || which === undefined) return this.keyInit(c, op, session, mechanism(raw), key);
     return this.initDirect(which, op, session, raw, key);
   }
 
   /** An *Init call made directly; `op` names it for errors and the cost model's record of the operation. */
-  private initDirect(which: number, op: string, session: number, raw: px_mechanism, key: number): px_rv {
+  private initDirect(which: number, op: string, session: number, raw: rpc.px_mechanism, key: number): rpc.px_rv {
     const d = this.direct!;
     const m = mechanism(raw);
     checked(d.addon.init(d.module, which, session, m.mechanism, (m.parameter as Buffer | undefined) ?? null, key), op);
@@ -443,7 +374,7 @@ export class Pkcs11jsBackend implements Backend {
   }
 
   /** The *Init calls that take a mechanism and a key. */
-  private keyInit(c: BackendContext, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): px_rv {
+  private keyInit(c: BackendContext, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): rpc.px_rv {
     this.m(c)[op](this.sh(session), m, this.oh(key));
     this.sessions.get(session)?.ops.set(op, m.mechanism);
     return CKR_OK;
@@ -453,33 +384,12 @@ export class Pkcs11jsBackend implements Backend {
    * Runs a data call of the operation `init` started on `session`, inline or
    * on the libuv pool as its measured cost says (see call-cost.ts).
    */
-  private timed<T>(c: BackendContext, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): MaybePromise<T> {
+  private timed<T>(c: BackendContext, call: string, init: string, session: number, input: number, sync: () => T, async: () => Promise<T>): rpc.MaybePromise<T> {
     const mech = this.sessions.get(session)?.ops.get(init);
     return this.cost.run(CallCostModel.key(call, mech, input), input, sync, async);
   }
 
-  C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): px_rv {
-    return NATIVE_ARCH.code;
-  }
-  C_LoadModule(_c: BackendContext, a: C_LoadModule_args): px_rv {
-    return a.alias.toString('utf8') === this.alias ? CKR_OK : CKR_ARGUMENTS_BAD;
-  }
-  C_Initialize(_c: BackendContext): px_rv {
-    return CKR_OK;
-  }
-  C_Finalize(_c: BackendContext): px_rv {
-    return CKR_OK;
-  }
-
-  // Application joining is the connection layer's business; a module never sees it.
-  px_GetAppToken(_c: BackendContext): px_GetAppToken_ret {
-    return { rv: CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
-  }
-  px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): px_rv {
-    return CKR_FUNCTION_NOT_SUPPORTED;
-  }
-
-  C_GetInfo(c: BackendContext): C_GetInfo_ret {
+  C_GetInfo(c: BackendContext): rpc.C_GetInfo_ret {
     const i = this.m(c).C_GetInfo();
     return {
       rv: CKR_OK,
@@ -493,14 +403,14 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  C_GetSlotList(c: BackendContext, a: C_GetSlotList_args): C_GetSlotList_ret {
+  C_GetSlotList(c: BackendContext, a: rpc.C_GetSlotList_args): rpc.C_GetSlotList_ret {
     const slots = this.m(c).C_GetSlotList(a.tokenPresent !== 0).map(fromHandle);
     if (a.count === 0) return { rv: CKR_OK, slotList: [], count: slots.length };
     if (a.count < slots.length) return { rv: CKR_BUFFER_TOO_SMALL, slotList: [], count: slots.length };
     return { rv: CKR_OK, slotList: slots, count: slots.length };
   }
 
-  C_WaitForSlotEvent(c: BackendContext, a: C_WaitForSlotEvent_args): C_WaitForSlotEvent_ret {
+  C_WaitForSlotEvent(c: BackendContext, a: rpc.C_WaitForSlotEvent_args): rpc.C_WaitForSlotEvent_ret {
     // Only the non-blocking form is passed on: a blocking wait would hold the event loop.
     if ((a.flags & ck.CKF_DONT_BLOCK) === 0) return { rv: CKR_FUNCTION_NOT_SUPPORTED, slotID: 0 };
     const slot = this.m(c).C_WaitForSlotEvent(a.flags);
@@ -508,7 +418,7 @@ export class Pkcs11jsBackend implements Backend {
     return { rv: CKR_OK, slotID: fromHandle(slot) };
   }
 
-  C_GetSlotInfo(c: BackendContext, a: C_GetSlotInfo_args): C_GetSlotInfo_ret {
+  C_GetSlotInfo(c: BackendContext, a: rpc.C_GetSlotInfo_args): rpc.C_GetSlotInfo_ret {
     const i = this.m(c).C_GetSlotInfo(this.slot(a.slotID));
     return {
       rv: CKR_OK,
@@ -522,7 +432,7 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  C_GetTokenInfo(c: BackendContext, a: C_GetTokenInfo_args): C_GetTokenInfo_ret {
+  C_GetTokenInfo(c: BackendContext, a: rpc.C_GetTokenInfo_args): rpc.C_GetTokenInfo_ret {
     const i = this.m(c).C_GetTokenInfo(this.slot(a.slotID));
     return {
       rv: CKR_OK,
@@ -549,27 +459,27 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  C_Login(c: BackendContext, a: C_Login_args): px_rv {
+  C_Login(c: BackendContext, a: rpc.C_Login_args): rpc.px_rv {
     this.m(c).C_Login(this.sh(a.session), a.userType, pinString(a.pin));
     return CKR_OK;
   }
-  C_Logout(c: BackendContext, a: C_Logout_args): px_rv {
+  C_Logout(c: BackendContext, a: rpc.C_Logout_args): rpc.px_rv {
     this.m(c).C_Logout(this.sh(a.session));
     return CKR_OK;
   }
-  C_OpenSession(c: BackendContext, a: C_OpenSession_args): C_OpenSession_ret {
+  C_OpenSession(c: BackendContext, a: rpc.C_OpenSession_args): rpc.C_OpenSession_ret {
     const h = this.m(c).C_OpenSession(this.slot(a.slotID), a.flags);
     const session = fromHandle(h);
     this.sessions.set(session, { handle: h, slotID: a.slotID, ops: new Map() });
     return { rv: CKR_OK, session };
   }
-  C_CloseSession(c: BackendContext, a: C_CloseSession_args): px_rv {
+  C_CloseSession(c: BackendContext, a: rpc.C_CloseSession_args): rpc.px_rv {
     this.m(c).C_CloseSession(this.sh(a.session));
     // The module forgets the session's objects; their cached handles are just numbers.
     this.sessions.delete(a.session);
     return CKR_OK;
   }
-  C_CloseAllSessions(c: BackendContext, a: C_CloseAllSessions_args): px_rv {
+  C_CloseAllSessions(c: BackendContext, a: rpc.C_CloseAllSessions_args): rpc.px_rv {
     // Reached only when the caller holds every session of this process on
     // the slot (the handle layer closes others' sessions one by one).
     this.m(c).C_CloseAllSessions(this.slot(a.slotID));
@@ -577,14 +487,14 @@ export class Pkcs11jsBackend implements Backend {
     return CKR_OK;
   }
 
-  C_GetMechanismList(c: BackendContext, a: C_GetMechanismList_args): C_GetMechanismList_ret {
+  C_GetMechanismList(c: BackendContext, a: rpc.C_GetMechanismList_args): rpc.C_GetMechanismList_ret {
     const list = this.m(c).C_GetMechanismList(this.slot(a.slotID));
     if (a.count === 0) return { rv: CKR_OK, mechanismList: [], count: list.length };
     if (a.count < list.length) return { rv: CKR_BUFFER_TOO_SMALL, mechanismList: [], count: list.length };
     return { rv: CKR_OK, mechanismList: list, count: list.length };
   }
 
-  C_GetSessionInfo(c: BackendContext, a: C_GetSessionInfo_args): C_GetSessionInfo_ret {
+  C_GetSessionInfo(c: BackendContext, a: rpc.C_GetSessionInfo_args): rpc.C_GetSessionInfo_ret {
     const d = this.direct;
     if (d !== null) {
       const o = this.scratch;
@@ -598,24 +508,24 @@ export class Pkcs11jsBackend implements Backend {
     };
   }
 
-  C_GetMechanismInfo(c: BackendContext, a: C_GetMechanismInfo_args): C_GetMechanismInfo_ret {
+  C_GetMechanismInfo(c: BackendContext, a: rpc.C_GetMechanismInfo_args): rpc.C_GetMechanismInfo_ret {
     const i = this.m(c).C_GetMechanismInfo(this.slot(a.slotID), a.type);
     return { rv: CKR_OK, info: { minKeySize: ul(i.minKeySize), maxKeySize: ul(i.maxKeySize), flags: ul(i.flags) } };
   }
 
-  C_InitPIN(c: BackendContext, a: C_InitPIN_args): px_rv {
+  C_InitPIN(c: BackendContext, a: rpc.C_InitPIN_args): rpc.px_rv {
     this.m(c).C_InitPIN(this.sh(a.session), pinString(a.pin));
     return CKR_OK;
   }
-  C_SetPIN(c: BackendContext, a: C_SetPIN_args): px_rv {
+  C_SetPIN(c: BackendContext, a: rpc.C_SetPIN_args): rpc.px_rv {
     this.m(c).C_SetPIN(this.sh(a.session), pinString(a.oldPin), pinString(a.newPin));
     return CKR_OK;
   }
-  C_SeedRandom(c: BackendContext, a: C_SeedRandom_args): px_rv {
+  C_SeedRandom(c: BackendContext, a: rpc.C_SeedRandom_args): rpc.px_rv {
     this.m(c).C_SeedRandom(this.sh(a.session), inBuf(a.seed));
     return CKR_OK;
   }
-  C_InitToken(c: BackendContext, a: C_InitToken_args): px_rv {
+  C_InitToken(c: BackendContext, a: rpc.C_InitToken_args): rpc.px_rv {
     // The label is a blank-padded 32-byte field; pkcs11js pads it again.
     this.m(c).C_InitToken(this.slot(a.slotID), pinString(a.pin), a.label.toString('utf8').replace(/ +$/, ''));
     return CKR_OK;
@@ -625,7 +535,7 @@ export class Pkcs11jsBackend implements Backend {
    * RANDOM_SLICE pieces, one per event-loop turn, so other connections are
    * served in between. Beyond the configured cap: CKR_ARGUMENTS_BAD.
    */
-  C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): MaybePromise<px_bytes_ret> {
+  C_GenerateRandom(c: BackendContext, a: rpc.C_GenerateRandom_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     if (a.length < 0 || a.length > Math.min(MAX_OUTPUT, this.limits.maxRandomLength)) {
       auditCallLimit('max_random_length', 'C_GenerateRandom', 'CKR_ARGUMENTS_BAD', { app: c.appId, alias: c.alias });
       return { rv: CKR_ARGUMENTS_BAD, data: EMPTY };
@@ -639,7 +549,7 @@ export class Pkcs11jsBackend implements Backend {
     }
     return this.randomSliced(h, a.length);
   }
-  private async randomSliced(h: pkcs11js.Handle, length: number): Promise<px_bytes_ret> {
+  private async randomSliced(h: pkcs11js.Handle, length: number): Promise<rpc.px_bytes_ret> {
     const out = Buffer.allocUnsafe(length);
     for (let off = 0; off < length; off += RANDOM_SLICE) {
       if (off > 0) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -648,7 +558,7 @@ export class Pkcs11jsBackend implements Backend {
     return bytesRet(out);
   }
 
-  C_FindObjectsInit(c: BackendContext, a: C_FindObjectsInit_args): px_rv {
+  C_FindObjectsInit(c: BackendContext, a: rpc.C_FindObjectsInit_args): rpc.px_rv {
     const d = this.direct;
     const n = a.template.length;
     if (d !== null && n <= P11CALL_MAX_FIND_ATTRIBUTES) {
@@ -663,7 +573,7 @@ export class Pkcs11jsBackend implements Backend {
     this.m(c).C_FindObjectsInit(this.sh(a.session), template(a.template));
     return CKR_OK;
   }
-  C_FindObjects(c: BackendContext, a: C_FindObjects_args): C_FindObjects_ret {
+  C_FindObjects(c: BackendContext, a: rpc.C_FindObjects_args): rpc.C_FindObjects_ret {
     if (a.maxObjectCount < 0) return { rv: CKR_ARGUMENTS_BAD, objects: [], count: 0 };
     if (a.maxObjectCount === 0) return { rv: CKR_OK, objects: [], count: 0 };
     const d = this.direct;
@@ -678,49 +588,49 @@ export class Pkcs11jsBackend implements Backend {
     const found = this.m(c).C_FindObjects(this.sh(a.session), Math.min(a.maxObjectCount, 65536)).map(fromHandle);
     return { rv: CKR_OK, objects: found, count: found.length };
   }
-  C_FindObjectsFinal(c: BackendContext, a: C_FindObjectsFinal_args): px_rv {
+  C_FindObjectsFinal(c: BackendContext, a: rpc.C_FindObjectsFinal_args): rpc.px_rv {
     const d = this.direct;
     if (d !== null) return checked(d.addon.findObjectsFinal(d.module, a.session), 'C_FindObjectsFinal');
     this.m(c).C_FindObjectsFinal(this.sh(a.session));
     return CKR_OK;
   }
 
-  async C_GenerateKey(c: BackendContext, a: C_GenerateKey_args): Promise<px_object_ret> {
+  async C_GenerateKey(c: BackendContext, a: rpc.C_GenerateKey_args): Promise<rpc.px_object_ret> {
     return this.generateKey(c, a.session, mechanism(a.mechanism), a.template);
   }
-  async px_GenerateKeyTyped(c: BackendContext, a: px_GenerateKeyTyped_args): Promise<px_object_ret> {
+  async px_GenerateKeyTyped(c: BackendContext, a: rpc.px_GenerateKeyTyped_args): Promise<rpc.px_object_ret> {
     return this.generateKey(c, a.session, typedMechanism(a.mechanism), a.template);
   }
-  private async generateKey(c: BackendContext, session: number, m: pkcs11js.Mechanism, t: px_attribute[]): Promise<px_object_ret> {
+  private async generateKey(c: BackendContext, session: number, m: pkcs11js.Mechanism, t: rpc.px_attribute[]): Promise<rpc.px_object_ret> {
     const h = await this.pinned(m, () => this.m(c).C_GenerateKeyAsync(this.sh(session), m, template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  async C_GenerateKeyPair(c: BackendContext, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
+  async C_GenerateKeyPair(c: BackendContext, a: rpc.C_GenerateKeyPair_args): Promise<rpc.C_GenerateKeyPair_ret> {
     return this.generateKeyPair(c, a.session, mechanism(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
   }
-  async px_GenerateKeyPairTyped(c: BackendContext, a: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
+  async px_GenerateKeyPairTyped(c: BackendContext, a: rpc.px_GenerateKeyPairTyped_args): Promise<rpc.C_GenerateKeyPair_ret> {
     return this.generateKeyPair(c, a.session, typedMechanism(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
   }
   private async generateKeyPair(
     c: BackendContext,
     session: number,
     m: pkcs11js.Mechanism,
-    pub: px_attribute[],
-    priv: px_attribute[],
-  ): Promise<C_GenerateKeyPair_ret> {
+    pub: rpc.px_attribute[],
+    priv: rpc.px_attribute[],
+  ): Promise<rpc.C_GenerateKeyPair_ret> {
     const p11 = this.m(c);
     const kp = await this.pinned(m, () => p11.C_GenerateKeyPairAsync(this.sh(session), m, template(pub), template(priv)));
     return { rv: CKR_OK, publicKey: fromHandle(kp.publicKey), privateKey: fromHandle(kp.privateKey) };
   }
-  C_CreateObject(c: BackendContext, a: C_CreateObject_args): px_object_ret {
+  C_CreateObject(c: BackendContext, a: rpc.C_CreateObject_args): rpc.px_object_ret {
     return { rv: CKR_OK, object: fromHandle(this.m(c).C_CreateObject(this.sh(a.session), template(a.template))) };
   }
-  C_CopyObject(c: BackendContext, a: C_CopyObject_args): px_object_ret {
+  C_CopyObject(c: BackendContext, a: rpc.C_CopyObject_args): rpc.px_object_ret {
     const h = this.m(c).C_CopyObject(this.sh(a.session), this.oh(a.object), template(a.template));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
-  C_DestroyObject(c: BackendContext, a: C_DestroyObject_args): px_rv {
+  C_DestroyObject(c: BackendContext, a: rpc.C_DestroyObject_args): rpc.px_rv {
     this.m(c).C_DestroyObject(this.sh(a.session), this.oh(a.object));
     return CKR_OK;
   }
@@ -731,7 +641,7 @@ export class Pkcs11jsBackend implements Backend {
    * asking again one attribute at a time. A value-less request attribute is a
    * size query; otherwise `valueLen` is the caller's buffer size.
    */
-  C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): C_GetAttributeValue_ret {
+  C_GetAttributeValue(c: BackendContext, a: rpc.C_GetAttributeValue_args): rpc.C_GetAttributeValue_ret {
     if (this.direct !== null) {
       const r = this.getAttributeValueDirect(this.direct, a);
       if (r !== null) return r;
@@ -758,7 +668,7 @@ export class Pkcs11jsBackend implements Backend {
       });
     }
     let rv = CKR_OK;
-    const out: px_attribute[] = a.template.map((req, i) => {
+    const out: rpc.px_attribute[] = a.template.map((req, i) => {
       const v = values[i];
       if (typeof v === 'number' || v === undefined) {
         if (rv === CKR_OK) rv = typeof v === 'number' ? v : CKR_ATTRIBUTE_TYPE_INVALID;
@@ -783,7 +693,7 @@ export class Pkcs11jsBackend implements Backend {
    * templates, whose values hold pointers, or very large asks): the pkcs11js
    * path answers those.
    */
-  private getAttributeValueDirect(direct: DirectModule, a: C_GetAttributeValue_args): C_GetAttributeValue_ret | null {
+  private getAttributeValueDirect(direct: DirectModule, a: rpc.C_GetAttributeValue_args): rpc.C_GetAttributeValue_ret | null {
     const n = a.template.length;
     if (n > P11CALL_MAX_ATTRIBUTES) return null;
     const types: number[] = new Array<number>(n);
@@ -802,7 +712,7 @@ export class Pkcs11jsBackend implements Backend {
     if (rv !== CKR_OK && rv !== CKR_ATTRIBUTE_SENSITIVE && rv !== CKR_ATTRIBUTE_TYPE_INVALID && rv !== CKR_BUFFER_TOO_SMALL) {
       throw new Pkcs11Error(rv, 'C_GetAttributeValue');
     }
-    const template: px_attribute[] = new Array<px_attribute>(n);
+    const template: rpc.px_attribute[] = new Array<rpc.px_attribute>(n);
     for (let i = 0; i < n; i++) {
       const v = out[i + 1];
       template[i] =
@@ -813,18 +723,18 @@ export class Pkcs11jsBackend implements Backend {
     return { rv, template };
   }
 
-  C_SetAttributeValue(c: BackendContext, a: C_SetAttributeValue_args): px_rv {
+  C_SetAttributeValue(c: BackendContext, a: rpc.C_SetAttributeValue_args): rpc.px_rv {
     this.m(c).C_SetAttributeValue(this.sh(a.session), this.oh(a.object), template(a.template));
     return CKR_OK;
   }
-  C_GetObjectSize(c: BackendContext, a: C_GetObjectSize_args): C_GetObjectSize_ret {
+  C_GetObjectSize(c: BackendContext, a: rpc.C_GetObjectSize_args): rpc.C_GetObjectSize_ret {
     return { rv: CKR_OK, size: ul(this.m(c).C_GetObjectSize(this.sh(a.session), this.oh(a.object))) };
   }
 
-  async C_WrapKey(c: BackendContext, a: C_WrapKey_args): Promise<px_bytes_ret> {
+  async C_WrapKey(c: BackendContext, a: rpc.C_WrapKey_args): Promise<rpc.px_bytes_ret> {
     return this.wrapKey(c, a.session, mechanism(a.mechanism), a.wrappingKey, a.key);
   }
-  async px_WrapKeyTyped(c: BackendContext, a: px_WrapKeyTyped_args): Promise<px_bytes_ret> {
+  async px_WrapKeyTyped(c: BackendContext, a: rpc.px_WrapKeyTyped_args): Promise<rpc.px_bytes_ret> {
     return this.wrapKey(c, a.session, typedMechanism(a.mechanism), a.wrappingKey, a.key);
   }
   private async wrapKey(
@@ -833,16 +743,16 @@ export class Pkcs11jsBackend implements Backend {
     m: pkcs11js.Mechanism,
     wrappingKey: number,
     key: number,
-  ): Promise<px_bytes_ret> {
+  ): Promise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const args = [this.sh(session), m, this.oh(wrappingKey), this.oh(key)] as const;
     return bytesRet(await this.pinned(m, () => withOutput(4096, (out) => p11.C_WrapKeyAsync(...args, out))));
   }
 
-  async C_UnwrapKey(c: BackendContext, a: C_UnwrapKey_args): Promise<px_object_ret> {
+  async C_UnwrapKey(c: BackendContext, a: rpc.C_UnwrapKey_args): Promise<rpc.px_object_ret> {
     return this.unwrapKey(c, a.session, mechanism(a.mechanism), a.unwrappingKey, a.wrappedKey, a.template);
   }
-  async px_UnwrapKeyTyped(c: BackendContext, a: px_UnwrapKeyTyped_args): Promise<px_object_ret> {
+  async px_UnwrapKeyTyped(c: BackendContext, a: rpc.px_UnwrapKeyTyped_args): Promise<rpc.px_object_ret> {
     return this.unwrapKey(c, a.session, typedMechanism(a.mechanism), a.unwrappingKey, a.wrappedKey, a.template);
   }
   private async unwrapKey(
@@ -851,17 +761,17 @@ export class Pkcs11jsBackend implements Backend {
     m: pkcs11js.Mechanism,
     unwrappingKey: number,
     wrapped: Buffer,
-    t: px_attribute[],
-  ): Promise<px_object_ret> {
+    t: rpc.px_attribute[],
+  ): Promise<rpc.px_object_ret> {
     const p11 = this.m(c);
     const h = await this.pinned(m, () => p11.C_UnwrapKeyAsync(this.sh(session), m, this.oh(unwrappingKey), wrapped, template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  async C_DeriveKey(c: BackendContext, a: C_DeriveKey_args): Promise<px_object_ret> {
+  async C_DeriveKey(c: BackendContext, a: rpc.C_DeriveKey_args): Promise<rpc.px_object_ret> {
     return this.deriveKey(c, a.session, mechanism(a.mechanism), a.baseKey, a.template);
   }
-  async px_DeriveKeyTyped(c: BackendContext, a: px_DeriveKeyTyped_args): Promise<px_object_ret> {
+  async px_DeriveKeyTyped(c: BackendContext, a: rpc.px_DeriveKeyTyped_args): Promise<rpc.px_object_ret> {
     return this.deriveKey(c, a.session, typedMechanism(a.mechanism), a.baseKey, a.template);
   }
   private async deriveKey(
@@ -869,26 +779,26 @@ export class Pkcs11jsBackend implements Backend {
     session: number,
     m: pkcs11js.Mechanism,
     baseKey: number,
-    t: px_attribute[],
-  ): Promise<px_object_ret> {
+    t: rpc.px_attribute[],
+  ): Promise<rpc.px_object_ret> {
     const p11 = this.m(c);
     const h = await this.pinned(m, () => p11.C_DeriveKeyAsync(this.sh(session), m, this.oh(baseKey), template(t)));
     return { rv: CKR_OK, object: fromHandle(h) };
   }
 
-  private digestInit(c: BackendContext, session: number, m: pkcs11js.Mechanism): px_rv {
+  private digestInit(c: BackendContext, session: number, m: pkcs11js.Mechanism): rpc.px_rv {
     this.m(c).C_DigestInit(this.sh(session), m);
     this.sessions.get(session)?.ops.set('C_DigestInit', m.mechanism);
     return CKR_OK;
   }
-  C_DigestInit(c: BackendContext, a: px_session_mechanism_args): px_rv {
+  C_DigestInit(c: BackendContext, a: rpc.px_session_mechanism_args): rpc.px_rv {
     if (this.direct !== null) return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, a.mechanism, 0);
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
-  px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): px_rv {
+  px_DigestInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_args): rpc.px_rv {
     return this.digestInit(c, a.session, typedMechanism(a.mechanism));
   }
-  C_Digest(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_Digest(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     const sync = this.singlePart('C_Digest', a.session, h, a.data);
@@ -897,28 +807,28 @@ export class Pkcs11jsBackend implements Backend {
       ),
     );
   }
-  C_DigestUpdate(c: BackendContext, a: px_session_data_args): px_rv {
+  C_DigestUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_rv {
     this.m(c).C_DigestUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  C_DigestFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
+  C_DigestFinal(c: BackendContext, a: rpc.px_session_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     return outputRet(withOutput(128, (out) => this.timed(c, 'C_DigestFinal', 'C_DigestInit', a.session, 0, () => p11.C_DigestFinal(h, out), () => p11.C_DigestFinalAsync(h, out))),
     );
   }
-  C_DigestKey(c: BackendContext, a: C_DigestKey_args): px_rv {
+  C_DigestKey(c: BackendContext, a: rpc.C_DigestKey_args): rpc.px_rv {
     this.m(c).C_DigestKey(this.sh(a.session), this.oh(a.key));
     return CKR_OK;
   }
 
-  C_SignInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
+  C_SignInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return this.keyInitRaw(c, 'C_SignInit', a.session, a.mechanism, a.key);
   }
-  px_SignInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
+  px_SignInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  C_Sign(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_Sign(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     const sync = this.singlePart('C_Sign', a.session, h, a.data);
@@ -927,24 +837,24 @@ export class Pkcs11jsBackend implements Backend {
       ),
     );
   }
-  C_SignUpdate(c: BackendContext, a: px_session_data_args): px_rv {
+  C_SignUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_rv {
     this.m(c).C_SignUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  C_SignFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
+  C_SignFinal(c: BackendContext, a: rpc.px_session_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     return outputRet(withOutput(1024, (out) => this.timed(c, 'C_SignFinal', 'C_SignInit', a.session, 0, () => p11.C_SignFinal(h, out), () => p11.C_SignFinalAsync(h, out))),
     );
   }
 
-  C_VerifyInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
+  C_VerifyInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return this.keyInitRaw(c, 'C_VerifyInit', a.session, a.mechanism, a.key);
   }
-  px_VerifyInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
+  px_VerifyInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  C_Verify(c: BackendContext, a: C_Verify_args): MaybePromise<px_rv> {
+  C_Verify(c: BackendContext, a: rpc.C_Verify_args): rpc.MaybePromise<rpc.px_rv> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     const d = this.direct;
@@ -953,23 +863,23 @@ export class Pkcs11jsBackend implements Backend {
       : () => p11.C_Verify(h, inBuf(a.data), inBuf(a.signature));
     return verifyRv(this.timed(c, 'C_Verify', 'C_VerifyInit', a.session, a.data.length, sync, () => p11.C_VerifyAsync(h, inBuf(a.data), inBuf(a.signature))));
   }
-  C_VerifyUpdate(c: BackendContext, a: px_session_data_args): px_rv {
+  C_VerifyUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_rv {
     this.m(c).C_VerifyUpdate(this.sh(a.session), inBuf(a.data));
     return CKR_OK;
   }
-  C_VerifyFinal(c: BackendContext, a: C_VerifyFinal_args): MaybePromise<px_rv> {
+  C_VerifyFinal(c: BackendContext, a: rpc.C_VerifyFinal_args): rpc.MaybePromise<rpc.px_rv> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     return verifyRv(this.timed(c, 'C_VerifyFinal', 'C_VerifyInit', a.session, 0, () => p11.C_VerifyFinal(h, inBuf(a.signature)), () => p11.C_VerifyFinalAsync(h, inBuf(a.signature))));
   }
 
-  C_EncryptInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
+  C_EncryptInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return this.keyInitRaw(c, 'C_EncryptInit', a.session, a.mechanism, a.key);
   }
-  px_EncryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
+  px_EncryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  C_Encrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_Encrypt(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     const sync = this.singlePart('C_Encrypt', a.session, h, a.data);
@@ -978,24 +888,24 @@ export class Pkcs11jsBackend implements Backend {
       ),
     );
   }
-  C_EncryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_EncryptUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_EncryptUpdate(this.sh(a.session), inBuf(a.data), out)));
   }
-  C_EncryptFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
+  C_EncryptFinal(c: BackendContext, a: rpc.px_session_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     return outputRet(withOutput(256, (out) => this.timed(c, 'C_EncryptFinal', 'C_EncryptInit', a.session, 0, () => p11.C_EncryptFinal(h, out), () => p11.C_EncryptFinalAsync(h, out))),
     );
   }
 
-  C_DecryptInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
+  C_DecryptInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return this.keyInitRaw(c, 'C_DecryptInit', a.session, a.mechanism, a.key);
   }
-  px_DecryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
+  px_DecryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  C_Decrypt(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_Decrypt(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     const sync = this.singlePart('C_Decrypt', a.session, h, a.data);
@@ -1004,54 +914,54 @@ export class Pkcs11jsBackend implements Backend {
       ),
     );
   }
-  C_DecryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_DecryptUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DecryptUpdate(this.sh(a.session), inBuf(a.data), out)));
   }
-  C_DecryptFinal(c: BackendContext, a: px_session_args): MaybePromise<px_bytes_ret> {
+  C_DecryptFinal(c: BackendContext, a: rpc.px_session_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     const h = this.sh(a.session);
     return outputRet(withOutput(256, (out) => this.timed(c, 'C_DecryptFinal', 'C_DecryptInit', a.session, 0, () => p11.C_DecryptFinal(h, out), () => p11.C_DecryptFinalAsync(h, out))),
     );
   }
 
-  C_SignRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
+  C_SignRecoverInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return this.keyInitRaw(c, 'C_SignRecoverInit', a.session, a.mechanism, a.key);
   }
-  px_SignRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
+  px_SignRecoverInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  C_SignRecover(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_SignRecover(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(1024, (out) => p11.C_SignRecover(this.sh(a.session), inBuf(a.data), out)));
   }
-  C_VerifyRecoverInit(c: BackendContext, a: px_session_mechanism_key_args): px_rv {
+  C_VerifyRecoverInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return this.keyInitRaw(c, 'C_VerifyRecoverInit', a.session, a.mechanism, a.key);
   }
-  px_VerifyRecoverInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): px_rv {
+  px_VerifyRecoverInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
   }
-  C_VerifyRecover(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_VerifyRecover(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_VerifyRecover(this.sh(a.session), inBuf(a.data), out)));
   }
 
-  C_DigestEncryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_DigestEncryptUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DigestEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  C_SignEncryptUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_SignEncryptUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_SignEncryptUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  C_DecryptDigestUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_DecryptDigestUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DecryptDigestUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
   }
-  C_DecryptVerifyUpdate(c: BackendContext, a: px_session_data_args): MaybePromise<px_bytes_ret> {
+  C_DecryptVerifyUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
     return outputRet(withOutput(a.data.length + 256, (out) => p11.C_DecryptVerifyUpdateAsync(this.sh(a.session), inBuf(a.data), out)),
     );
@@ -1059,16 +969,16 @@ export class Pkcs11jsBackend implements Backend {
 
   // pkcs11js does not expose these four. Operation state is not portable
   // across processes anyway, and the two legacy calls answer as 2.40 requires.
-  C_GetOperationState(_c: BackendContext, _a: px_session_args): px_bytes_ret {
+  C_GetOperationState(_c: BackendContext, _a: rpc.px_session_args): rpc.px_bytes_ret {
     return { rv: CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_SetOperationState(_c: BackendContext, _a: C_SetOperationState_args): px_rv {
+  C_SetOperationState(_c: BackendContext, _a: rpc.C_SetOperationState_args): rpc.px_rv {
     return CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_GetFunctionStatus(_c: BackendContext, _a: px_session_args): px_rv {
+  C_GetFunctionStatus(_c: BackendContext, _a: rpc.px_session_args): rpc.px_rv {
     return CKR_FUNCTION_NOT_PARALLEL;
   }
-  C_CancelFunction(_c: BackendContext, _a: px_session_args): px_rv {
+  C_CancelFunction(_c: BackendContext, _a: rpc.px_session_args): rpc.px_rv {
     return CKR_FUNCTION_NOT_PARALLEL;
   }
 }

@@ -41,9 +41,8 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { callFieldsOf, px_rvCodec, xdrDecode, xdrEncodeFramed } from '../../generated/pkcs11_rpc';
-import type { C_GenerateRandom_args, CallFields, CallName, MaybePromise, px_bytes_ret, px_rv, ProcedureDef } from '../../generated/pkcs11_rpc';
-import { NATIVE_ARCH } from '../../pkcs11/arch';
-import { ck, CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
+import type { C_GenerateRandom_args, CallFields, CallName, MaybePromise, px_bytes_ret, ProcedureDef } from '../../generated/pkcs11_rpc';
+import { ck, CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKR_SESSION_HANDLE_INVALID } from '../../pkcs11/constants';
 import { Pkcs11Error } from '../../pkcs11/errors';
 import { packageRoot } from '../../native-addons';
 import { audit } from '../../server/audit';
@@ -51,7 +50,7 @@ import type { Logger } from '../../server/log';
 import { Backoff, DEFAULT_BACKOFF } from '../../server/supervision/backoff';
 import type { BackoffOptions } from '../../server/supervision/backoff';
 import { auditCallLimit } from '../../server/transport/limits';
-import { moduleReset } from '../backend';
+import { BackendBase, moduleReset } from '../backend';
 import type { Backend, BackendContext, BackendLimits } from '../backend';
 import type { ModuleIsolation } from './isolation';
 import { CONTROL_ID, FrameReader, HEADER_SIZE, HELPER_CALL_INDEX, MAX_FRAME, HELPER_CALLS, HELPER_ENV, STATUS_FAILED, STATUS_RV, STATUS_VALUE, writeHeader } from './protocol';
@@ -114,7 +113,7 @@ function running(pid: number): boolean {
  * the constructor (sent to the helper as it is): the layers see it through
  * asBackend().
  */
-export class HelperBackend {
+export class HelperBackend extends BackendBase {
   readonly alias: string;
   private state: HelperState = 'starting';
   private child: ChildProcess | null = null;
@@ -134,10 +133,12 @@ export class HelperBackend {
     private readonly limits: BackendLimits,
     private readonly env: HelperEnvironment = {},
   ) {
+    super();
     this.alias = spec.alias;
     this.log = env.log ?? (() => undefined);
     for (const def of HELPER_CALLS) {
-      if (Object.prototype.hasOwnProperty.call(HelperBackend.prototype, def.name)) continue;
+      // Defined here or inherited from BackendBase: answered in this process.
+      if (def.name in HelperBackend.prototype) continue;
       const name = def.name;
       Object.defineProperty(this, name, {
         value: (ctx: BackendContext, args: unknown) => this.call(name, ctx, args),
@@ -358,24 +359,6 @@ export class HelperBackend {
   }
 
   // Answered here, as Pkcs11jsBackend answers them: they never reach the module.
-  C_SetupArch(): px_rv {
-    return NATIVE_ARCH.code;
-  }
-  C_LoadModule(_c: BackendContext, a: { alias: Buffer }): px_rv {
-    return a.alias.toString('utf8') === this.alias ? CKR_OK : CKR_ARGUMENTS_BAD;
-  }
-  C_Initialize(): px_rv {
-    return CKR_OK;
-  }
-  C_Finalize(): px_rv {
-    return CKR_OK;
-  }
-  px_GetAppToken(): { rv: number; token: Buffer } {
-    return { rv: CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
-  }
-  px_JoinApp(): px_rv {
-    return CKR_FUNCTION_NOT_SUPPORTED;
-  }
   /** The length cap is checked (and audited) in the worker, where the audit sink is. */
   C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): MaybePromise<px_bytes_ret> {
     if (a.length < 0 || a.length > this.limits.maxRandomLength) {

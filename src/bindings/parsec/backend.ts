@@ -11,78 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { auditCallLimit } from '../../server/transport/limits';
-import type {
-  C_CloseAllSessions_args,
-  C_CloseSession_args,
-  C_CopyObject_args,
-  C_CreateObject_args,
-  C_DeriveKey_args,
-  C_DestroyObject_args,
-  C_DigestKey_args,
-  C_FindObjectsFinal_args,
-  C_FindObjectsInit_args,
-  C_FindObjects_args,
-  C_FindObjects_ret,
-  C_GenerateKeyPair_args,
-  C_GenerateKeyPair_ret,
-  C_GenerateKey_args,
-  C_GenerateRandom_args,
-  C_GetAttributeValue_args,
-  C_GetAttributeValue_ret,
-  C_GetInfo_ret,
-  C_GetMechanismInfo_args,
-  C_GetMechanismInfo_ret,
-  C_GetMechanismList_args,
-  C_GetMechanismList_ret,
-  C_GetObjectSize_args,
-  C_GetObjectSize_ret,
-  C_GetSessionInfo_args,
-  C_GetSessionInfo_ret,
-  C_GetSlotInfo_args,
-  C_GetSlotInfo_ret,
-  C_GetSlotList_args,
-  C_GetSlotList_ret,
-  C_GetTokenInfo_args,
-  C_GetTokenInfo_ret,
-  C_InitPIN_args,
-  C_InitToken_args,
-  C_LoadModule_args,
-  C_Login_args,
-  C_Logout_args,
-  C_OpenSession_args,
-  C_OpenSession_ret,
-  C_SeedRandom_args,
-  C_SetAttributeValue_args,
-  C_SetOperationState_args,
-  C_SetPIN_args,
-  C_SetupArch_args,
-  C_UnwrapKey_args,
-  C_VerifyFinal_args,
-  C_Verify_args,
-  C_WaitForSlotEvent_args,
-  C_WaitForSlotEvent_ret,
-  C_WrapKey_args,
-  px_DeriveKeyTyped_args,
-  px_GenerateKeyPairTyped_args,
-  px_GenerateKeyTyped_args,
-  px_GetAppToken_ret,
-  px_JoinApp_args,
-  px_UnwrapKeyTyped_args,
-  px_WrapKeyTyped_args,
-  px_attribute,
-  px_bytes_ret,
-  px_mechanism,
-  px_mechanism_typed,
-  px_object_ret,
-  px_rv,
-  px_session_args,
-  px_session_data_args,
-  px_session_mechanism_args,
-  px_session_mechanism_key_args,
-  px_session_mechanism_typed_args,
-  px_session_mechanism_typed_key_args,
-  px_version,
-} from '../../generated/pkcs11_rpc';
+import type * as rpc from '../../generated/pkcs11_rpc';
 import { PX_MP_NONE, PX_MP_RAW, PX_MP_RSA_PKCS_OAEP, PX_MP_RSA_PKCS_PSS } from '../../generated/pkcs11_rpc';
 import type { DescMessage, MessageInitShape, MessageShape } from '@bufbuild/protobuf';
 import * as listProviders from '../../generated/parsec/list_providers_pb';
@@ -104,6 +33,7 @@ import type { ProviderInfo } from '../../generated/parsec/list_providers_pb';
 import { CK_UNAVAILABLE_INFORMATION_WIRE, CKR_OK, ck } from '../../pkcs11/constants';
 import { NATIVE_ARCH, readULong, writeULong } from '../../pkcs11/arch';
 import { Pkcs11Error } from '../../pkcs11/errors';
+import { BackendBase } from '../backend';
 import type { Backend, BackendContext, BackendLimits } from '../backend';
 import { ParsecClient, ParsecStatusError, ParsecUnavailableError } from './client';
 import type { ParsecAuth } from './client';
@@ -162,7 +92,7 @@ function padded(s: string, width: number): Buffer {
   return b;
 }
 
-function version(maj: number, min: number): px_version {
+function version(maj: number, min: number): rpc.px_version {
   return { major: Buffer.from([maj & 0xff]), minor: Buffer.from([min & 0xff]) };
 }
 
@@ -179,15 +109,15 @@ function ulongs(vs: readonly number[]): Buffer {
 }
 
 /** A template attribute's value as CK_BBOOL; anything but one byte is CKR_ATTRIBUTE_VALUE_INVALID. */
-function readBool(a: px_attribute): boolean {
+function readBool(a: rpc.px_attribute): boolean {
   if (a.value.length !== 1) throw new Pkcs11Error(ck.CKR_ATTRIBUTE_VALUE_INVALID);
   return a.value[0] !== 0;
 }
-function readUlong(a: px_attribute): number {
+function readUlong(a: rpc.px_attribute): number {
   if (a.value.length !== NATIVE_ARCH.ulongSize) throw new Pkcs11Error(ck.CKR_ATTRIBUTE_VALUE_INVALID);
   return readULong(a.value, 0, NATIVE_ARCH);
 }
-function readUlongs(a: px_attribute): number[] {
+function readUlongs(a: rpc.px_attribute): number[] {
   const u = NATIVE_ARCH.ulongSize;
   if (a.value.length % u !== 0) throw new Pkcs11Error(ck.CKR_ATTRIBUTE_VALUE_INVALID);
   const out: number[] = [];
@@ -205,7 +135,7 @@ interface Mech {
 }
 
 /** Version 3 procedures carry raw bytes: only RSA-PSS parameters are pointer-free (three CK_ULONGs, the daemon's layout). */
-function rawMech(m: px_mechanism): Mech {
+function rawMech(m: rpc.px_mechanism): Mech {
   if (m.parameter.length === 0) return { type: m.mechanism, hasParam: false, pss: null, oaep: null };
   const isPss = SIGN_MECHANISMS.get(m.mechanism)?.family === 'pss';
   const u = NATIVE_ARCH.ulongSize;
@@ -215,7 +145,7 @@ function rawMech(m: px_mechanism): Mech {
   return { type: m.mechanism, hasParam: true, pss, oaep: null };
 }
 
-function typedMech(m: px_mechanism_typed): Mech {
+function typedMech(m: rpc.px_mechanism_typed): Mech {
   const p = m.param;
   switch (p.tag) {
     case PX_MP_NONE:
@@ -298,7 +228,7 @@ function keyTypeOf(info: KeyInfo): { kind: 'rsa' | 'ec' | 'other'; pair: boolean
 
 type KeyAttributesInit = MessageInitShape<typeof KeyAttributesSchema>;
 
-export class ParsecBackend implements Backend {
+export class ParsecBackend extends BackendBase implements Backend {
   private readonly client: ParsecClient;
   private slotCache: Slot[] | null = null;
   private readonly sessions = new Map<number, Session>();
@@ -316,6 +246,7 @@ export class ParsecBackend implements Backend {
     private readonly spec: ParsecSpec,
     private readonly limits: BackendLimits,
   ) {
+    super();
     this.client = new ParsecClient({ socket: spec.socket, timeoutMs: spec.timeoutMs, maxResponseBytes: spec.maxResponseBytes });
   }
 
@@ -546,26 +477,7 @@ export class ParsecBackend implements Backend {
 
   // ---- general, slots, tokens ----
 
-  C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): px_rv {
-    return NATIVE_ARCH.code;
-  }
-  C_LoadModule(_c: BackendContext, a: C_LoadModule_args): px_rv {
-    return a.alias.toString('utf8') === this.alias ? CKR_OK : ck.CKR_ARGUMENTS_BAD;
-  }
-  C_Initialize(_c: BackendContext): px_rv {
-    return CKR_OK;
-  }
-  C_Finalize(_c: BackendContext): px_rv {
-    return CKR_OK;
-  }
-  px_GetAppToken(_c: BackendContext): px_GetAppToken_ret {
-    return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
-  }
-  px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): px_rv {
-    return ck.CKR_FUNCTION_NOT_SUPPORTED;
-  }
-
-  C_GetInfo(_c: BackendContext): C_GetInfo_ret {
+  C_GetInfo(_c: BackendContext): rpc.C_GetInfo_ret {
     return {
       rv: CKR_OK,
       info: {
@@ -578,7 +490,7 @@ export class ParsecBackend implements Backend {
     };
   }
 
-  async C_GetSlotList(c: BackendContext, a: C_GetSlotList_args): Promise<C_GetSlotList_ret> {
+  async C_GetSlotList(c: BackendContext, a: rpc.C_GetSlotList_args): Promise<rpc.C_GetSlotList_ret> {
     // Asked again each time: the slot list is when an application learns of a restarted service.
     const ids = (await this.refreshSlots(c)).map((s) => s.id);
     if (a.count === 0) return { rv: CKR_OK, slotList: [], count: ids.length };
@@ -586,11 +498,11 @@ export class ParsecBackend implements Backend {
     return { rv: CKR_OK, slotList: ids, count: ids.length };
   }
 
-  C_WaitForSlotEvent(_c: BackendContext, _a: C_WaitForSlotEvent_args): C_WaitForSlotEvent_ret {
+  C_WaitForSlotEvent(_c: BackendContext, _a: rpc.C_WaitForSlotEvent_args): rpc.C_WaitForSlotEvent_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, slotID: 0 };
   }
 
-  async C_GetSlotInfo(c: BackendContext, a: C_GetSlotInfo_args): Promise<C_GetSlotInfo_ret> {
+  async C_GetSlotInfo(c: BackendContext, a: rpc.C_GetSlotInfo_args): Promise<rpc.C_GetSlotInfo_ret> {
     const s = await this.slot(c, a.slotID);
     return {
       rv: CKR_OK,
@@ -604,7 +516,7 @@ export class ParsecBackend implements Backend {
     };
   }
 
-  async C_GetTokenInfo(c: BackendContext, a: C_GetTokenInfo_args): Promise<C_GetTokenInfo_ret> {
+  async C_GetTokenInfo(c: BackendContext, a: rpc.C_GetTokenInfo_args): Promise<rpc.C_GetTokenInfo_ret> {
     const s = await this.slot(c, a.slotID);
     const open = [...this.sessions.values()].filter((x) => x.slot === s.id);
     // No PIN: the login is C_Login with an empty PIN, which CKF_PROTECTED_AUTHENTICATION_PATH makes applications send.
@@ -662,14 +574,14 @@ export class ParsecBackend implements Backend {
     return m;
   }
 
-  async C_GetMechanismList(c: BackendContext, a: C_GetMechanismList_args): Promise<C_GetMechanismList_ret> {
+  async C_GetMechanismList(c: BackendContext, a: rpc.C_GetMechanismList_args): Promise<rpc.C_GetMechanismList_ret> {
     const list = [...this.mechanisms(await this.slot(c, a.slotID)).keys()];
     if (a.count === 0) return { rv: CKR_OK, mechanismList: [], count: list.length };
     if (a.count < list.length) return { rv: ck.CKR_BUFFER_TOO_SMALL, mechanismList: [], count: list.length };
     return { rv: CKR_OK, mechanismList: list, count: list.length };
   }
 
-  async C_GetMechanismInfo(c: BackendContext, a: C_GetMechanismInfo_args): Promise<C_GetMechanismInfo_ret> {
+  async C_GetMechanismInfo(c: BackendContext, a: rpc.C_GetMechanismInfo_args): Promise<rpc.C_GetMechanismInfo_ret> {
     const i = this.mechanisms(await this.slot(c, a.slotID)).get(a.type);
     if (i === undefined) throw new Pkcs11Error(ck.CKR_MECHANISM_INVALID);
     return { rv: CKR_OK, info: { minKeySize: i.min, maxKeySize: i.max, flags: i.flags } };
@@ -677,7 +589,7 @@ export class ParsecBackend implements Backend {
 
   // ---- sessions and login ----
 
-  async C_OpenSession(c: BackendContext, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
+  async C_OpenSession(c: BackendContext, a: rpc.C_OpenSession_args): Promise<rpc.C_OpenSession_ret> {
     if ((a.flags & ck.CKF_SERIAL_SESSION) === 0) throw new Pkcs11Error(ck.CKR_SESSION_PARALLEL_NOT_SUPPORTED);
     const s = await this.slot(c, a.slotID);
     const session = ++this.lastSession;
@@ -690,21 +602,21 @@ export class ParsecBackend implements Backend {
     if (![...this.sessions.values()].some((x) => x.slot === slot)) this.loggedIn.delete(slot);
   }
 
-  C_CloseSession(c: BackendContext, a: C_CloseSession_args): px_rv {
+  C_CloseSession(c: BackendContext, a: rpc.C_CloseSession_args): rpc.px_rv {
     const s = this.session(c, a.session);
     this.sessions.delete(a.session);
     this.closed(s.slot);
     return CKR_OK;
   }
 
-  C_CloseAllSessions(c: BackendContext, a: C_CloseAllSessions_args): px_rv {
+  C_CloseAllSessions(c: BackendContext, a: rpc.C_CloseAllSessions_args): rpc.px_rv {
     const app = this.auth(c).app;
     for (const [h, s] of this.sessions) if (s.slot === a.slotID && s.app === app) this.sessions.delete(h);
     this.closed(a.slotID);
     return CKR_OK;
   }
 
-  C_GetSessionInfo(c: BackendContext, a: C_GetSessionInfo_args): C_GetSessionInfo_ret {
+  C_GetSessionInfo(c: BackendContext, a: rpc.C_GetSessionInfo_args): rpc.C_GetSessionInfo_ret {
     const s = this.session(c, a.session);
     const rw = (s.flags & ck.CKF_RW_SESSION) !== 0;
     const user = this.loggedIn.has(s.slot);
@@ -717,7 +629,7 @@ export class ParsecBackend implements Backend {
    * login with an empty PIN (or none: the wire carries both as empty)
    * succeeds; a PIN is refused, as the token cannot check it.
    */
-  C_Login(c: BackendContext, a: C_Login_args): px_rv {
+  C_Login(c: BackendContext, a: rpc.C_Login_args): rpc.px_rv {
     const s = this.session(c, a.session);
     if (a.userType === ck.CKU_SO) throw new Pkcs11Error(ck.CKR_USER_TYPE_INVALID);
     if (a.userType === ck.CKU_CONTEXT_SPECIFIC) throw new Pkcs11Error(ck.CKR_OPERATION_NOT_INITIALIZED);
@@ -728,27 +640,27 @@ export class ParsecBackend implements Backend {
     return CKR_OK;
   }
 
-  C_Logout(c: BackendContext, a: C_Logout_args): px_rv {
+  C_Logout(c: BackendContext, a: rpc.C_Logout_args): rpc.px_rv {
     const s = this.session(c, a.session);
     if (!this.loggedIn.delete(s.slot)) throw new Pkcs11Error(ck.CKR_USER_NOT_LOGGED_IN);
     return CKR_OK;
   }
 
-  C_InitPIN(_c: BackendContext, _a: C_InitPIN_args): px_rv {
+  C_InitPIN(_c: BackendContext, _a: rpc.C_InitPIN_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_SetPIN(_c: BackendContext, _a: C_SetPIN_args): px_rv {
+  C_SetPIN(_c: BackendContext, _a: rpc.C_SetPIN_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_InitToken(_c: BackendContext, _a: C_InitToken_args): px_rv {
+  C_InitToken(_c: BackendContext, _a: rpc.C_InitToken_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_SeedRandom(c: BackendContext, a: C_SeedRandom_args): px_rv {
+  C_SeedRandom(c: BackendContext, a: rpc.C_SeedRandom_args): rpc.px_rv {
     this.session(c, a.session);
     return ck.CKR_RANDOM_SEED_NOT_SUPPORTED;
   }
 
-  async C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
+  async C_GenerateRandom(c: BackendContext, a: rpc.C_GenerateRandom_args): Promise<rpc.px_bytes_ret> {
     const s = this.session(c, a.session);
     if (a.length < 0 || a.length > this.limits.maxRandomLength) {
       auditCallLimit('max_random_length', 'C_GenerateRandom', 'CKR_ARGUMENTS_BAD', { app: c.appId, alias: c.alias });
@@ -768,7 +680,7 @@ export class ParsecBackend implements Backend {
 
   // ---- objects ----
 
-  async C_FindObjectsInit(c: BackendContext, a: C_FindObjectsInit_args): Promise<px_rv> {
+  async C_FindObjectsInit(c: BackendContext, a: rpc.C_FindObjectsInit_args): Promise<rpc.px_rv> {
     const s = this.session(c, a.session);
     if (s.find !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
     const found: number[] = [];
@@ -787,7 +699,7 @@ export class ParsecBackend implements Backend {
     return CKR_OK;
   }
 
-  C_FindObjects(c: BackendContext, a: C_FindObjects_args): C_FindObjects_ret {
+  C_FindObjects(c: BackendContext, a: rpc.C_FindObjects_args): rpc.C_FindObjects_ret {
     const s = this.session(c, a.session);
     if (s.find === null) throw new Pkcs11Error(ck.CKR_OPERATION_NOT_INITIALIZED);
     if (a.maxObjectCount < 0) return { rv: ck.CKR_ARGUMENTS_BAD, objects: [], count: 0 };
@@ -795,18 +707,18 @@ export class ParsecBackend implements Backend {
     return { rv: CKR_OK, objects, count: objects.length };
   }
 
-  C_FindObjectsFinal(c: BackendContext, a: C_FindObjectsFinal_args): px_rv {
+  C_FindObjectsFinal(c: BackendContext, a: rpc.C_FindObjectsFinal_args): rpc.px_rv {
     const s = this.session(c, a.session);
     if (s.find === null) throw new Pkcs11Error(ck.CKR_OPERATION_NOT_INITIALIZED);
     s.find = null;
     return CKR_OK;
   }
 
-  async C_GetAttributeValue(c: BackendContext, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
+  async C_GetAttributeValue(c: BackendContext, a: rpc.C_GetAttributeValue_args): Promise<rpc.C_GetAttributeValue_ret> {
     const s = this.session(c, a.session);
     const o = this.object(c, s, a.object);
     let rv = CKR_OK;
-    const template: px_attribute[] = [];
+    const template: rpc.px_attribute[] = [];
     for (const req of a.template) {
       const v = await this.attribute(c, o, req.type);
       if (typeof v === 'string') {
@@ -822,18 +734,18 @@ export class ParsecBackend implements Backend {
     return { rv, template };
   }
 
-  C_SetAttributeValue(c: BackendContext, a: C_SetAttributeValue_args): px_rv {
+  C_SetAttributeValue(c: BackendContext, a: rpc.C_SetAttributeValue_args): rpc.px_rv {
     this.object(c, this.session(c, a.session), a.object);
     // Parsec keeps no attributes beyond the key's own: every object is CKA_MODIFIABLE false.
     return ck.CKR_ATTRIBUTE_READ_ONLY;
   }
 
-  C_GetObjectSize(c: BackendContext, a: C_GetObjectSize_args): C_GetObjectSize_ret {
+  C_GetObjectSize(c: BackendContext, a: rpc.C_GetObjectSize_args): rpc.C_GetObjectSize_ret {
     this.object(c, this.session(c, a.session), a.object);
     return { rv: CKR_OK, size: CK_UNAVAILABLE_INFORMATION_WIRE };
   }
 
-  C_CopyObject(c: BackendContext, a: C_CopyObject_args): px_object_ret {
+  C_CopyObject(c: BackendContext, a: rpc.C_CopyObject_args): rpc.px_object_ret {
     this.object(c, this.session(c, a.session), a.object);
     // CKA_COPYABLE is false on every Parsec key (PSA's copy is not on the wire protocol).
     return { rv: ck.CKR_ACTION_PROHIBITED, object: 0 };
@@ -846,7 +758,7 @@ export class ParsecBackend implements Backend {
   }
 
   /** Destroying either half destroys the Parsec key, so both objects go. */
-  async C_DestroyObject(c: BackendContext, a: C_DestroyObject_args): Promise<px_rv> {
+  async C_DestroyObject(c: BackendContext, a: rpc.C_DestroyObject_args): Promise<rpc.px_rv> {
     const s = this.session(c, a.session);
     const o = this.object(c, s, a.object);
     this.writable(s);
@@ -860,7 +772,7 @@ export class ParsecBackend implements Backend {
    * the same bytes (a Parsec key has no separate identifier) or, with no
    * label, is the name; neither: a generated name.
    */
-  private keyName(templates: px_attribute[][]): string {
+  private keyName(templates: rpc.px_attribute[][]): string {
     let label: Buffer | undefined;
     let id: Buffer | undefined;
     for (const t of templates) {
@@ -889,9 +801,9 @@ export class ParsecBackend implements Backend {
    * against what the key will be. An attribute it cannot represent is
    * CKR_ATTRIBUTE_TYPE_INVALID, a value it cannot honour CKR_ATTRIBUTE_VALUE_INVALID.
    */
-  private readTemplate(t: px_attribute[], cls: number, keyType: number | null): Map<number, px_attribute> {
-    const out = new Map<number, px_attribute>();
-    const mustBe = (a: px_attribute, v: boolean): void => {
+  private readTemplate(t: rpc.px_attribute[], cls: number, keyType: number | null): Map<number, rpc.px_attribute> {
+    const out = new Map<number, rpc.px_attribute>();
+    const mustBe = (a: rpc.px_attribute, v: boolean): void => {
       if (readBool(a) !== v) throw new Pkcs11Error(ck.CKR_ATTRIBUTE_VALUE_INVALID);
     };
     const priv = cls === ck.CKO_PRIVATE_KEY;
@@ -980,10 +892,10 @@ export class ParsecBackend implements Backend {
     pair: boolean,
     bits: number,
     family: number,
-    pub: Map<number, px_attribute>,
-    priv: Map<number, px_attribute>,
+    pub: Map<number, rpc.px_attribute>,
+    priv: Map<number, rpc.px_attribute>,
   ): KeyAttributesInit {
-    const flag = (m: Map<number, px_attribute>, t: number, dflt: boolean): boolean => {
+    const flag = (m: Map<number, rpc.px_attribute>, t: number, dflt: boolean): boolean => {
       const a = m.get(t);
       return a === undefined ? dflt : readBool(a);
     };
@@ -1021,14 +933,14 @@ export class ParsecBackend implements Backend {
     };
   }
 
-  async C_GenerateKeyPair(c: BackendContext, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
+  async C_GenerateKeyPair(c: BackendContext, a: rpc.C_GenerateKeyPair_args): Promise<rpc.C_GenerateKeyPair_ret> {
     return this.generateKeyPair(c, a.session, rawMech(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
   }
-  async px_GenerateKeyPairTyped(c: BackendContext, a: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
+  async px_GenerateKeyPairTyped(c: BackendContext, a: rpc.px_GenerateKeyPairTyped_args): Promise<rpc.C_GenerateKeyPair_ret> {
     return this.generateKeyPair(c, a.session, typedMech(a.mechanism), a.publicKeyTemplate, a.privateKeyTemplate);
   }
 
-  private async generateKeyPair(c: BackendContext, session: number, m: Mech, pubT: px_attribute[], privT: px_attribute[]): Promise<C_GenerateKeyPair_ret> {
+  private async generateKeyPair(c: BackendContext, session: number, m: Mech, pubT: rpc.px_attribute[], privT: rpc.px_attribute[]): Promise<rpc.C_GenerateKeyPair_ret> {
     const s = this.session(c, session);
     const slot = await this.slot(c, s.slot);
     let keyType: number;
@@ -1085,7 +997,7 @@ export class ParsecBackend implements Backend {
    * (RSAPublicKey / RSAPrivateKey DER, the EC point / private scalar). The
    * provider decides whether it accepts the import (its status answers).
    */
-  async C_CreateObject(c: BackendContext, a: C_CreateObject_args): Promise<px_object_ret> {
+  async C_CreateObject(c: BackendContext, a: rpc.C_CreateObject_args): Promise<rpc.px_object_ret> {
     const s = this.session(c, a.session);
     const slot = await this.slot(c, s.slot);
     const clsAttr = a.template.find((t) => t.type === ck.CKA_CLASS);
@@ -1130,7 +1042,7 @@ export class ParsecBackend implements Backend {
         : rsaPublicKeyDer(n, e);
     }
     const name = this.keyName([a.template]);
-    const empty = new Map<number, px_attribute>();
+    const empty = new Map<number, rpc.px_attribute>();
     const attributes = pair ? this.keyAttributes(keyType, true, bits, family, empty, t) : this.keyAttributes(keyType, false, bits, family, t, empty);
     try {
       await this.call(c, s.slot, 'PsaImportKey', importKey.OperationSchema, { keyName: name, attributes, data }, importKey.ResultSchema);
@@ -1141,34 +1053,34 @@ export class ParsecBackend implements Backend {
     return { rv: CKR_OK, object: this.register(this.auth(c).app, info, pair ? ck.CKO_PRIVATE_KEY : ck.CKO_PUBLIC_KEY).handle };
   }
 
-  C_GenerateKey(_c: BackendContext, _a: C_GenerateKey_args): px_object_ret {
+  C_GenerateKey(_c: BackendContext, _a: rpc.C_GenerateKey_args): rpc.px_object_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, object: 0 };
   }
-  px_GenerateKeyTyped(_c: BackendContext, _a: px_GenerateKeyTyped_args): px_object_ret {
+  px_GenerateKeyTyped(_c: BackendContext, _a: rpc.px_GenerateKeyTyped_args): rpc.px_object_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, object: 0 };
   }
-  C_WrapKey(_c: BackendContext, _a: C_WrapKey_args): px_bytes_ret {
+  C_WrapKey(_c: BackendContext, _a: rpc.C_WrapKey_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, data: EMPTY };
   }
-  px_WrapKeyTyped(_c: BackendContext, _a: px_WrapKeyTyped_args): px_bytes_ret {
+  px_WrapKeyTyped(_c: BackendContext, _a: rpc.px_WrapKeyTyped_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, data: EMPTY };
   }
-  C_UnwrapKey(_c: BackendContext, _a: C_UnwrapKey_args): px_object_ret {
+  C_UnwrapKey(_c: BackendContext, _a: rpc.C_UnwrapKey_args): rpc.px_object_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, object: 0 };
   }
-  px_UnwrapKeyTyped(_c: BackendContext, _a: px_UnwrapKeyTyped_args): px_object_ret {
+  px_UnwrapKeyTyped(_c: BackendContext, _a: rpc.px_UnwrapKeyTyped_args): rpc.px_object_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, object: 0 };
   }
-  C_DeriveKey(_c: BackendContext, _a: C_DeriveKey_args): px_object_ret {
+  C_DeriveKey(_c: BackendContext, _a: rpc.C_DeriveKey_args): rpc.px_object_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, object: 0 };
   }
-  px_DeriveKeyTyped(_c: BackendContext, _a: px_DeriveKeyTyped_args): px_object_ret {
+  px_DeriveKeyTyped(_c: BackendContext, _a: rpc.px_DeriveKeyTyped_args): rpc.px_object_ret {
     return { rv: ck.CKR_MECHANISM_INVALID, object: 0 };
   }
 
   // ---- operations ----
 
-  private begin(s: Session, kind: OpKind, op: Operation): px_rv {
+  private begin(s: Session, kind: OpKind, op: Operation): rpc.px_rv {
     if (s.ops.has(kind)) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
     s.ops.set(kind, op);
     return CKR_OK;
@@ -1190,7 +1102,7 @@ export class ParsecBackend implements Backend {
     }
   }
 
-  private async keyInit(c: BackendContext, kind: 'sign' | 'verify' | 'encrypt' | 'decrypt', session: number, m: Mech, key: number): Promise<px_rv> {
+  private async keyInit(c: BackendContext, kind: 'sign' | 'verify' | 'encrypt' | 'decrypt', session: number, m: Mech, key: number): Promise<rpc.px_rv> {
     const s = this.session(c, session);
     if (s.ops.has(kind)) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
     const o = this.object(c, s, key);
@@ -1227,28 +1139,28 @@ export class ParsecBackend implements Backend {
     return this.begin(s, kind, { mech: m.type, key: o, sign: null, pss: null, oaep, salt, running: null, parts: null, hash: null });
   }
 
-  C_SignInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_SignInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'sign', a.session, rawMech(a.mechanism), a.key);
   }
-  px_SignInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_SignInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'sign', a.session, typedMech(a.mechanism), a.key);
   }
-  C_VerifyInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_VerifyInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'verify', a.session, rawMech(a.mechanism), a.key);
   }
-  px_VerifyInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_VerifyInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'verify', a.session, typedMech(a.mechanism), a.key);
   }
-  C_EncryptInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_EncryptInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'encrypt', a.session, rawMech(a.mechanism), a.key);
   }
-  px_EncryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_EncryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'encrypt', a.session, typedMech(a.mechanism), a.key);
   }
-  C_DecryptInit(c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_DecryptInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'decrypt', a.session, rawMech(a.mechanism), a.key);
   }
-  px_DecryptInitTyped(c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_DecryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.keyInit(c, 'decrypt', a.session, typedMech(a.mechanism), a.key);
   }
 
@@ -1267,7 +1179,7 @@ export class ParsecBackend implements Backend {
     return Buffer.from(r.signature);
   }
 
-  private async verifyWith(c: BackendContext, op: Operation, input: Buffer, signature: Buffer): Promise<px_rv> {
+  private async verifyWith(c: BackendContext, op: Operation, input: Buffer, signature: Buffer): Promise<rpc.px_rv> {
     const o = op.key as KeyObject;
     const plan = signPlan(op.sign as SignMechanism, o.info.attributes?.keyPolicy?.keyAlgorithm, op.pss, input);
     const bits = o.info.attributes?.keyBits ?? 0;
@@ -1278,7 +1190,7 @@ export class ParsecBackend implements Backend {
   }
 
   /** C_*Update is for the hashing mechanisms only: the others sign a hash given whole. */
-  private update(c: BackendContext, session: number, kind: 'sign' | 'verify' | 'digest', data: Buffer): px_rv {
+  private update(c: BackendContext, session: number, kind: 'sign' | 'verify' | 'digest', data: Buffer): rpc.px_rv {
     const { s, op } = this.active(c, session, kind);
     if (op.hash === null) {
       s.ops.delete(kind);
@@ -1289,34 +1201,34 @@ export class ParsecBackend implements Backend {
     return CKR_OK;
   }
 
-  C_Sign(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Sign(c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'sign');
     return this.finish(s, 'sign', async () => {
       if (op.running !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
       return { rv: CKR_OK, data: await this.signWith(c, op, this.signInput(op, a.data)) };
     });
   }
-  C_SignUpdate(c: BackendContext, a: px_session_data_args): px_rv {
+  C_SignUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_rv {
     return this.update(c, a.session, 'sign', a.data);
   }
-  C_SignFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_SignFinal(c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'sign');
     return this.finish(s, 'sign', async () => {
       if (op.hash === null) throw new Pkcs11Error(ck.CKR_FUNCTION_NOT_SUPPORTED);
       return { rv: CKR_OK, data: await this.signWith(c, op, this.signInput(op, null)) };
     });
   }
-  C_Verify(c: BackendContext, a: C_Verify_args): Promise<px_rv> {
+  C_Verify(c: BackendContext, a: rpc.C_Verify_args): Promise<rpc.px_rv> {
     const { s, op } = this.active(c, a.session, 'verify');
     return this.finish(s, 'verify', async () => {
       if (op.running !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
       return this.verifyWith(c, op, this.signInput(op, a.data), a.signature);
     });
   }
-  C_VerifyUpdate(c: BackendContext, a: px_session_data_args): px_rv {
+  C_VerifyUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_rv {
     return this.update(c, a.session, 'verify', a.data);
   }
-  C_VerifyFinal(c: BackendContext, a: C_VerifyFinal_args): Promise<px_rv> {
+  C_VerifyFinal(c: BackendContext, a: rpc.C_VerifyFinal_args): Promise<rpc.px_rv> {
     const { s, op } = this.active(c, a.session, 'verify');
     return this.finish(s, 'verify', async () => {
       if (op.hash === null) throw new Pkcs11Error(ck.CKR_FUNCTION_NOT_SUPPORTED);
@@ -1340,14 +1252,14 @@ export class ParsecBackend implements Backend {
     return Buffer.from(r.plaintext);
   }
 
-  C_Encrypt(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Encrypt(c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'encrypt');
     return this.finish(s, 'encrypt', async () => {
       if (op.parts !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
       return { rv: CKR_OK, data: await this.encryptWith(c, op, a.data) };
     });
   }
-  C_Decrypt(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Decrypt(c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'decrypt');
     return this.finish(s, 'decrypt', async () => {
       if (op.parts !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
@@ -1359,7 +1271,7 @@ export class ParsecBackend implements Backend {
    * use the multi-part calls: the input is gathered, bounded by the largest
    * RSA block, and processed at C_*Final (the Update calls output nothing).
    */
-  private gather(c: BackendContext, session: number, kind: 'encrypt' | 'decrypt', data: Buffer): px_bytes_ret {
+  private gather(c: BackendContext, session: number, kind: 'encrypt' | 'decrypt', data: Buffer): rpc.px_bytes_ret {
     const { s, op } = this.active(c, session, kind);
     const have = op.parts === null ? 0 : op.parts.reduce((n, b) => n + b.length, 0);
     if (have + data.length > MAX_RSA_BLOCK) {
@@ -1369,39 +1281,39 @@ export class ParsecBackend implements Backend {
     (op.parts ??= []).push(Buffer.from(data));
     return { rv: CKR_OK, data: EMPTY };
   }
-  C_EncryptUpdate(c: BackendContext, a: px_session_data_args): px_bytes_ret {
+  C_EncryptUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return this.gather(c, a.session, 'encrypt', a.data);
   }
-  C_EncryptFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_EncryptFinal(c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'encrypt');
     return this.finish(s, 'encrypt', async () => ({ rv: CKR_OK, data: await this.encryptWith(c, op, Buffer.concat(op.parts ?? [])) }));
   }
-  C_DecryptUpdate(c: BackendContext, a: px_session_data_args): px_bytes_ret {
+  C_DecryptUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return this.gather(c, a.session, 'decrypt', a.data);
   }
-  C_DecryptFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_DecryptFinal(c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'decrypt');
     return this.finish(s, 'decrypt', async () => ({ rv: CKR_OK, data: await this.decryptWith(c, op, Buffer.concat(op.parts ?? [])) }));
   }
 
-  private digestInit(c: BackendContext, session: number, m: Mech): px_rv {
+  private digestInit(c: BackendContext, session: number, m: Mech): rpc.px_rv {
     const s = this.session(c, session);
     const h = hashByCkm(m.type);
     if (h === undefined || !DIGEST_MECHANISMS.includes(m.type)) throw new Pkcs11Error(ck.CKR_MECHANISM_INVALID);
     if (m.hasParam) throw new Pkcs11Error(ck.CKR_MECHANISM_PARAM_INVALID);
     return this.begin(s, 'digest', { mech: m.type, key: null, sign: null, pss: null, oaep: null, salt: EMPTY, running: null, parts: null, hash: h });
   }
-  C_DigestInit(c: BackendContext, a: px_session_mechanism_args): px_rv {
+  C_DigestInit(c: BackendContext, a: rpc.px_session_mechanism_args): rpc.px_rv {
     return this.digestInit(c, a.session, rawMech(a.mechanism));
   }
-  px_DigestInitTyped(c: BackendContext, a: px_session_mechanism_typed_args): px_rv {
+  px_DigestInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_args): rpc.px_rv {
     return this.digestInit(c, a.session, typedMech(a.mechanism));
   }
   /**
    * Single-part: PsaHashCompute where the provider has it (inputs up to
    * MAX_HASH_REQUEST), else the daemon hashes: the same function either way.
    */
-  C_Digest(c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Digest(c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'digest');
     return this.finish(s, 'digest', async () => {
       if (op.running !== null) throw new Pkcs11Error(ck.CKR_OPERATION_ACTIVE);
@@ -1414,58 +1326,58 @@ export class ParsecBackend implements Backend {
       return { rv: CKR_OK, data: createHash(h.name).update(a.data).digest() };
     });
   }
-  C_DigestUpdate(c: BackendContext, a: px_session_data_args): px_rv {
+  C_DigestUpdate(c: BackendContext, a: rpc.px_session_data_args): rpc.px_rv {
     return this.update(c, a.session, 'digest', a.data);
   }
-  C_DigestFinal(c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_DigestFinal(c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     const { s, op } = this.active(c, a.session, 'digest');
     return this.finish(s, 'digest', async () => ({ rv: CKR_OK, data: (op.running ?? createHash((op.hash as HashInfo).name)).digest() }));
   }
-  C_DigestKey(c: BackendContext, a: C_DigestKey_args): px_rv {
+  C_DigestKey(c: BackendContext, a: rpc.C_DigestKey_args): rpc.px_rv {
     this.active(c, a.session, 'digest');
     return ck.CKR_KEY_INDIGESTIBLE;
   }
 
-  C_SignRecoverInit(_c: BackendContext, _a: px_session_mechanism_key_args): px_rv {
+  C_SignRecoverInit(_c: BackendContext, _a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return ck.CKR_MECHANISM_INVALID;
   }
-  px_SignRecoverInitTyped(_c: BackendContext, _a: px_session_mechanism_typed_key_args): px_rv {
+  px_SignRecoverInitTyped(_c: BackendContext, _a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return ck.CKR_MECHANISM_INVALID;
   }
-  C_SignRecover(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_SignRecover(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_OPERATION_NOT_INITIALIZED, data: EMPTY };
   }
-  C_VerifyRecoverInit(_c: BackendContext, _a: px_session_mechanism_key_args): px_rv {
+  C_VerifyRecoverInit(_c: BackendContext, _a: rpc.px_session_mechanism_key_args): rpc.px_rv {
     return ck.CKR_MECHANISM_INVALID;
   }
-  px_VerifyRecoverInitTyped(_c: BackendContext, _a: px_session_mechanism_typed_key_args): px_rv {
+  px_VerifyRecoverInitTyped(_c: BackendContext, _a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return ck.CKR_MECHANISM_INVALID;
   }
-  C_VerifyRecover(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_VerifyRecover(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_OPERATION_NOT_INITIALIZED, data: EMPTY };
   }
-  C_DigestEncryptUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_DigestEncryptUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_SignEncryptUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_SignEncryptUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_DecryptDigestUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_DecryptDigestUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_DecryptVerifyUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_DecryptVerifyUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_GetOperationState(_c: BackendContext, _a: px_session_args): px_bytes_ret {
+  C_GetOperationState(_c: BackendContext, _a: rpc.px_session_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_SetOperationState(_c: BackendContext, _a: C_SetOperationState_args): px_rv {
+  C_SetOperationState(_c: BackendContext, _a: rpc.C_SetOperationState_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_GetFunctionStatus(_c: BackendContext, _a: px_session_args): px_rv {
+  C_GetFunctionStatus(_c: BackendContext, _a: rpc.px_session_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_PARALLEL;
   }
-  C_CancelFunction(_c: BackendContext, _a: px_session_args): px_rv {
+  C_CancelFunction(_c: BackendContext, _a: rpc.px_session_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_PARALLEL;
   }
 }

@@ -1,82 +1,9 @@
 import { CALL_INVOKERS, isPromise } from '../../generated/pkcs11_rpc';
-import type {
-  C_CloseAllSessions_args,
-  C_CloseSession_args,
-  C_CopyObject_args,
-  C_CreateObject_args,
-  C_DeriveKey_args,
-  C_DestroyObject_args,
-  C_DigestKey_args,
-  C_FindObjectsFinal_args,
-  C_FindObjectsInit_args,
-  C_FindObjects_args,
-  C_FindObjects_ret,
-  C_GenerateKeyPair_args,
-  C_GenerateKeyPair_ret,
-  C_GenerateKey_args,
-  C_GenerateRandom_args,
-  C_GetAttributeValue_args,
-  C_GetAttributeValue_ret,
-  C_GetInfo_ret,
-  C_GetMechanismInfo_args,
-  C_GetMechanismInfo_ret,
-  C_GetMechanismList_args,
-  C_GetMechanismList_ret,
-  C_GetObjectSize_args,
-  C_GetObjectSize_ret,
-  C_GetSessionInfo_args,
-  C_GetSessionInfo_ret,
-  C_GetSlotInfo_args,
-  C_GetSlotInfo_ret,
-  C_GetSlotList_args,
-  C_GetSlotList_ret,
-  C_GetTokenInfo_args,
-  C_GetTokenInfo_ret,
-  C_InitPIN_args,
-  C_InitToken_args,
-  C_LoadModule_args,
-  C_Login_args,
-  C_Logout_args,
-  C_OpenSession_args,
-  C_OpenSession_ret,
-  C_SeedRandom_args,
-  C_SetAttributeValue_args,
-  C_SetOperationState_args,
-  C_SetPIN_args,
-  C_SetupArch_args,
-  C_UnwrapKey_args,
-  C_VerifyFinal_args,
-  C_Verify_args,
-  C_WaitForSlotEvent_args,
-  C_WaitForSlotEvent_ret,
-  C_WrapKey_args,
-  CallName,
-  MaybePromise,
-  px_DeriveKeyTyped_args,
-  px_GenerateKeyPairTyped_args,
-  px_GenerateKeyTyped_args,
-  px_GetAppToken_ret,
-  px_JoinApp_args,
-  px_UnwrapKeyTyped_args,
-  px_WrapKeyTyped_args,
-  px_attribute,
-  px_bytes_ret,
-  px_info,
-  px_mechanism_info,
-  px_object_ret,
-  px_rv,
-  px_session_args,
-  px_session_data_args,
-  px_session_mechanism_args,
-  px_session_mechanism_key_args,
-  px_session_mechanism_typed_args,
-  px_session_mechanism_typed_key_args,
-  px_token_info,
-} from '../../generated/pkcs11_rpc';
+import type * as rpc from '../../generated/pkcs11_rpc';
 import { ck, CKR_OK, CK_UNAVAILABLE_INFORMATION_WIRE, rvName } from '../../pkcs11/constants';
-import { NATIVE_ARCH } from '../../pkcs11/arch';
 import { Pkcs11Error, errorMessage, rvOf } from '../../pkcs11/errors';
 import { Backoff } from '../../server/supervision/backoff';
+import { BackendBase } from '../backend';
 import type { Backend, BackendContext } from '../backend';
 import { isMemberFailure, MULTIPART_LOST_RV, NO_MEMBER_RV, TOKEN_OBJECT_CHANGE_RV } from './failover';
 import { PoolMember } from './member';
@@ -104,7 +31,7 @@ function padded(s: string, width: number): Buffer {
   return b;
 }
 
-function asksToken(t: readonly px_attribute[]): boolean {
+function asksToken(t: readonly rpc.px_attribute[]): boolean {
   const a = t.find((x) => x.type === ck.CKA_TOKEN);
   return a !== undefined && a.value.length > 0 && a.value[0] !== 0;
 }
@@ -123,7 +50,7 @@ type OpKind = 'digest' | 'sign' | 'verify' | 'encrypt' | 'decrypt' | 'signRecove
 interface Operation {
   readonly kind: OpKind;
   /** The *Init call as the client made it (pool key handle, pool session). */
-  readonly init: CallName;
+  readonly init: rpc.CallName;
   readonly initArgs: { session: number; key?: number };
   member: PoolMember;
   memberSession: number;
@@ -133,7 +60,7 @@ interface Operation {
 }
 
 interface FindState {
-  readonly template: px_attribute[];
+  readonly template: rpc.px_attribute[];
   member: PoolMember;
   memberSession: number;
   generation: number;
@@ -169,7 +96,7 @@ interface PoolObject {
   /** Identity key (match attribute types and values); '' for pinned objects. */
   readonly key: string;
   /** The match attributes with their values: the search template on other members. */
-  readonly template: px_attribute[];
+  readonly template: rpc.px_attribute[];
   readonly pinned: PoolMember | null;
   readonly pinnedGeneration: number;
 }
@@ -183,7 +110,7 @@ interface PoolLogin {
   readonly pin: Buffer;
 }
 
-const INIT_KIND: Readonly<Partial<Record<CallName, OpKind>>> = {
+const INIT_KIND: Readonly<Partial<Record<rpc.CallName, OpKind>>> = {
   C_DigestInit: 'digest', px_DigestInitTyped: 'digest',
   C_SignInit: 'sign', px_SignInitTyped: 'sign',
   C_VerifyInit: 'verify', px_VerifyInitTyped: 'verify',
@@ -227,7 +154,7 @@ const INIT_KIND: Readonly<Partial<Record<CallName, OpKind>>> = {
  * operation state, blocking C_WaitForSlotEvent. C_Login takes CKU_USER only
  * (CKR_USER_TYPE_INVALID otherwise).
  */
-export class PoolBackend implements Backend {
+export class PoolBackend extends BackendBase implements Backend {
   readonly alias: string;
   readonly members: readonly PoolMember[];
   private readonly strategy: PoolStrategy;
@@ -248,6 +175,7 @@ export class PoolBackend implements Backend {
     backends: ReadonlyMap<string, Backend>,
     private readonly observer: PoolObserver,
   ) {
+    super();
     this.alias = spec.name;
     this.strategy = createStrategy(spec.strategy);
     this.members = spec.members.map((m, i) => {
@@ -276,10 +204,10 @@ export class PoolBackend implements Backend {
    * CKR_DEVICE_ERROR (the member is then marked down by the caller); a
    * session it opens late is closed.
    */
-  private call<T>(m: PoolMember, name: CallName, args: unknown, timeoutMs = this.spec.callTimeoutMs): Promise<T> {
+  private call<T>(m: PoolMember, name: rpc.CallName, args: unknown, timeoutMs = this.spec.callTimeoutMs): Promise<T> {
     m.count(name);
     m.outstanding++;
-    let r: MaybePromise<unknown>;
+    let r: rpc.MaybePromise<unknown>;
     try {
       r = CALL_INVOKERS[name](m.backend, m.ctx, args);
     } catch (e) {
@@ -320,17 +248,17 @@ export class PoolBackend implements Backend {
   }
 
   /** A member call whose result must be CKR_OK. */
-  private async callOk<T>(m: PoolMember, name: CallName, args: unknown, timeoutMs?: number): Promise<T> {
+  private async callOk<T>(m: PoolMember, name: rpc.CallName, args: unknown, timeoutMs?: number): Promise<T> {
     return ok(await this.call<T>(m, name, args, timeoutMs));
   }
 
   /** A health probe's call: CKR_OK or thrown, with the probe timeout. */
-  private probeCall<T>(m: PoolMember, name: CallName, args: unknown): Promise<T> {
+  private probeCall<T>(m: PoolMember, name: rpc.CallName, args: unknown): Promise<T> {
     return this.callOk<T>(m, name, args, Math.max(this.spec.callTimeoutMs, PROBE_TIMEOUT_FLOOR_MS));
   }
 
   /** Cleanup call: failures are ignored. */
-  private async quietly(m: PoolMember, name: CallName, args: unknown): Promise<void> {
+  private async quietly(m: PoolMember, name: rpc.CallName, args: unknown): Promise<void> {
     try {
       await this.call(m, name, args);
     } catch {
@@ -378,13 +306,13 @@ export class PoolBackend implements Backend {
 
   /** Finds the member's token and makes the member usable; throws when it cannot. */
   private async admit(m: PoolMember): Promise<void> {
-    const info = await this.probeCall<C_GetInfo_ret>(m, 'C_GetInfo', undefined);
-    const list = await this.probeCall<C_GetSlotList_ret>(m, 'C_GetSlotList', { tokenPresent: 1, count: LIST_ROOM });
+    const info = await this.probeCall<rpc.C_GetInfo_ret>(m, 'C_GetInfo', undefined);
+    const list = await this.probeCall<rpc.C_GetSlotList_ret>(m, 'C_GetSlotList', { tokenPresent: 1, count: LIST_ROOM });
     const found: number[] = [];
-    let token: px_token_info | null = null;
+    let token: rpc.px_token_info | null = null;
     for (const slotID of list.slotList) {
-      const ti = await this.probeCall<C_GetTokenInfo_ret>(m, 'C_GetTokenInfo', { slotID });
-      const si = await this.probeCall<C_GetSlotInfo_ret>(m, 'C_GetSlotInfo', { slotID });
+      const ti = await this.probeCall<rpc.C_GetTokenInfo_ret>(m, 'C_GetTokenInfo', { slotID });
+      const si = await this.probeCall<rpc.C_GetSlotInfo_ret>(m, 'C_GetSlotInfo', { slotID });
       if (uriMatches(m.uri, { slotId: slotID, token: ti.info, slot: si.info, library: info.info })) {
         found.push(slotID);
         token = ti.info;
@@ -393,12 +321,12 @@ export class PoolBackend implements Backend {
     if (found.length === 0) throw new Error(`no token matches ${m.uri.source}`);
     if (found.length > 1) throw new Error(`${found.length} tokens match ${m.uri.source} (slots ${found.join(', ')}): the URI must name one`);
     const slotID = found[0];
-    const mechs = await this.probeCall<C_GetMechanismList_ret>(m, 'C_GetMechanismList', { slotID, count: LIST_ROOM });
-    const mechanisms = new Map<number, px_mechanism_info>();
+    const mechs = await this.probeCall<rpc.C_GetMechanismList_ret>(m, 'C_GetMechanismList', { slotID, count: LIST_ROOM });
+    const mechanisms = new Map<number, rpc.px_mechanism_info>();
     for (const type of mechs.mechanismList) {
-      mechanisms.set(type, (await this.probeCall<C_GetMechanismInfo_ret>(m, 'C_GetMechanismInfo', { slotID, type })).info);
+      mechanisms.set(type, (await this.probeCall<rpc.C_GetMechanismInfo_ret>(m, 'C_GetMechanismInfo', { slotID, type })).info);
     }
-    const lookup = await this.probeCall<C_OpenSession_ret>(m, 'C_OpenSession', { slotID, flags: ck.CKF_SERIAL_SESSION });
+    const lookup = await this.probeCall<rpc.C_OpenSession_ret>(m, 'C_OpenSession', { slotID, flags: ck.CKF_SERIAL_SESSION });
     m.slotID = slotID;
     m.tokenInfo = token;
     m.mechanisms = mechanisms;
@@ -481,7 +409,7 @@ export class PoolBackend implements Backend {
     const have = s.members.get(m);
     if (have !== undefined && have.generation === m.generation) return have.handle;
     const generation = m.generation;
-    const r = await this.callOk<C_OpenSession_ret>(m, 'C_OpenSession', { slotID: m.slotID, flags: s.flags });
+    const r = await this.callOk<rpc.C_OpenSession_ret>(m, 'C_OpenSession', { slotID: m.slotID, flags: s.flags });
     if (m.generation !== generation || !this.sessions.has(s.handle)) {
       void this.quietly(m, 'C_CloseSession', { session: r.session });
       throw new Pkcs11Error(ck.CKR_DEVICE_ERROR, `member ${m.name} went down`);
@@ -577,14 +505,14 @@ export class PoolBackend implements Backend {
   }
 
   /** C_FindObjects on the member's look-up session, one search at a time. */
-  private lookup(m: PoolMember, template: px_attribute[]): Promise<number[]> {
+  private lookup(m: PoolMember, template: rpc.px_attribute[]): Promise<number[]> {
     const run = async (): Promise<number[]> => {
       await this.memberLogin(m);
       const session = m.lookupSession;
       if (session === null || m.state !== 'up') throw new Pkcs11Error(ck.CKR_DEVICE_ERROR);
       await this.callOk(m, 'C_FindObjectsInit', { session, template });
       try {
-        return (await this.callOk<C_FindObjects_ret>(m, 'C_FindObjects', { session, maxObjectCount: 2 })).objects;
+        return (await this.callOk<rpc.C_FindObjects_ret>(m, 'C_FindObjects', { session, maxObjectCount: 2 })).objects;
       } finally {
         await this.quietly(m, 'C_FindObjectsFinal', { session });
       }
@@ -595,24 +523,24 @@ export class PoolBackend implements Backend {
   }
 
   /** Reads the identity attributes of a module object on `m` (look-up session). */
-  private async identity(m: PoolMember, object: number): Promise<{ key: string; template: px_attribute[]; token: boolean }> {
+  private async identity(m: PoolMember, object: number): Promise<{ key: string; template: rpc.px_attribute[]; token: boolean }> {
     const types = [...this.spec.matchAttributes, ck.CKA_TOKEN];
-    const ask = (room: number[] | null): C_GetAttributeValue_args => ({
+    const ask = (room: number[] | null): rpc.C_GetAttributeValue_args => ({
       session: m.lookupSession ?? -1,
       object,
       template: types.map((type, i) => ({ type, value: room === null ? Buffer.alloc(IDENTITY_VALUE_ROOM) : Buffer.alloc(room[i]), valueLen: room === null ? IDENTITY_VALUE_ROOM : room[i] })),
     });
-    let r = await this.call<C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', ask(null));
+    let r = await this.call<rpc.C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', ask(null));
     if (r.rv === ck.CKR_BUFFER_TOO_SMALL) {
-      const sizes = await this.call<C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', {
+      const sizes = await this.call<rpc.C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', {
         session: m.lookupSession ?? -1,
         object,
         template: types.map((type) => ({ type, value: EMPTY, valueLen: 0 })),
       });
-      r = await this.call<C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', ask(sizes.template.map((a) => (a.valueLen === CK_UNAVAILABLE_INFORMATION_WIRE ? 0 : a.valueLen))));
+      r = await this.call<rpc.C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', ask(sizes.template.map((a) => (a.valueLen === CK_UNAVAILABLE_INFORMATION_WIRE ? 0 : a.valueLen))));
     }
     if (r.rv !== CKR_OK && r.rv !== ck.CKR_ATTRIBUTE_SENSITIVE && r.rv !== ck.CKR_ATTRIBUTE_TYPE_INVALID) throw new Pkcs11Error(r.rv, 'C_GetAttributeValue');
-    const template: px_attribute[] = [];
+    const template: rpc.px_attribute[] = [];
     const parts: string[] = [];
     let token = false;
     r.template.forEach((a, i) => {
@@ -648,7 +576,7 @@ export class PoolBackend implements Backend {
     return handle;
   }
 
-  private newObject(key: string, template: px_attribute[], pinned: PoolMember | null): number {
+  private newObject(key: string, template: rpc.px_attribute[], pinned: PoolMember | null): number {
     const handle = this.nextObject++;
     this.objects.set(handle, Object.freeze({ handle, key, template, pinned, pinnedGeneration: pinned?.generation ?? 0 }));
     if (key !== '') this.byKey.set(key, handle);
@@ -735,7 +663,7 @@ export class PoolBackend implements Backend {
 
   // ---------------------------------------------------------------- operations
 
-  private async init(name: CallName, args: { session: number; key?: number }): Promise<px_rv> {
+  private async init(name: rpc.CallName, args: { session: number; key?: number }): Promise<rpc.px_rv> {
     const kind = INIT_KIND[name]!;
     const s = this.session(args.session);
     if (s.ops.has(kind)) return ck.CKR_OPERATION_ACTIVE;
@@ -748,7 +676,7 @@ export class PoolBackend implements Backend {
     return CKR_OK;
   }
 
-  private async startOn(m: PoolMember, ms: number, name: CallName, args: { session: number; key?: number }): Promise<void> {
+  private async startOn(m: PoolMember, ms: number, name: rpc.CallName, args: { session: number; key?: number }): Promise<void> {
     const key = args.key === undefined ? undefined : await this.memberHandle(m, args.key);
     await this.callOk(m, name, key === undefined ? { ...args, session: ms } : { ...args, session: ms, key });
   }
@@ -758,7 +686,7 @@ export class PoolBackend implements Backend {
    * one-shot call, a *Final). A member failure before data reached the
    * member replays the *Init and this call on another member.
    */
-  private async opCall<T>(kind: OpKind, name: CallName, args: { session: number }, ends: boolean, keyArg?: number): Promise<T> {
+  private async opCall<T>(kind: OpKind, name: rpc.CallName, args: { session: number }, ends: boolean, keyArg?: number): Promise<T> {
     await this.started;
     const s = this.session(args.session);
     const op = s.ops.get(kind);
@@ -811,29 +739,10 @@ export class PoolBackend implements Backend {
 
   // ---------------------------------------------------------------- Backend: general
 
-  C_SetupArch(_c: BackendContext, _a: C_SetupArch_args): px_rv {
-    return NATIVE_ARCH.code;
-  }
-  C_LoadModule(_c: BackendContext, a: C_LoadModule_args): px_rv {
-    return a.alias.toString('utf8') === this.alias ? CKR_OK : ck.CKR_ARGUMENTS_BAD;
-  }
-  C_Initialize(_c: BackendContext): px_rv {
-    return CKR_OK;
-  }
-  C_Finalize(_c: BackendContext): px_rv {
-    return CKR_OK;
-  }
-  px_GetAppToken(_c: BackendContext): px_GetAppToken_ret {
-    return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, token: EMPTY };
-  }
-  px_JoinApp(_c: BackendContext, _a: px_JoinApp_args): px_rv {
-    return ck.CKR_FUNCTION_NOT_SUPPORTED;
-  }
-
-  async C_GetInfo(_c: BackendContext): Promise<C_GetInfo_ret> {
+  async C_GetInfo(_c: BackendContext): Promise<rpc.C_GetInfo_ret> {
     await this.started;
     const lib = this.members.find((m) => m.libraryInfo !== null)?.libraryInfo;
-    const info: px_info = {
+    const info: rpc.px_info = {
       cryptokiVersion: lib?.cryptokiVersion ?? { major: Buffer.from([2]), minor: Buffer.from([40]) },
       manufacturerID: padded('pkcs11proxyd', 32),
       flags: 0,
@@ -843,7 +752,7 @@ export class PoolBackend implements Backend {
     return { rv: CKR_OK, info };
   }
 
-  async C_GetSlotList(_c: BackendContext, a: C_GetSlotList_args): Promise<C_GetSlotList_ret> {
+  async C_GetSlotList(_c: BackendContext, a: rpc.C_GetSlotList_args): Promise<rpc.C_GetSlotList_ret> {
     await this.started;
     const slots = a.tokenPresent !== 0 && !this.anyUp() ? [] : [this.spec.slotId];
     if (a.count === 0) return { rv: CKR_OK, slotList: [], count: slots.length };
@@ -851,12 +760,12 @@ export class PoolBackend implements Backend {
     return { rv: CKR_OK, slotList: slots, count: slots.length };
   }
 
-  C_WaitForSlotEvent(_c: BackendContext, a: C_WaitForSlotEvent_args): C_WaitForSlotEvent_ret {
+  C_WaitForSlotEvent(_c: BackendContext, a: rpc.C_WaitForSlotEvent_args): rpc.C_WaitForSlotEvent_ret {
     if ((a.flags & ck.CKF_DONT_BLOCK) === 0) return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, slotID: 0 };
     return { rv: ck.CKR_NO_EVENT, slotID: 0 };
   }
 
-  async C_GetSlotInfo(_c: BackendContext, a: C_GetSlotInfo_args): Promise<C_GetSlotInfo_ret> {
+  async C_GetSlotInfo(_c: BackendContext, a: rpc.C_GetSlotInfo_args): Promise<rpc.C_GetSlotInfo_ret> {
     await this.started;
     this.checkSlot(a.slotID);
     const v = { major: Buffer.from([1]), minor: Buffer.from([0]) };
@@ -872,7 +781,7 @@ export class PoolBackend implements Backend {
     };
   }
 
-  async C_GetTokenInfo(_c: BackendContext, a: C_GetTokenInfo_args): Promise<C_GetTokenInfo_ret> {
+  async C_GetTokenInfo(_c: BackendContext, a: rpc.C_GetTokenInfo_args): Promise<rpc.C_GetTokenInfo_ret> {
     await this.started;
     this.checkSlot(a.slotID);
     const m = this.members.find((x) => x.state === 'up' && x.tokenInfo !== null);
@@ -895,12 +804,12 @@ export class PoolBackend implements Backend {
   }
 
   /** Mechanism → info over every member that was ever admitted: only mechanisms all of them have. */
-  private mechanisms(): Map<number, px_mechanism_info> {
-    const known = this.members.map((m) => m.mechanisms).filter((x): x is Map<number, px_mechanism_info> => x !== null);
-    const out = new Map<number, px_mechanism_info>();
+  private mechanisms(): Map<number, rpc.px_mechanism_info> {
+    const known = this.members.map((m) => m.mechanisms).filter((x): x is Map<number, rpc.px_mechanism_info> => x !== null);
+    const out = new Map<number, rpc.px_mechanism_info>();
     if (known.length === 0) return out;
     for (const [type, first] of known[0]) {
-      let info: px_mechanism_info | null = { ...first };
+      let info: rpc.px_mechanism_info | null = { ...first };
       for (const other of known.slice(1)) {
         const o = other.get(type);
         if (o === undefined) {
@@ -914,7 +823,7 @@ export class PoolBackend implements Backend {
     return out;
   }
 
-  async C_GetMechanismList(_c: BackendContext, a: C_GetMechanismList_args): Promise<C_GetMechanismList_ret> {
+  async C_GetMechanismList(_c: BackendContext, a: rpc.C_GetMechanismList_args): Promise<rpc.C_GetMechanismList_ret> {
     await this.started;
     this.checkSlot(a.slotID);
     const list = [...this.mechanisms().keys()];
@@ -923,7 +832,7 @@ export class PoolBackend implements Backend {
     return { rv: CKR_OK, mechanismList: list, count: list.length };
   }
 
-  async C_GetMechanismInfo(_c: BackendContext, a: C_GetMechanismInfo_args): Promise<C_GetMechanismInfo_ret> {
+  async C_GetMechanismInfo(_c: BackendContext, a: rpc.C_GetMechanismInfo_args): Promise<rpc.C_GetMechanismInfo_ret> {
     await this.started;
     this.checkSlot(a.slotID);
     const info = this.mechanisms().get(a.type);
@@ -931,19 +840,19 @@ export class PoolBackend implements Backend {
     return { rv: CKR_OK, info };
   }
 
-  C_InitToken(_c: BackendContext, _a: C_InitToken_args): px_rv {
+  C_InitToken(_c: BackendContext, _a: rpc.C_InitToken_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_InitPIN(_c: BackendContext, _a: C_InitPIN_args): px_rv {
+  C_InitPIN(_c: BackendContext, _a: rpc.C_InitPIN_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_SetPIN(_c: BackendContext, _a: C_SetPIN_args): px_rv {
+  C_SetPIN(_c: BackendContext, _a: rpc.C_SetPIN_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
 
   // ---------------------------------------------------------------- sessions and login
 
-  async C_OpenSession(_c: BackendContext, a: C_OpenSession_args): Promise<C_OpenSession_ret> {
+  async C_OpenSession(_c: BackendContext, a: rpc.C_OpenSession_args): Promise<rpc.C_OpenSession_ret> {
     await this.started;
     this.checkSlot(a.slotID);
     if ((a.flags & ck.CKF_SERIAL_SESSION) === 0) throw new Pkcs11Error(ck.CKR_SESSION_PARALLEL_NOT_SUPPORTED);
@@ -953,18 +862,18 @@ export class PoolBackend implements Backend {
     return { rv: CKR_OK, session: handle };
   }
 
-  async C_CloseSession(_c: BackendContext, a: C_CloseSession_args): Promise<px_rv> {
+  async C_CloseSession(_c: BackendContext, a: rpc.C_CloseSession_args): Promise<rpc.px_rv> {
     await this.closeSession(this.session(a.session));
     return CKR_OK;
   }
 
-  async C_CloseAllSessions(_c: BackendContext, a: C_CloseAllSessions_args): Promise<px_rv> {
+  async C_CloseAllSessions(_c: BackendContext, a: rpc.C_CloseAllSessions_args): Promise<rpc.px_rv> {
     this.checkSlot(a.slotID);
     for (const s of [...this.sessions.values()]) await this.closeSession(s);
     return CKR_OK;
   }
 
-  C_GetSessionInfo(_c: BackendContext, a: C_GetSessionInfo_args): C_GetSessionInfo_ret {
+  C_GetSessionInfo(_c: BackendContext, a: rpc.C_GetSessionInfo_args): rpc.C_GetSessionInfo_ret {
     const s = this.session(a.session);
     const rw = (s.flags & ck.CKF_RW_SESSION) !== 0;
     const user = this.login !== null;
@@ -972,7 +881,7 @@ export class PoolBackend implements Backend {
     return { rv: CKR_OK, info: { slotID: this.spec.slotId, state, flags: s.flags, deviceError: 0 } };
   }
 
-  async C_Login(_c: BackendContext, a: C_Login_args): Promise<px_rv> {
+  async C_Login(_c: BackendContext, a: rpc.C_Login_args): Promise<rpc.px_rv> {
     await this.started;
     this.session(a.session);
     if (a.userType !== ck.CKU_USER) return ck.CKR_USER_TYPE_INVALID;
@@ -1014,7 +923,7 @@ export class PoolBackend implements Backend {
     }
   }
 
-  async C_Logout(_c: BackendContext, a: C_Logout_args): Promise<px_rv> {
+  async C_Logout(_c: BackendContext, a: rpc.C_Logout_args): Promise<rpc.px_rv> {
     this.session(a.session);
     if (this.login === null) return ck.CKR_USER_NOT_LOGGED_IN;
     await this.logoutMembers();
@@ -1023,7 +932,7 @@ export class PoolBackend implements Backend {
 
   // ---------------------------------------------------------------- objects
 
-  async C_FindObjectsInit(_c: BackendContext, a: C_FindObjectsInit_args): Promise<px_rv> {
+  async C_FindObjectsInit(_c: BackendContext, a: rpc.C_FindObjectsInit_args): Promise<rpc.px_rv> {
     const s = this.session(a.session);
     if (s.find !== null) return ck.CKR_OPERATION_ACTIVE;
     const template = a.template.map((t) => ({ type: t.type, value: Buffer.from(t.value), valueLen: t.valueLen }));
@@ -1035,7 +944,7 @@ export class PoolBackend implements Backend {
     return CKR_OK;
   }
 
-  async C_FindObjects(_c: BackendContext, a: C_FindObjects_args): Promise<C_FindObjects_ret> {
+  async C_FindObjects(_c: BackendContext, a: rpc.C_FindObjects_args): Promise<rpc.C_FindObjects_ret> {
     const s = this.session(a.session);
     const f = s.find;
     if (f === null) throw new Pkcs11Error(ck.CKR_OPERATION_NOT_INITIALIZED);
@@ -1044,7 +953,7 @@ export class PoolBackend implements Backend {
       let batch: number[];
       try {
         if (f.generation !== f.member.generation) throw new Pkcs11Error(ck.CKR_DEVICE_ERROR);
-        batch = (await this.callOk<C_FindObjects_ret>(f.member, 'C_FindObjects', { session: f.memberSession, maxObjectCount: a.maxObjectCount - out.length })).objects;
+        batch = (await this.callOk<rpc.C_FindObjects_ret>(f.member, 'C_FindObjects', { session: f.memberSession, maxObjectCount: a.maxObjectCount - out.length })).objects;
         for (const h of batch) {
           const ph = await this.poolHandle(f.member, h);
           if (f.returned.has(ph)) continue;
@@ -1092,7 +1001,7 @@ export class PoolBackend implements Backend {
         await this.callOk(m, 'C_FindObjectsInit', { session: ms, template: f.template });
         try {
           for (;;) {
-            const batch = (await this.callOk<C_FindObjects_ret>(m, 'C_FindObjects', { session: ms, maxObjectCount: 64 })).objects;
+            const batch = (await this.callOk<rpc.C_FindObjects_ret>(m, 'C_FindObjects', { session: ms, maxObjectCount: 64 })).objects;
             if (batch.length === 0) break;
             for (const h of batch) {
               const ph = m.reverse.get(h);
@@ -1110,7 +1019,7 @@ export class PoolBackend implements Backend {
     return out;
   }
 
-  async C_FindObjectsFinal(_c: BackendContext, a: C_FindObjectsFinal_args): Promise<px_rv> {
+  async C_FindObjectsFinal(_c: BackendContext, a: rpc.C_FindObjectsFinal_args): Promise<rpc.px_rv> {
     const s = this.session(a.session);
     const f = s.find;
     if (f === null) return ck.CKR_OPERATION_NOT_INITIALIZED;
@@ -1119,19 +1028,19 @@ export class PoolBackend implements Backend {
     return CKR_OK;
   }
 
-  async C_GetAttributeValue(_c: BackendContext, a: C_GetAttributeValue_args): Promise<C_GetAttributeValue_ret> {
+  async C_GetAttributeValue(_c: BackendContext, a: rpc.C_GetAttributeValue_args): Promise<rpc.C_GetAttributeValue_ret> {
     const s = this.session(a.session);
     return this.run(s, { replay: true, pinned: this.pinnedOf(a.object) }, async (m, ms) => {
-      const r = await this.call<C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', { ...a, session: ms, object: await this.memberHandle(m, a.object) });
+      const r = await this.call<rpc.C_GetAttributeValue_ret>(m, 'C_GetAttributeValue', { ...a, session: ms, object: await this.memberHandle(m, a.object) });
       if (isMemberFailure(r.rv)) throw new Pkcs11Error(r.rv);
       return r;
     });
   }
 
-  async C_GetObjectSize(_c: BackendContext, a: C_GetObjectSize_args): Promise<C_GetObjectSize_ret> {
+  async C_GetObjectSize(_c: BackendContext, a: rpc.C_GetObjectSize_args): Promise<rpc.C_GetObjectSize_ret> {
     const s = this.session(a.session);
     return this.run(s, { replay: true, pinned: this.pinnedOf(a.object) }, async (m, ms) =>
-      this.callOk<C_GetObjectSize_ret>(m, 'C_GetObjectSize', { ...a, session: ms, object: await this.memberHandle(m, a.object) }),
+      this.callOk<rpc.C_GetObjectSize_ret>(m, 'C_GetObjectSize', { ...a, session: ms, object: await this.memberHandle(m, a.object) }),
     );
   }
 
@@ -1142,20 +1051,20 @@ export class PoolBackend implements Backend {
     return pinned;
   }
 
-  async C_SetAttributeValue(_c: BackendContext, a: C_SetAttributeValue_args): Promise<px_rv> {
+  async C_SetAttributeValue(_c: BackendContext, a: rpc.C_SetAttributeValue_args): Promise<rpc.px_rv> {
     const s = this.session(a.session);
     const m = this.sessionObjectMember(a.object);
     if (asksToken(a.template)) throw new Pkcs11Error(TOKEN_OBJECT_CHANGE_RV);
     return this.run(s, { replay: false, pinned: m }, async (mm, ms) =>
-      this.callOk<px_rv>(mm, 'C_SetAttributeValue', { ...a, session: ms, object: await this.memberHandle(mm, a.object) }),
+      this.callOk<rpc.px_rv>(mm, 'C_SetAttributeValue', { ...a, session: ms, object: await this.memberHandle(mm, a.object) }),
     );
   }
 
-  async C_DestroyObject(_c: BackendContext, a: C_DestroyObject_args): Promise<px_rv> {
+  async C_DestroyObject(_c: BackendContext, a: rpc.C_DestroyObject_args): Promise<rpc.px_rv> {
     const s = this.session(a.session);
     const m = this.sessionObjectMember(a.object);
     await this.run(s, { replay: false, pinned: m }, async (mm, ms) =>
-      this.callOk<px_rv>(mm, 'C_DestroyObject', { ...a, session: ms, object: await this.memberHandle(mm, a.object) }),
+      this.callOk<rpc.px_rv>(mm, 'C_DestroyObject', { ...a, session: ms, object: await this.memberHandle(mm, a.object) }),
     );
     this.forget(a.object);
     return CKR_OK;
@@ -1166,9 +1075,9 @@ export class PoolBackend implements Backend {
    * holding `inputs` if any is a session object), never replayed.
    */
   private async create<R extends object>(
-    name: CallName,
+    name: rpc.CallName,
     a: { session: number },
-    templates: ReadonlyArray<readonly px_attribute[]>,
+    templates: ReadonlyArray<readonly rpc.px_attribute[]>,
     inputs: Array<[string, number]>,
     results: ReadonlyArray<keyof R & string>,
   ): Promise<R> {
@@ -1185,188 +1094,188 @@ export class PoolBackend implements Backend {
     });
   }
 
-  C_CreateObject(_c: BackendContext, a: C_CreateObject_args): Promise<px_object_ret> {
+  C_CreateObject(_c: BackendContext, a: rpc.C_CreateObject_args): Promise<rpc.px_object_ret> {
     return this.create('C_CreateObject', a, [a.template], [], ['object']);
   }
-  C_CopyObject(_c: BackendContext, a: C_CopyObject_args): Promise<px_object_ret> {
+  C_CopyObject(_c: BackendContext, a: rpc.C_CopyObject_args): Promise<rpc.px_object_ret> {
     return this.create('C_CopyObject', a, [a.template], [['object', a.object]], ['object']);
   }
-  C_GenerateKey(_c: BackendContext, a: C_GenerateKey_args): Promise<px_object_ret> {
+  C_GenerateKey(_c: BackendContext, a: rpc.C_GenerateKey_args): Promise<rpc.px_object_ret> {
     return this.create('C_GenerateKey', a, [a.template], [], ['object']);
   }
-  px_GenerateKeyTyped(_c: BackendContext, a: px_GenerateKeyTyped_args): Promise<px_object_ret> {
+  px_GenerateKeyTyped(_c: BackendContext, a: rpc.px_GenerateKeyTyped_args): Promise<rpc.px_object_ret> {
     return this.create('px_GenerateKeyTyped', a, [a.template], [], ['object']);
   }
-  C_GenerateKeyPair(_c: BackendContext, a: C_GenerateKeyPair_args): Promise<C_GenerateKeyPair_ret> {
+  C_GenerateKeyPair(_c: BackendContext, a: rpc.C_GenerateKeyPair_args): Promise<rpc.C_GenerateKeyPair_ret> {
     return this.create('C_GenerateKeyPair', a, [a.publicKeyTemplate, a.privateKeyTemplate], [], ['publicKey', 'privateKey']);
   }
-  px_GenerateKeyPairTyped(_c: BackendContext, a: px_GenerateKeyPairTyped_args): Promise<C_GenerateKeyPair_ret> {
+  px_GenerateKeyPairTyped(_c: BackendContext, a: rpc.px_GenerateKeyPairTyped_args): Promise<rpc.C_GenerateKeyPair_ret> {
     return this.create('px_GenerateKeyPairTyped', a, [a.publicKeyTemplate, a.privateKeyTemplate], [], ['publicKey', 'privateKey']);
   }
-  C_UnwrapKey(_c: BackendContext, a: C_UnwrapKey_args): Promise<px_object_ret> {
+  C_UnwrapKey(_c: BackendContext, a: rpc.C_UnwrapKey_args): Promise<rpc.px_object_ret> {
     return this.create('C_UnwrapKey', a, [a.template], [['unwrappingKey', a.unwrappingKey]], ['object']);
   }
-  px_UnwrapKeyTyped(_c: BackendContext, a: px_UnwrapKeyTyped_args): Promise<px_object_ret> {
+  px_UnwrapKeyTyped(_c: BackendContext, a: rpc.px_UnwrapKeyTyped_args): Promise<rpc.px_object_ret> {
     return this.create('px_UnwrapKeyTyped', a, [a.template], [['unwrappingKey', a.unwrappingKey]], ['object']);
   }
-  C_DeriveKey(_c: BackendContext, a: C_DeriveKey_args): Promise<px_object_ret> {
+  C_DeriveKey(_c: BackendContext, a: rpc.C_DeriveKey_args): Promise<rpc.px_object_ret> {
     return this.create('C_DeriveKey', a, [a.template], [['baseKey', a.baseKey]], ['object']);
   }
-  px_DeriveKeyTyped(_c: BackendContext, a: px_DeriveKeyTyped_args): Promise<px_object_ret> {
+  px_DeriveKeyTyped(_c: BackendContext, a: rpc.px_DeriveKeyTyped_args): Promise<rpc.px_object_ret> {
     return this.create('px_DeriveKeyTyped', a, [a.template], [['baseKey', a.baseKey]], ['object']);
   }
 
-  private async wrap(name: CallName, a: C_WrapKey_args | px_WrapKeyTyped_args): Promise<px_bytes_ret> {
+  private async wrap(name: rpc.CallName, a: rpc.C_WrapKey_args | rpc.px_WrapKeyTyped_args): Promise<rpc.px_bytes_ret> {
     const s = this.session(a.session);
     return this.run(s, { replay: true, pinned: this.pinnedOf(a.wrappingKey, a.key) }, async (m, ms) =>
-      this.callOk<px_bytes_ret>(m, name, { ...a, session: ms, wrappingKey: await this.memberHandle(m, a.wrappingKey), key: await this.memberHandle(m, a.key) }),
+      this.callOk<rpc.px_bytes_ret>(m, name, { ...a, session: ms, wrappingKey: await this.memberHandle(m, a.wrappingKey), key: await this.memberHandle(m, a.key) }),
     );
   }
-  C_WrapKey(_c: BackendContext, a: C_WrapKey_args): Promise<px_bytes_ret> {
+  C_WrapKey(_c: BackendContext, a: rpc.C_WrapKey_args): Promise<rpc.px_bytes_ret> {
     return this.wrap('C_WrapKey', a);
   }
-  px_WrapKeyTyped(_c: BackendContext, a: px_WrapKeyTyped_args): Promise<px_bytes_ret> {
+  px_WrapKeyTyped(_c: BackendContext, a: rpc.px_WrapKeyTyped_args): Promise<rpc.px_bytes_ret> {
     return this.wrap('px_WrapKeyTyped', a);
   }
 
   // ---------------------------------------------------------------- random
 
-  async C_GenerateRandom(_c: BackendContext, a: C_GenerateRandom_args): Promise<px_bytes_ret> {
+  async C_GenerateRandom(_c: BackendContext, a: rpc.C_GenerateRandom_args): Promise<rpc.px_bytes_ret> {
     const s = this.session(a.session);
-    return this.run(s, { replay: true }, (m, ms) => this.callOk<px_bytes_ret>(m, 'C_GenerateRandom', { ...a, session: ms }));
+    return this.run(s, { replay: true }, (m, ms) => this.callOk<rpc.px_bytes_ret>(m, 'C_GenerateRandom', { ...a, session: ms }));
   }
-  async C_SeedRandom(_c: BackendContext, a: C_SeedRandom_args): Promise<px_rv> {
+  async C_SeedRandom(_c: BackendContext, a: rpc.C_SeedRandom_args): Promise<rpc.px_rv> {
     const s = this.session(a.session);
-    return this.run(s, { replay: true }, (m, ms) => this.callOk<px_rv>(m, 'C_SeedRandom', { ...a, session: ms }));
+    return this.run(s, { replay: true }, (m, ms) => this.callOk<rpc.px_rv>(m, 'C_SeedRandom', { ...a, session: ms }));
   }
 
   // ---------------------------------------------------------------- cryptographic operations
 
-  C_DigestInit(_c: BackendContext, a: px_session_mechanism_args): Promise<px_rv> {
+  C_DigestInit(_c: BackendContext, a: rpc.px_session_mechanism_args): Promise<rpc.px_rv> {
     return this.init('C_DigestInit', a);
   }
-  px_DigestInitTyped(_c: BackendContext, a: px_session_mechanism_typed_args): Promise<px_rv> {
+  px_DigestInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_args): Promise<rpc.px_rv> {
     return this.init('px_DigestInitTyped', a);
   }
-  C_Digest(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Digest(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('digest', 'C_Digest', a, true);
   }
-  C_DigestUpdate(_c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+  C_DigestUpdate(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_rv> {
     return this.opCall('digest', 'C_DigestUpdate', a, false);
   }
-  C_DigestKey(_c: BackendContext, a: C_DigestKey_args): Promise<px_rv> {
+  C_DigestKey(_c: BackendContext, a: rpc.C_DigestKey_args): Promise<rpc.px_rv> {
     return this.opCall('digest', 'C_DigestKey', a, false, a.key);
   }
-  C_DigestFinal(_c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_DigestFinal(_c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('digest', 'C_DigestFinal', a, true);
   }
 
-  C_SignInit(_c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_SignInit(_c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.init('C_SignInit', a);
   }
-  px_SignInitTyped(_c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_SignInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.init('px_SignInitTyped', a);
   }
-  C_Sign(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Sign(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('sign', 'C_Sign', a, true);
   }
-  C_SignUpdate(_c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+  C_SignUpdate(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_rv> {
     return this.opCall('sign', 'C_SignUpdate', a, false);
   }
-  C_SignFinal(_c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_SignFinal(_c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('sign', 'C_SignFinal', a, true);
   }
 
-  C_VerifyInit(_c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_VerifyInit(_c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.init('C_VerifyInit', a);
   }
-  px_VerifyInitTyped(_c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_VerifyInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.init('px_VerifyInitTyped', a);
   }
-  C_Verify(_c: BackendContext, a: C_Verify_args): Promise<px_rv> {
+  C_Verify(_c: BackendContext, a: rpc.C_Verify_args): Promise<rpc.px_rv> {
     return this.opCall('verify', 'C_Verify', a, true);
   }
-  C_VerifyUpdate(_c: BackendContext, a: px_session_data_args): Promise<px_rv> {
+  C_VerifyUpdate(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_rv> {
     return this.opCall('verify', 'C_VerifyUpdate', a, false);
   }
-  C_VerifyFinal(_c: BackendContext, a: C_VerifyFinal_args): Promise<px_rv> {
+  C_VerifyFinal(_c: BackendContext, a: rpc.C_VerifyFinal_args): Promise<rpc.px_rv> {
     return this.opCall('verify', 'C_VerifyFinal', a, true);
   }
 
-  C_EncryptInit(_c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_EncryptInit(_c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.init('C_EncryptInit', a);
   }
-  px_EncryptInitTyped(_c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_EncryptInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.init('px_EncryptInitTyped', a);
   }
-  C_Encrypt(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Encrypt(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('encrypt', 'C_Encrypt', a, true);
   }
-  C_EncryptUpdate(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_EncryptUpdate(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('encrypt', 'C_EncryptUpdate', a, false);
   }
-  C_EncryptFinal(_c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_EncryptFinal(_c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('encrypt', 'C_EncryptFinal', a, true);
   }
 
-  C_DecryptInit(_c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_DecryptInit(_c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.init('C_DecryptInit', a);
   }
-  px_DecryptInitTyped(_c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_DecryptInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.init('px_DecryptInitTyped', a);
   }
-  C_Decrypt(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_Decrypt(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('decrypt', 'C_Decrypt', a, true);
   }
-  C_DecryptUpdate(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_DecryptUpdate(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('decrypt', 'C_DecryptUpdate', a, false);
   }
-  C_DecryptFinal(_c: BackendContext, a: px_session_args): Promise<px_bytes_ret> {
+  C_DecryptFinal(_c: BackendContext, a: rpc.px_session_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('decrypt', 'C_DecryptFinal', a, true);
   }
 
-  C_SignRecoverInit(_c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_SignRecoverInit(_c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.init('C_SignRecoverInit', a);
   }
-  px_SignRecoverInitTyped(_c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_SignRecoverInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.init('px_SignRecoverInitTyped', a);
   }
-  C_SignRecover(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_SignRecover(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('signRecover', 'C_SignRecover', a, true);
   }
-  C_VerifyRecoverInit(_c: BackendContext, a: px_session_mechanism_key_args): Promise<px_rv> {
+  C_VerifyRecoverInit(_c: BackendContext, a: rpc.px_session_mechanism_key_args): Promise<rpc.px_rv> {
     return this.init('C_VerifyRecoverInit', a);
   }
-  px_VerifyRecoverInitTyped(_c: BackendContext, a: px_session_mechanism_typed_key_args): Promise<px_rv> {
+  px_VerifyRecoverInitTyped(_c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): Promise<rpc.px_rv> {
     return this.init('px_VerifyRecoverInitTyped', a);
   }
-  C_VerifyRecover(_c: BackendContext, a: px_session_data_args): Promise<px_bytes_ret> {
+  C_VerifyRecover(_c: BackendContext, a: rpc.px_session_data_args): Promise<rpc.px_bytes_ret> {
     return this.opCall('verifyRecover', 'C_VerifyRecover', a, true);
   }
 
   // Two operations of one session may run on two members: the combined calls have no single member to go to.
-  C_DigestEncryptUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_DigestEncryptUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_SignEncryptUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_SignEncryptUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_DecryptDigestUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_DecryptDigestUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_DecryptVerifyUpdate(_c: BackendContext, _a: px_session_data_args): px_bytes_ret {
+  C_DecryptVerifyUpdate(_c: BackendContext, _a: rpc.px_session_data_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_GetOperationState(_c: BackendContext, _a: px_session_args): px_bytes_ret {
+  C_GetOperationState(_c: BackendContext, _a: rpc.px_session_args): rpc.px_bytes_ret {
     return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, data: EMPTY };
   }
-  C_SetOperationState(_c: BackendContext, _a: C_SetOperationState_args): px_rv {
+  C_SetOperationState(_c: BackendContext, _a: rpc.C_SetOperationState_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_SUPPORTED;
   }
-  C_GetFunctionStatus(_c: BackendContext, _a: px_session_args): px_rv {
+  C_GetFunctionStatus(_c: BackendContext, _a: rpc.px_session_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_PARALLEL;
   }
-  C_CancelFunction(_c: BackendContext, _a: px_session_args): px_rv {
+  C_CancelFunction(_c: BackendContext, _a: rpc.px_session_args): rpc.px_rv {
     return ck.CKR_FUNCTION_NOT_PARALLEL;
   }
 }

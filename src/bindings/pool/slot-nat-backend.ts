@@ -9,9 +9,9 @@ import type {
   Pkcs11Calls,
 } from '../../generated/pkcs11_rpc';
 import { ck, CKR_OK } from '../../pkcs11/constants';
-import { NATIVE_ARCH } from '../../pkcs11/arch';
 import { Pkcs11Error, errorMessage, rvOf } from '../../pkcs11/errors';
 import { OBJECT_ARG_FIELDS, OBJECT_RESULT_FIELDS } from '../../server/layers/object-fields';
+import { BackendBase } from '../backend';
 import type { Backend, BackendContext } from '../backend';
 import type { SlotNatSpec } from './pool-spec';
 
@@ -58,7 +58,7 @@ const OWN_CALLS: ReadonlySet<CallName> = new Set<CallName>([
  * token). An object handle of one module given in a session of another
  * answers the handle's CKR_*_HANDLE_INVALID.
  */
-export class SlotNatBackend {
+export class SlotNatBackend extends BackendBase {
   readonly alias: string;
   private readonly members: NatMember[];
   private slots: NatSlot[] = [];
@@ -75,6 +75,7 @@ export class SlotNatBackend {
     backends: ReadonlyMap<string, Backend>,
     warn: (msg: string) => void,
   ) {
+    super();
     this.alias = spec.name;
     const members = spec.aliases.map((alias, index): NatMember => {
       const backend = backends.get(alias);
@@ -167,24 +168,6 @@ export class SlotNatBackend {
     return out;
   }
 
-  C_SetupArch(): number {
-    return NATIVE_ARCH.code;
-  }
-  C_Initialize(): number {
-    return CKR_OK;
-  }
-  C_Finalize(): number {
-    return CKR_OK;
-  }
-  C_LoadModule(_c: BackendContext, a: { alias: Buffer }): number {
-    return a.alias.toString('utf8') === this.alias ? CKR_OK : ck.CKR_ARGUMENTS_BAD;
-  }
-  px_GetAppToken(): { rv: number; token: Buffer } {
-    return { rv: ck.CKR_FUNCTION_NOT_SUPPORTED, token: Buffer.alloc(0) };
-  }
-  px_JoinApp(): number {
-    return ck.CKR_FUNCTION_NOT_SUPPORTED;
-  }
 
   C_GetInfo(): C_GetInfo_ret {
     const v = { major: Buffer.from([2]), minor: Buffer.from([40]) };

@@ -1,27 +1,5 @@
 import { PROCEDURES, Pkcs11Passthrough } from '../../generated/pkcs11_rpc';
-import type {
-  C_CloseAllSessions_args,
-  C_GetMechanismInfo_args,
-  C_GetMechanismInfo_ret,
-  C_GetMechanismList_args,
-  C_GetMechanismList_ret,
-  C_GetSessionInfo_args,
-  C_GetSessionInfo_ret,
-  C_GetSlotInfo_args,
-  C_GetSlotInfo_ret,
-  C_GetSlotList_args,
-  C_GetSlotList_ret,
-  C_GetTokenInfo_args,
-  C_GetTokenInfo_ret,
-  C_InitToken_args,
-  C_OpenSession_args,
-  C_OpenSession_ret,
-  C_WaitForSlotEvent_args,
-  C_WaitForSlotEvent_ret,
-  MaybePromise,
-  Pkcs11Calls,
-  px_rv,
-} from '../../generated/pkcs11_rpc';
+import type * as rpc from '../../generated/pkcs11_rpc';
 import type { TokenSelector } from '../../filter/authz';
 import { tokenSelected } from '../../filter/authz';
 import { authzEntryFor } from '../../filter/identity';
@@ -54,7 +32,7 @@ export class SlotViewLayer extends Pkcs11Passthrough<ConnectionState> {
   private readonly views = new WeakMap<Application, View>();
 
   constructor(
-    next: Pkcs11Calls<ConnectionState>,
+    next: rpc.Pkcs11Calls<ConnectionState>,
     private readonly filter: () => CompiledFilter,
   ) {
     super(next);
@@ -81,20 +59,20 @@ export class SlotViewLayer extends Pkcs11Passthrough<ConnectionState> {
     return view;
   }
 
-  private view(conn: ConnectionState, sel: readonly TokenSelector[]): MaybePromise<View> {
+  private view(conn: ConnectionState, sel: readonly TokenSelector[]): rpc.MaybePromise<View> {
     const v = this.views.get(conn.app);
     if (v !== undefined && v.generation === this.filter().generation && v.alias === conn.moduleAlias) return v;
     return this.build(conn, sel);
   }
 
   /** Runs `call` with the module slot of client slot `slotID`, or answers `invalid` for a slot outside the view. */
-  private mapped<R>(conn: ConnectionState, slotID: number, invalid: (rv: number) => R, call: (moduleSlot: number) => MaybePromise<R>): MaybePromise<R> {
+  private mapped<R>(conn: ConnectionState, slotID: number, invalid: (rv: number) => R, call: (moduleSlot: number) => rpc.MaybePromise<R>): rpc.MaybePromise<R> {
     const sel = this.selectors(conn);
     if (sel === undefined) return call(slotID);
     return then(this.view(conn, sel), (v) => (slotID >= 0 && slotID < v.slots.length ? call(v.slots[slotID]) : invalid(CKR_SLOT_ID_INVALID)));
   }
 
-  C_GetSlotList(conn: ConnectionState, a: C_GetSlotList_args): MaybePromise<C_GetSlotList_ret> {
+  C_GetSlotList(conn: ConnectionState, a: rpc.C_GetSlotList_args): rpc.MaybePromise<rpc.C_GetSlotList_ret> {
     const sel = this.selectors(conn);
     if (sel === undefined) return this.next.C_GetSlotList(conn, a);
     return this.build(conn, sel).then((v) => {
@@ -105,36 +83,36 @@ export class SlotViewLayer extends Pkcs11Passthrough<ConnectionState> {
     });
   }
 
-  C_GetSlotInfo(conn: ConnectionState, a: C_GetSlotInfo_args): MaybePromise<C_GetSlotInfo_ret> {
-    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetSlotInfo', rv) as C_GetSlotInfo_ret, (s) => this.next.C_GetSlotInfo(conn, { ...a, slotID: s }));
+  C_GetSlotInfo(conn: ConnectionState, a: rpc.C_GetSlotInfo_args): rpc.MaybePromise<rpc.C_GetSlotInfo_ret> {
+    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetSlotInfo', rv) as rpc.C_GetSlotInfo_ret, (s) => this.next.C_GetSlotInfo(conn, { ...a, slotID: s }));
   }
 
-  C_GetTokenInfo(conn: ConnectionState, a: C_GetTokenInfo_args): MaybePromise<C_GetTokenInfo_ret> {
-    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetTokenInfo', rv) as C_GetTokenInfo_ret, (s) => this.next.C_GetTokenInfo(conn, { ...a, slotID: s }));
+  C_GetTokenInfo(conn: ConnectionState, a: rpc.C_GetTokenInfo_args): rpc.MaybePromise<rpc.C_GetTokenInfo_ret> {
+    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetTokenInfo', rv) as rpc.C_GetTokenInfo_ret, (s) => this.next.C_GetTokenInfo(conn, { ...a, slotID: s }));
   }
 
-  C_OpenSession(conn: ConnectionState, a: C_OpenSession_args): MaybePromise<C_OpenSession_ret> {
+  C_OpenSession(conn: ConnectionState, a: rpc.C_OpenSession_args): rpc.MaybePromise<rpc.C_OpenSession_ret> {
     return this.mapped(conn, a.slotID, (rv) => ({ rv, session: 0 }), (s) => this.next.C_OpenSession(conn, { ...a, slotID: s }));
   }
 
-  C_GetMechanismList(conn: ConnectionState, a: C_GetMechanismList_args): MaybePromise<C_GetMechanismList_ret> {
-    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetMechanismList', rv) as C_GetMechanismList_ret, (s) => this.next.C_GetMechanismList(conn, { ...a, slotID: s }));
+  C_GetMechanismList(conn: ConnectionState, a: rpc.C_GetMechanismList_args): rpc.MaybePromise<rpc.C_GetMechanismList_ret> {
+    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetMechanismList', rv) as rpc.C_GetMechanismList_ret, (s) => this.next.C_GetMechanismList(conn, { ...a, slotID: s }));
   }
 
-  C_GetMechanismInfo(conn: ConnectionState, a: C_GetMechanismInfo_args): MaybePromise<C_GetMechanismInfo_ret> {
-    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetMechanismInfo', rv) as C_GetMechanismInfo_ret, (s) => this.next.C_GetMechanismInfo(conn, { ...a, slotID: s }));
+  C_GetMechanismInfo(conn: ConnectionState, a: rpc.C_GetMechanismInfo_args): rpc.MaybePromise<rpc.C_GetMechanismInfo_ret> {
+    return this.mapped(conn, a.slotID, (rv) => this.errorRet('C_GetMechanismInfo', rv) as rpc.C_GetMechanismInfo_ret, (s) => this.next.C_GetMechanismInfo(conn, { ...a, slotID: s }));
   }
 
-  C_CloseAllSessions(conn: ConnectionState, a: C_CloseAllSessions_args): MaybePromise<px_rv> {
+  C_CloseAllSessions(conn: ConnectionState, a: rpc.C_CloseAllSessions_args): rpc.MaybePromise<rpc.px_rv> {
     return this.mapped(conn, a.slotID, (rv) => rv, (s) => this.next.C_CloseAllSessions(conn, { ...a, slotID: s }));
   }
 
-  C_InitToken(conn: ConnectionState, a: C_InitToken_args): MaybePromise<px_rv> {
+  C_InitToken(conn: ConnectionState, a: rpc.C_InitToken_args): rpc.MaybePromise<rpc.px_rv> {
     return this.mapped(conn, a.slotID, (rv) => rv, (s) => this.next.C_InitToken(conn, { ...a, slotID: s }));
   }
 
   /** A session's slot, renumbered. A session on a hidden slot cannot exist (C_OpenSession refuses them). */
-  C_GetSessionInfo(conn: ConnectionState, a: C_GetSessionInfo_args): MaybePromise<C_GetSessionInfo_ret> {
+  C_GetSessionInfo(conn: ConnectionState, a: rpc.C_GetSessionInfo_args): rpc.MaybePromise<rpc.C_GetSessionInfo_ret> {
     const sel = this.selectors(conn);
     if (sel === undefined) return this.next.C_GetSessionInfo(conn, a);
     return then(this.next.C_GetSessionInfo(conn, a), (r) =>
@@ -147,7 +125,7 @@ export class SlotViewLayer extends Pkcs11Passthrough<ConnectionState> {
   }
 
   /** An event on a hidden slot is none of this client's business: CKR_NO_EVENT. */
-  C_WaitForSlotEvent(conn: ConnectionState, a: C_WaitForSlotEvent_args): MaybePromise<C_WaitForSlotEvent_ret> {
+  C_WaitForSlotEvent(conn: ConnectionState, a: rpc.C_WaitForSlotEvent_args): rpc.MaybePromise<rpc.C_WaitForSlotEvent_ret> {
     const sel = this.selectors(conn);
     if (sel === undefined) return this.next.C_WaitForSlotEvent(conn, a);
     return then(this.next.C_WaitForSlotEvent(conn, a), (r) =>
