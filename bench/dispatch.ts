@@ -31,7 +31,7 @@ import { createHook } from 'async_hooks';
 import { createPkcs11Stack } from '../src/server/serve';
 import { installAuditSinks } from '../src/server/audit-sinks';
 import { enableMetrics } from '../src/server/metrics/registry';
-import { bool, bytes, ecKeyPairTemplates, mech, ulong } from '../tests/ts/helpers/attrs';
+import { bool, bytes, ecKeyPairTemplates, mech, query, ulong } from '../tests/ts/helpers/attrs';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/softhsm';
 
 /**
@@ -42,9 +42,11 @@ import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from '../tests/ts/helpers/sof
  * pkcs11js on the same SoftHSM2 token. The difference is our per-call
  * overhead above the module. Single process, one connection, warm.
  * Env: BENCH_MS per workload (default 2000); BENCH_STACK_ONLY=1 runs only the first table;
- * BENCH_FILTER=FILE runs the stack with that filter.conf (e.g. filter.conf.example plus a key).
+ * BENCH_FILTER=FILE runs the stack with that filter.conf (e.g. filter.conf.example plus a key);
+ * BENCH_ONLY=TEXT runs only the first table's rows whose name contains TEXT (e.g. under --cpu-prof).
  */
 const MS = Number(process.env.BENCH_MS ?? 2000);
+const ONLY = process.env.BENCH_ONLY;
 const BY_NAME = new Map<CallName, ProcedureDef>(PROCEDURES.map((d) => [d.name, d]));
 
 /** A prepared call: header and argument bytes built once. */
@@ -239,9 +241,16 @@ async function main(): Promise<void> {
     const sign = prepare('C_Sign', { session: s, data: digest });
     const encInit = prepare('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, iv), key: aes.object });
     const enc = prepare('C_Encrypt', { session: s, data: block });
+    // The C benchmark's getattr and find workloads (bench/c/bench.c), on the session key pair made above.
+    const getLabel = prepare('C_GetAttributeValue', { session: s, object: ec.privateKey, template: [query(p.CKA_LABEL, 64)] });
+    const findInit = prepare('C_FindObjectsInit', { session: s, template: [ulong(p.CKA_CLASS, p.CKO_PRIVATE_KEY), bytes(p.CKA_LABEL, 'bench-ec')] });
+    const findObjects = prepare('C_FindObjects', { session: s, maxObjectCount: 4 });
+    const findFinal = prepare('C_FindObjectsFinal', { session: s });
+    const label = Buffer.alloc(64);
 
     const rows: Array<[string, number, number, number, number]> = [];
     const row = async (name: string, calls: Prepared[], viaStack: () => unknown, raw: () => unknown): Promise<void> => {
+      if (ONLY !== undefined && !name.includes(ONLY)) return;
       const a = await timeOp(viaStack);
       const b = await timeOp(raw);
       rows.push([name, calls.length, a, b, await promisesPerCall(d, calls)]);
@@ -254,6 +263,12 @@ async function main(): Promise<void> {
       }
     };
     await row('C_GetSessionInfo', [info], run([info]), () => m.C_GetSessionInfo(rs));
+    await row('C_GetAttributeValue (CKA_LABEL)', [getLabel], run([getLabel]), () => m.C_GetAttributeValue(rs, rawEc, [{ type: p.CKA_LABEL, value: label }]));
+    await row('find (Init+FindObjects+Final)', [findInit, findObjects, findFinal], run([findInit, findObjects, findFinal]), () => {
+      m.C_FindObjectsInit(rs, [{ type: p.CKA_CLASS, value: p.CKO_PRIVATE_KEY }, { type: p.CKA_LABEL, value: 'bench-ec' }]);
+      m.C_FindObjects(rs, 4);
+      m.C_FindObjectsFinal(rs);
+    });
     await row('ECDSA P-256 (SignInit+Sign)', [signInit, sign], run([signInit, sign]), () => {
       m.C_SignInit(rs, { mechanism: p.CKM_ECDSA }, rawEc);
       m.C_Sign(rs, digest, sigOut);
