@@ -45,31 +45,46 @@ export async function startCamlCrush(filterExtra = '', timeoutMs = 30_000): Prom
 }
 `,
   );
-  const proc = spawn(CAMLCRUSH_DAEMON, ['-fg', '-conf', serverConf], { env: hsm.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const deadline = Date.now() + timeoutMs;
-  // Poll for the socket with a deadline: Caml Crush prints no readiness line.
-  while (!fs.existsSync(socketPath)) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`Caml Crush exited before listening:\n${out}`);
-    if (Date.now() > deadline) {
-      process.kill(-proc.pid!, 'SIGKILL');
-      throw new Error(`Caml Crush did not create ${socketPath} in ${timeoutMs} ms:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  // Caml Crush prints no readiness line: netplex creates the socket when the service listens.
+  const { proc, out, exited } = await spawnCamlCrush(hsm, serverConf, () => fs.existsSync(socketPath), `create ${socketPath}`, timeoutMs);
   return {
     socketPath,
     hsm,
     proc,
-    output: () => out,
+    output: out,
     stop: async () => {
       await stopProcessGroup(proc, exited);
       hsm.cleanup();
     },
   };
+}
+
+/**
+ * Runs Caml Crush's daemon on `conf` in its own process group and waits until `ready()` says it
+ * listens, with a deadline; it prints no readiness line. `out` is everything it wrote so far.
+ */
+export async function spawnCamlCrush(
+  hsm: SoftHsmStore,
+  conf: string,
+  ready: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs: number,
+): Promise<{ proc: ChildProcess; out: () => string; exited: Promise<void> }> {
+  const proc = spawn(CAMLCRUSH_DAEMON, ['-fg', '-conf', conf], { env: hsm.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let text = '';
+  proc.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ready())) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`Caml Crush exited before listening:\n${text}`);
+    if (Date.now() > deadline) {
+      process.kill(-proc.pid!, 'SIGKILL');
+      throw new Error(`Caml Crush did not ${what} in ${timeoutMs} ms:\n${text}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { proc, out: () => text, exited };
 }
 
 /** SIGTERM to a detached daemon's process group (Caml Crush forks its workers), SIGKILL after 5 s; resolves on exit. */

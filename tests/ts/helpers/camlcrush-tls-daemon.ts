@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { CAMLCRUSH_DAEMON, stopProcessGroup } from './camlcrush-daemon';
+import { spawnCamlCrush, stopProcessGroup } from './camlcrush-daemon';
 import { createSoftHsm, SOFTHSM_MODULE } from './softhsm';
 import type { SoftHsmStore } from './softhsm';
 import type { TestPki } from './pki';
@@ -59,16 +58,9 @@ export async function startCamlCrushTls(pki: TestPki, timeoutMs = 30_000): Promi
 }
 `,
   );
-  const proc = spawn(CAMLCRUSH_DAEMON, ['-fg', '-conf', conf], { env: hsm.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const deadline = Date.now() + timeoutMs;
-  // Poll with a deadline: Caml Crush prints no readiness line; a TCP connect succeeds once it listens.
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`Caml Crush exited before listening:\n${out}`);
-    const up = await new Promise<boolean>((resolve) => {
+  // A TCP connect succeeds once it listens.
+  const listening = () =>
+    new Promise<boolean>((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       s.once('connect', () => {
         s.destroy();
@@ -76,17 +68,11 @@ export async function startCamlCrushTls(pki: TestPki, timeoutMs = 30_000): Promi
       });
       s.once('error', () => resolve(false));
     });
-    if (up) break;
-    if (Date.now() > deadline) {
-      process.kill(-proc.pid!, 'SIGKILL');
-      throw new Error(`Caml Crush did not listen on ${port} in ${timeoutMs} ms:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const { proc, out, exited } = await spawnCamlCrush(hsm, conf, listening, `listen on ${port}`, timeoutMs);
   return {
     port,
     hsm,
-    output: () => out,
+    output: out,
     stop: async () => {
       await stopProcessGroup(proc, exited);
       hsm.cleanup();
