@@ -32,6 +32,22 @@ static inline bool bad_buf(const void *p, CK_ULONG len) {
   return (p == NULL && len != 0) || len > PX_MAX_BYTES;
 }
 
+/* One round trip on the control connection (slot-level calls): stub(...,
+ * clnt). Evaluates to CKR_OK when the reply is in the result argument, else
+ * to px_control_enter's CK_RV, or to fail_rv when the round trip failed
+ * (fail_rv is also what px_control_enter answers with no daemon reachable). */
+#define CONTROL_RPC(what, fail_rv, stub, ...)                                  \
+  __extension__({                                                              \
+    struct px_call call_;                                                      \
+    CK_RV rv_ = px_control_enter(&call_, (fail_rv));                           \
+    if (rv_ == CKR_OK) {                                                       \
+      if (PX_RPC(call_.c, (what), stub(__VA_ARGS__, call_.c->clnt)) != CKR_OK) \
+        rv_ = (fail_rv);                                                       \
+      px_control_leave(&call_);                                                \
+    }                                                                          \
+    rv_;                                                                       \
+  })
+
 /* Session calls whose reply is a bare CK_RV. */
 #define SIMPLE_SESSION_CALL(what, stub, args_type, ...)                        \
   do {                                                                         \

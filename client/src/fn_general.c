@@ -1,6 +1,6 @@
 /*
  * PKCS#11 general-purpose, slot and token functions: slot-level calls
- * go over the control connection (px_control_enter).
+ * go over the control connection (CONTROL_RPC, calls.h).
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -25,16 +25,11 @@ PX_EXPORT CK_RV C_GetInfo(CK_INFO_PTR pInfo) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (pInfo == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_FUNCTION_FAILED);
-  if (rv != CKR_OK)
-    return rv;
   C_GetInfo_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_GetInfo", c_getinfo_3(&res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_GetInfo", CKR_FUNCTION_FAILED, c_getinfo_3, &res);
   if (rv != CKR_OK)
-    return CKR_FUNCTION_FAILED;
+    return rv;
   rv = (CK_RV)res.rv;
   if (rv == CKR_OK) {
     const px_info *i = &res.info;
@@ -60,19 +55,15 @@ PX_EXPORT CK_RV C_GetSlotList(CK_BBOOL tokenPresent, CK_SLOT_ID_PTR pSlotList,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (pulCount == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_FUNCTION_FAILED);
-  if (rv != CKR_OK)
-    return rv;
   CK_ULONG capacity = pSlotList ? *pulCount : 0;
   C_GetSlotList_args a = {.tokenPresent = tokenPresent ? 1 : 0,
                           .count = (px_ulong)capacity};
   C_GetSlotList_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_GetSlotList", c_getslotlist_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_GetSlotList", CKR_FUNCTION_FAILED,
+                         c_getslotlist_3, a, &res);
   if (rv != CKR_OK)
-    return CKR_FUNCTION_FAILED;
+    return rv;
   rv = px_list_out((CK_RV)res.rv, res.count, res.slotList.slotList_val,
                    res.slotList.slotList_len, pSlotList, capacity, pulCount);
   xdr_free((xdrproc_t)xdr_C_GetSlotList_ret, (char *)&res);
@@ -84,15 +75,11 @@ PX_EXPORT CK_RV C_GetSlotInfo(CK_SLOT_ID slotID, CK_SLOT_INFO_PTR pInfo) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (pInfo == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_DEVICE_ERROR);
-  if (rv != CKR_OK)
-    return rv;
   C_GetSlotInfo_args a = {.slotID = (px_slot_id)slotID};
   C_GetSlotInfo_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_GetSlotInfo", c_getslotinfo_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_GetSlotInfo", CKR_DEVICE_ERROR,
+                         c_getslotinfo_3, a, &res);
   if (rv != CKR_OK)
     return rv;
   rv = (CK_RV)res.rv;
@@ -117,16 +104,11 @@ PX_EXPORT CK_RV C_GetTokenInfo(CK_SLOT_ID slotID, CK_TOKEN_INFO_PTR pInfo) {
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (pInfo == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_DEVICE_ERROR);
-  if (rv != CKR_OK)
-    return rv;
   C_GetTokenInfo_args a = {.slotID = (px_slot_id)slotID};
   C_GetTokenInfo_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_GetTokenInfo",
-              c_gettokeninfo_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_GetTokenInfo", CKR_DEVICE_ERROR,
+                         c_gettokeninfo_3, a, &res);
   if (rv != CKR_OK)
     return rv;
   rv = (CK_RV)res.rv;
@@ -172,18 +154,13 @@ PX_EXPORT CK_RV C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot,
     return CKR_ARGUMENTS_BAD;
   if (!(flags & CKF_DONT_BLOCK))
     return CKR_FUNCTION_NOT_SUPPORTED;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_FUNCTION_FAILED);
-  if (rv != CKR_OK)
-    return rv;
   C_WaitForSlotEvent_args a = {.flags = (px_flags)flags};
   C_WaitForSlotEvent_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_WaitForSlotEvent",
-              c_waitforslotevent_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_WaitForSlotEvent", CKR_FUNCTION_FAILED,
+                         c_waitforslotevent_3, a, &res);
   if (rv != CKR_OK)
-    return CKR_FUNCTION_FAILED;
+    return rv;
   rv = (CK_RV)res.rv;
   if (rv == CKR_OK)
     *pSlot = (CK_SLOT_ID)res.slotID;
@@ -197,18 +174,13 @@ PX_EXPORT CK_RV C_GetMechanismList(CK_SLOT_ID slotID,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (pulCount == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_DEVICE_ERROR);
-  if (rv != CKR_OK)
-    return rv;
   CK_ULONG capacity = pMechanismList ? *pulCount : 0;
   C_GetMechanismList_args a = {.slotID = (px_slot_id)slotID,
                                .count = (px_ulong)capacity};
   C_GetMechanismList_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_GetMechanismList",
-              c_getmechanismlist_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_GetMechanismList", CKR_DEVICE_ERROR,
+                         c_getmechanismlist_3, a, &res);
   if (rv != CKR_OK)
     return rv;
   rv = px_list_out((CK_RV)res.rv, res.count,
@@ -225,17 +197,12 @@ PX_EXPORT CK_RV C_GetMechanismInfo(CK_SLOT_ID slotID, CK_MECHANISM_TYPE type,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (pInfo == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_DEVICE_ERROR);
-  if (rv != CKR_OK)
-    return rv;
   C_GetMechanismInfo_args a = {.slotID = (px_slot_id)slotID,
                                .type = (px_mechanism_type)type};
   C_GetMechanismInfo_ret res;
   memset(&res, 0, sizeof res);
-  rv = PX_RPC(call.c, "C_GetMechanismInfo",
-              c_getmechanisminfo_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_GetMechanismInfo", CKR_DEVICE_ERROR,
+                         c_getmechanisminfo_3, a, &res);
   if (rv != CKR_OK)
     return rv;
   rv = (CK_RV)res.rv;
@@ -253,15 +220,11 @@ PX_EXPORT CK_RV C_InitToken(CK_SLOT_ID slotID, CK_UTF8CHAR_PTR pPin,
     return CKR_CRYPTOKI_NOT_INITIALIZED;
   if (bad_buf(pPin, ulPinLen) || pLabel == NULL)
     return CKR_ARGUMENTS_BAD;
-  struct px_call call;
-  CK_RV rv = px_control_enter(&call, CKR_DEVICE_ERROR);
-  if (rv != CKR_OK)
-    return rv;
   C_InitToken_args a = {.slotID = (px_slot_id)slotID};
   BYTES(a.pin, pPin, ulPinLen);
   BYTES(a.label, pLabel, 32); /* CK_TOKEN_INFO label: 32 blank-padded */
   px_rv res = 0;
-  rv = PX_RPC(call.c, "C_InitToken", c_inittoken_3(a, &res, call.c->clnt));
-  px_control_leave(&call);
+  CK_RV rv = CONTROL_RPC("C_InitToken", CKR_DEVICE_ERROR,
+                         c_inittoken_3, a, &res);
   return rv == CKR_OK ? (CK_RV)res : rv;
 }
