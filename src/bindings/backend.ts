@@ -32,7 +32,6 @@ export interface Backend extends Pkcs11Calls<BackendContext> {
   finalize(): void;
 }
 
-/** Limits a backend enforces on its own calls. */
 const EMPTY = Buffer.alloc(0);
 
 /**
@@ -64,6 +63,7 @@ export abstract class BackendBase {
   }
 }
 
+/** Limits a backend enforces on its own calls. */
 export interface BackendLimits {
   /** Longest C_GenerateRandom output; longer asks answer CKR_ARGUMENTS_BAD. */
   maxRandomLength: number;

@@ -358,7 +358,6 @@ export class HelperBackend extends BackendBase {
     });
   }
 
-  // Answered here, as Pkcs11jsBackend answers them: they never reach the module.
   /** The length cap is checked (and audited) in the worker, where the audit sink is. */
   C_GenerateRandom(c: BackendContext, a: C_GenerateRandom_args): MaybePromise<px_bytes_ret> {
     if (a.length < 0 || a.length > this.limits.maxRandomLength) {

@@ -41,11 +41,6 @@ function padded(s: string, width: number): Buffer {
   return b;
 }
 
-/** Calls the NAT answers itself; every other call names a session or a slot and goes to its member. */
-const OWN_CALLS: ReadonlySet<CallName> = new Set<CallName>([
-  'C_SetupArch', 'C_Initialize', 'C_Finalize', 'C_LoadModule', 'C_GetInfo', 'C_GetSlotList', 'C_WaitForSlotEvent', 'px_GetAppToken', 'px_JoinApp',
-]);
-
 /**
  * Slot NAT ("PKCS #11 NAT"): one alias listing the slots of several
  * aliases (different modules) side by side. Virtual slot ids are 0..n-1:
@@ -97,7 +92,9 @@ export class SlotNatBackend extends BackendBase {
       this.slots = slots;
     })();
     for (const p of new Set(PROCEDURES.map((x) => x.name))) {
-      if (OWN_CALLS.has(p)) continue;
+      // The calls the NAT answers itself (defined here or inherited from BackendBase); every other
+      // call names a session or a slot and goes to its member.
+      if (p in SlotNatBackend.prototype) continue;
       Object.defineProperty(this, p, { value: (_c: BackendContext, a: Record<string, unknown>) => this.forward(p, a), enumerable: false, writable: false });
     }
   }
@@ -167,7 +164,6 @@ export class SlotNatBackend extends BackendBase {
     if (name === 'C_GetSessionInfo') out.info = { ...(out.info as Record<string, unknown>), slotID: sessionSlot };
     return out;
   }
-
 
   C_GetInfo(): C_GetInfo_ret {
     const v = { major: Buffer.from([2]), minor: Buffer.from([40]) };
