@@ -13,7 +13,6 @@
  *                             for a length-only ask, or -1 where the module
  *                             set CK_UNAVAILABLE_INFORMATION.
  *
- *
  * and the hot calls of the benchmarked workloads, with handles as numbers
  * (pkcs11js wraps each in a Buffer) and results written into a caller's
  * Float64Array instead of objects built property by property:
@@ -103,24 +102,39 @@ static int get_ulong(napi_env env, napi_value v, CK_ULONG *out) {
   return 1;
 }
 
+static napi_value bad_args(napi_env env, const char *what) {
+  return fail(env, "EINVAL", what);
+}
+
+/* Declares argv[N] and fills it from the call; fewer arguments, or arguments
+ * of the wrong kind (bad_args(env, usage_)), throw `usage`. */
+#define ARGS(N, usage)                                                                                       \
+  static const char usage_[] = usage;                                                                        \
+  size_t argc = N;                                                                                           \
+  napi_value argv[N];                                                                                        \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));                                               \
+  if (argc < N) return bad_args(env, usage_)
+
+static int get_module(napi_env env, napi_value v, module_t **m) {
+  return napi_get_value_external(env, v, (void **)m) == napi_ok && *m != NULL;
+}
+
 static napi_value get_attribute_value(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ARGS(5, "getAttributeValue(handle, session, object, types[], caps[]) with at most 256 attributes");
   module_t *m;
   CK_ULONG session, object;
   uint32_t n, ncaps;
-  if (argc < 5 || napi_get_value_external(env, argv[0], (void **)&m) != napi_ok || !get_ulong(env, argv[1], &session) ||
-      !get_ulong(env, argv[2], &object) || napi_get_array_length(env, argv[3], &n) != napi_ok ||
-      napi_get_array_length(env, argv[4], &ncaps) != napi_ok || n != ncaps || n > MAX_ATTRS)
-    return fail(env, "EINVAL", "getAttributeValue(handle, session, object, types[], caps[]) with at most 256 attributes");
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &object) ||
+      napi_get_array_length(env, argv[3], &n) != napi_ok || napi_get_array_length(env, argv[4], &ncaps) != napi_ok ||
+      n != ncaps || n > MAX_ATTRS)
+    return bad_args(env, usage_);
   CK_ATTRIBUTE t[MAX_ATTRS];
   size_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     napi_value x;
     int64_t cap;
     CHECK(napi_get_element(env, argv[3], i, &x));
-    if (!get_ulong(env, x, &t[i].type)) return fail(env, "EINVAL", "attribute type must be a non-negative integer");
+    if (!get_ulong(env, x, &t[i].type)) return bad_args(env, "attribute type must be a non-negative integer");
     CHECK(napi_get_element(env, argv[4], i, &x));
     CHECK(napi_get_value_int64(env, x, &cap));
     t[i].pValue = NULL;
@@ -180,17 +194,6 @@ static napi_value rv_value(napi_env env, CK_RV rv) {
   return x;
 }
 
-static napi_value bad_args(napi_env env, const char *what) {
-  return fail(env, "EINVAL", what);
-}
-
-/* Declares argv[N] and fills it from the call; fewer arguments throw `usage`. */
-#define ARGS(N, usage)                                                                                       \
-  size_t argc = N;                                                                                           \
-  napi_value argv[N];                                                                                        \
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));                                               \
-  if (argc < N) return bad_args(env, usage)
-
 /* A Float64Array argument: its elements and count. */
 static int get_f64(napi_env env, napi_value v, double **data, size_t *n) {
   napi_typedarray_type type;
@@ -208,10 +211,6 @@ static int get_bytes(napi_env env, napi_value v, unsigned char **data, size_t *n
   return 1;
 }
 
-static int get_module(napi_env env, napi_value v, module_t **m) {
-  return napi_get_value_external(env, v, (void **)m) == napi_ok && *m != NULL;
-}
-
 static napi_value get_session_info(napi_env env, napi_callback_info info) {
   ARGS(3, "getSessionInfo(handle, session, Float64Array(4))");
   module_t *m;
@@ -220,7 +219,7 @@ static napi_value get_session_info(napi_env env, napi_callback_info info) {
   size_t n;
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_f64(env, argv[2], &out, &n) ||
       n < 4)
-    return bad_args(env, "getSessionInfo(handle, session, Float64Array(4))");
+    return bad_args(env, usage_);
   CK_SESSION_INFO si;
   memset(&si, 0, sizeof si);
   CK_RV rv = m->f->C_GetSessionInfo(session, &si);
@@ -241,7 +240,7 @@ static napi_value find_objects_init(napi_env env, napi_callback_info info) {
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
       napi_get_array_length(env, argv[2], &n) != napi_ok || napi_get_array_length(env, argv[3], &nv) != napi_ok || n != nv ||
       n > MAX_FIND_ATTRS)
-    return bad_args(env, "findObjectsInit(handle, session, types[], values[]) with at most 64 attributes");
+    return bad_args(env, usage_);
   CK_ATTRIBUTE t[MAX_FIND_ATTRS];
   for (uint32_t i = 0; i < n; i++) {
     napi_value x;
@@ -266,7 +265,7 @@ static napi_value find_objects(napi_env env, napi_callback_info info) {
   size_t n;
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &max) ||
       !get_f64(env, argv[3], &out, &n) || max + 1 > n || max > 65536)
-    return bad_args(env, "findObjects(handle, session, max, Float64Array(max + 1))");
+    return bad_args(env, usage_);
   CK_OBJECT_HANDLE h[256];
   CK_OBJECT_HANDLE *hs = max <= 256 ? h : malloc(max * sizeof *hs);
   if (hs == NULL) return fail(env, "ENOMEM", "out of memory");
@@ -286,7 +285,7 @@ static napi_value find_objects_final(napi_env env, napi_callback_info info) {
   module_t *m;
   CK_ULONG session;
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session))
-    return bad_args(env, "findObjectsFinal(handle, session)");
+    return bad_args(env, usage_);
   return rv_value(env, m->f->C_FindObjectsFinal(session));
 }
 
@@ -299,7 +298,7 @@ static napi_value op_init(napi_env env, napi_callback_info info) {
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= INIT_COUNT ||
       !get_ulong(env, argv[2], &session) || !get_ulong(env, argv[3], &mech.mechanism) || !get_ulong(env, argv[5], &key) ||
       napi_typeof(env, argv[4], &pt) != napi_ok)
-    return bad_args(env, "init(handle, which, session, mechanism, parameter | null, key)");
+    return bad_args(env, usage_);
   if (pt != napi_null && pt != napi_undefined) {
     unsigned char *p;
     size_t len;
@@ -331,7 +330,7 @@ static napi_value op_data(napi_env env, napi_callback_info info) {
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &which) || which >= DATA_COUNT ||
       !get_ulong(env, argv[2], &session) || !get_bytes(env, argv[3], &in, &inlen) || !get_bytes(env, argv[4], &outp, &outcap) ||
       !get_f64(env, argv[5], &res, &n) || n < 1)
-    return bad_args(env, "data(handle, which, session, input, output, Float64Array(1))");
+    return bad_args(env, usage_);
   CK_ULONG outlen = outcap;
   CK_RV rv;
   switch (which) {
@@ -352,7 +351,7 @@ static napi_value op_verify(napi_env env, napi_callback_info info) {
   size_t dlen, slen;
   if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) ||
       !get_bytes(env, argv[2], &data, &dlen) || !get_bytes(env, argv[3], &sig, &slen))
-    return bad_args(env, "verify(handle, session, data, signature)");
+    return bad_args(env, usage_);
   return rv_value(env, m->f->C_Verify(session, data, dlen, sig, slen));
 }
 
