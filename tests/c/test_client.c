@@ -904,7 +904,7 @@ static void *stall_serve(void *arg) {
   int fd = accept(st->lfd, NULL, NULL);
   if (fd < 0)
     return NULL;
-  unsigned char buf[4096];
+  unsigned char buf[4096] = {0};
   p.fd = fd;
   bool answered = false;
   /* Until the client closes (it does once its call has failed), 10 s at most. */
