@@ -14,6 +14,11 @@
 #   ours-tls       libp11client.so -> our daemon over TLS 1.3
 #   ours-tls-full  ours-tls with PKCS11PROXY_TLS_RESUMPTION=0 (every new
 #                  connection a full handshake; for the newconn workload)
+# and, for an A/B experiment on our daemon within one interleaved run:
+#   ours-b         ours-unix with the daemon under `env $BENCH_B_ENV` and
+#                  node options $BENCH_B_NODE_FLAGS, the client library
+#                  $BENCH_B_LIB (default: that of ours-unix); e.g.
+#                  BENCH_SYSTEMS="ours-unix ours-b" BENCH_B_ENV="MALLOC_ARENA_MAX=1"
 # and the module in a helper process of each worker (module_isolation):
 #   ours-helper    ours-unix with module_isolation mode "helper" for softhsm
 #                  (npm run bench:helper: ours-unix vs ours-helper)
@@ -25,6 +30,11 @@
 #
 #   bench/c/run.sh            (npm run bench:c builds dist/ first)
 # Env: BENCH_SECONDS per cell (default 2), BENCH_CLIENTS (default "1 4"),
+#   BENCH_WARMUP (seconds of untimed load per workload and system before
+#   the first run, at the largest client count; default 1, 0 for none),
+#   BENCH_RUNS (default 1: the whole matrix N times over the same daemons,
+#   each run starting the system rotation one further; with N > 1 the tables
+#   are medians of the runs, and ratios medians of per-run ratios),
 #   BENCH_WORKLOADS (default "sessioninfo getattr find ecdsa rsa aescbc"),
 #   BENCH_SYSTEMS (default all five), BENCH_OURS_WORKERS (our daemon's
 #   -workers; default: its own, one per core), KEEP_WORKDIR=1,
@@ -44,6 +54,7 @@ WORKLOADS=${BENCH_WORKLOADS:-"sessioninfo getattr find ecdsa rsa aescbc"}
 SYSTEMS=${BENCH_SYSTEMS:-"direct ours-unix ours-tcp camlcrush p11kit"}
 SOFTHSM_LIB=/usr/lib/softhsm/libsofthsm2.so
 OURS_LIB=${BENCH_OURS_LIB:-"$root/client/build/libp11client.so"}
+RUNS=${BENCH_RUNS:-1}
 CAML_LIB=/usr/lib/x86_64-linux-gnu/caml-crush/libp11clientunix.so
 P11KIT_LIB=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
 PIN=1234
@@ -208,6 +219,14 @@ for sys in $SYSTEMS; do
     MODULE[$sys]=$OURS_LIB
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
     ;;
+  ours-b)
+    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
+    # shellcheck disable=SC2086 # BENCH_B_ENV and BENCH_B_NODE_FLAGS are word lists
+    spawn "$sys" env ${BENCH_B_ENV:-} node ${BENCH_B_NODE_FLAGS:-} "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    wait_for "our daemon ($sys) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    MODULE[$sys]=${BENCH_B_LIB:-$OURS_LIB}
+    ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
+    ;;
   ours-tcp)
     start_ours "$sys" 'address { type = "internet"; bind = "127.0.0.1:0"; };'
     # READY [{"addr":{...,"port":0},"port":N}]: N is the bound port.
@@ -283,26 +302,48 @@ read -ra systems <<<"$SYSTEMS"
 nsys=${#systems[@]}
 cells=0
 for _ in $WORKLOADS; do for _ in $CLIENTS; do cells=$((cells + nsys)); done; done
-echo "bench: $cells cells of ${SECONDS_PER_CELL}s; systems: $SYSTEMS" >&2
-row=0
-for wl in $WORKLOADS; do
-  for k in $CLIENTS; do
-    for ((j = 0; j < nsys; j++)); do
-      sys=${systems[$(((row + j) % nsys))]}
-      sid_arg=()
-      [ -n "${SID[$sys]:-}" ] && sid_arg=(-s "${SID[$sys]}")
+echo "bench: $RUNS x $cells cells of ${SECONDS_PER_CELL}s; systems: $SYSTEMS" >&2
+# A daemon that compiles its code at run time (ours: V8) would otherwise pay
+# for that inside the first timed cell of each workload; a long-running proxy
+# pays it once. Every system gets the same untimed load; its results are dropped.
+WARMUP=${BENCH_WARMUP:-1}
+kmax=0
+for k in $CLIENTS; do [ "$k" -gt "$kmax" ] && kmax=$k; done
+if [ "$WARMUP" != 0 ]; then
+  echo "bench: warm-up, ${WARMUP}s per workload and system at $kmax clients" >&2
+  for wl in $WORKLOADS; do
+    for sys in $SYSTEMS; do
       # shellcheck disable=SC2086 # ENVS holds VAR=value words
-      line=$(env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) \
-        "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" \
-        -t "$SECONDS_PER_CELL" "${sid_arg[@]}" 2>"$work/cell.err" | grep '^RESULT ' | tail -n 1)
-      [ -n "$line" ] || line="RESULT status=error reason=no result (exit or timeout); $(tr '\n' ' ' <"$work/cell.err" | cut -c1-200)"
-      echo "$wl $k $sys ${line#RESULT }" >> "$results"
-      printf '  %-11s %d  %-9s %s\n' "$wl" "$k" "$sys" "${line#RESULT }" >&2
+      env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * kmax)) \
+        "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$kmax" -t "$WARMUP" >/dev/null 2>&1 || true
     done
-    row=$((row + 1))
+  done
+fi
+for ((run = 1; run <= RUNS; run++)); do
+  row=0
+  for wl in $WORKLOADS; do
+    for k in $CLIENTS; do
+      for ((j = 0; j < nsys; j++)); do
+        sys=${systems[$(((row + j + run - 1) % nsys))]}
+        sid_arg=()
+        [ -n "${SID[$sys]:-}" ] && sid_arg=(-s "${SID[$sys]}")
+        # shellcheck disable=SC2086 # ENVS holds VAR=value words
+        line=$(env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) \
+          "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" \
+          -t "$SECONDS_PER_CELL" "${sid_arg[@]}" 2>"$work/cell.err" | grep '^RESULT ' | tail -n 1)
+        [ -n "$line" ] || line="RESULT status=error reason=no result (exit or timeout); $(tr '\n' ' ' <"$work/cell.err" | cut -c1-200)"
+        echo "$wl $k $sys ${line#RESULT } run=$run" >> "$results"
+        printf '  %d %-11s %d  %-9s %s\n' "$run" "$wl" "$k" "$sys" "${line#RESULT }" >&2
+      done
+      row=$((row + 1))
+    done
   done
 done
 [ -n "${BENCH_RESULTS:-}" ] && cp "$results" "$BENCH_RESULTS"
+if [ "$RUNS" -gt 1 ]; then
+  node "$root/dist/bench/c-summary.js" "$results" "$SYSTEMS"
+  exit 0
+fi
 
 # ---- tables ----
 awk -v systems="$SYSTEMS" -v secs="$SECONDS_PER_CELL" '
