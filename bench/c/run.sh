@@ -16,8 +16,11 @@
 #                  connection a full handshake; for the newconn workload)
 # and, for an A/B experiment on our daemon within one interleaved run:
 #   ours-b         ours-unix with the daemon under `env $BENCH_B_ENV` and
-#                  node options $BENCH_B_NODE_FLAGS, the client library
-#                  $BENCH_B_LIB (default: that of ours-unix); e.g.
+#                  node options $BENCH_B_NODE_FLAGS, the daemon's build
+#                  $BENCH_B_DIST (default dist/; another build must sit beside
+#                  dist/, e.g. `git stash; npx tsc -p tsconfig.build.json
+#                  --outDir dist-b; git stash pop`, so that it finds native/),
+#                  the client library $BENCH_B_LIB (default: ours-unix's); e.g.
 #                  BENCH_SYSTEMS="ours-unix ours-b" BENCH_B_ENV="MALLOC_ARENA_MAX=1"
 # and the module in a helper process of each worker (module_isolation):
 #   ours-helper    ours-unix with module_isolation mode "helper" for softhsm
@@ -222,7 +225,7 @@ for sys in $SYSTEMS; do
   ours-b)
     netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
     # shellcheck disable=SC2086 # BENCH_B_ENV and BENCH_B_NODE_FLAGS are word lists
-    spawn "$sys" env ${BENCH_B_ENV:-} node ${BENCH_B_NODE_FLAGS:-} "$root/dist/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
+    spawn "$sys" env ${BENCH_B_ENV:-} node ${BENCH_B_NODE_FLAGS:-} "${BENCH_B_DIST:-$root/dist}/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
     wait_for "our daemon ($sys) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
     MODULE[$sys]=${BENCH_B_LIB:-$OURS_LIB}
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"

@@ -34,6 +34,15 @@
  *                                                   CKR_BUFFER_TOO_SMALL)
  *   verify(handle, session, data, signature) -> rv
  *
+ * and, for the backend's call cost model (src/bindings/call-cost.ts):
+ *
+ *   threadUsage(out)                                out[0] = the calling
+ *                                                   thread's CPU time (µs,
+ *                                                   user + system), out[1] =
+ *                                                   its voluntary context
+ *                                                   switches (it blocked);
+ *                                                   both -1 if unavailable
+ *
  * A CK_ULONG that is not a safe integer (CK_UNAVAILABLE_INFORMATION) is
  * written as -1. Empty inputs go down as a valid pointer with length 0
  * (SoftHSM2 answers CKR_ARGUMENTS_BAD for NULL data even at length 0).
@@ -47,6 +56,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <node_api.h>
 #include <p11-kit/pkcs11.h>
 
@@ -355,6 +365,22 @@ static napi_value op_verify(napi_env env, napi_callback_info info) {
   return rv_value(env, m->f->C_Verify(session, data, dlen, sig, slen));
 }
 
+static napi_value thread_usage(napi_env env, napi_callback_info info) {
+  ARGS(1, "threadUsage(out) with out a Float64Array of at least 2");
+  double *res;
+  size_t n;
+  if (!get_f64(env, argv[0], &res, &n) || n < 2)
+    return bad_args(env, usage_);
+  struct rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) {
+    res[0] = res[1] = -1;
+  } else {
+    res[0] = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    res[1] = (double)ru.ru_nvcsw;
+  }
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
@@ -369,6 +395,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"init", op_init},
       {"data", op_data},
       {"verify", op_verify},
+      {"threadUsage", thread_usage},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

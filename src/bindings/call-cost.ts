@@ -16,6 +16,27 @@
  * its smoothed cost passes INLINE_LEAVE_US or one run passes
  * INLINE_SPIKE_US; the gap between the two limits keeps a kind near the
  * limit from switching on every call when the machine is loaded.
+ *
+ * A pool run's time is wall time to its completion, so it also holds the
+ * wait for a pool thread and for the event loop to take the completion. Under
+ * load (4 clients, RSA-2048 on 2 vCPUs) those waits alone keep the measured
+ * cost above the entry limit, and a kind that one stall sent to the pool
+ * would stay there, paying the hand-off and 8 pool threads contending for 2
+ * cores (measured: 2.5 ms of server CPU per RSA signature instead of 1.7).
+ * So a pool kind whose fastest pool run since its last probe is under
+ * PROBE_MAX_US is run inline once per PROBE_INTERVAL_MS: that run's time is
+ * the module's own, and decides. A probe costs the loop at most about
+ * PROBE_MAX_US once a second, what INLINE_SPIKE_US already tolerates.
+ *
+ * An inline run's wall time holds the time the thread was preempted, which
+ * on a loaded machine (pool threads of the same worker signing for other
+ * connections) doubles an RSA-2048 signature and would fail every probe.
+ * With a thread clock (native/p11call threadUsage), a probe and a run of a
+ * kind costing at least half the entry limit are measured by the thread's
+ * CPU time when the thread never blocked during the call, and by wall time
+ * when it did (a module waiting on a network HSM or a lock holds the loop
+ * all that time). Cheaper kinds keep plain wall time: two more system calls
+ * would cost more than they tell.
  */
 
 /** A pool kind whose smoothed cost is below this runs on the event loop from then on. */
@@ -26,14 +47,38 @@ export const INLINE_LEAVE_US = 3000;
 export const INLINE_SPIKE_US = 6000;
 /** Inputs above this size always go to the pool, whatever the kind's history. */
 export const INLINE_MAX_INPUT = 64 * 1024;
+/** A pool kind is probed inline only when a pool run of it took less than this. */
+export const PROBE_MAX_US = INLINE_SPIKE_US;
+/** At most one inline probe per kind per this many milliseconds. */
+export const PROBE_INTERVAL_MS = 1000;
 /** Weight of the newest sample in the smoothed cost. */
 const EMA_WEIGHT = 0.2;
 
+interface Kind {
+  /** Smoothed cost in µs. */
+  cost: number;
+  /** Runs inline now. */
+  inline: boolean;
+  /** Fastest pool run (µs) since the last probe. */
+  poolMin: number;
+  /** When the last probe started (ms, the model's clock). */
+  lastProbe: number;
+}
+
+/** Writes the calling thread's CPU time (µs) to out[0] and its voluntary context switches to out[1]. */
+export type ThreadUsage = (out: Float64Array) => void;
+
 export class CallCostModel {
-  /** Smoothed cost in µs by kind (`C_Sign:0x1041:b2`). */
-  private readonly cost = new Map<string, number>();
-  /** Kinds that run inline now. */
-  private readonly inline = new Set<string>();
+  /** By kind (`C_Sign:0x1041:b2`). */
+  private readonly kinds = new Map<string, Kind>();
+  private readonly before = new Float64Array(2);
+  private readonly after = new Float64Array(2);
+
+  /** `now` is the probe clock in milliseconds; `threadUsage` the thread clock, if there is one. */
+  constructor(
+    private readonly threadUsage: ThreadUsage | null = null,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   static key(call: string, mechanism: number | undefined, inputLength: number): string {
     // Inputs of similar size (within a factor of 16) share a kind.
@@ -41,18 +86,46 @@ export class CallCostModel {
     return `${call}:${mechanism ?? '-'}:${bucket}`;
   }
 
+  /** Whether the next call of this kind runs inline; true for a due probe, which it then counts as started. */
   runInline(key: string, inputLength: number): boolean {
     if (inputLength > INLINE_MAX_INPUT) return false;
-    return this.inline.has(key);
+    const k = this.kinds.get(key);
+    if (k === undefined) return false;
+    if (k.inline) return true;
+    if (k.poolMin >= PROBE_MAX_US) return false;
+    const t = this.now();
+    if (t - k.lastProbe < PROBE_INTERVAL_MS) return false;
+    k.lastProbe = t;
+    k.poolMin = Infinity;
+    return true;
   }
 
-  record(key: string, micros: number): void {
-    const prev = this.cost.get(key);
-    // One very slow run restarts the kind's history from it.
-    const next = prev === undefined || micros > INLINE_SPIKE_US ? micros : prev + EMA_WEIGHT * (micros - prev);
-    this.cost.set(key, next);
-    if (this.inline.has(key) ? next > INLINE_LEAVE_US : next >= INLINE_LIMIT_US) this.inline.delete(key);
-    else this.inline.add(key);
+  /** Learns from one run of `micros`, made inline or on the pool. */
+  record(key: string, micros: number, ranInline: boolean): void {
+    let k = this.kinds.get(key);
+    if (k === undefined) {
+      k = { cost: micros, inline: false, poolMin: Infinity, lastProbe: -Infinity };
+      this.kinds.set(key, k);
+    } else if (ranInline && !k.inline) {
+      // A probe: the module's own time, without pool or loop waits.
+      if (micros < INLINE_LIMIT_US) {
+        k.inline = true;
+        k.cost = micros;
+      }
+      return;
+    } else {
+      // One very slow run restarts the kind's history from it.
+      k.cost = micros > INLINE_SPIKE_US ? micros : k.cost + EMA_WEIGHT * (micros - k.cost);
+    }
+    if (!ranInline) k.poolMin = Math.min(k.poolMin, micros);
+    if (!k.inline) {
+      k.inline = k.cost < INLINE_LIMIT_US;
+    } else if (k.cost > INLINE_LEAVE_US) {
+      // Measured slow inline just now: older pool runs say nothing, and a probe waits its interval.
+      k.inline = false;
+      k.poolMin = Infinity;
+      k.lastProbe = this.now();
+    }
   }
 
   /**
@@ -61,13 +134,28 @@ export class CallCostModel {
    * without a promise.
    */
   run<T>(key: string, inputLength: number, sync: () => T, async: () => Promise<T>): T | Promise<T> {
+    const inline = this.runInline(key, inputLength);
     const t0 = process.hrtime.bigint();
-    const learn = (): void => this.record(key, Number(process.hrtime.bigint() - t0) / 1000);
-    if (this.runInline(key, inputLength)) {
+    const learn = (): void => this.record(key, Number(process.hrtime.bigint() - t0) / 1000, inline);
+    if (inline) {
+      const k = this.kinds.get(key)!;
+      const tu = this.threadUsage;
+      if (tu === null || (k.inline && k.cost < INLINE_LIMIT_US / 2)) {
+        try {
+          return sync();
+        } finally {
+          learn();
+        }
+      }
+      tu(this.before);
       try {
         return sync();
       } finally {
-        learn();
+        const wall = Number(process.hrtime.bigint() - t0) / 1000;
+        tu(this.after);
+        const cpu = this.after[0] - this.before[0];
+        const blocked = this.after[1] !== this.before[1] || this.before[0] < 0 || this.after[0] < 0;
+        this.record(key, blocked ? wall : Math.min(wall, cpu), true);
       }
     }
     let p: Promise<T>;

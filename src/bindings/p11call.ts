@@ -33,6 +33,8 @@ export interface P11CallAddon {
   /** out[0]: bytes written to `output`, or needed on CKR_BUFFER_TOO_SMALL. */
   data(m: P11CallModule, which: number, session: number, input: Buffer, output: Buffer, out: Float64Array): number;
   verify(m: P11CallModule, session: number, data: Buffer, signature: Buffer): number;
+  /** out[0]: the calling thread's CPU time (µs), out[1]: its voluntary context switches; -1 if unknown. */
+  threadUsage(out: Float64Array): void;
 }
 
 let addon: P11CallAddon | null | undefined;
@@ -55,3 +57,9 @@ export const P11CALL_MAX_FIND_ATTRIBUTES = 64;
 export const P11CALL_MAX_FIND_OBJECTS = 4096;
 /** Bytes of attribute capacity one direct call may offer; larger asks use pkcs11js. */
 export const P11CALL_MAX_BYTES = 16 << 20;
+
+/** The addon's thread clock for the call cost model, or null without the addon (or with one built before it). */
+export function threadClock(): ((out: Float64Array) => void) | null {
+  const a = p11call();
+  return a !== null && typeof a.threadUsage === 'function' ? (out) => a.threadUsage(out) : null;
+}

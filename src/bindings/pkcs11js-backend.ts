@@ -25,6 +25,7 @@ import {
   P11CALL_MAX_FIND_ATTRIBUTES,
   P11CALL_MAX_FIND_OBJECTS,
   p11call,
+  threadClock,
 } from './p11call';
 import type { P11CallAddon, P11CallModule } from './p11call';
 import { CallCostModel } from './call-cost';
@@ -319,7 +320,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return b;
   }
 
-  private readonly cost = new CallCostModel();
+  private readonly cost = new CallCostModel(threadClock());
 
   /**
    * Runs an asynchronous pkcs11js call whose mechanism may be a typed

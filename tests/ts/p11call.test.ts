@@ -283,3 +283,24 @@ test('a direct data call reports the length it needs on CKR_BUFFER_TOO_SMALL and
     else process.env.SOFTHSM2_CONF = conf;
   }
 });
+
+test("threadUsage reports the calling thread's CPU time, and a context switch only when the thread blocked", () => {
+  const addon = p11call()!;
+  const a = new Float64Array(2);
+  const b = new Float64Array(2);
+  const c = new Float64Array(2);
+  addon.threadUsage(a);
+  const t0 = process.hrtime.bigint();
+  const end = performance.now() + 30;
+  while (performance.now() < end);
+  const busyWall = Number(process.hrtime.bigint() - t0) / 1000;
+  addon.threadUsage(b);
+  // Blocking in the kernel is a voluntary switch and takes no CPU time.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30);
+  addon.threadUsage(c);
+  expect(b[0] - a[0]).toBeGreaterThan(0);
+  expect(b[0] - a[0]).toBeLessThanOrEqual(busyWall + 1000);
+  expect(c[1] - b[1]).toBeGreaterThanOrEqual(1);
+  expect(c[0] - b[0]).toBeLessThan(10_000);
+  expect(() => addon.threadUsage(new Float64Array(1))).toThrow(/threadUsage/);
+});
