@@ -43,6 +43,16 @@ describe('CallCostModel', () => {
     for (let i = 0; i < 3; i++) expect(m.runInline(k, 32)).toBe(true);
   });
 
+  test('a pool run that finishes after its kind went inline does not send it back', () => {
+    const { m } = model();
+    const k = CallCostModel.key('C_Sign', 1, 32);
+    m.record(k, INLINE_LIMIT_US + 1000, false);
+    expect(m.runInline(k, 32)).toBe(true);
+    m.record(k, 1500, true);
+    m.record(k, INLINE_SPIKE_US + 3000, false); // started on the pool before the probe, waited there
+    expect(m.runInline(k, 32)).toBe(true);
+  });
+
   test('a slow probe leaves the kind on the pool until the next probe, one interval later', () => {
     const { m, clock } = model();
     const k = CallCostModel.key('C_Sign', 1, 32);

@@ -26,7 +26,9 @@
  * So a pool kind whose fastest pool run since its last probe is under
  * PROBE_MAX_US is run inline once per PROBE_INTERVAL_MS: that run's time is
  * the module's own, and decides. A probe costs the loop at most about
- * PROBE_MAX_US once a second, what INLINE_SPIKE_US already tolerates.
+ * PROBE_MAX_US once a second, what INLINE_SPIKE_US already tolerates. For
+ * the same reason pool runs that finish after their kind went inline are
+ * not counted.
  *
  * An inline run's wall time holds the time the thread was preempted, which
  * on a loaded machine (pool threads of the same worker signing for other
@@ -112,6 +114,9 @@ export class CallCostModel {
         k.inline = true;
         k.cost = micros;
       }
+      return;
+    } else if (!ranInline && k.inline) {
+      // A pool run that was under way when the kind went inline: its waits say nothing of the module.
       return;
     } else {
       // One very slow run restarts the kind's history from it.
