@@ -80,12 +80,13 @@ describe('Prometheus metrics with 2 workers', () => {
     expect(refusals[0][0]).toMatch(/^pkcs11proxyd_refusals_total\{call=C_SignInit,rule=forbidden_mechanisms \(.*filter\.conf:\d+:\d+\),rv=CKR_MECHANISM_INVALID\}$/);
     expect(refusals[0][1]).toBe(1);
 
-    // Disconnects: the implicit C_Finalize closes the sessions.
+    // Disconnects: the implicit C_Finalize closes the sessions. A closed connection's sessions
+    // are released after it is counted gone (in slices, off the loop), so both gauges are awaited.
     await a.close();
     await b.close();
     const end = Date.now() + 10_000;
     let after = parse((await get(sock, '/metrics')).body);
-    while (after.get('pkcs11proxyd_connections{}') !== 0 && Date.now() < end) {
+    while ((after.get('pkcs11proxyd_connections{}') !== 0 || after.get('pkcs11proxyd_sessions{}') !== 0) && Date.now() < end) {
       await new Promise((res) => setTimeout(res, 50));
       after = parse((await get(sock, '/metrics')).body);
     }
