@@ -343,14 +343,28 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
    */
   private keyInitRaw(c: BackendContext, op: KeyInitCall, session: number, raw: rpc.px_mechanism, key: number): rpc.px_rv {
     const which = directInit(op);
-    if (this.direct === null || which === undefined) return this.keyInit(c, op, session, mechanism(raw), key);
-    return this.initDirect(which, op, session, raw, key);
+    const m = mechanism(raw);
+    if (this.direct === null || which === undefined) return this.keyInit(c, op, session, m, key);
+    return this.initDirect(which, op, session, m, key);
+  }
+
+  /**
+   * The same with a typed mechanism (procedures 73..84): made directly when its
+   * parameter came out as flat bytes or none (an IV, raw bytes, a CK_ULONG),
+   * as our client sends AES-CBC's IV; pkcs11js builds the structs it knows.
+   */
+  private keyInitTyped(c: BackendContext, op: KeyInitCall, session: number, typed: rpc.px_mechanism_typed, key: number): rpc.px_rv {
+    const which = directInit(op);
+    const m = typedMechanism(typed);
+    if (this.direct === null || which === undefined || !(m.parameter === undefined || Buffer.isBuffer(m.parameter))) {
+      return this.keyInit(c, op, session, m, key);
+    }
+    return this.initDirect(which, op, session, m, key);
   }
 
   /** An *Init call made directly; `op` names it for errors and the cost model's record of the operation. */
-  private initDirect(which: number, op: string, session: number, raw: rpc.px_mechanism, key: number): rpc.px_rv {
+  private initDirect(which: number, op: string, session: number, m: pkcs11js.Mechanism, key: number): rpc.px_rv {
     const d = this.direct!;
-    const m = mechanism(raw);
     checked(d.addon.init(d.module, which, session, m.mechanism, (m.parameter as Buffer | undefined) ?? null, key), op);
     this.sessions.get(session)?.ops.set(op, m.mechanism);
     return CKR_OK;
@@ -793,11 +807,15 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return CKR_OK;
   }
   C_DigestInit(c: BackendContext, a: rpc.px_session_mechanism_args): rpc.px_rv {
-    if (this.direct !== null) return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, a.mechanism, 0);
+    if (this.direct !== null) return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, mechanism(a.mechanism), 0);
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
   px_DigestInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_args): rpc.px_rv {
-    return this.digestInit(c, a.session, typedMechanism(a.mechanism));
+    const m = typedMechanism(a.mechanism);
+    if (this.direct !== null && (m.parameter === undefined || Buffer.isBuffer(m.parameter))) {
+      return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, m, 0);
+    }
+    return this.digestInit(c, a.session, m);
   }
   C_Digest(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -827,7 +845,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return this.keyInitRaw(c, 'C_SignInit', a.session, a.mechanism, a.key);
   }
   px_SignInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
+    return this.keyInitTyped(c, 'C_SignInit', a.session, a.mechanism, a.key);
   }
   C_Sign(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -853,7 +871,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return this.keyInitRaw(c, 'C_VerifyInit', a.session, a.mechanism, a.key);
   }
   px_VerifyInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
+    return this.keyInitTyped(c, 'C_VerifyInit', a.session, a.mechanism, a.key);
   }
   C_Verify(c: BackendContext, a: rpc.C_Verify_args): rpc.MaybePromise<rpc.px_rv> {
     const p11 = this.m(c);
@@ -878,7 +896,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return this.keyInitRaw(c, 'C_EncryptInit', a.session, a.mechanism, a.key);
   }
   px_EncryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
+    return this.keyInitTyped(c, 'C_EncryptInit', a.session, a.mechanism, a.key);
   }
   C_Encrypt(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -904,7 +922,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return this.keyInitRaw(c, 'C_DecryptInit', a.session, a.mechanism, a.key);
   }
   px_DecryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
+    return this.keyInitTyped(c, 'C_DecryptInit', a.session, a.mechanism, a.key);
   }
   C_Decrypt(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);

@@ -5,6 +5,7 @@ import { faultyModule } from './helpers/faulty-module';
 import type { startInProcess as StartInProcess } from './helpers/in-process';
 import { createSoftHsm, USER_PIN } from './helpers/softhsm';
 import type { SoftHsmStore } from './helpers/softhsm';
+import { PX_MP_NONE, PX_MP_RAW } from '../../src/generated/pkcs11_rpc';
 import type { px_attribute } from '../../src/generated/pkcs11_rpc';
 import { p11call } from '../../src/bindings/p11call';
 
@@ -118,7 +119,7 @@ test('the addon is built by npm run build and found by the backend', () => {
 
 /**
  * The other direct calls (C_GetSessionInfo, C_FindObjects*, the key *Init
- * calls with a raw parameter, C_Sign/C_Encrypt/C_Decrypt/C_Digest/C_Verify)
+ * calls with a raw parameter and their typed forms with a flat one, C_Sign/C_Encrypt/C_Decrypt/C_Digest/C_Verify)
  * against pkcs11js, step by step: each step's CK_RV and output, successes
  * and errors alike (bad session, operation not initialized, bad IV length,
  * data length, wrong signature, empty input). Keys are made from fixed
@@ -180,6 +181,15 @@ async function hotCalls(disable: boolean, dir: string): Promise<Step[]> {
     note('C_Decrypt', pt, pt.data.equals(plain));
     note('C_Encrypt not initialized', await c.call('C_Encrypt', { session: s, data: plain }));
     note('C_EncryptInit wrong key', await c.call('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV), key: hmac.object }));
+    // The typed procedures (what our client sends) with a flat parameter: raw IV bytes, or none.
+    const cbc = (iv: Buffer) => ({ mechanism: p.CKM_AES_CBC, param: { tag: PX_MP_RAW, value: iv } });
+    note('px_EncryptInitTyped short IV', await c.call('px_EncryptInitTyped', { session: s, mechanism: cbc(IV.subarray(0, 8)), key: aes.object }));
+    note('px_EncryptInitTyped', await c.call('px_EncryptInitTyped', { session: s, mechanism: cbc(IV), key: aes.object }));
+    const ctTyped = await c.call('C_Encrypt', { session: s, data: plain });
+    note('C_Encrypt after px_EncryptInitTyped', ctTyped, ctTyped.data.equals(ct.data));
+    note('px_DecryptInitTyped', await c.call('px_DecryptInitTyped', { session: s, mechanism: cbc(IV), key: aes.object }));
+    const ptTyped = await c.call('C_Decrypt', { session: s, data: ct.data });
+    note('C_Decrypt after px_DecryptInitTyped', ptTyped, ptTyped.data.equals(plain));
 
     // HMAC: deterministic signature, verified, and refused when altered.
     note('C_SignInit', await c.call('C_SignInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object }));
@@ -187,6 +197,15 @@ async function hotCalls(disable: boolean, dir: string): Promise<Step[]> {
     note('C_Sign', mac, mac.data.toString('hex'));
     await c.call('C_VerifyInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object });
     note('C_Verify', await c.call('C_Verify', { session: s, data: Buffer.from('hot path'), signature: mac.data }));
+    const none = (m: number) => ({ mechanism: m, param: { tag: PX_MP_NONE } });
+    note('px_SignInitTyped', await c.call('px_SignInitTyped', { session: s, mechanism: none(p.CKM_SHA256_HMAC), key: hmac.object }));
+    const macTyped = await c.call('C_Sign', { session: s, data: Buffer.from('hot path') });
+    note('C_Sign after px_SignInitTyped', macTyped, macTyped.data.equals(mac.data));
+    note('px_VerifyInitTyped', await c.call('px_VerifyInitTyped', { session: s, mechanism: none(p.CKM_SHA256_HMAC), key: hmac.object }));
+    note('C_Verify after px_VerifyInitTyped', await c.call('C_Verify', { session: s, data: Buffer.from('hot path'), signature: mac.data }));
+    note('px_DigestInitTyped', await c.call('px_DigestInitTyped', { session: s, mechanism: none(p.CKM_SHA256) }));
+    const emptyTyped = await c.call('C_Digest', { session: s, data: Buffer.alloc(0) });
+    note('C_Digest after px_DigestInitTyped', emptyTyped, emptyTyped.data.toString('hex'));
     await c.call('C_VerifyInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object });
     note('C_Verify altered', await c.call('C_Verify', { session: s, data: Buffer.from('hot patH'), signature: mac.data }));
 
@@ -243,6 +262,12 @@ test('the hot calls made directly answer as pkcs11js does, errors included', asy
   expect(by.get('C_Decrypt')?.out).toBe(true);
   expect(by.get('C_Encrypt not initialized')?.rv).toBe(p.CKR_OPERATION_NOT_INITIALIZED);
   expect(by.get('C_EncryptInit wrong key')?.rv).toBe(p.CKR_KEY_TYPE_INCONSISTENT);
+  expect(by.get('px_EncryptInitTyped short IV')?.rv).toBe(p.CKR_MECHANISM_PARAM_INVALID);
+  expect(by.get('C_Encrypt after px_EncryptInitTyped')).toEqual({ step: 'C_Encrypt after px_EncryptInitTyped', rv: p.CKR_OK, out: true });
+  expect(by.get('C_Decrypt after px_DecryptInitTyped')?.out).toBe(true);
+  expect(by.get('C_Sign after px_SignInitTyped')?.out).toBe(true);
+  expect(by.get('C_Verify after px_VerifyInitTyped')?.rv).toBe(p.CKR_OK);
+  expect(by.get('C_Digest after px_DigestInitTyped')?.out).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
   expect(by.get('C_Verify')?.rv).toBe(p.CKR_OK);
   expect(by.get('C_Verify altered')?.rv).toBe(p.CKR_SIGNATURE_INVALID);
   expect(by.get('C_Sign ECDSA')?.out).toBe(64);
