@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'src/generated/**', 'client/**', 'var/**', 'coverage/**', '.tmp/**'] },
+  { ignores: ['dist/**', 'dist-*/**', 'node_modules/**', 'src/generated/**', 'client/**', 'var/**', 'coverage/**', '.tmp/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {
