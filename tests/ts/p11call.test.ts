@@ -6,7 +6,7 @@ import type { startInProcess as StartInProcess } from './helpers/in-process';
 import { createSoftHsm, USER_PIN } from './helpers/softhsm';
 import type { SoftHsmStore } from './helpers/softhsm';
 import { PX_MP_NONE, PX_MP_RAW } from '../../src/generated/pkcs11_rpc';
-import type { px_attribute } from '../../src/generated/pkcs11_rpc';
+import type { px_attribute, px_mechanism_typed } from '../../src/generated/pkcs11_rpc';
 import { p11call } from '../../src/bindings/p11call';
 
 /**
@@ -182,7 +182,7 @@ async function hotCalls(disable: boolean, dir: string): Promise<Step[]> {
     note('C_Encrypt not initialized', await c.call('C_Encrypt', { session: s, data: plain }));
     note('C_EncryptInit wrong key', await c.call('C_EncryptInit', { session: s, mechanism: mech(p.CKM_AES_CBC, IV), key: hmac.object }));
     // The typed procedures (what our client sends) with a flat parameter: raw IV bytes, or none.
-    const cbc = (iv: Buffer) => ({ mechanism: p.CKM_AES_CBC, param: { tag: PX_MP_RAW, value: iv } });
+    const cbc = (iv: Buffer): px_mechanism_typed => ({ mechanism: p.CKM_AES_CBC, param: { tag: PX_MP_RAW, value: iv } });
     note('px_EncryptInitTyped short IV', await c.call('px_EncryptInitTyped', { session: s, mechanism: cbc(IV.subarray(0, 8)), key: aes.object }));
     note('px_EncryptInitTyped', await c.call('px_EncryptInitTyped', { session: s, mechanism: cbc(IV), key: aes.object }));
     const ctTyped = await c.call('C_Encrypt', { session: s, data: plain });
@@ -197,7 +197,7 @@ async function hotCalls(disable: boolean, dir: string): Promise<Step[]> {
     note('C_Sign', mac, mac.data.toString('hex'));
     await c.call('C_VerifyInit', { session: s, mechanism: mech(p.CKM_SHA256_HMAC), key: hmac.object });
     note('C_Verify', await c.call('C_Verify', { session: s, data: Buffer.from('hot path'), signature: mac.data }));
-    const none = (m: number) => ({ mechanism: m, param: { tag: PX_MP_NONE } });
+    const none = (m: number): px_mechanism_typed => ({ mechanism: m, param: { tag: PX_MP_NONE } });
     note('px_SignInitTyped', await c.call('px_SignInitTyped', { session: s, mechanism: none(p.CKM_SHA256_HMAC), key: hmac.object }));
     const macTyped = await c.call('C_Sign', { session: s, data: Buffer.from('hot path') });
     note('C_Sign after px_SignInitTyped', macTyped, macTyped.data.equals(mac.data));
