@@ -38,10 +38,10 @@
  *
  *   threadUsage(out)                                out[0] = the calling
  *                                                   thread's CPU clock (µs),
- *                                                   out[1] =
- *                                                   its voluntary context
- *                                                   switches (it blocked);
- *                                                   both -1 if unavailable
+ *                                                   out[1] = its voluntary
+ *                                                   context switches (times
+ *                                                   it blocked); both -1 if
+ *                                                   unavailable
  *
  * A CK_ULONG that is not a safe integer (CK_UNAVAILABLE_INFORMATION) is
  * written as -1. Empty inputs go down as a valid pointer with length 0

@@ -143,24 +143,22 @@ export class CallCostModel {
     const t0 = process.hrtime.bigint();
     const learn = (): void => this.record(key, Number(process.hrtime.bigint() - t0) / 1000, inline);
     if (inline) {
+      // A probe, or a kind near the limit, is timed by the thread clock; a cheap kind by wall time alone.
       const k = this.kinds.get(key)!;
-      const tu = this.threadUsage;
-      if (tu === null || (k.inline && k.cost < INLINE_LIMIT_US / 2)) {
-        try {
-          return sync();
-        } finally {
-          learn();
-        }
-      }
-      tu(this.before);
+      const tu = k.inline && k.cost < INLINE_LIMIT_US / 2 ? null : this.threadUsage;
+      tu?.(this.before);
       try {
         return sync();
       } finally {
-        const wall = Number(process.hrtime.bigint() - t0) / 1000;
-        tu(this.after);
-        const cpu = this.after[0] - this.before[0];
-        const blocked = this.after[1] !== this.before[1] || this.before[0] < 0 || this.after[0] < 0;
-        this.record(key, blocked ? wall : Math.min(wall, cpu), true);
+        if (tu === null) {
+          learn();
+        } else {
+          const wall = Number(process.hrtime.bigint() - t0) / 1000;
+          tu(this.after);
+          const cpu = this.after[0] - this.before[0];
+          const blocked = this.after[1] !== this.before[1] || this.before[0] < 0 || this.after[0] < 0;
+          this.record(key, blocked ? wall : Math.min(wall, cpu), true);
+        }
       }
     }
     let p: Promise<T>;

@@ -338,28 +338,12 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   /**
-   * The *Init calls that take a mechanism and a key, with a raw (wire bytes)
-   * parameter: made directly when the addon has the call.
+   * Whether the addon can make an *Init call with `m`: its parameter is flat
+   * bytes or none (raw wire bytes, an IV, a CK_ULONG; our client sends
+   * AES-CBC's IV typed). pkcs11js builds the structs it knows.
    */
-  private keyInitRaw(c: BackendContext, op: KeyInitCall, session: number, raw: rpc.px_mechanism, key: number): rpc.px_rv {
-    const which = directInit(op);
-    const m = mechanism(raw);
-    if (this.direct === null || which === undefined) return this.keyInit(c, op, session, m, key);
-    return this.initDirect(which, op, session, m, key);
-  }
-
-  /**
-   * The same with a typed mechanism (procedures 73..84): made directly when its
-   * parameter came out as flat bytes or none (an IV, raw bytes, a CK_ULONG),
-   * as our client sends AES-CBC's IV; pkcs11js builds the structs it knows.
-   */
-  private keyInitTyped(c: BackendContext, op: KeyInitCall, session: number, typed: rpc.px_mechanism_typed, key: number): rpc.px_rv {
-    const which = directInit(op);
-    const m = typedMechanism(typed);
-    if (this.direct === null || which === undefined || !(m.parameter === undefined || Buffer.isBuffer(m.parameter))) {
-      return this.keyInit(c, op, session, m, key);
-    }
-    return this.initDirect(which, op, session, m, key);
+  private canInitDirect(m: pkcs11js.Mechanism): boolean {
+    return this.direct !== null && (m.parameter === undefined || Buffer.isBuffer(m.parameter));
   }
 
   /** An *Init call made directly; `op` names it for errors and the cost model's record of the operation. */
@@ -388,8 +372,10 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     };
   }
 
-  /** The *Init calls that take a mechanism and a key. */
+  /** The *Init calls that take a mechanism and a key: made directly when the addon has the call and can carry `m`. */
   private keyInit(c: BackendContext, op: KeyInitCall, session: number, m: pkcs11js.Mechanism, key: number): rpc.px_rv {
+    const which = directInit(op);
+    if (which !== undefined && this.canInitDirect(m)) return this.initDirect(which, op, session, m, key);
     this.m(c)[op](this.sh(session), m, this.oh(key));
     this.sessions.get(session)?.ops.set(op, m.mechanism);
     return CKR_OK;
@@ -802,20 +788,16 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   private digestInit(c: BackendContext, session: number, m: pkcs11js.Mechanism): rpc.px_rv {
+    if (this.canInitDirect(m)) return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', session, m, 0);
     this.m(c).C_DigestInit(this.sh(session), m);
     this.sessions.get(session)?.ops.set('C_DigestInit', m.mechanism);
     return CKR_OK;
   }
   C_DigestInit(c: BackendContext, a: rpc.px_session_mechanism_args): rpc.px_rv {
-    if (this.direct !== null) return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, mechanism(a.mechanism), 0);
     return this.digestInit(c, a.session, mechanism(a.mechanism));
   }
   px_DigestInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_args): rpc.px_rv {
-    const m = typedMechanism(a.mechanism);
-    if (this.direct !== null && (m.parameter === undefined || Buffer.isBuffer(m.parameter))) {
-      return this.initDirect(P11CALL_INIT.C_DigestInit, 'C_DigestInit', a.session, m, 0);
-    }
-    return this.digestInit(c, a.session, m);
+    return this.digestInit(c, a.session, typedMechanism(a.mechanism));
   }
   C_Digest(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -842,10 +824,10 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   C_SignInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
-    return this.keyInitRaw(c, 'C_SignInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_SignInit', a.session, mechanism(a.mechanism), a.key);
   }
   px_SignInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInitTyped(c, 'C_SignInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_SignInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   C_Sign(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -868,10 +850,10 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   C_VerifyInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
-    return this.keyInitRaw(c, 'C_VerifyInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_VerifyInit', a.session, mechanism(a.mechanism), a.key);
   }
   px_VerifyInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInitTyped(c, 'C_VerifyInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_VerifyInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   C_Verify(c: BackendContext, a: rpc.C_Verify_args): rpc.MaybePromise<rpc.px_rv> {
     const p11 = this.m(c);
@@ -893,10 +875,10 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   C_EncryptInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
-    return this.keyInitRaw(c, 'C_EncryptInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_EncryptInit', a.session, mechanism(a.mechanism), a.key);
   }
   px_EncryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInitTyped(c, 'C_EncryptInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_EncryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   C_Encrypt(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -919,10 +901,10 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   C_DecryptInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
-    return this.keyInitRaw(c, 'C_DecryptInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_DecryptInit', a.session, mechanism(a.mechanism), a.key);
   }
   px_DecryptInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
-    return this.keyInitTyped(c, 'C_DecryptInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_DecryptInit', a.session, typedMechanism(a.mechanism), a.key);
   }
   C_Decrypt(c: BackendContext, a: rpc.px_session_data_args): rpc.MaybePromise<rpc.px_bytes_ret> {
     const p11 = this.m(c);
@@ -945,7 +927,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   }
 
   C_SignRecoverInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
-    return this.keyInitRaw(c, 'C_SignRecoverInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_SignRecoverInit', a.session, mechanism(a.mechanism), a.key);
   }
   px_SignRecoverInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_SignRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
@@ -955,7 +937,7 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     return outputRet(withOutput(1024, (out) => p11.C_SignRecover(this.sh(a.session), inBuf(a.data), out)));
   }
   C_VerifyRecoverInit(c: BackendContext, a: rpc.px_session_mechanism_key_args): rpc.px_rv {
-    return this.keyInitRaw(c, 'C_VerifyRecoverInit', a.session, a.mechanism, a.key);
+    return this.keyInit(c, 'C_VerifyRecoverInit', a.session, mechanism(a.mechanism), a.key);
   }
   px_VerifyRecoverInitTyped(c: BackendContext, a: rpc.px_session_mechanism_typed_key_args): rpc.px_rv {
     return this.keyInit(c, 'C_VerifyRecoverInit', a.session, typedMechanism(a.mechanism), a.key);
