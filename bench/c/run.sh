@@ -199,11 +199,13 @@ bench_pki() {
 
 ours_args=()
 [ -n "${BENCH_OURS_WORKERS:-}" ] && ours_args=(-workers "$BENCH_OURS_WORKERS")
-# Our daemon for system $1, listening on the netplex address $2.
+# Our daemon for system $1, listening on the netplex address $2; optional: $3 its
+# build (default dist/), $4 node options (default $BENCH_OURS_NODE_FLAGS), $5
+# VAR=value words for its environment.
 start_ours() {
   netplex_conf "$1" "$2"
-  # shellcheck disable=SC2086 # BENCH_OURS_NODE_FLAGS is a word list (e.g. --perf-basic-prof)
-  spawn "$1" node ${BENCH_OURS_NODE_FLAGS:-} "$root/dist/src/cli.js" -fg -conf "$work/$1/pkcs11proxyd.conf" "${ours_args[@]}"
+  # shellcheck disable=SC2086 # node options and the environment are word lists (e.g. --perf-basic-prof)
+  spawn "$1" env ${5:-} node ${4-${BENCH_OURS_NODE_FLAGS:-}} "${3:-$root/dist}/src/cli.js" -fg -conf "$work/$1/pkcs11proxyd.conf" "${ours_args[@]}"
   wait_for "our daemon ($1) not ready: $(cat "$work/$1/stderr")" grep -q '^READY ' "$work/$1/stdout"
 }
 # A call that gets no reply fails after 30 s instead of the default 600 s.
@@ -223,10 +225,8 @@ for sys in $SYSTEMS; do
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
     ;;
   ours-b)
-    netplex_conf "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };"
-    # shellcheck disable=SC2086 # BENCH_B_ENV and BENCH_B_NODE_FLAGS are word lists
-    spawn "$sys" env ${BENCH_B_ENV:-} node ${BENCH_B_NODE_FLAGS:-} "${BENCH_B_DIST:-$root/dist}/src/cli.js" -fg -conf "$work/$sys/pkcs11proxyd.conf" "${ours_args[@]}"
-    wait_for "our daemon ($sys) not ready: $(cat "$work/$sys/stderr")" grep -q '^READY ' "$work/$sys/stdout"
+    start_ours "$sys" "address { type = \"local\"; path = \"$work/$sys/sock\"; };" \
+      "${BENCH_B_DIST:-}" "${BENCH_B_NODE_FLAGS:-}" "${BENCH_B_ENV:-}"
     MODULE[$sys]=${BENCH_B_LIB:-$OURS_LIB}
     ENVS[$sys]="$client_env PKCS11PROXY_SOCKET_PATH=$work/$sys/sock PKCS11PROXY_LIBNAME=softhsm"
     ;;
@@ -309,6 +309,13 @@ echo "bench: $RUNS x $cells cells of ${SECONDS_PER_CELL}s; systems: $SYSTEMS" >&
 # A daemon that compiles its code at run time (ours: V8) would otherwise pay
 # for that inside the first timed cell of each workload; a long-running proxy
 # pays it once. Every system gets the same untimed load; its results are dropped.
+# run_bench SYS WORKLOAD CLIENTS SECONDS [bench options...]: one cell's client processes.
+run_bench() {
+  local sys=$1 wl=$2 k=$3 secs=$4
+  shift 4
+  # shellcheck disable=SC2086 # ENVS holds VAR=value words
+  env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" -t "$secs" "$@"
+}
 WARMUP=${BENCH_WARMUP:-1}
 kmax=0
 for k in $CLIENTS; do [ "$k" -gt "$kmax" ] && kmax=$k; done
@@ -316,9 +323,7 @@ if [ "$WARMUP" != 0 ]; then
   echo "bench: warm-up, ${WARMUP}s per workload and system at $kmax clients" >&2
   for wl in $WORKLOADS; do
     for sys in $SYSTEMS; do
-      # shellcheck disable=SC2086 # ENVS holds VAR=value words
-      env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * kmax)) \
-        "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$kmax" -t "$WARMUP" >/dev/null 2>&1 || true
+      run_bench "$sys" "$wl" "$kmax" "$WARMUP" >/dev/null 2>&1 || true
     done
   done
 fi
@@ -330,10 +335,7 @@ for ((run = 1; run <= RUNS; run++)); do
         sys=${systems[$(((row + j + run - 1) % nsys))]}
         sid_arg=()
         [ -n "${SID[$sys]:-}" ] && sid_arg=(-s "${SID[$sys]}")
-        # shellcheck disable=SC2086 # ENVS holds VAR=value words
-        line=$(env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) \
-          "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" \
-          -t "$SECONDS_PER_CELL" "${sid_arg[@]}" 2>"$work/cell.err" | grep '^RESULT ' | tail -n 1)
+        line=$(run_bench "$sys" "$wl" "$k" "$SECONDS_PER_CELL" "${sid_arg[@]}" 2>"$work/cell.err" | grep '^RESULT ' | tail -n 1)
         [ -n "$line" ] || line="RESULT status=error reason=no result (exit or timeout); $(tr '\n' ' ' <"$work/cell.err" | cut -c1-200)"
         echo "$wl $k $sys ${line#RESULT } run=$run" >> "$results"
         printf '  %d %-11s %d  %-9s %s\n' "$run" "$wl" "$k" "$sys" "${line#RESULT }" >&2
