@@ -149,6 +149,48 @@ describe('RecordAssembler', () => {
     a.push(fragment(bytes(8, 2), true));
     expect(rec).toEqual(copy);
   });
+
+  describe('transient chunks (one read buffer reused for every read)', () => {
+    /** Feeds `stream` through one reused buffer in pieces of `step` bytes, scribbling over it after each push. */
+    function viaReusedBuffer(a: RecordAssembler, stream: Buffer, step: number): Buffer[] {
+      const shared = Buffer.alloc(step);
+      const out: Buffer[] = [];
+      for (let off = 0; off < stream.length; off += step) {
+        const n = Math.min(step, stream.length - off);
+        stream.copy(shared, 0, off, off + n);
+        out.push(...a.push(shared.subarray(0, n), true));
+        shared.fill(0xee);
+      }
+      return out;
+    }
+
+    it('keeps whole records, split records and several records per chunk intact after the buffer is reused', () => {
+      const small = [bytes(12, 3), bytes(40, 4), bytes(4, 5)];
+      const big = bytes(5000, 6);
+      const stream = Buffer.concat([
+        ...small.map((r) => fragment(r, true)),
+        fragment(big.subarray(0, 3000), false),
+        fragment(big.subarray(3000), true),
+        fragment(Buffer.alloc(0), true),
+      ]);
+      for (const step of [1, 7, 64, 4096, stream.length]) {
+        const records = viaReusedBuffer(new RecordAssembler(1 << 20), stream, step);
+        expect({ step, records }).toEqual({ step, records: [...small, big, Buffer.alloc(0)] });
+      }
+    });
+
+    it('copies records larger than the carving limit whole', () => {
+      const huge = bytes(40000, 7);
+      const [rec] = viaReusedBuffer(new RecordAssembler(1 << 20), fragment(huge, true), 65536);
+      expect(rec).toEqual(huge);
+    });
+
+    it('records carved one after another do not overlap', () => {
+      const a = new RecordAssembler(1 << 20);
+      const records = Array.from({ length: 100 }, (_, i) => viaReusedBuffer(a, fragment(bytes(1000 + i, i), true), 4096)[0]);
+      records.forEach((r, i) => expect(r).toEqual(bytes(1000 + i, i)));
+    });
+  });
 });
 
 describe('frameRecord', () => {

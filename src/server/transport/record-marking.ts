@@ -14,6 +14,30 @@ export const DEFAULT_MAX_RECORD_SIZE = 16 * 1024 * 1024;
 const INITIAL_ACCUMULATOR_SIZE = 4096;
 
 /**
+ * Records copied out of a reused read buffer are carved from slabs of this size (the largest a
+ * carved record may be is a quarter of it; larger ones get their own buffer). A slab lives while
+ * any record carved from it does.
+ */
+const COPY_SLAB_SIZE = 64 * 1024;
+let slab = Buffer.allocUnsafeSlow(COPY_SLAB_SIZE);
+let slabUsed = 0;
+
+/** A copy of `piece` that no later read can overwrite. */
+function ownCopy(piece: Buffer): Buffer {
+  const n = piece.length;
+  if (n > COPY_SLAB_SIZE / 4) return Buffer.from(piece);
+  if (slabUsed + n > COPY_SLAB_SIZE) {
+    slab = Buffer.allocUnsafeSlow(COPY_SLAB_SIZE);
+    slabUsed = 0;
+  }
+  const out = slab.subarray(slabUsed, slabUsed + n);
+  piece.copy(out);
+  // 8-byte steps keep each record's start aligned as a fresh allocation's is.
+  slabUsed += (n + 7) & ~7;
+  return out;
+}
+
+/**
  * Turns arbitrarily split or coalesced stream chunks into whole records.
  * After `push` throws, the stream is out of sync and the assembler must be discarded.
  */
@@ -40,8 +64,12 @@ export class RecordAssembler {
     return this.inBody || this.markFill > 0 || this.size > 0;
   }
 
-  /** Consume a chunk; returns the records it completes, in order. Throws RpcRecordTooLargeError. */
-  push(chunk: Buffer): Buffer[] {
+  /**
+   * Consume a chunk; returns the records it completes, in order. Throws RpcRecordTooLargeError.
+   * A `transient` chunk is overwritten once push returns (a reused read buffer): every byte kept,
+   * in a returned record or a partial one, is copied. Otherwise records may be views of `chunk`.
+   */
+  push(chunk: Buffer, transient = false): Buffer[] {
     const records: Buffer[] = [];
     let off = 0;
     while (off < chunk.length) {
@@ -64,7 +92,9 @@ export class RecordAssembler {
       }
       const n = Math.min(this.fragmentLeft, chunk.length - off);
       if (n > 0) {
-        this.append(chunk.subarray(off, off + n));
+        const piece = chunk.subarray(off, off + n);
+        if (transient && this.size === 0) this.appendFirstCopy(piece, this.fragmentLeft === n && this.fragmentIsLast);
+        else this.append(piece);
         off += n;
         this.fragmentLeft -= n;
       }
@@ -93,6 +123,18 @@ export class RecordAssembler {
     }
     piece.copy(this.accumulator, this.size);
     this.size = needed;
+  }
+
+  /** The record's first bytes, from a transient chunk: copied whole, or into an accumulator sized for the fragment. */
+  private appendFirstCopy(piece: Buffer, completesRecord: boolean): void {
+    this.size = piece.length;
+    if (completesRecord) {
+      this.single = ownCopy(piece);
+      return;
+    }
+    // fragmentLeft still counts this piece: the fragment's full length is known, so one allocation holds it.
+    this.accumulator = Buffer.allocUnsafe(Math.min(Math.max(this.fragmentLeft, INITIAL_ACCUMULATOR_SIZE), this.maxRecordSize));
+    piece.copy(this.accumulator, 0);
   }
 
   private take(): Buffer {

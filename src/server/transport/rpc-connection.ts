@@ -8,6 +8,7 @@
  */
 import type net from 'net';
 import { getErrorCode, getErrorMessage } from './errors';
+import { adoptDirectRead } from './direct-read';
 import { frameRecord, RecordAssembler } from './record-marking';
 import { AuthFlavor, encodeReply, fillSuccessFrame, parseAuthSysCred, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
 import { IdleWatch, reportIdleClose, sourceOf } from './limits';
@@ -71,9 +72,11 @@ export class RpcConnection {
   /** Copy of the last AUTH_SYS body seen, so an unchanged credential is not decoded again. */
   private authSysBody: Buffer | null = null;
   private readonly idle: IdleWatch | null = null;
+  /** `accepted`, or the socket re-created over its handle to read into the shared buffer (direct-read.ts). */
+  private readonly socket: net.Socket;
 
   constructor(
-    private readonly socket: net.Socket,
+    accepted: net.Socket,
     readonly info: ConnectionInfo,
     private readonly handler: RpcConnectionHandler,
     private readonly opts: RpcConnectionOptions,
@@ -81,9 +84,12 @@ export class RpcConnection {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.assembler = new RecordAssembler(opts.maxRecordSize);
     this.tag = `conn ${info.id} (${info.transport} ${info.remote})`;
+    const direct = adoptDirectRead(accepted, (chunk) => this.onData(chunk, true));
+    const socket = direct ?? accepted;
+    this.socket = socket;
     // Replies to calls read before the peer's FIN are still owed, so our side ends only after them.
     socket.allowHalfOpen = true;
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (direct === null) socket.on('data', (chunk: Buffer) => this.onData(chunk, false));
     socket.on('end', () => this.onEnd());
     socket.on('drain', () => {
       // The peer took bytes: whatever stall was being timed made progress.
@@ -108,7 +114,7 @@ export class RpcConnection {
         },
       );
     }
-    if (opts.initial && opts.initial.length > 0) this.onData(opts.initial);
+    if (opts.initial && opts.initial.length > 0) this.onData(opts.initial, false);
   }
 
   /** Drop the connection now; unsent replies are lost. */
@@ -129,11 +135,12 @@ export class RpcConnection {
     this.maybeEnd();
   }
 
-  private onData(chunk: Buffer): void {
+  /** `transient`: the chunk is the shared read buffer, overwritten after this returns. */
+  private onData(chunk: Buffer, transient: boolean): void {
     if (this.failed || this.socketClosed || this.draining) return;
     let records: Buffer[];
     try {
-      records = this.assembler.push(chunk);
+      records = this.assembler.push(chunk, transient);
     } catch (e) {
       this.fail(e);
       return;
