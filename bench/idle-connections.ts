@@ -40,11 +40,13 @@ async function newClients(target: { path: string }, n: number): Promise<number[]
 async function main(): Promise<void> {
   const total = Number(process.argv[2] ?? 10_000);
   const workers = Number(process.argv[3] ?? 2);
-  const d = await startDaemon({ workers });
+  // As users start it (bin/pkcs11proxyd), with the primary's node flags.
+  const d = await startDaemon({ workers, viaBin: true });
   try {
     const pids = [d.proc.pid!, ...execFileSync('pgrep', ['-P', String(d.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number)];
     const target = { path: d.socketPath };
     const empty = rss(pids);
+    const emptyEach = pids.map((p) => rss([p]));
     const before = await newClients(target, 200);
     const held: P11Client[] = [];
     const t0 = Date.now();
@@ -54,10 +56,12 @@ async function main(): Promise<void> {
     }
     const openMs = Date.now() - t0;
     const full = rss(pids);
+    const each = pids.map((p) => rss([p]));
     const during = await newClients(target, 200);
     const mb = (b: number) => (b / 1e6).toFixed(0);
     console.log(`workers ${workers}; ${total} idle connections opened in ${(openMs / 1000).toFixed(1)} s`);
     console.log(`daemon RSS (primary + workers): ${mb(empty)} MB empty, ${mb(full)} MB with ${total} connections (${((full - empty) / total / 1024).toFixed(1)} KiB per connection)`);
+    console.log(`  primary ${mb(emptyEach[0])} -> ${mb(each[0])} MB, workers ${emptyEach.slice(1).map((e, i) => `${mb(e)} -> ${mb(each[i + 1])}`).join(', ')} MB`);
     console.log(`new client (connect + preamble + C_GetInfo): p50 ${pct(before, 0.5).toFixed(2)} ms, p99 ${pct(before, 0.99).toFixed(2)} ms idle; p50 ${pct(during, 0.5).toFixed(2)} ms, p99 ${pct(during, 0.99).toFixed(2)} ms with ${total} connections held`);
     for (const c of held) c.raw.destroy();
   } finally {

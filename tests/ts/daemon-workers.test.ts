@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import * as p from 'pkcs11js';
 import { startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
@@ -54,4 +55,29 @@ test('a killed worker is restarted and new connections keep working', async () =
   const c = await P11Client.open({ path: d.socketPath });
   expect((await c.call('C_GetSlotList', { tokenPresent: 1, count: 0 })).count).toBeGreaterThan(0);
   await c.close();
+});
+
+describe('node options per process (bin/pkcs11proxyd)', () => {
+  let b: RunningDaemon;
+  beforeAll(async () => {
+    b = await startDaemon({ workers: 2, viaBin: true });
+  });
+  afterAll(async () => {
+    await b?.stop();
+  });
+  const cmdline = (pid: number): string[] => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+
+  test('the primary runs with a small young generation, its workers with the default one', async () => {
+    const kids = execFileSync('pgrep', ['-P', String(b.proc.pid)], { encoding: 'utf8' }).trim().split('\n').map(Number);
+    expect(kids).toHaveLength(2);
+    // The launcher is `env -S node ...`: env execs node, so the pid is node's.
+    expect(cmdline(b.proc.pid!)).toContain('--max-semi-space-size=2');
+    for (const k of kids) expect(cmdline(k).filter((a) => a.includes('semi-space'))).toEqual([]);
+    const c = await P11Client.open({ path: b.socketPath });
+    try {
+      expect((await c.call('C_GetInfo', undefined)).rv).toBe(p.CKR_OK);
+    } finally {
+      c.raw.destroy();
+    }
+  });
 });

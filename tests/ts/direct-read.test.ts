@@ -1,10 +1,10 @@
-/** adoptDirectRead over real Unix sockets: the socket re-created over its handle reads into the shared buffer. */
+/** directReadSocket over real Unix sockets: the socket re-created over its handle reads into the shared buffer. */
 import { promises as fs } from 'fs';
 import net from 'net';
 import os from 'os';
 import path from 'path';
 import { once } from 'events';
-import { adoptDirectRead } from '../../src/server/transport/direct-read';
+import { directReadSocket } from '../../src/server/transport/direct-read';
 
 let dir: string;
 let server: net.Server;
@@ -45,7 +45,7 @@ async function pair(): Promise<{ client: net.Socket; sock: net.Socket; got: Buff
   await once(client, 'connect');
   const raw = await serverSide;
   const got: Buffer[] = [];
-  const sock = adoptDirectRead(raw, (chunk) => got.push(Buffer.from(chunk)));
+  const sock = directReadSocket(raw, (chunk) => got.push(Buffer.from(chunk)));
   if (sock === null) throw new Error('not adopted');
   serverSides.push(sock);
   return { client, sock, got, gotBytes: () => Buffer.concat(got) };
@@ -120,5 +120,5 @@ it('leaves TLS and already destroyed sockets to the stream path', async () => {
   clients.push(client);
   const raw = await serverSide;
   raw.destroy();
-  expect(adoptDirectRead(raw, () => undefined)).toBeNull();
+  expect(directReadSocket(raw, () => undefined)).toBeNull();
 });

@@ -1,4 +1,4 @@
-import type net from 'node:net';
+import net from 'node:net';
 import { announceObjectChanges, objectsChangedElsewhere } from '../../filter/object-attributes';
 import { errorMessage } from '../../pkcs11/errors';
 import { installAuditSinks } from '../audit-sinks';
@@ -10,6 +10,7 @@ import type { DaemonSettings } from '../settings';
 import type { ToPrimary, ToWorker } from './handover';
 import { dropPrivileges } from './privilege';
 import { reloadTlsMaterial } from '../transport/tls';
+import { isReceivedHandle, type StreamHandle } from '../transport/direct-read';
 
 /**
  * Entry point of a worker process. The primary owns the listening sockets and
@@ -43,15 +44,23 @@ function main(): void {
     stopping = true;
     void served.shutdown().finally(() => process.exit(0));
   };
-  process.on('message', (msg: ToWorker, handle?: net.Socket) => {
+  // A plain connection arrives as a bare handle, a TLS one as a Socket (daemon.ts handOff).
+  process.on('message', (msg: ToWorker, received?: unknown) => {
     if (msg.t === 'conn') {
       // Acknowledge before the first byte is read: from here on this process owns the
       // connection, and its death closes it (the kernel drops our descriptor) instead of
       // leaving it to the primary.
       send({ t: 'taken', id: msg.id });
-      if (!handle) return;
+      const handle: net.Socket | StreamHandle | null =
+        received instanceof net.Socket ? received : isReceivedHandle(received) ? received : null;
+      if (handle === null) return;
       const initial = msg.initial ? Buffer.from(msg.initial, 'base64') : undefined;
       if (msg.transport === 'tls') {
+        if (!(handle instanceof net.Socket)) {
+          handle.close();
+          send({ t: 'closed', id: msg.id });
+          return;
+        }
         // The handshake runs here; the connection gets its id and certificate identity once it passes.
         handle.once('close', () => send({ t: 'closed', id: msg.id }));
         served.server.attachTlsSocket(handle, initial);

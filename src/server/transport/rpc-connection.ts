@@ -8,7 +8,7 @@
  */
 import type net from 'net';
 import { getErrorCode, getErrorMessage } from './errors';
-import { adoptDirectRead } from './direct-read';
+import { directReadSocket, type StreamHandle } from './direct-read';
 import { frameRecord, RecordAssembler } from './record-marking';
 import { AuthFlavor, encodeReply, fillSuccessFrame, parseAuthSysCred, parseCall, RPC_VERSION, type RpcReply } from './rpc-message';
 import { IdleWatch, reportIdleClose, sourceOf } from './limits';
@@ -72,11 +72,12 @@ export class RpcConnection {
   /** Copy of the last AUTH_SYS body seen, so an unchanged credential is not decoded again. */
   private authSysBody: Buffer | null = null;
   private readonly idle: IdleWatch | null = null;
-  /** `accepted`, or the socket re-created over its handle to read into the shared buffer (direct-read.ts). */
+  /** The socket over `accepted`'s handle that reads into the shared buffer (direct-read.ts), or `accepted` itself. */
   private readonly socket: net.Socket;
 
+  /** `accepted`: a socket, or a bare handle received from the primary. */
   constructor(
-    accepted: net.Socket,
+    accepted: net.Socket | StreamHandle,
     readonly info: ConnectionInfo,
     private readonly handler: RpcConnectionHandler,
     private readonly opts: RpcConnectionOptions,
@@ -84,8 +85,9 @@ export class RpcConnection {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.assembler = new RecordAssembler(opts.maxRecordSize);
     this.tag = `conn ${info.id} (${info.transport} ${info.remote})`;
-    const direct = adoptDirectRead(accepted, (chunk) => this.onData(chunk, true));
-    const socket = direct ?? accepted;
+    const direct = directReadSocket(accepted, (chunk) => this.onData(chunk, true));
+    // Null only for a socket that keeps the stream path.
+    const socket = direct ?? (accepted as net.Socket);
     this.socket = socket;
     // Replies to calls read before the peer's FIN are still owed, so our side ends only after them.
     socket.allowHalfOpen = true;

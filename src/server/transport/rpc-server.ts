@@ -1,5 +1,5 @@
 /** The set of live RPC connections of one process, and (with `-workers 0`) its listener. */
-import type net from 'net';
+import net from 'net';
 import { getErrorMessage, RpcOptionError, RpcServerClosedError } from './errors';
 import { DEFAULT_SOCKET_OPTIONS, describePeer, Listener } from './listener';
 import type { AcceptedSocket } from './listener';
@@ -10,6 +10,7 @@ import {
   DEFAULT_STALL_TIMEOUT_MS,
   RpcConnection,
 } from './rpc-connection';
+import type { StreamHandle } from './direct-read';
 import { createTraceLogger } from './rpc-trace';
 import { TlsTerminator } from './tls';
 import type { ConnectionInfo, ListenAddress, ListenResult, PeerIdentity, RpcLogger, RpcServerOptions, TlsServerSettings } from './types';
@@ -113,14 +114,13 @@ export class RpcServer {
   }
 
   /**
-   * Serve an already accepted socket (e.g. one handed over by a cluster
-   * primary). `initial` holds bytes the previous owner already read from it;
-   * they are processed before anything the socket delivers.
+   * Serve an already accepted socket, or the bare handle of one a primary
+   * handed over. `initial` holds bytes the previous owner already read from
+   * it; they are processed before anything the socket delivers.
    */
-  attachSocket(sock: net.Socket, info: ConnectionInfo, initial?: Buffer): RpcConnection | null {
+  attachSocket(sock: net.Socket | StreamHandle, info: ConnectionInfo, initial?: Buffer): RpcConnection | null {
     if (this.closing) {
-      sock.on('error', () => {});
-      sock.destroy();
+      discard(sock);
       return null;
     }
     let handler;
@@ -128,8 +128,7 @@ export class RpcServer {
       handler = this.opts.createHandler(info);
     } catch (e) {
       this.log('error', `conn ${info.id}: createHandler failed: ${getErrorMessage(e)}`);
-      sock.on('error', () => {});
-      sock.destroy();
+      discard(sock);
       return null;
     }
     const conn = new RpcConnection(sock, info, handler, {
@@ -201,5 +200,14 @@ export class RpcServer {
     if (admitted === undefined) return;
     if (conn === null) admitted.ticket.release();
     else void conn.closed.then(() => admitted.ticket.release());
+  }
+}
+
+function discard(sock: net.Socket | StreamHandle): void {
+  if (sock instanceof net.Socket) {
+    sock.on('error', () => {});
+    sock.destroy();
+  } else {
+    sock.close();
   }
 }

@@ -12,9 +12,13 @@ export const ROOT = ((): string => {
   return dir;
 })();
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+/** The launcher users run (package.json `bin`), with the primary's node flags in its #! line. */
+export const BIN = path.join(ROOT, 'bin', 'pkcs11proxyd');
 
 export interface DaemonOptions {
   workers?: number;
+  /** Start through bin/pkcs11proxyd instead of `node dist/src/cli.js`. */
+  viaBin?: boolean;
   /** -debug-pkcs11; 'json': -debug-pkcs11-json. */
   trace?: boolean | 'json';
   /** Extra filter.conf text appended after `modules`. */
@@ -71,9 +75,10 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<RunningDaemon>
        processor { type = "rpc_pkcs11"; filter_config = "${filterConf}"; ${tls} ${o.processorExtra ?? ''} ${o.maxRecordSize ? `max_record_size = ${o.maxRecordSize};` : ''} }; }; };\n`,
   );
   o.prepare?.(hsm);
-  const args = [CLI, '-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
+  const args = ['-fg', '-conf', serverConf, '-workers', String(o.workers ?? 0)];
   if (o.trace) args.push(o.trace === 'json' ? '-debug-pkcs11-json' : '-debug-pkcs11');
-  const proc = spawn(process.execPath, args, { env: { ...hsm.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, argv] = o.viaBin ? [BIN, args] : [process.execPath, [CLI, ...args]];
+  const proc = spawn(cmd, argv, { env: { ...hsm.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
