@@ -2,8 +2,9 @@
  * PKCS#11 micro-benchmark: dlopens a module, runs one workload for a fixed
  * time in K processes that start together, prints throughput and latency.
  *
- *   bench -m MODULE -w WORKLOAD [-t SECONDS] [-p PROCS] [-T TOKEN]
+ *   bench -m MODULE -w WORKLOAD [-t SECONDS] [-n OPS] [-p PROCS] [-T TOKEN]
  *         [-s SID]
+ * (-n: each process stops after OPS operations if the time is not up first.)
  *
  * Workloads: sessioninfo, getattr, find, ecdsa, rsa, aescbc, newconn (see
  * workloads[]).
@@ -265,6 +266,8 @@ struct child_args {
   const char *token;
   const struct workload *w;
   double seconds;
+  /* -n: stop after this many operations per process (0: no limit). */
+  uint64_t max_ops;
   int ready_fd, go_fd, result_fd, release_fd;
 };
 
@@ -428,7 +431,7 @@ static int child_main(const struct child_args *a) {
     uint64_t start = now_ns();
     uint64_t end = start + (uint64_t)(a->seconds * 1e9);
     uint64_t t = start;
-    while (t < end) {
+    while (t < end && (a->max_ops == 0 || r.ops < a->max_ops)) {
       uint64_t t0 = now_ns();
       CK_RV rv = a->w->op(c);
       t = now_ns();
@@ -508,8 +511,8 @@ static void sanitize(char *s) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: bench -m MODULE -w WORKLOAD [-t SECONDS] [-p PROCS] "
-                  "[-T TOKEN] [-s SID]\nworkloads:");
+  fprintf(stderr, "usage: bench -m MODULE -w WORKLOAD [-t SECONDS] [-n OPS] "
+                  "[-p PROCS] [-T TOKEN] [-s SID]\nworkloads:");
   for (size_t i = 0; i < sizeof workloads / sizeof workloads[0]; i++)
     fprintf(stderr, " %s", workloads[i].name);
   fputc('\n', stderr);
@@ -521,11 +524,12 @@ int main(int argc, char **argv) {
   pid_t sid = 0;
   const char *wname = NULL;
   int opt;
-  while ((opt = getopt(argc, argv, "m:w:t:p:T:s:h")) != -1) {
+  while ((opt = getopt(argc, argv, "m:w:t:n:p:T:s:h")) != -1) {
     switch (opt) {
     case 'm': a.module = optarg; break;
     case 'w': wname = optarg; break;
     case 't': a.seconds = atof(optarg); break;
+    case 'n': a.max_ops = strtoull(optarg, NULL, 10); break;
     case 'p': procs = atoi(optarg); break;
     case 'T': a.token = optarg; break;
     case 's': sid = (pid_t)atoi(optarg); break;

@@ -33,8 +33,10 @@
 #
 #   bench/c/run.sh            (npm run bench:c builds dist/ first)
 # Env: BENCH_SECONDS per cell (default 2), BENCH_CLIENTS (default "1 4"),
-#   BENCH_WARMUP (seconds of untimed load per workload and system before
-#   the first run, at the largest client count; default 1, 0 for none),
+#   BENCH_WARMUP_OPS (operations of untimed load per workload and system
+#   before the first run, shared by the largest client count's processes;
+#   default 10000, 0 for none), BENCH_WARMUP (at most this many seconds of
+#   it; default 20),
 #   BENCH_RUNS (default 1: the whole matrix N times over the same daemons,
 #   each run starting the system rotation one further; with N > 1 the tables
 #   are medians of the runs, and ratios medians of per-run ratios),
@@ -316,14 +318,18 @@ run_bench() {
   # shellcheck disable=SC2086 # ENVS holds VAR=value words
   env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" -t "$secs" "$@"
 }
-WARMUP=${BENCH_WARMUP:-1}
+# Counted in operations, not seconds: V8 tiers our daemon's code up by calls, so
+# a workload of 1,300 calls/s (RSA at one client) was still being compiled
+# (4.8 % of the worker's CPU) in cells after a 1 s warm-up.
+WARMUP_OPS=${BENCH_WARMUP_OPS:-10000}
+WARMUP=${BENCH_WARMUP:-20}
 kmax=0
 for k in $CLIENTS; do [ "$k" -gt "$kmax" ] && kmax=$k; done
-if [ "$WARMUP" != 0 ]; then
-  echo "bench: warm-up, ${WARMUP}s per workload and system at $kmax clients" >&2
+if [ "$WARMUP_OPS" != 0 ] && [ "$WARMUP" != 0 ]; then
+  echo "bench: warm-up, $WARMUP_OPS operations (at most ${WARMUP}s) per workload and system at $kmax clients" >&2
   for wl in $WORKLOADS; do
     for sys in $SYSTEMS; do
-      run_bench "$sys" "$wl" "$kmax" "$WARMUP" >/dev/null 2>&1 || true
+      run_bench "$sys" "$wl" "$kmax" "$WARMUP" -n $(((WARMUP_OPS + kmax - 1) / kmax)) >/dev/null 2>&1 || true
     done
   done
 fi
