@@ -308,9 +308,6 @@ nsys=${#systems[@]}
 cells=0
 for _ in $WORKLOADS; do for _ in $CLIENTS; do cells=$((cells + nsys)); done; done
 echo "bench: $RUNS x $cells cells of ${SECONDS_PER_CELL}s; systems: $SYSTEMS" >&2
-# A daemon that compiles its code at run time (ours: V8) would otherwise pay
-# for that inside the first timed cell of each workload; a long-running proxy
-# pays it once. Every system gets the same untimed load; its results are dropped.
 # run_bench SYS WORKLOAD CLIENTS SECONDS [bench options...]: one cell's client processes.
 run_bench() {
   local sys=$1 wl=$2 k=$3 secs=$4
@@ -318,6 +315,9 @@ run_bench() {
   # shellcheck disable=SC2086 # ENVS holds VAR=value words
   env ${ENVS[$sys]} timeout -k 5 $((120 + 3 * k)) "$here/build/bench" -m "${MODULE[$sys]}" -w "$wl" -p "$k" -t "$secs" "$@"
 }
+# A daemon that compiles its code at run time (ours: V8) would otherwise pay
+# for that inside the first timed cell of each workload; a long-running proxy
+# pays it once. Every system gets the same untimed load; its results are dropped.
 # Counted in operations, not seconds: V8 tiers our daemon's code up by calls, so
 # a workload of 1,300 calls/s (RSA at one client) was still being compiled
 # (4.8 % of the worker's CPU) in cells after a 1 s warm-up.

@@ -355,7 +355,7 @@ export class Daemon {
       // already got its first reply from the worker would lose its next call
       // to this process. Stop the read at the source, then take whatever the
       // stream buffered.
-      (sock as unknown as { _handle?: { readStop?: () => number } })._handle?.readStop?.();
+      streamHandleOf(sock)?.readStop();
       for (let extra = sock.read() as Buffer | null; extra !== null; extra = sock.read() as Buffer | null) {
         chunks.push(extra);
         length += extra.length;
