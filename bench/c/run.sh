@@ -28,11 +28,18 @@
 # e.g. BENCH_SYSTEMS="ours-tcp ours-tls ours-tls-full"
 #      BENCH_WORKLOADS="sessioninfo ecdsa newconn"
 # Each system has its own copy of one SoftHSM2 store (same token, same keys).
-# Cells run one after another, row by row (workload x client processes), the
-# system order rotating per row, so machine noise lands on all columns alike.
+# Cells run one after another, row by row (workload x client processes). In a
+# cell every system's client processes are set up first, then the systems take
+# turns in slices of BENCH_SLICE seconds until each has had BENCH_SECONDS, the
+# first system of each round rotating: this machine's speed changes within a
+# second (direct RSA alone: 700 and 1,050 ops/s in consecutive 0.2 s cells), and
+# a system that ran its whole cell in a slow or a fast spell moved a ratio by
+# up to 30 %; in slices of 0.1 s two identical systems measure within 3 %.
 #
 #   bench/c/run.sh            (npm run bench:c builds dist/ first)
-# Env: BENCH_SECONDS per cell (default 2), BENCH_CLIENTS (default "1 4"),
+# Env: BENCH_SECONDS per cell and system (default 2), BENCH_SLICE (default
+#   0.1; 0: each system runs its cell in one piece, one after another),
+#   BENCH_CLIENTS (default "1 4"),
 #   BENCH_WARMUP_OPS (operations of untimed load per workload and system
 #   before the first run, shared by the largest client count's processes;
 #   default 10000, 0 for none), BENCH_WARMUP (at most this many seconds of
@@ -54,6 +61,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export PKCS11PROXYD_ALLOW_ROOT=1 # our daemon runs as root here without service.user
 SECONDS_PER_CELL=${BENCH_SECONDS:-2}
+SLICE=${BENCH_SLICE:-0.1}
 CLIENTS=${BENCH_CLIENTS:-"1 4"}
 WORKLOADS=${BENCH_WORKLOADS:-"sessioninfo getattr find ecdsa rsa aescbc"}
 SYSTEMS=${BENCH_SYSTEMS:-"direct ours-unix ours-tcp camlcrush p11kit"}
@@ -307,7 +315,7 @@ read -ra systems <<<"$SYSTEMS"
 nsys=${#systems[@]}
 cells=0
 for _ in $WORKLOADS; do for _ in $CLIENTS; do cells=$((cells + nsys)); done; done
-echo "bench: $RUNS x $cells cells of ${SECONDS_PER_CELL}s; systems: $SYSTEMS" >&2
+echo "bench: $RUNS x $cells cells of ${SECONDS_PER_CELL}s in slices of ${SLICE}s; systems: $SYSTEMS" >&2
 # run_bench SYS WORKLOAD CLIENTS SECONDS [bench options...]: one cell's client processes.
 run_bench() {
   local sys=$1 wl=$2 k=$3 secs=$4
@@ -333,16 +341,23 @@ if [ "$WARMUP_OPS" != 0 ] && [ "$WARMUP" != 0 ]; then
     done
   done
 fi
+# A cell: one bench process runs every system's clients (bench -S), in slices.
+specs=()
+for sys in "${systems[@]}"; do specs+=(-S "$sys ${SID[$sys]:-0} ${MODULE[$sys]} ${ENVS[$sys]}"); done
+cell_timeout=$(awk -v n="$nsys" -v s="$SECONDS_PER_CELL" 'BEGIN { printf "%d", 120 + 2 * n * s }')
 for ((run = 1; run <= RUNS; run++)); do
   row=0
   for wl in $WORKLOADS; do
     for k in $CLIENTS; do
-      for ((j = 0; j < nsys; j++)); do
-        sys=${systems[$(((row + j + run - 1) % nsys))]}
-        sid_arg=()
-        [ -n "${SID[$sys]:-}" ] && sid_arg=(-s "${SID[$sys]}")
-        line=$(run_bench "$sys" "$wl" "$k" "$SECONDS_PER_CELL" "${sid_arg[@]}" 2>"$work/cell.err" | grep '^RESULT ' | tail -n 1)
-        [ -n "$line" ] || line="RESULT status=error reason=no result (exit or timeout); $(tr '\n' ' ' <"$work/cell.err" | cut -c1-200)"
+      out=$(timeout -k 5 $((cell_timeout + 3 * k * nsys)) "$here/build/bench" "${specs[@]}" -q "$SLICE" \
+        -o $(((row + run - 1) % nsys)) -w "$wl" -p "$k" -t "$SECONDS_PER_CELL" 2>"$work/cell.err")
+      for sys in "${systems[@]}"; do
+        line=$(grep "^RESULT sys=$sys " <<<"$out" | tail -n 1)
+        if [ -n "$line" ]; then
+          line="RESULT ${line#RESULT sys=$sys }"
+        else
+          line="RESULT status=error reason=no result (exit or timeout); $(tr '\n' ' ' <"$work/cell.err" | cut -c1-200)"
+        fi
         echo "$wl $k $sys ${line#RESULT } run=$run" >> "$results"
         printf '  %d %-11s %d  %-9s %s\n' "$run" "$wl" "$k" "$sys" "${line#RESULT }" >&2
       done
