@@ -4,7 +4,7 @@
  *
  *   bench -m MODULE -w WORKLOAD [-t SECONDS] [-n OPS] [-p PROCS] [-T TOKEN]
  *         [-s SID]
- *   bench -S 'NAME SID MODULE [VAR=value...]'... [-q SLICE] [-o ROTATION]
+ *   bench -S 'NAME SID MODULE [VAR=value...]'... [-q SLICE] [-o ROTATION] [-v]
  *         -w WORKLOAD [-t SECONDS] [-n OPS] [-p PROCS] [-T TOKEN]
  * (-n: each process stops after OPS operations if the time is not up first.)
  *
@@ -14,7 +14,8 @@
  * pair), bench-rsa (RSA-2048 key pair) and bench-aes (AES key), user PIN from
  * BENCH_PIN (default 1234). -s SID sums the CPU time of every process in
  * session SID (the server under test) over the measured window. -o ROTATION
- * picks which system runs first in the first round of slices.
+ * picks which system runs first in the first round of slices; -v prints each
+ * slice run ("slice ROUND NAME") on stderr.
  *
  * Each process opens one session and logs in. Processes are set up one after
  * another (SoftHSM2 races when several processes initialize one store at
@@ -30,7 +31,7 @@
  * Latencies go into a log-linear histogram (buckets under 1 % wide), so
  * p50/p99 are accurate to within a bucket.
  *
- * Last line on stdout, one of:
+ * Last line on stdout (with -S: one line per system, `RESULT sys=NAME ...`), one of:
  *   RESULT status=ok procs=K ops=N secs=S ops_s=R p50_us=A p99_us=B
  *          client_cpu_us_op=C client_sys_pct=F server_cpu_us_op=D
  *          server_sys_pct=G server_cpu_pct=E
@@ -574,7 +575,7 @@ static void usage(void) {
           "usage: bench -m MODULE [-s SID] -w WORKLOAD [-t SECONDS] [-n OPS] "
           "[-p PROCS] [-T TOKEN]\n"
           "       bench -S 'NAME SID MODULE [VAR=value...]'... -q SLICE "
-          "-w WORKLOAD [-t SECONDS] [-p PROCS] [-o ROTATION]\nworkloads:");
+          "-w WORKLOAD [-t SECONDS] [-p PROCS] [-o ROTATION] [-v]\nworkloads:");
   for (size_t i = 0; i < sizeof workloads / sizeof workloads[0]; i++)
     fprintf(stderr, " %s", workloads[i].name);
   fputc('\n', stderr);
@@ -689,10 +690,11 @@ int main(int argc, char **argv) {
   struct child_args a = {.token = "bench"};
   double seconds = 2.0, slice_s = 0;
   int procs = 1, rotation = 0;
+  bool verbose = false;
   const char *wname = NULL, *module = NULL;
   pid_t sid = 0;
   int opt;
-  while ((opt = getopt(argc, argv, "m:w:t:n:p:T:s:S:q:o:h")) != -1) {
+  while ((opt = getopt(argc, argv, "m:w:t:n:p:T:s:S:q:o:vh")) != -1) {
     switch (opt) {
     case 'm': module = optarg; break;
     case 'w': wname = optarg; break;
@@ -703,6 +705,7 @@ int main(int argc, char **argv) {
     case 's': sid = (pid_t)atoi(optarg); break;
     case 'q': slice_s = atof(optarg); break;
     case 'o': rotation = atoi(optarg); break;
+    case 'v': verbose = true; break;
     case 'S':
       if (nsystems == MAX_SYSTEMS || !parse_system(optarg, &systems[nsystems])) {
         usage();
@@ -749,8 +752,12 @@ int main(int argc, char **argv) {
   for (int r = 0; r < nslices; r++)
     for (int j = 0; j < nsystems; j++) {
       int si = (r + j + rotation) % nsystems;
-      if (systems[si].status == ST_OK && !run_slice(si, slice_ns))
+      if (systems[si].status != ST_OK)
+        continue;
+      if (!run_slice(si, slice_ns))
         systems[si].status = ST_ERROR; /* its child_result says why */
+      if (verbose)
+        fprintf(stderr, "slice %d %s\n", r, systems[si].name ? systems[si].name : "-");
     }
   sample_sessions(true);
 
