@@ -130,61 +130,6 @@ static int get_module(napi_env env, napi_value v, module_t **m) {
   return napi_get_value_external(env, v, (void **)m) == napi_ok && *m != NULL;
 }
 
-static napi_value get_attribute_value(napi_env env, napi_callback_info info) {
-  ARGS(5, "getAttributeValue(handle, session, object, types[], caps[]) with at most 256 attributes");
-  module_t *m;
-  CK_ULONG session, object;
-  uint32_t n, ncaps;
-  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &object) ||
-      napi_get_array_length(env, argv[3], &n) != napi_ok || napi_get_array_length(env, argv[4], &ncaps) != napi_ok ||
-      n != ncaps || n > MAX_ATTRS)
-    return bad_args(env, usage_);
-  CK_ATTRIBUTE t[MAX_ATTRS];
-  size_t total = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value x;
-    int64_t cap;
-    CHECK(napi_get_element(env, argv[3], i, &x));
-    if (!get_ulong(env, x, &t[i].type)) return bad_args(env, "attribute type must be a non-negative integer");
-    CHECK(napi_get_element(env, argv[4], i, &x));
-    CHECK(napi_get_value_int64(env, x, &cap));
-    t[i].pValue = NULL;
-    t[i].ulValueLen = cap < 0 ? 0 : (CK_ULONG)cap;
-    if (cap > 0) total += (size_t)cap;
-    if (total > MAX_BYTES) return fail(env, "E2BIG", "attribute capacities above 16 MiB");
-  }
-  unsigned char *buf = total > 0 ? malloc(total) : NULL;
-  if (total > 0 && buf == NULL) return fail(env, "ENOMEM", "out of memory");
-  size_t at = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value x;
-    int64_t cap;
-    CHECK(napi_get_element(env, argv[4], i, &x));
-    CHECK(napi_get_value_int64(env, x, &cap));
-    if (cap >= 0) {
-      /* A zero capacity still offers a (non-NULL) buffer: it asks for the value, as the caller's does. */
-      t[i].pValue = buf != NULL ? buf + at : (void *)t;
-      at += (size_t)cap;
-    }
-  }
-  CK_RV rv = m->f->C_GetAttributeValue(session, object, t, n);
-  napi_value out, x;
-  napi_status st = napi_create_array_with_length(env, n + 1, &out);
-  if (st == napi_ok) st = napi_create_double(env, (double)rv, &x);
-  if (st == napi_ok) st = napi_set_element(env, out, 0, x);
-  for (uint32_t i = 0; st == napi_ok && i < n; i++) {
-    if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION)
-      st = napi_create_double(env, -1, &x);
-    else if (t[i].pValue == NULL)
-      st = napi_create_double(env, (double)t[i].ulValueLen, &x);
-    else
-      st = napi_create_buffer_copy(env, t[i].ulValueLen, t[i].pValue, NULL, &x);
-    if (st == napi_ok) st = napi_set_element(env, out, i + 1, x);
-  }
-  free(buf);
-  return st == napi_ok ? out : NULL;
-}
-
 /* ---- the hot calls ---- */
 
 enum { INIT_SIGN, INIT_VERIFY, INIT_ENCRYPT, INIT_DECRYPT, INIT_DIGEST, INIT_COUNT };
@@ -220,6 +165,55 @@ static int get_bytes(napi_env env, napi_value v, unsigned char **data, size_t *n
   if (napi_get_buffer_info(env, v, &p, n) != napi_ok) return 0;
   *data = *n > 0 && p != NULL ? p : empty_input;
   return 1;
+}
+
+/*
+ * getAttributeValueInto(handle, session, object, spec, n, out): spec holds n
+ * pairs (type, capacity); capacity -1 asks for the length only, as a NULL
+ * pValue does. Values go into out one after another, each at the sum of the
+ * capacities before it; out is zeroed over them first, so bytes a module
+ * claims but does not write read as zeros, never as an earlier call's value.
+ * On return each pair's capacity holds the attribute's ulValueLen (-1 for
+ * CK_UNAVAILABLE_INFORMATION, and for a length above what was offered).
+ * Returns the CK_RV. No JS arrays or Buffers are made: the caller copies out.
+ */
+static napi_value get_attribute_value_into(napi_env env, napi_callback_info info) {
+  ARGS(6, "getAttributeValueInto(handle, session, object, Float64Array spec, n, out) with at most 256 attributes");
+  module_t *m;
+  CK_ULONG session, object, n;
+  double *spec;
+  size_t nspec, outcap;
+  unsigned char *out;
+  if (!get_module(env, argv[0], &m) || !get_ulong(env, argv[1], &session) || !get_ulong(env, argv[2], &object) ||
+      !get_f64(env, argv[3], &spec, &nspec) || !get_ulong(env, argv[4], &n) || n > MAX_ATTRS || 2 * n > nspec ||
+      !get_bytes(env, argv[5], &out, &outcap))
+    return bad_args(env, usage_);
+  CK_ATTRIBUTE t[MAX_ATTRS];
+  size_t at = 0;
+  for (CK_ULONG i = 0; i < n; i++) {
+    double type = spec[2 * i], cap = spec[2 * i + 1];
+    if (!(type >= 0 && type <= 9007199254740991.0) || !(cap >= -1 && cap <= (double)MAX_BYTES))
+      return bad_args(env, "attribute type must be a non-negative integer, capacity -1 or at most 16 MiB");
+    t[i].type = (CK_ULONG)type;
+    if (cap < 0) {
+      t[i].pValue = NULL;
+      t[i].ulValueLen = 0;
+      continue;
+    }
+    if ((size_t)cap > outcap - at) return bad_args(env, "attribute capacities above the output buffer");
+    /* A zero capacity still offers a (non-NULL) buffer: it asks for the value, as the caller's does. */
+    t[i].pValue = out + at;
+    t[i].ulValueLen = (CK_ULONG)cap;
+    at += (size_t)cap;
+  }
+  memset(out, 0, at);
+  CK_RV rv = m->f->C_GetAttributeValue(session, object, t, n);
+  for (CK_ULONG i = 0; i < n; i++) {
+    double cap = spec[2 * i + 1];
+    CK_ULONG len = t[i].ulValueLen;
+    spec[2 * i + 1] = len == CK_UNAVAILABLE_INFORMATION || (cap >= 0 && len > (CK_ULONG)cap) ? -1 : ulong_out(len);
+  }
+  return rv_value(env, rv);
 }
 
 static napi_value get_session_info(napi_env env, napi_callback_info info) {
@@ -390,7 +384,7 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_callback fn;
   } fns[] = {
       {"open", open_module},
-      {"getAttributeValue", get_attribute_value},
+      {"getAttributeValueInto", get_attribute_value_into},
       {"getSessionInfo", get_session_info},
       {"findObjectsInit", find_objects_init},
       {"findObjects", find_objects},

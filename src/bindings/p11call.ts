@@ -20,8 +20,12 @@ export const P11CALL_DATA = { C_Sign: 0, C_Encrypt: 1, C_Decrypt: 2, C_Digest: 3
  */
 export interface P11CallAddon {
   open(path: string): P11CallModule;
-  /** [rv, v0, v1...]: a Buffer (value), a number (length for a length-only ask), or -1 (unavailable). */
-  getAttributeValue(m: P11CallModule, session: number, object: number, types: number[], caps: number[]): Array<number | Buffer>;
+  /**
+   * spec[2i], spec[2i+1]: attribute i's type and capacity (-1: length only), for i < n. The values go
+   * into `out` one after another (each at the sum of the capacities before it; out zeroed over them
+   * first); spec[2i+1] comes back as the ulValueLen, -1 for unavailable or above the capacity.
+   */
+  getAttributeValueInto(m: P11CallModule, session: number, object: number, spec: Float64Array, n: number, out: Buffer): number;
   /** out[0..3]: slotID, state, flags, ulDeviceError. */
   getSessionInfo(m: P11CallModule, session: number, out: Float64Array): number;
   /** values[i]: attribute i's value in module layout; at most P11CALL_MAX_FIND_ATTRIBUTES. */

@@ -178,6 +178,11 @@ function directInit(op: KeyInitCall): number | undefined {
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
 /** The addon and the module instance it calls (the one pkcs11js loaded). */
+/** (type, capacity) pairs of one direct C_GetAttributeValue. */
+const ATTRIBUTE_SPEC = new Float64Array(2 * P11CALL_MAX_ATTRIBUTES);
+/** Values of a direct C_GetAttributeValue whose capacities fit; larger asks get their own buffer. */
+const ATTRIBUTE_SCRATCH = Buffer.alloc(64 * 1024);
+
 interface DirectModule {
   readonly addon: P11CallAddon;
   readonly module: P11CallModule;
@@ -697,29 +702,40 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
   private getAttributeValueDirect(direct: DirectModule, a: rpc.C_GetAttributeValue_args): rpc.C_GetAttributeValue_ret | null {
     const n = a.template.length;
     if (n > P11CALL_MAX_ATTRIBUTES) return null;
-    const types: number[] = new Array<number>(n);
-    const caps: number[] = new Array<number>(n);
+    const spec = ATTRIBUTE_SPEC;
     let bytes = 0;
     for (let i = 0; i < n; i++) {
       const t = a.template[i];
       if (attributeShape(t.type) === ATTR_SHAPE.TEMPLATE) return null;
-      types[i] = t.type;
-      caps[i] = t.value.length === 0 ? -1 : t.valueLen;
-      if (caps[i] > 0) bytes += caps[i];
+      const cap = t.value.length === 0 ? -1 : t.valueLen;
+      spec[2 * i] = t.type;
+      spec[2 * i + 1] = cap;
+      if (cap > 0) bytes += cap;
     }
     if (bytes > P11CALL_MAX_BYTES) return null;
-    const out = direct.addon.getAttributeValue(direct.module, a.session, a.object, types, caps);
-    const rv = out[0] as number;
+    // The shared scratch is only read before this returns: values leave as copies.
+    const out = bytes <= ATTRIBUTE_SCRATCH.length ? ATTRIBUTE_SCRATCH : Buffer.allocUnsafe(bytes);
+    const rv = direct.addon.getAttributeValueInto(direct.module, a.session, a.object, spec, n, out);
     if (rv !== CKR_OK && rv !== CKR_ATTRIBUTE_SENSITIVE && rv !== CKR_ATTRIBUTE_TYPE_INVALID && rv !== CKR_BUFFER_TOO_SMALL) {
       throw new Pkcs11Error(rv, 'C_GetAttributeValue');
     }
     const template: rpc.px_attribute[] = new Array<rpc.px_attribute>(n);
+    let at = 0;
     for (let i = 0; i < n; i++) {
-      const v = out[i + 1];
-      template[i] =
-        typeof v !== 'number'
-          ? { type: types[i], value: v, valueLen: v.length }
-          : { type: types[i], value: EMPTY, valueLen: v < 0 ? CK_UNAVAILABLE_INFORMATION_WIRE : v };
+      const t = a.template[i];
+      const len = spec[2 * i + 1];
+      if (t.value.length === 0) {
+        template[i] = { type: t.type, value: EMPTY, valueLen: len < 0 ? CK_UNAVAILABLE_INFORMATION_WIRE : len };
+        continue;
+      }
+      if (len < 0) {
+        template[i] = { type: t.type, value: EMPTY, valueLen: CK_UNAVAILABLE_INFORMATION_WIRE };
+      } else {
+        const value = Buffer.allocUnsafe(len);
+        out.copy(value, 0, at, at + len);
+        template[i] = { type: t.type, value, valueLen: len };
+      }
+      at += t.valueLen;
     }
     return { rv, template };
   }

@@ -309,6 +309,52 @@ test('a direct data call reports the length it needs on CKR_BUFFER_TOO_SMALL and
   }
 });
 
+test('getAttributeValueInto writes values at the summed capacities over zeroed bytes and answers each length', () => {
+  delete process.env.PKCS11PROXYD_NO_P11CALL;
+  const addon = p11call()!;
+  const pk = new p.PKCS11();
+  const conf = process.env.SOFTHSM2_CONF;
+  process.env.SOFTHSM2_CONF = store.conf;
+  try {
+    const lib = faultyModule(path.join(store.dir, 'raw-attrs'), store.conf).path;
+    pk.load(lib);
+    pk.C_Initialize();
+    const m = addon.open(lib);
+    const h = pk.C_OpenSession(pk.C_GetSlotList(true)[0], RW);
+    const session = Number(h.readBigUInt64LE());
+    pk.C_Login(h, p.CKU_USER, USER_PIN);
+    const obj = pk.C_CreateObject(h, [
+      { type: p.CKA_CLASS, value: p.CKO_DATA },
+      { type: p.CKA_TOKEN, value: false },
+      { type: p.CKA_LABEL, value: 'abc' },
+      { type: p.CKA_VALUE, value: Buffer.from('0123456789') },
+    ]);
+    const object = Number(obj.readBigUInt64LE());
+    // Bytes left from an earlier call: none of them may come back as part of this call's values.
+    const out = Buffer.alloc(64, 0xaa);
+    const spec = new Float64Array([p.CKA_LABEL, 16, p.CKA_VALUE, -1, p.CKA_VALUE, 4, p.CKA_VALUE, 12, UNKNOWN_TYPE, 8]);
+    const rv = addon.getAttributeValueInto(m, session, object, spec, 5, out);
+    // CKA_VALUE in 4 bytes is too small; an unknown type is invalid: either CK_RV may come first.
+    expect([p.CKR_BUFFER_TOO_SMALL, p.CKR_ATTRIBUTE_TYPE_INVALID]).toContain(rv);
+    expect([...spec.filter((_, i) => i % 2 === 1)]).toEqual([3, 10, -1, 10, -1]);
+    expect(out.subarray(0, 3).toString()).toBe('abc');
+    expect(out.subarray(3, 16).equals(Buffer.alloc(13))).toBe(true); // label capacity 16: zeroed beyond the value
+    expect(out.subarray(16, 20).equals(Buffer.alloc(4))).toBe(true); // the too-small buffer
+    expect(out.subarray(20, 30).toString()).toBe('0123456789'); // third value at 16 + 4
+    expect(out.subarray(30, 40).equals(Buffer.alloc(10))).toBe(true); // rest of its 12, and the unknown type's 8
+    expect(out.subarray(40).equals(Buffer.alloc(24, 0xaa))).toBe(true); // beyond the capacities: untouched
+    // Capacities beyond the output buffer, or more pairs than spec holds, are refused before the module is called.
+    expect(() => addon.getAttributeValueInto(m, session, object, new Float64Array([p.CKA_LABEL, 65]), 1, out)).toThrow(/getAttributeValueInto|capacities/);
+    expect(() => addon.getAttributeValueInto(m, session, object, new Float64Array([p.CKA_LABEL, 4]), 2, out)).toThrow(/getAttributeValueInto/);
+    pk.C_Logout(h);
+    pk.C_CloseSession(h);
+    pk.C_Finalize();
+  } finally {
+    if (conf === undefined) delete process.env.SOFTHSM2_CONF;
+    else process.env.SOFTHSM2_CONF = conf;
+  }
+});
+
 test("threadUsage reports the calling thread's CPU time, and a context switch only when the thread blocked", () => {
   const addon = p11call()!;
   const a = new Float64Array(2);
