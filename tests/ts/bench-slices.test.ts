@@ -62,9 +62,9 @@ test('systems take turns slice by slice, the first of each round rotating, and e
     expect(f.status).toBe('ok');
     expect(f.procs).toBe('2');
     expect(Number(f.ops)).toBeGreaterThan(0);
-    // Four slices of 0.1 s each, measured by the parent around the slice.
+    // Four slices of 0.1 s each, measured by the parent around the slice (a loaded machine only adds to it).
     expect(Number(f.secs)).toBeGreaterThanOrEqual(0.39);
-    expect(Number(f.secs)).toBeLessThan(1.5);
+    expect(Number(f.secs)).toBeLessThan(10);
   }
 }, 60_000);
 
