@@ -177,12 +177,12 @@ function directInit(op: KeyInitCall): number | undefined {
 
 type KeyInitCall = 'C_SignInit' | 'C_VerifyInit' | 'C_EncryptInit' | 'C_DecryptInit' | 'C_SignRecoverInit' | 'C_VerifyRecoverInit';
 
-/** The addon and the module instance it calls (the one pkcs11js loaded). */
 /** (type, capacity) pairs of one direct C_GetAttributeValue. */
 const ATTRIBUTE_SPEC = new Float64Array(2 * P11CALL_MAX_ATTRIBUTES);
 /** Values of a direct C_GetAttributeValue whose capacities fit; larger asks get their own buffer. */
 const ATTRIBUTE_SCRATCH = Buffer.alloc(64 * 1024);
 
+/** The addon and the module instance it calls (the one pkcs11js loaded). */
 interface DirectModule {
   readonly addon: P11CallAddon;
   readonly module: P11CallModule;

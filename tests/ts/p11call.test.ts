@@ -8,6 +8,7 @@ import type { SoftHsmStore } from './helpers/softhsm';
 import { PX_MP_NONE, PX_MP_RAW } from '../../src/generated/pkcs11_rpc';
 import type { px_attribute, px_mechanism_typed } from '../../src/generated/pkcs11_rpc';
 import { p11call } from '../../src/bindings/p11call';
+import type { P11CallAddon, P11CallModule } from '../../src/bindings/p11call';
 
 /**
  * C_GetAttributeValue through the native/p11call addon (one module call)
@@ -276,20 +277,35 @@ test('the hot calls made directly answer as pkcs11js does, errors included', asy
   expect(by.get('C_Digest not initialized')?.rv).toBe(p.CKR_OPERATION_NOT_INITIALIZED);
 });
 
-test('a direct data call reports the length it needs on CKR_BUFFER_TOO_SMALL and keeps the operation', () => {
+/**
+ * Runs `fn` with the addon over a raw copy of the module (its own copy, so this
+ * instance is not the one the stacks above initialized), initialized by
+ * pkcs11js, on a session opened with `flags`; the session and the module are
+ * closed after.
+ */
+function withRawModule(dir: string, flags: number, fn: (addon: P11CallAddon, m: P11CallModule, pk: p.PKCS11, h: Buffer, session: number) => void): void {
   delete process.env.PKCS11PROXYD_NO_P11CALL;
   const addon = p11call()!;
   const pk = new p.PKCS11();
   const conf = process.env.SOFTHSM2_CONF;
   process.env.SOFTHSM2_CONF = store.conf;
   try {
-    // A copy of its own, so this instance is not the one the stacks above initialized.
-    const lib = faultyModule(path.join(store.dir, 'raw'), store.conf).path;
+    const lib = faultyModule(path.join(store.dir, dir), store.conf).path;
     pk.load(lib);
     pk.C_Initialize();
     const m = addon.open(lib);
-    const h = pk.C_OpenSession(pk.C_GetSlotList(true)[0], p.CKF_SERIAL_SESSION);
-    const session = Number(h.readBigUInt64LE());
+    const h = pk.C_OpenSession(pk.C_GetSlotList(true)[0], flags);
+    fn(addon, m, pk, h, Number(h.readBigUInt64LE()));
+    pk.C_CloseSession(h);
+    pk.C_Finalize();
+  } finally {
+    if (conf === undefined) delete process.env.SOFTHSM2_CONF;
+    else process.env.SOFTHSM2_CONF = conf;
+  }
+}
+
+test('a direct data call reports the length it needs on CKR_BUFFER_TOO_SMALL and keeps the operation', () => {
+  withRawModule('raw', p.CKF_SERIAL_SESSION, (addon, m, _pk, _h, session) => {
     const o = new Float64Array(4);
     expect(addon.init(m, 4 /* C_DigestInit */, session, p.CKM_SHA256, null, 0)).toBe(p.CKR_OK);
     expect(addon.data(m, 3 /* C_Digest */, session, Buffer.from('abc'), Buffer.alloc(8), o)).toBe(p.CKR_BUFFER_TOO_SMALL);
@@ -301,27 +317,11 @@ test('a direct data call reports the length it needs on CKR_BUFFER_TOO_SMALL and
     expect(() => addon.data(m, 99, session, Buffer.alloc(1), out, o)).toThrow(/data\(handle/);
     expect(() => addon.getSessionInfo(m, session, new Float64Array(2))).toThrow(/getSessionInfo/);
     expect(() => addon.findObjects(m, session, 10, new Float64Array(4))).toThrow(/findObjects/);
-    pk.C_CloseSession(h);
-    pk.C_Finalize();
-  } finally {
-    if (conf === undefined) delete process.env.SOFTHSM2_CONF;
-    else process.env.SOFTHSM2_CONF = conf;
-  }
+  });
 });
 
 test('getAttributeValueInto writes values at the summed capacities over zeroed bytes and answers each length', () => {
-  delete process.env.PKCS11PROXYD_NO_P11CALL;
-  const addon = p11call()!;
-  const pk = new p.PKCS11();
-  const conf = process.env.SOFTHSM2_CONF;
-  process.env.SOFTHSM2_CONF = store.conf;
-  try {
-    const lib = faultyModule(path.join(store.dir, 'raw-attrs'), store.conf).path;
-    pk.load(lib);
-    pk.C_Initialize();
-    const m = addon.open(lib);
-    const h = pk.C_OpenSession(pk.C_GetSlotList(true)[0], RW);
-    const session = Number(h.readBigUInt64LE());
+  withRawModule('raw-attrs', RW, (addon, m, pk, h, session) => {
     pk.C_Login(h, p.CKU_USER, USER_PIN);
     const obj = pk.C_CreateObject(h, [
       { type: p.CKA_CLASS, value: p.CKO_DATA },
@@ -347,12 +347,7 @@ test('getAttributeValueInto writes values at the summed capacities over zeroed b
     expect(() => addon.getAttributeValueInto(m, session, object, new Float64Array([p.CKA_LABEL, 65]), 1, out)).toThrow(/getAttributeValueInto|capacities/);
     expect(() => addon.getAttributeValueInto(m, session, object, new Float64Array([p.CKA_LABEL, 4]), 2, out)).toThrow(/getAttributeValueInto/);
     pk.C_Logout(h);
-    pk.C_CloseSession(h);
-    pk.C_Finalize();
-  } finally {
-    if (conf === undefined) delete process.env.SOFTHSM2_CONF;
-    else process.env.SOFTHSM2_CONF = conf;
-  }
+  });
 });
 
 test("threadUsage reports the calling thread's CPU time, and a context switch only when the thread blocked", () => {
