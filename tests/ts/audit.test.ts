@@ -8,6 +8,7 @@ import type { RunningDaemon } from './helpers/daemon';
 import { P11Client } from './helpers/p11-client';
 import { USER_PIN } from './helpers/softhsm';
 import { constantName } from '../../src/pkcs11/constants';
+import { jsonLines, readJsonLines } from './helpers/json-lines';
 
 const RW = p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION;
 /** A PIN and a key value no log line could contain by chance. */
@@ -23,12 +24,7 @@ interface AuditLine {
 }
 
 function lines(file: string): AuditLine[] {
-  if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as AuditLine);
+  return readJsonLines<AuditLine>(file);
 }
 
 /** Polls the audit file until `pred` holds (deadline 10 s). */
@@ -183,11 +179,7 @@ describe('audit trail through the real daemon (1 worker, -debug-pkcs11)', () => 
     }
     // audit_stderr: the same lines on stderr, as JSON (written asynchronously: wait for the last one).
     const stderrLines = (): AuditLine[] =>
-      d
-        .output()
-        .split('\n')
-        .filter((l) => l.startsWith('{"time"'))
-        .map((l) => JSON.parse(l) as AuditLine);
+      jsonLines<AuditLine>(d.output(), (l) => l.startsWith('{"time"'));
     const end = Date.now() + 10_000;
     while (!stderrLines().some((x) => x.event === 'connection_closed') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     const onStderr = stderrLines();

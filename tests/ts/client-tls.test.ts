@@ -17,6 +17,7 @@ import type { TestPki } from './helpers/pki';
 import { ROOT, startDaemon } from './helpers/daemon';
 import type { RunningDaemon } from './helpers/daemon';
 import { USER_PIN } from './helpers/softhsm';
+import { readJsonLines } from './helpers/json-lines';
 
 const LIB = path.join(ROOT, 'client', 'build', 'libp11client.so');
 jest.setTimeout(180_000);
@@ -156,13 +157,7 @@ describe("TLS 1.3 with session resumption, against our daemon's TLS server (2 wo
 
   /** The daemon's view: one `connection` audit event per TLS connection it let in. */
   function serverHandshakes(): { full: number; resumed: number } {
-    const events = fs.existsSync(audit)
-      ? fs
-          .readFileSync(audit, 'utf8')
-          .split('\n')
-          .filter((l) => l !== '')
-          .map((l) => JSON.parse(l) as { event: string; transport?: string; resumed?: boolean })
-      : [];
+    const events = readJsonLines<{ event: string; transport?: string; resumed?: boolean }>(audit);
     const conns = events.filter((e) => e.event === 'connection' && e.transport === 'tls');
     return { full: conns.filter((e) => e.resumed === false).length, resumed: conns.filter((e) => e.resumed === true).length };
   }

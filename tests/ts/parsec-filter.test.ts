@@ -5,6 +5,7 @@ import type { RunningDaemon } from './helpers/daemon';
 import { startParsec } from './helpers/parsec';
 import type { ParsecService } from './helpers/parsec';
 import { pkcs11Tool } from './helpers/pkcs11-tool';
+import { readJsonLines } from './helpers/json-lines';
 
 /** The daemon's filter and audit trail apply to a Parsec alias as to any module (2 workers: each opens its own backend). */
 const CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
@@ -36,7 +37,7 @@ type Line = Record<string, unknown>;
 async function audit(pred: (l: Line[]) => boolean): Promise<Line[]> {
   const end = Date.now() + 10_000;
   for (;;) {
-    const l = fs.existsSync(auditFile) ? fs.readFileSync(auditFile, 'utf8').split('\n').filter(Boolean).map((x) => JSON.parse(x) as Line) : [];
+    const l = readJsonLines<Line>(auditFile);
     if (pred(l)) return l;
     if (Date.now() > end) throw new Error(`audit file never matched:\n${l.map((x) => JSON.stringify(x)).join('\n')}`);
     await new Promise((r) => setTimeout(r, 50));

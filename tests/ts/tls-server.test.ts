@@ -21,6 +21,7 @@ import { createTestPki } from './helpers/pki';
 import type { CertFiles, TestPki } from './helpers/pki';
 import { USER_PIN } from './helpers/softhsm';
 import { ROOT } from './helpers/daemon';
+import { readJsonLines } from './helpers/json-lines';
 
 const LIB = path.join(ROOT, 'client', 'build', 'libp11client.so');
 const CKS_RW_USER_FUNCTIONS = 3;
@@ -39,12 +40,7 @@ function tlsKeys(extra = '', x509Extra = ''): string {
 }
 
 function auditEvents(file: string): Array<Record<string, unknown>> {
-  if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readJsonLines(file);
 }
 
 async function until(cond: () => boolean, what: string): Promise<void> {

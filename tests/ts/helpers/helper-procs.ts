@@ -10,6 +10,7 @@ import type { FaultyModule } from './faulty-module';
 import { P11Client } from './p11-client';
 import { createSoftHsm, USER_PIN } from './softhsm';
 import type { SoftHsmStore } from './softhsm';
+import { readJsonLines } from './json-lines';
 
 // Shared by the helper-*.test.ts files (module helper processes, module_isolation): a daemon whose
 // aliases are fault-injection wrappers over SoftHSM2 stores of their own, and process-tree probes.
@@ -121,7 +122,7 @@ export async function helperDaemon(
     filterExtra: `${blocks ? `module_isolation = { ${blocks} }` : ''}\n${o.filterExtra ?? ''}`,
   });
   const audit = (): AuditLine[] =>
-    (fs.existsSync(auditFile) ? fs.readFileSync(auditFile, 'utf8') : '').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditLine);
+    readJsonLines<AuditLine>(auditFile);
   return {
     d,
     aliases,

@@ -8,6 +8,7 @@ import { faultyModule } from './faulty-module';
 import type { FaultyModule } from './faulty-module';
 import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './softhsm';
 import type { SoftHsmStore } from './softhsm';
+import { readJsonLines } from './json-lines';
 
 export const CLIENT = path.join(ROOT, 'client', 'build', 'libp11client.so');
 const BENCH_DIR = path.join(ROOT, 'bench', 'c');
@@ -120,7 +121,7 @@ export async function startPoolDaemon(template: SoftHsmStore, o: PoolDaemonOptio
         .on('error', reject);
     });
   const audit = (): Array<Record<string, unknown>> =>
-    (fs.existsSync(auditFile) ? fs.readFileSync(auditFile, 'utf8') : '').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+    readJsonLines(auditFile);
   return {
     daemon,
     members,
