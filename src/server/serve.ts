@@ -9,7 +9,7 @@ import { Pkcs11Dispatcher } from './dispatch/dispatcher';
 import type { Logger } from './log';
 import { RpcServer } from './transport';
 import type { ConnectionAdmission, ConnectionInfo } from './transport/types';
-import { DEFAULT_APP_LIMITS } from './settings';
+import { DEFAULT_APP_LIMITS, backendChange } from './settings';
 import type { DaemonSettings } from './settings';
 import { RouterLayer } from './layers/router-layer';
 import { buildStack } from './stack';
@@ -18,7 +18,10 @@ import { processMetrics } from './metrics/registry';
 import { ConfigInvalidError } from '../config/errors';
 import type { FilterLayer } from '../filter/filter-layer';
 import { passThroughFilter } from '../filter/policy';
-import { compileFilterText, loadCompiledFilter } from '../filter/rules';
+import { compileFilterConfig, compileFilterText, loadCompiledFilter } from '../filter/rules';
+import { parseFilterConfig } from '../config/filter-config';
+import { readConfigText } from '../config/read';
+import type { CompiledFilter } from '../filter/policy';
 
 /** The PKCS#11 side of a process: its module instances and the layer stack over them. */
 export interface Pkcs11Stack {
@@ -53,7 +56,13 @@ export class NoModuleError extends ProxyError {
  * ConnectionLayer), the default alias included. Worker 0 logs each one once.
  * When no module at all loads there is nothing to serve: NoModuleError.
  */
-export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: number): Pkcs11Stack {
+export function createPkcs11Stack(
+  s: DaemonSettings,
+  log: Logger,
+  workerIndex: number,
+  /** The filter.conf text in force, as the primary read it; absent: read s.filterFile here. */
+  filterText?: string,
+): Pkcs11Stack {
   declarePlainParameterMechanisms(s.plainParameterMechanisms ?? []);
   const limits = s.limits ?? DEFAULT_APP_LIMITS;
   const { backends, unavailable } = openBackends(s.modules, limits, {
@@ -75,7 +84,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     log(workerIndex === 0 ? 'error' : 'debug', `${which} '${u.alias}' (${u.path}) cannot be loaded, C_LoadModule for it answers CKR_FUNCTION_FAILED: ${u.reason}`);
   }
   const apps = new AppRegistry(workerIndex);
-  const filter = s.filterFile ? loadCompiledFilter(s.filterFile) : passThroughFilter(backends.keys());
+  const filter = !s.filterFile ? passThroughFilter(backends.keys()) : filterText !== undefined ? compileFilterText(filterText, s.filterFile) : loadCompiledFilter(s.filterFile);
   let filterLayer: FilterLayer | null = null;
   const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
     aliases: new Set(backends.keys()),
@@ -100,13 +109,7 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
     createDispatcher: (info) => new Pkcs11Dispatcher(info, stack, log, apps),
     reloadFilter: (text) => {
       if (!s.filterFile || filterLayer === null) return null;
-      const next = text === undefined ? loadCompiledFilter(s.filterFile) : compileFilterText(text, s.filterFile);
-      const aliases = [...backends.keys()];
-      const missing = aliases.filter((a) => !next.byAlias.has(a));
-      // Modules are loaded once per process: a reload may change the policy, not the set of modules.
-      if (missing.length > 0 || next.byAlias.size !== aliases.length) {
-        throw new ConfigInvalidError(s.filterFile, 0, 0, 'modules', `a reload cannot change \`modules\` (loaded: ${aliases.map((a) => JSON.stringify(a)).join(', ')}); restart the daemon`);
-      }
+      const next = compileReload(s, s.filterFile, text ?? readConfigText(s.filterFile));
       filterLayer.reload(next);
       return next.generation;
     },
@@ -116,19 +119,36 @@ export function createPkcs11Stack(s: DaemonSettings, log: Logger, workerIndex: n
   };
 }
 
+/**
+ * A reloaded filter.conf's policy, or ConfigError: the file is bad, or it
+ * would change the backends this process opened at start (backendChange).
+ * The primary checks it before sending it to workers; each worker again.
+ */
+export function compileReload(s: DaemonSettings, file: string, text: string): CompiledFilter {
+  const cfg = parseFilterConfig(text, file);
+  const next = compileFilterConfig(cfg);
+  const change = backendChange(s, cfg);
+  if (change !== null) throw new ConfigInvalidError(file, 0, 0, change.key, change.rule);
+  return next;
+}
+
 /** An RPC server whose connections run through this process's layer stack. */
 export function createPkcs11Server(
   s: DaemonSettings,
   log: Logger,
   workerIndex: number,
-  /** Set where this server accepts connections itself (-workers 0); workers are admitted by the primary. */
-  admission?: ConnectionAdmission,
+  opts: {
+    /** Set where this server accepts connections itself (-workers 0); workers are admitted by the primary. */
+    admission?: ConnectionAdmission;
+    /** The filter.conf text in force (createPkcs11Stack). */
+    filterText?: string;
+  } = {},
 ): { server: RpcServer; shutdown(): Promise<void>; reloadFilter(text?: string): number | null } {
-  const pkcs11 = createPkcs11Stack(s, log, workerIndex);
+  const pkcs11 = createPkcs11Stack(s, log, workerIndex, opts.filterText);
   const server = new RpcServer({
     maxRecordSize: s.maxRecordSize,
     ...s.connectionLimits,
-    admission,
+    admission: opts.admission,
     createHandler: (info) => pkcs11.createDispatcher(info),
     ...(s.tls ? { tls: s.tls } : {}),
     log: (level, msg) => log(level, msg),

@@ -16,13 +16,14 @@ import { faultyModule } from './helpers/faulty-module';
 import { startInProcess } from './helpers/in-process';
 import type { InProcessClient, InProcessStack } from './helpers/in-process';
 import { P11Client } from './helpers/p11-client';
-import { createSoftHsm, SOFTHSM_MODULE, USER_PIN } from './helpers/softhsm';
+import { createSoftHsm, USER_PIN } from './helpers/softhsm';
 import type { SoftHsmStore } from './helpers/softhsm';
 
 const RW = p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION;
 /** A read of up to `n` bytes of `type`. */
 const want = (type: number, n: number): px_attribute => ({ type, value: Buffer.alloc(n), valueLen: n });
-const MODULES = `modules = [("softhsm", "${SOFTHSM_MODULE}")]\ndebug = 1\n`;
+/** The filter file's first two lines; its module path is the one the stack loaded (a reload may not change it). */
+let MODULES = '';
 const P384 = Buffer.from('06052b81040022', 'hex');
 
 let hsm: SoftHsmStore;
@@ -33,9 +34,10 @@ let logs: string[] = [];
 beforeAll(() => {
   hsm = createSoftHsm(['test']);
   filterFile = path.join(hsm.dir, 'filter.conf');
-  fs.writeFileSync(filterFile, MODULES);
   // A module file of this store's own (the module reads its SOFTHSM2_CONF), as the in-process helper needs.
   const module = faultyModule(path.join(hsm.dir, 'module'), hsm.conf).path;
+  MODULES = `modules = [("softhsm", "${module}")]\ndebug = 1\n`;
+  fs.writeFileSync(filterFile, MODULES);
   stack = startInProcess([{ alias: 'softhsm', path: module }], undefined, { filterFile, log: (_l, m) => logs.push(m) });
 });
 afterAll(() => {
@@ -43,7 +45,7 @@ afterAll(() => {
   hsm.cleanup();
 });
 
-/** Swaps the policy for MODULES plus `rules` (the stack's SIGHUP path); returns the text's first rule line (1-based). */
+/** Swaps the policy for MODULES plus `rules` (the stack's SIGHUP path). */
 function policy(rules = ''): void {
   const text = `${MODULES}${rules}\n`;
   fs.writeFileSync(filterFile, text);

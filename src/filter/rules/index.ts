@@ -26,7 +26,11 @@ export function loadCompiledFilter(file: string): CompiledFilter {
 
 /** As loadCompiledFilter, from text already read (a reload compiles the same bytes in every worker). */
 export function compileFilterText(text: string, file: string): CompiledFilter {
-  const cfg = parseFilterConfig(text, file);
+  return compileFilterConfig(parseFilterConfig(text, file));
+}
+
+/** The policy of a parsed filter.conf (a reload also checks the parsed backends: settings.ts backendChange). */
+export function compileFilterConfig(cfg: FilterConfig): CompiledFilter {
   return compileProfiles(cfg, compileFilter(cfg));
 }
 

@@ -15,9 +15,8 @@ import { AdmissionControl, DEFAULT_ADMISSION_LIMITS } from '../transport/limits'
 import type { AdmissionTicket } from '../transport/limits';
 import { RecordAssembler } from '../transport/record-marking';
 import { parseCall } from '../transport/rpc-message';
-import { createPkcs11Server } from '../serve';
+import { compileReload, createPkcs11Server } from '../serve';
 import { readConfigText } from '../../config/read';
-import { compileFilterText } from '../../filter/rules';
 import type { DaemonSettings } from '../settings';
 import { Backoff, DEFAULT_BACKOFF } from './backoff';
 import { audit } from '../audit';
@@ -25,7 +24,7 @@ import { aggregateText, MetricsEndpoint, WORKER_SCRAPE_TIMEOUT_MS } from '../met
 import type { MetricsJson } from '../metrics/endpoint';
 import { enableMetrics } from '../metrics/registry';
 import type { ProcessMetrics } from '../metrics/registry';
-import type { ConnMessage, ToPrimary } from './handover';
+import type { ConnMessage, ToPrimary, ToWorker } from './handover';
 import { joinWorkerOf, peekClientHello } from './client-hello';
 import { dropPrivileges } from './privilege';
 
@@ -117,6 +116,12 @@ export class Daemon {
   private inProcess: ReturnType<typeof createPkcs11Server> | null = null;
   endpoints: ListenResult[] = [];
   private reloads = 0;
+  /**
+   * The filter.conf text in force: read at start, replaced by each reload the
+   * primary accepts. Every worker starts from it (never from the file), so an
+   * edit takes effect on SIGHUP only, in every worker alike.
+   */
+  private filterText: string | undefined;
   /** Connection limits of every connection of every worker: this process accepts them all. */
   private readonly admission: AdmissionControl;
   private pendingReload: { id: number; waiting: Set<number>; failed: number } | null = null;
@@ -142,8 +147,9 @@ export class Daemon {
     if (s.tls && s.tls.ticketKeys === undefined) s = { ...s, tls: { ...s.tls, ticketKeys: randomBytes(48).toString('hex') } };
     const d = new Daemon(s, log);
     try {
+      if (s.filterFile) d.filterText = readConfigText(s.filterFile);
       if (s.workers === 0) {
-        d.inProcess = createPkcs11Server(s, log, 0, d.admission);
+        d.inProcess = createPkcs11Server(s, log, 0, { admission: d.admission, filterText: d.filterText });
         d.endpoints = await d.inProcess.server.listen(s.listen);
       } else {
         for (let i = 0; i < s.workers; i++) {
@@ -186,6 +192,7 @@ export class Daemon {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         serialization: 'json',
       });
+      child.send({ t: 'filter', text: this.filterText ?? null } satisfies ToWorker);
       slot.child = child;
       slot.ready = false;
       let settled = false;
@@ -465,7 +472,7 @@ export class Daemon {
    * file:line:col) and nothing changes. A good one is sent, as read, to each
    * ready worker, which compiles the same bytes and swaps its policy at once;
    * a worker that refuses it keeps its old policy and says why.
-   * A worker started later reads the file itself.
+   * A worker started later gets the same text (filterText).
    */
   reload(): void {
     this.reloadTls();
@@ -477,12 +484,13 @@ export class Daemon {
     let text: string;
     try {
       text = readConfigText(file);
-      compileFilterText(text, file);
+      compileReload(this.s, file, text);
     } catch (e) {
       this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
       audit({ event: 'config_reload', file, outcome: 'error', error: errorMessage(e) });
       return;
     }
+    this.filterText = text;
     if (this.inProcess) {
       try {
         const generation = this.inProcess.reloadFilter(text);
@@ -498,7 +506,7 @@ export class Daemon {
     const workers = this.readyWorkers();
     this.pendingReload = { id, waiting: new Set(workers.map((w) => w.index)), failed: 0 };
     for (const w of workers) w.child!.send({ t: 'reload', id, text });
-    if (workers.length === 0) this.log('warn', 'SIGHUP: no worker ready; workers read the filter file when they start');
+    if (workers.length === 0) this.log('warn', 'SIGHUP: no worker ready; each starts with this policy');
   }
 
   /**

@@ -29,6 +29,8 @@ export interface ReloadMessage {
 
 /** `objects`: a worker changed a module object (C_SetAttributeValue, C_DestroyObject); the primary relays it to the other workers, which drop their filter attribute caches. */
 export type ToWorker =
+  /** The first message to a new worker: the filter.conf text in force (daemon.ts filterText); null: no filter file. */
+  | { t: 'filter'; text: string | null }
   | ConnMessage
   | ReloadMessage
   | { t: 'objects' }

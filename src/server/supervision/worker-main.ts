@@ -17,7 +17,7 @@ import { isReceivedHandle, type StreamHandle } from '../transport/direct-read';
  * hands each accepted connection to one worker; a worker owns the module
  * instances, sessions and login state of its connections. Protocol: handover.ts.
  */
-function main(): void {
+function main(filterText: string | undefined): void {
   const index = Number(process.env.PKCS11PROXYD_WORKER_INDEX ?? '0');
   const settings = JSON.parse(process.env.PKCS11PROXYD_SETTINGS ?? '{}') as DaemonSettings;
   const log = createLogger(envLogLevel(settings.logLevel), `[worker ${index}] `, envLogFormat(settings.logFormat), index);
@@ -27,7 +27,7 @@ function main(): void {
   try {
     // Before the stack: the audit layer is in it only when a sink is.
     auditSinks = installAuditSinks(settings.audit, index, log);
-    served = createPkcs11Server(settings, log, index);
+    served = createPkcs11Server(settings, log, index, { filterText });
     // Modules are loaded (their files opened as root if we started as root): now give root up.
     if (settings.privilege) dropPrivileges(settings.privilege, `worker ${index}`, log);
   } catch (e) {
@@ -95,4 +95,8 @@ function main(): void {
   send({ t: 'ready' });
 }
 
-main();
+// The primary's first message is the policy in force; nothing is served before it.
+process.once('message', (m: ToWorker) => {
+  if (m.t === 'filter') main(m.text ?? undefined);
+  else process.exit(m.t === 'stop' ? 0 : 1);
+});

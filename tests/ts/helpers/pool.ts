@@ -110,16 +110,7 @@ export async function startPoolDaemon(template: SoftHsmStore, o: PoolDaemonOptio
     processorExtra: `metrics_listen = "${metricsSock}"; audit_file = "${auditFile}";`,
     env: o.env,
   });
-  const metrics = (): Promise<Map<string, number>> =>
-    new Promise((resolve, reject) => {
-      http
-        .get({ socketPath: metricsSock, path: '/metrics' }, (res) => {
-          let body = '';
-          res.on('data', (b: Buffer) => (body += b.toString()));
-          res.on('end', () => resolve(parseMetrics(body)));
-        })
-        .on('error', reject);
-    });
+  const metrics = (): Promise<Map<string, number>> => scrapeMetrics(metricsSock);
   const audit = (): Array<Record<string, unknown>> =>
     readJsonLines(auditFile);
   return {
@@ -152,6 +143,19 @@ export async function startPoolDaemon(template: SoftHsmStore, o: PoolDaemonOptio
 }
 
 /** Prometheus text format → value by `name{a=x,b=y}` (labels sorted). */
+/** One scrape of the daemon's metrics endpoint on a Unix socket (processor.metrics_listen). */
+export function scrapeMetrics(socketPath: string): Promise<Map<string, number>> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ socketPath, path: '/metrics' }, (res) => {
+        let body = '';
+        res.on('data', (b: Buffer) => (body += b.toString()));
+        res.on('end', () => resolve(parseMetrics(body)));
+      })
+      .on('error', reject);
+  });
+}
+
 export function parseMetrics(text: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const line of text.split('\n')) {
