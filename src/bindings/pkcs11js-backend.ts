@@ -724,18 +724,16 @@ export class Pkcs11jsBackend extends BackendBase implements Backend {
     for (let i = 0; i < n; i++) {
       const t = a.template[i];
       const len = spec[2 * i + 1];
-      if (t.value.length === 0) {
-        template[i] = { type: t.type, value: EMPTY, valueLen: len < 0 ? CK_UNAVAILABLE_INFORMATION_WIRE : len };
-        continue;
+      let value = EMPTY;
+      // A length-only ask (capacity -1) took no room in `out`.
+      if (t.value.length !== 0) {
+        if (len >= 0) {
+          value = Buffer.allocUnsafe(len);
+          out.copy(value, 0, at, at + len);
+        }
+        at += t.valueLen;
       }
-      if (len < 0) {
-        template[i] = { type: t.type, value: EMPTY, valueLen: CK_UNAVAILABLE_INFORMATION_WIRE };
-      } else {
-        const value = Buffer.allocUnsafe(len);
-        out.copy(value, 0, at, at + len);
-        template[i] = { type: t.type, value, valueLen: len };
-      }
-      at += t.valueLen;
+      template[i] = { type: t.type, value, valueLen: len < 0 ? CK_UNAVAILABLE_INFORMATION_WIRE : len };
     }
     return { rv, template };
   }

@@ -1,6 +1,6 @@
 import { ProxyError } from '../errors';
 import { openBackends } from '../bindings/open-backends';
-import type { UnavailableModule } from '../bindings/open-backends';
+import type { ModuleSpec, UnavailableModule } from '../bindings/open-backends';
 import { declarePlainParameterMechanisms } from '../pkcs11/mechanism-shapes';
 import type { Pkcs11Calls } from '../generated/pkcs11_rpc';
 import { AppRegistry } from './dispatch/connection-state';
@@ -9,7 +9,7 @@ import { Pkcs11Dispatcher } from './dispatch/dispatcher';
 import type { Logger } from './log';
 import { RpcServer } from './transport';
 import type { ConnectionAdmission, ConnectionInfo } from './transport/types';
-import { DEFAULT_APP_LIMITS, backendChange } from './settings';
+import { DEFAULT_APP_LIMITS } from './settings';
 import type { DaemonSettings } from './settings';
 import { RouterLayer } from './layers/router-layer';
 import { buildStack } from './stack';
@@ -18,8 +18,9 @@ import { processMetrics } from './metrics/registry';
 import { ConfigInvalidError } from '../config/errors';
 import type { FilterLayer } from '../filter/filter-layer';
 import { passThroughFilter } from '../filter/policy';
-import { compileFilterConfig, compileFilterText, loadCompiledFilter } from '../filter/rules';
+import { compileFilterConfig, compileFilterText } from '../filter/rules';
 import { parseFilterConfig } from '../config/filter-config';
+import type { FilterConfig } from '../config/filter-config';
 import { readConfigText } from '../config/read';
 import type { CompiledFilter } from '../filter/policy';
 
@@ -84,7 +85,7 @@ export function createPkcs11Stack(
     log(workerIndex === 0 ? 'error' : 'debug', `${which} '${u.alias}' (${u.path}) cannot be loaded, C_LoadModule for it answers CKR_FUNCTION_FAILED: ${u.reason}`);
   }
   const apps = new AppRegistry(workerIndex);
-  const filter = !s.filterFile ? passThroughFilter(backends.keys()) : filterText !== undefined ? compileFilterText(filterText, s.filterFile) : loadCompiledFilter(s.filterFile);
+  const filter = s.filterFile ? compileFilterText(filterText ?? readConfigText(s.filterFile), s.filterFile) : passThroughFilter(backends.keys());
   let filterLayer: FilterLayer | null = null;
   const stack: Pkcs11Calls<ConnectionState> = buildStack(new RouterLayer(backends, s.defaultAlias), {
     aliases: new Set(backends.keys()),
@@ -130,6 +131,33 @@ export function compileReload(s: DaemonSettings, file: string, text: string): Co
   const change = backendChange(s, cfg);
   if (change !== null) throw new ConfigInvalidError(file, 0, 0, change.key, change.rule);
   return next;
+}
+
+/**
+ * What a reloaded filter.conf would change in the process's backends, which
+ * are opened once per process (modules loaded, helpers spawned, pools
+ * probing): the key and the rule broken, or null when only the policy changes.
+ * A reload that changes them is refused as a whole, never half applied.
+ * `modules` is compared in order: its first alias is the default module.
+ */
+function backendChange(s: Pick<DaemonSettings, 'modules' | 'virtualAliases'>, next: FilterConfig): { key: string; rule: string } | null {
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  const loaded = s.virtualAliases ?? [];
+  const byName = <T extends { name: string }>(l: readonly T[]): T[] => [...l].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  const changed = (key: string, now: string): { key: string; rule: string } => ({ key, rule: `a reload cannot change \`${key}\` (loaded: ${now}); restart the daemon to apply it` });
+  const list = (l: readonly string[]): string => (l.length === 0 ? 'none' : l.join(', '));
+  if (!same(s.modules.map((m) => [m.alias, m.path]), next.modules.map((m) => [m.alias, m.path]))) {
+    return changed('modules', list(s.modules.map((m) => `${m.alias}=${m.path}`)));
+  }
+  const isolation = (l: readonly ModuleSpec[]): unknown => l.map((m) => m.isolation ?? null);
+  if (!same(isolation(s.modules), isolation(next.modules))) {
+    return changed('module_isolation', list(s.modules.filter((m) => m.isolation !== undefined).map((m) => `${m.alias} in a helper process`)));
+  }
+  const pools = loaded.filter((v) => v.kind === 'pool');
+  if (!same(byName(pools), byName(next.pools))) return changed('pools', list(pools.map((p) => p.name)));
+  const nat = loaded.filter((v) => v.kind === 'nat');
+  if (!same(byName(nat), byName(next.slotNat))) return changed('slot_nat', list(nat.map((n) => n.name)));
+  return null;
 }
 
 /** An RPC server whose connections run through this process's layer stack. */

@@ -5,7 +5,6 @@ import type { ListenAddress, TlsServerSettings } from './transport/types';
 import type { PrivilegeSettings } from './supervision/privilege';
 import type { VirtualAliasSpec } from '../bindings/pool/pool-spec';
 import type { ModuleSpec } from '../bindings/open-backends';
-import type { FilterConfig } from '../config/filter-config';
 
 /** Per-connection bounds (processor keys max_inflight_calls, max_reply_bytes, stall_timeout_ms). */
 export interface ConnectionLimits {
@@ -90,31 +89,4 @@ export interface AuditSettings {
 
 export interface MetricsSettings {
   listen: { type: 'tcp'; host: string; port: number } | { type: 'local'; path: string };
-}
-
-/**
- * What a reloaded filter.conf would change in the process's backends, which
- * are opened once per process (modules loaded, helpers spawned, pools
- * probing): the key and the rule broken, or null when only the policy changes.
- * A reload that changes them is refused as a whole, never half applied.
- * `modules` is compared in order: its first alias is the default module.
- */
-export function backendChange(s: Pick<DaemonSettings, 'modules' | 'virtualAliases'>, next: FilterConfig): { key: string; rule: string } | null {
-  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
-  const loaded = s.virtualAliases ?? [];
-  const byName = <T extends { name: string }>(l: readonly T[]): T[] => [...l].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
-  const changed = (key: string, now: string): { key: string; rule: string } => ({ key, rule: `a reload cannot change \`${key}\` (loaded: ${now}); restart the daemon to apply it` });
-  const list = (l: readonly string[]): string => (l.length === 0 ? 'none' : l.join(', '));
-  if (!same(s.modules.map((m) => [m.alias, m.path]), next.modules.map((m) => [m.alias, m.path]))) {
-    return changed('modules', list(s.modules.map((m) => `${m.alias}=${m.path}`)));
-  }
-  const isolation = (l: readonly ModuleSpec[]): unknown => l.map((m) => m.isolation ?? null);
-  if (!same(isolation(s.modules), isolation(next.modules))) {
-    return changed('module_isolation', list(s.modules.filter((m) => m.isolation !== undefined).map((m) => `${m.alias} in a helper process`)));
-  }
-  const pools = loaded.filter((v) => v.kind === 'pool');
-  if (!same(byName(pools), byName(next.pools))) return changed('pools', list(pools.map((p) => p.name)));
-  const nat = loaded.filter((v) => v.kind === 'nat');
-  if (!same(byName(nat), byName(next.slotNat))) return changed('slot_nat', list(nat.map((n) => n.name)));
-  return null;
 }

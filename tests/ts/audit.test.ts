@@ -23,15 +23,11 @@ interface AuditLine {
   [k: string]: unknown;
 }
 
-function lines(file: string): AuditLine[] {
-  return readJsonLines<AuditLine>(file);
-}
-
 /** Polls the audit file until `pred` holds (deadline 10 s). */
 async function waitFor(file: string, pred: (l: AuditLine[]) => boolean): Promise<AuditLine[]> {
   const end = Date.now() + 10_000;
   for (;;) {
-    const l = lines(file);
+    const l = readJsonLines<AuditLine>(file);
     if (pred(l)) return l;
     if (Date.now() > end) throw new Error(`audit file never matched; it has:\n${l.map((x) => JSON.stringify(x)).join('\n')}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -187,13 +183,13 @@ describe('audit trail through the real daemon (1 worker, -debug-pkcs11)', () => 
   });
 
   test('config_reload on SIGHUP: ok with a good file, error with a bad one (old policy kept)', async () => {
-    const before = lines(auditFile).length;
+    const before = readJsonLines<AuditLine>(auditFile).length;
     d.proc.kill('SIGHUP');
     const ok = await waitFor(auditFile, (l) => l.slice(before).some((x) => x.event === 'config_reload'));
     expect(ok.slice(before).find((x) => x.event === 'config_reload')).toMatchObject({ outcome: 'ok', file: filterFile, worker: null });
     const good = fs.readFileSync(filterFile, 'utf8');
     fs.writeFileSync(filterFile, `${good}\nforbidden_mechanisms = [(".*", [CKM_NO_SUCH_THING])]\n`);
-    const mark = lines(auditFile).length;
+    const mark = readJsonLines<AuditLine>(auditFile).length;
     d.proc.kill('SIGHUP');
     const bad = await waitFor(auditFile, (l) => l.slice(mark).some((x) => x.event === 'config_reload'));
     const ev = bad.slice(mark).find((x) => x.event === 'config_reload')!;
@@ -213,7 +209,7 @@ describe('audit trail through the real daemon (1 worker, -debug-pkcs11)', () => 
     const c2 = await P11Client.open({ path: d.socketPath });
     await c2.close();
     await waitFor(auditFile, (l) => l.some((x) => x.event === 'connection_closed' && x.worker === 0));
-    expect(lines(rotated).some((x) => x.event === 'object_created')).toBe(true);
+    expect(readJsonLines<AuditLine>(rotated).some((x) => x.event === 'object_created')).toBe(true);
   });
 
   test('no secret anywhere: the PIN and the key value appear in no log, trace or audit line (hex, base64, raw)', () => {

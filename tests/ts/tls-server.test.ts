@@ -39,10 +39,6 @@ function tlsKeys(extra = '', x509Extra = ''): string {
   return `tls { ${extra} x509 { key { crt_file = "${pki.server.cert}"; key_file = "${pki.server.key}" }; trust { crt_file = "${pki.caCert}" }; ${x509Extra} }; };`;
 }
 
-function auditEvents(file: string): Array<Record<string, unknown>> {
-  return readJsonLines(file);
-}
-
 async function until(cond: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (!cond()) {
@@ -88,7 +84,7 @@ describe('mutual TLS 1.3 (default) with a CRL', () => {
     expect(sock.getProtocol()).toBe('TLSv1.3');
     sock.destroy();
     expect(await getInfoOver(d.tcpPort!, pki.client)).toBe(pkcs11js.CKR_OK);
-    await until(() => auditEvents(audit).some((e) => e.event === 'connection' && e.subject === 'O=pkcs11proxyd tests,CN=client1'), 'the connection event');
+    await until(() => readJsonLines(audit).some((e) => e.event === 'connection' && e.subject === 'O=pkcs11proxyd tests,CN=client1'), 'the connection event');
   });
 
   const refusals: Array<[string, () => CertFiles | null, string]> = [
@@ -98,10 +94,10 @@ describe('mutual TLS 1.3 (default) with a CRL', () => {
     ['with a revoked certificate', () => pki.revoked, 'revoked'],
   ];
   test.each(refusals)('a client %s is refused, audited with its reason', async (_what, cert, reason) => {
-    const before = auditEvents(audit).length;
+    const before = readJsonLines(audit).length;
     await expect(getInfoOver(d.tcpPort!, cert())).rejects.toThrow();
-    await until(() => auditEvents(audit).slice(before).some((e) => e.event === 'authentication_failure'), 'the refusal event');
-    const ev = auditEvents(audit)
+    await until(() => readJsonLines(audit).slice(before).some((e) => e.event === 'authentication_failure'), 'the refusal event');
+    const ev = readJsonLines(audit)
       .slice(before)
       .find((e) => e.event === 'authentication_failure')!;
     expect(ev.reason).toBe(reason);
@@ -122,7 +118,7 @@ describe('mutual TLS 1.3 (default) with a CRL', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
     expect((await good.call('C_GetInfo', undefined)).rv).toBe(pkcs11js.CKR_OK);
     await good.close();
-    expect(auditEvents(audit).filter((e) => e.event === 'authentication_failure' && e.reason === 'handshake_timeout').length).toBeGreaterThanOrEqual(2);
+    expect(readJsonLines(audit).filter((e) => e.event === 'authentication_failure' && e.reason === 'handshake_timeout').length).toBeGreaterThanOrEqual(2);
   });
 
   test('TLS 1.2 is refused unless configured', async () => {
@@ -239,7 +235,7 @@ describe('SIGHUP reloads the TLS material', () => {
   afterAll(async () => d?.stop());
 
   const tlsReloads = (outcome: string): number =>
-    auditEvents(path.join(d.hsm.dir, 'audit.log')).filter((e) => e.event === 'config_reload' && e.what === 'tls' && e.outcome === outcome).length;
+    readJsonLines(path.join(d.hsm.dir, 'audit.log')).filter((e) => e.event === 'config_reload' && e.what === 'tls' && e.outcome === outcome).length;
 
   async function servedSerial(): Promise<string> {
     const sock = tls.connect({ host: '127.0.0.1', port: d.tcpPort!, ...clientOptions(pki.client) });

@@ -29,7 +29,7 @@ export function compileFilterText(text: string, file: string): CompiledFilter {
   return compileFilterConfig(parseFilterConfig(text, file));
 }
 
-/** The policy of a parsed filter.conf (a reload also checks the parsed backends: settings.ts backendChange). */
+/** The policy of a parsed filter.conf (a reload also checks the parsed backends: serve.ts compileReload). */
 export function compileFilterConfig(cfg: FilterConfig): CompiledFilter {
   return compileProfiles(cfg, compileFilter(cfg));
 }

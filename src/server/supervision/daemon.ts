@@ -484,6 +484,14 @@ export class Daemon {
     let text: string;
     try {
       text = readConfigText(file);
+      // In process the stack's reload is the check (serve.ts compileReload); with workers, this one.
+      if (this.inProcess) {
+        const generation = this.inProcess.reloadFilter(text);
+        this.filterText = text;
+        this.log('info', `SIGHUP: filter ${file} reloaded (generation ${generation})`);
+        audit({ event: 'config_reload', file, outcome: 'ok', generation });
+        return;
+      }
       compileReload(this.s, file, text);
     } catch (e) {
       this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
@@ -491,17 +499,6 @@ export class Daemon {
       return;
     }
     this.filterText = text;
-    if (this.inProcess) {
-      try {
-        const generation = this.inProcess.reloadFilter(text);
-        this.log('info', `SIGHUP: filter ${file} reloaded (generation ${generation})`);
-        audit({ event: 'config_reload', file, outcome: 'ok', generation });
-      } catch (e) {
-        this.log('error', `SIGHUP: filter reload refused, the old policy stays: ${errorMessage(e)}`);
-        audit({ event: 'config_reload', file, outcome: 'error', error: errorMessage(e) });
-      }
-      return;
-    }
     const id = ++this.reloads;
     const workers = this.readyWorkers();
     this.pendingReload = { id, waiting: new Set(workers.map((w) => w.index)), failed: 0 };
